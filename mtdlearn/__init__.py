@@ -1,0 +1,16 @@
+"""mtdlearn: two-dimensional multi-target detection with scikit-learn conventions.
+
+Recovers a small image from a large, very noisy measurement that holds many
+randomly rotated and translated copies of it (Kreymer, Singer and Bendory,
+"An approximate expectation-maximization for two-dimensional multi-target
+detection").
+"""
+
+from .basis import FourierBesselBasis
+from .datasets import make_measurement, make_target
+from .metrics import relative_error
+
+__version__ = "0.1.0"
+
+__all__ = ["FourierBesselBasis", "make_measurement", "make_target", "relative_error",
+           "__version__"]

@@ -1,0 +1,143 @@
+"""Small argument validators: every error names the argument, what was expected
+and what was received.  Nothing is clipped or coerced silently."""
+
+from numbers import Integral, Real
+
+import numpy as np
+
+__all__ = ["check_int", "check_real", "check_array_float", "check_random_generator",
+           "check_measurements"]
+
+
+def check_int(value, name, minimum=None, maximum=None):
+    """Return ``value`` as a Python int, or raise ``TypeError``/``ValueError``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_real(value, name, minimum=None, maximum=None, strict=False, strict_max=False):
+    """Return ``value`` as a finite float in the given range.
+
+    ``strict`` makes the lower bound exclusive, ``strict_max`` the upper one.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None:
+        if strict and value <= minimum:
+            raise ValueError(f"{name} must be > {minimum}, got {value}")
+        if not strict and value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None:
+        if strict_max and value >= maximum:
+            raise ValueError(f"{name} must be < {maximum}, got {value}")
+        if not strict_max and value > maximum:
+            raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_array_float(value, name, min_ndim=0, ndim=None, dtype=np.float64):
+    """Return ``value`` as a finite floating array (no copy when possible)."""
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise TypeError(f"{name} must be array-like of numbers: {exc}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real-valued, got dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {arr.shape}")
+    if arr.ndim < min_ndim:
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimension(s), got shape {arr.shape}"
+        )
+    if dtype is not None and arr.dtype != dtype:
+        arr = arr.astype(dtype)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must contain only finite values (found NaN or inf)")
+    return arr
+
+
+def check_random_generator(random_state):
+    """A ``numpy.random.Generator`` from None, an int, a Generator or a RandomState.
+
+    A ``RandomState`` is consumed for one 32-bit seed (as scikit-learn would).
+    """
+    if random_state is None or isinstance(random_state, (Integral, np.random.SeedSequence)):
+        if isinstance(random_state, Integral) and random_state < 0:
+            raise ValueError(f"random_state must be non-negative, got {random_state}")
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+    raise TypeError(
+        "random_state must be None, an int, a numpy Generator or RandomState, "
+        f"got {type(random_state).__name__}"
+    )
+
+
+def check_measurements(X, image_size, name="X"):
+    """Validate measurements and return a list of 2-D float arrays.
+
+    ``X`` is one measurement ``(N1, N2)``, a stack ``(n, N1, N2)``, or a
+    sequence of 2-D arrays (sizes may differ) or paths to ``.npy`` files
+    (opened read-only, memory-mapped).  Every measurement must hold at least
+    one ``image_size x image_size`` patch and only finite values.
+    """
+    from pathlib import Path
+
+    if isinstance(X, (str, Path)):
+        items = [X]
+    elif isinstance(X, np.ndarray) or hasattr(X, "__array__"):
+        arr = np.asarray(X)
+        if arr.ndim == 2:
+            items = [arr]
+        elif arr.ndim == 3:
+            items = list(arr)
+        else:
+            raise ValueError(
+                f"{name} must be one measurement (N1, N2), a stack (n, N1, N2) or a "
+                f"sequence of 2-D arrays; got an array of shape {arr.shape}"
+            )
+    elif isinstance(X, (list, tuple)):
+        items = list(X)
+    else:
+        raise TypeError(
+            f"{name} must be an array, a sequence of arrays, or a .npy path; "
+            f"got {type(X).__name__}"
+        )
+    if not items:
+        raise ValueError(f"{name} holds no measurement")
+    out = []
+    for i, item in enumerate(items):
+        label = name if len(items) == 1 else f"{name}[{i}]"
+        if isinstance(item, (str, Path)):
+            from .io import read_measurement
+
+            item = read_measurement(item)
+        arr = np.asarray(item)
+        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+            raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
+        if np.issubdtype(arr.dtype, np.complexfloating):
+            raise TypeError(f"{label} must be real-valued, got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            raise ValueError(f"{label} must be a 2-D measurement, got shape {arr.shape}")
+        if min(arr.shape) < image_size:
+            raise ValueError(
+                f"{label} of shape {arr.shape} is smaller than one "
+                f"{image_size}x{image_size} patch"
+            )
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{label} must contain only finite values (found NaN or inf)")
+        out.append(arr)
+    return out
