@@ -6,11 +6,17 @@ randomly rotated and translated copies of it (Kreymer, Singer and Bendory,
 detection").
 """
 
+from .base import BaseMTDEstimator
 from .basis import FourierBesselBasis
 from .datasets import make_measurement, make_target
+from .em import ApproxEMEstimator
+from .initializers import AutocorrelationInitializer, FixedInitializer, RandomInitializer
 from .metrics import relative_error
+from .rotations import UniformRotationGrid
 
 __version__ = "0.1.0"
 
-__all__ = ["FourierBesselBasis", "make_measurement", "make_target", "relative_error",
+__all__ = ["ApproxEMEstimator", "AutocorrelationInitializer", "BaseMTDEstimator",
+           "FixedInitializer", "FourierBesselBasis", "RandomInitializer",
+           "UniformRotationGrid", "make_measurement", "make_target", "relative_error",
            "__version__"]

@@ -41,7 +41,9 @@ def _select_by_count(n, n_coefficients):
     if n_roots == 0:
         raise ValueError("image_size is too small to hold any basis function")
     threshold = roots0[n_roots - 1]
-    nu_max = 0
+    # nu = 0 is always a candidate (its first root is lambda_{0,1} <= threshold);
+    # starting the search at 0 would give no candidate at all for L = 3.
+    nu_max = 1
     while _bessel_roots(nu_max, 1)[0] < threshold:
         nu_max += 1
     candidates = []

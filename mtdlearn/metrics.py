@@ -10,19 +10,31 @@ __all__ = ["relative_error", "align_rotation"]
 
 def _minimize_periodic(fun, degree):
     """Global minimum over [0, 2 pi) of a trigonometric polynomial of the given
-    degree: a grid fine enough to bracket the global minimum, then Brent's
-    method on the bracketing interval."""
+    degree: a grid fine enough to bracket every local minimum, then Brent's
+    method on the bracket of each discrete local minimum (at most
+    ``degree + 1`` of them, best first); the best refined value wins.
+
+    Refining only the best grid point is not enough: two wells of nearly equal
+    depth (e.g. a target whose odd frequencies are weak) can swap order on the
+    grid, and the refined minimum would then be the wrong one.
+    """
     n_grid = max(64, 16 * int(degree) + 1)
     grid = np.linspace(0.0, 2 * np.pi, n_grid, endpoint=False)
     values = fun(grid)
-    k = int(np.argmin(values))
     step = grid[1] - grid[0]
-    res = minimize_scalar(lambda t: float(fun(np.array([t]))[0]),
-                          bounds=(grid[k] - step, grid[k] + step), method="bounded",
-                          options={"xatol": 1e-12})
-    if res.fun <= values[k]:
-        return float(res.x % (2 * np.pi)), float(res.fun)
-    return float(grid[k]), float(values[k])
+    local = np.flatnonzero((values <= np.roll(values, 1)) & (values <= np.roll(values, -1)))
+    local = local[np.argsort(values[local], kind="stable")][: int(degree) + 1]
+    k = int(np.argmin(values))
+    best_x, best_f = float(grid[k]), float(values[k])
+    for k in local:
+        res = minimize_scalar(lambda t: float(fun(np.array([t]))[0]),
+                              bounds=(grid[k] - step, grid[k] + step), method="bounded",
+                              options={"xatol": 1e-12})
+        if res.fun <= best_f:
+            best_x, best_f = float(res.x % (2 * np.pi)), float(res.fun)
+    if best_x >= 2 * np.pi:  # (-tiny) % (2 pi) rounds to 2 pi
+        best_x = 0.0
+    return best_x, best_f
 
 
 def _check_pair(true_coef, est_coef, basis):

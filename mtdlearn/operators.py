@@ -31,6 +31,10 @@ __all__ = [
     "shift_to_offset",
     "offset_to_shift",
     "enumerate_hypotheses",
+    "max_density",
+    "density_to_shift_probabilities",
+    "shift_probabilities_to_density",
+    "check_shift_probabilities",
 ]
 
 
@@ -201,3 +205,51 @@ def enumerate_hypotheses(image_size, n_rotations):
     rotation = np.repeat(np.arange(K), ne.size)
     shift = np.tile(ne, K)
     return rotation, shift, empty_shifts(image_size)
+
+
+def max_density(image_size):
+    """Largest density ``L**2 / (2L-1)**2`` for which ``rho`` stays on the simplex."""
+    L = int(image_size)
+    return L * L / (2 * L - 1) ** 2
+
+
+def density_to_shift_probabilities(density, image_size):
+    """Shift distribution ``rho`` (2L x 2L) implied by a density ``gamma``.
+
+    Each of the ``(2L-1)**2`` non-empty shifts has probability ``gamma / L**2``
+    (a copy's top-left corner is equally likely at any offset of a tile);
+    the ``4L-1`` empty shifts share the rest equally.
+    """
+    L = check_int(image_size, "image_size", minimum=1)
+    gamma = float(density)
+    if not (0.0 <= gamma <= max_density(L)):
+        raise ValueError(f"density must lie in [0, {max_density(L):.6g}] for image_size={L}, "
+                         f"got {gamma}")
+    rho = np.empty(4 * L * L)
+    ne, em = nonempty_shifts(L), empty_shifts(L)
+    rho[ne] = gamma / (L * L)
+    rho[em] = max(0.0, 1.0 - gamma * ne.size / (L * L)) / em.size
+    return rho.reshape(2 * L, 2 * L)
+
+
+def shift_probabilities_to_density(shift_probabilities):
+    """Density ``gamma = (L**2 / (2L-1)**2) * sum of rho over non-empty shifts``
+    (the inverse of :func:`density_to_shift_probabilities`)."""
+    rho = np.asarray(shift_probabilities, dtype=np.float64)
+    L = rho.shape[-1] // 2
+    ne = nonempty_shifts(L)
+    return float(rho.reshape(-1)[ne].sum() * L * L / ne.size)
+
+
+def check_shift_probabilities(shift_probabilities, image_size, name="shift_probabilities"):
+    """Validate a 2L x 2L probability table (non-negative, sums to one)."""
+    L = int(image_size)
+    rho = check_array_float(shift_probabilities, name, ndim=2)
+    if rho.shape != (2 * L, 2 * L):
+        raise ValueError(f"{name} must have shape ({2 * L}, {2 * L}), got {rho.shape}")
+    if np.any(rho < 0):
+        raise ValueError(f"{name} must be non-negative")
+    total = rho.sum()
+    if abs(total - 1.0) > 1e-8:
+        raise ValueError(f"{name} must sum to 1, got {total:.12g}")
+    return rho / total

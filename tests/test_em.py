@@ -1,0 +1,402 @@
+"""Tests of mtdlearn.em (ApproxEMEstimator, m_step) and the E-step it drives."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV, KFold
+from scipy.special import logsumexp
+
+from mtdlearn import (ApproxEMEstimator, FixedInitializer, FourierBesselBasis,
+                      RandomInitializer, make_measurement, make_target, relative_error)
+from mtdlearn.base import PatchData, build_patch_model, estep_statistics
+from mtdlearn.datasets import place_copies, render_copies
+from mtdlearn.em import m_step
+from mtdlearn.metrics import align_rotation
+from mtdlearn.operators import (density_to_shift_probabilities, extract_patches,
+                                pad_shift_crop)
+
+L = 5
+
+
+@pytest.fixture(scope="module")
+def basis():
+    return FourierBesselBasis(L, n_coefficients=10)
+
+
+@pytest.fixture(scope="module")
+def coef(basis):
+    return make_target(basis, random_state=0)
+
+
+def _grid_measurement(coef, basis, size, K, sigma2, seed):
+    """A measurement whose copies sit exactly on the K-point rotation grid, so the
+    model of the EM holds exactly (continuous rotations bias a K-grid EM by
+    about sinc(nu pi / K) per frequency, see test_continuous_rotations_bias)."""
+    rng = np.random.default_rng(seed)
+    pos = place_copies((size, size), L, int(0.04 * size * size / L**2), rng)
+    angles = 2 * np.pi * rng.integers(0, K, len(pos)) / K
+    X = rng.standard_normal((1, size, size)) * np.sqrt(sigma2)
+    render_copies(X, coef, basis, pos, angles, np.zeros(len(pos), dtype=np.int64))
+    return X[0], pos, angles
+
+
+def _brute_force_loglik(X, coef, rho, sigma2, basis, angles):
+    """log sum_{l, k} rho_l / K N(P; C T_l Z F_k, sigma2 I) per patch, with every
+    one of the 4 L^2 shifts (empty ones included) enumerated separately."""
+    P = extract_patches(X, L).reshape(-1, L * L)
+    imgs = basis.evaluate(basis.rotate(coef, angles))
+    T = pad_shift_crop(imgs, None).reshape(len(angles), 4 * L * L, L * L)
+    d2 = ((P[:, None, None, :] - T[None]) ** 2).sum(-1)          # (N_d, K, 4L^2)
+    with np.errstate(divide="ignore"):
+        logp = -d2 / (2 * sigma2) + np.log(rho.ravel())[None, None, :] - np.log(len(angles))
+    return logsumexp(logp.reshape(len(P), -1), axis=1) - 0.5 * L * L * np.log(
+        2 * np.pi * sigma2), logp, P, T
+
+
+def test_estep_matches_brute_force(basis, coef):
+    X, _ = make_measurement(coef, basis, 60, snr=3, random_state=1)
+    angles = 2 * np.pi * np.arange(6) / 6
+    rng = np.random.default_rng(0)
+    rho = rng.uniform(0.5, 1.5, (2 * L, 2 * L))
+    rho /= rho.sum()
+    sigma2 = 0.8
+    est_coef = coef + 0.3 * rng.standard_normal(coef.shape)
+    model = build_patch_model(est_coef, rho, sigma2, basis, angles)
+    stats = estep_statistics(PatchData([X], L), model, chunk=7)
+    ll, logp, P, T = _brute_force_loglik(X, est_coef, rho, sigma2, basis, angles)
+    assert np.isclose(stats.loglik, ll.sum(), rtol=1e-12)
+    # posterior weights of the non-empty hypotheses, rotation-major
+    w = np.exp(logp - logsumexp(logp.reshape(len(P), -1), axis=1)[:, None, None])
+    from mtdlearn.operators import empty_shifts, nonempty_shifts
+
+    ne = nonempty_shifts(L)
+    W = w[:, :, ne].sum(0).ravel()
+    np.testing.assert_allclose(stats.weights, W, rtol=1e-10, atol=1e-12)
+    assert np.isclose(stats.weight_empty, w[:, :, empty_shifts(L)].sum(), rtol=1e-10)
+    S = np.einsum("mkh,md->khd", w[:, :, ne], P).reshape(-1, L * L)
+    np.testing.assert_allclose(stats.weighted_patches, S, rtol=1e-10, atol=1e-12)
+    assert np.isclose(stats.patch_sq, (P**2).sum())
+
+
+def test_m_step_solves_normal_equations(basis, coef):
+    """The alpha update maximizes Q (eq. 16): compare with explicit A_h matrices."""
+    X, _ = make_measurement(coef, basis, 60, snr=3, random_state=2)
+    angles = 2 * np.pi * np.arange(4) / 4
+    rho = density_to_shift_probabilities(0.05, L)
+    model = build_patch_model(coef, rho, 0.5, basis, angles)
+    stats = estep_statistics(PatchData([X], L), model, chunk=50)
+    new_coef, new_rho, s2 = m_step(stats, rho, basis, angles, estimate_noise=True)
+    from mtdlearn.operators import nonempty_shifts
+
+    ne = nonempty_shifts(L)
+    # A_h: alpha -> C T_l Z B R_k alpha, built column by column
+    eye = np.eye(basis.n_functions)
+    imgs = basis.evaluate(basis.rotate(eye[None], angles[:, None]))  # (K, p, L, L)
+    A = pad_shift_crop(imgs, None).reshape(len(angles), basis.n_functions, 4 * L * L, -1)
+    A = A[:, :, ne].transpose(0, 2, 3, 1).reshape(-1, L * L, basis.n_functions)  # (H, d, p)
+    lhs = np.einsum("h,hdp,hdq->pq", stats.weights, A, A)
+    rhs = np.einsum("hdp,hd->p", A, stats.weighted_patches)
+    np.testing.assert_allclose(new_coef, np.linalg.solve(lhs, rhs), rtol=1e-9)
+    np.testing.assert_allclose(new_rho.reshape(-1)[ne],
+                               stats.weights.reshape(len(angles), -1).sum(0) / stats.n_patches,
+                               rtol=1e-12)
+    assert np.isclose(new_rho.sum(), 1.0)
+    # sigma^2 = expected residual per pixel
+    P = extract_patches(X, L).reshape(-1, L * L)
+    _, logp, _, _ = _brute_force_loglik(X, coef, rho, 0.5, basis, angles)
+    w = np.exp(logp - logsumexp(logp.reshape(len(P), -1), axis=1)[:, None, None])
+    imgs_new = basis.evaluate(basis.rotate(new_coef, angles))
+    T = pad_shift_crop(imgs_new, None).reshape(len(angles), 4 * L * L, L * L)
+    resid = np.einsum("mks,mks->", w, ((P[:, None, None] - T[None]) ** 2).sum(-1))
+    assert np.isclose(s2, resid / P.size, rtol=1e-9)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**16), snr=st.sampled_from([0.5, 2.0, 10.0]),
+       K=st.integers(1, 8), fixed_noise=st.booleans())
+def test_log_likelihood_never_decreases(basis, coef, seed, snr, K, fixed_noise):
+    X, truth = make_measurement(coef, basis, 80, snr=snr, random_state=seed)
+    em = ApproxEMEstimator(L, basis=basis, rotations=K, max_iter=15, tol=0.0,
+                           noise_variance=truth.noise_variance if fixed_noise else None,
+                           random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        em.fit(X)
+    h = np.asarray(em.log_likelihood_history_)
+    # EM is monotone; allow float64 rounding of a sum over N_d patches
+    assert np.all(np.diff(h) >= -1e-12 * np.abs(h[1:]).max())
+
+
+def test_warm_start_steps_are_monotone(basis, coef):
+    X, _ = make_measurement(coef, basis, 100, snr=2, random_state=3)
+    em = ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=1, warm_start=True,
+                           random_state=0)
+    scores = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(6):
+            em.fit(X)
+            scores.append(em.lower_bound_)
+    assert np.all(np.diff(scores) >= -1e-12)
+    assert np.isclose(em.score(X), scores[-1], rtol=1e-12)
+
+
+def test_results_do_not_depend_on_n_jobs_or_chunk_size(basis, coef):
+    X, _ = make_measurement(coef, basis, 150, snr=3, random_state=4)
+    kw = dict(basis=basis, rotations=6, max_iter=8, tol=0.0, random_state=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = ApproxEMEstimator(L, **kw).fit(X)
+        others = [ApproxEMEstimator(L, n_jobs=2, **kw).fit(X),
+                  ApproxEMEstimator(L, working_memory=0.05, **kw).fit(X),
+                  ApproxEMEstimator(L, working_memory=0.05, n_jobs=-1, **kw).fit(X),
+                  ApproxEMEstimator(L, **kw).fit(X)]
+    for other in others:
+        np.testing.assert_allclose(other.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(other.shift_probabilities_, ref.shift_probabilities_,
+                                   rtol=1e-10, atol=1e-14)
+        assert np.isclose(other.noise_variance_, ref.noise_variance_, rtol=1e-10)
+    assert np.array_equal(others[-1].coef_, ref.coef_)  # same settings: bit-identical
+
+
+def test_noise_free_recovery_and_detection(basis, coef):
+    """Copies on the rotation grid, (almost) no noise: exact recovery, and
+    predict finds the copies."""
+    K = 8
+    X, pos, angles = _grid_measurement(coef, basis, 200, K, 1e-8, seed=5)
+    em = ApproxEMEstimator(L, basis=basis, rotations=K, noise_variance=1e-2, max_iter=200,
+                           tol=1e-10, random_state=0,
+                           initializer=FixedInitializer(coef + 0.5 * np.ones_like(coef)))
+    em.fit(X)
+    assert relative_error(coef, em.coef_, basis) < 1e-3
+    assert abs(em.density_ - 0.04) < 0.005
+    _check_detections(em, X, pos, angles, coef, basis, K, 0.95)
+
+
+def test_high_snr_recovery_from_random_start(basis, coef):
+    K = 8
+    X, pos, angles = _grid_measurement(coef, basis, 250, K, 1e-4, seed=6)
+    em = ApproxEMEstimator(L, basis=basis, rotations=K, max_iter=300, tol=1e-9,
+                           n_init=3, random_state=1)
+    em.fit(X)
+    assert relative_error(coef, em.coef_, basis) < 1e-3
+    _check_detections(em, X, pos, angles, coef, basis, K, 0.95)
+
+
+def test_continuous_rotations_high_snr_detection(basis, coef):
+    """Continuous angles at SNR 100: within one pixel and one rotation step."""
+    K = 16
+    X, truth = make_measurement(coef, basis, 250, snr=100, random_state=8)
+    em = ApproxEMEstimator(L, basis=basis, rotations=K, max_iter=200, tol=1e-8,
+                           initializer=FixedInitializer(coef), random_state=0).fit(X)
+    # K-grid bias of about 1 - sinc(2 pi / 16) on nu = 2 (see the helper's docstring)
+    assert relative_error(coef, em.coef_, basis) < 0.05
+    _check_detections(em, X, truth.positions, truth.angles, coef, basis, K, 0.95)
+
+
+def _check_detections(em, X, pos, angles, coef, basis, K, fraction):
+    det = em.predict(X)
+    beta, _ = align_rotation(coef, em.coef_, basis)
+    found = 0
+    for (r, c), a in zip(pos, angles):
+        near = (np.abs(det["row"] - r) <= 1) & (np.abs(det["col"] - c) <= 1)
+        diff = np.angle(np.exp(1j * (det["angle"][near] - (a + beta))))
+        found += bool(np.any(np.abs(diff) <= 2 * np.pi / K + 1e-9))
+    assert found >= fraction * len(pos)
+    assert np.all((det["probability"] > 0) & (det["probability"] <= 1))
+
+
+def test_recovery_improves_with_measurement_size(basis, coef):
+    """Paper's settings (L=5, 10 coefficients, density 0.04, SNR 5), K=8."""
+    errors = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for size in (200, 800):
+            errs = []
+            for seed in range(2):
+                X, truth = make_measurement(coef, basis, size, snr=5, random_state=seed)
+                em = ApproxEMEstimator(L, basis=basis, rotations=8, max_iter=150, tol=1e-6,
+                                       noise_variance=truth.noise_variance,
+                                       initializer=FixedInitializer(
+                                           coef + 0.3 * np.linalg.norm(coef) / 3),
+                                       random_state=seed).fit(X)
+                errs.append(relative_error(coef, em.coef_, basis))
+            errors.append(np.mean(errs))
+    # 16x more patches: the error should drop by ~4x (1/sqrt(N_d)); ask for 1.5x
+    assert errors[1] < errors[0] / 1.5
+
+
+def test_score_predict_proba_sample(basis, coef):
+    X, truth = make_measurement(coef, basis, 120, snr=5, random_state=9)
+    em = ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=30, random_state=0,
+                           initializer=FixedInitializer(coef))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        em.fit(X)
+    s = em.score_samples(X)
+    assert s.shape == (em.n_patches_,) == ((120 // L) ** 2,)
+    assert np.isclose(em.score(X), s.mean())
+    assert np.isclose(em.score(X), em.lower_bound_, rtol=1e-12)
+    p = em.predict_proba(X)
+    assert p.shape == s.shape and np.all((p >= 0) & (p <= 1))
+    Y, t2 = em.sample(100, random_state=0)
+    assert Y.shape == (100, 100) and np.isclose(t2.noise_variance, em.noise_variance_)
+    stack, _ = em.sample(50, n_measurements=3, random_state=0)
+    assert stack.shape == (3, 50, 50)
+    assert em.image_.shape == (L, L) and em.shift_probabilities_.shape == (2 * L, 2 * L)
+    assert np.isclose(em.shift_probabilities_.sum(), 1.0)
+
+
+def test_max_iter_zero_returns_initialization(basis, coef):
+    X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
+    init = FixedInitializer(coef, density_to_shift_probabilities(0.03, L))
+    em = ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=0, initializer=init,
+                           noise_variance=truth.noise_variance).fit(X)
+    np.testing.assert_array_equal(em.coef_, coef)
+    assert em.n_iter_ == 0 and not em.converged_
+    assert np.isclose(em.density_, 0.03)
+    assert len(em.log_likelihood_history_) == 1
+
+
+def test_convergence_warning(basis, coef):
+    X, _ = make_measurement(coef, basis, 80, snr=5, random_state=0)
+    em = ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=2, tol=0.0, random_state=0)
+    with pytest.warns(ConvergenceWarning, match=r"did not converge in max_iter=2 .*Increase"):
+        em.fit(X)
+    assert em.n_iter_ == 2 and not em.converged_
+
+
+def test_n_init_never_worse_than_one_start(basis, coef):
+    X, _ = make_measurement(coef, basis, 100, snr=2, random_state=1)
+    kw = dict(basis=basis, rotations=4, max_iter=20, random_state=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one = ApproxEMEstimator(L, n_init=1, **kw).fit(X)
+        five = ApproxEMEstimator(L, n_init=5, **kw).fit(X)
+        five_par = ApproxEMEstimator(L, n_init=5, n_jobs=2, **kw).fit(X)
+    assert five.lower_bound_ >= one.lower_bound_ - 1e-12
+    np.testing.assert_allclose(five_par.coef_, five.coef_, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_fast_path_close_to_float64(basis, coef):
+    X, _ = make_measurement(coef, basis, 120, snr=5, random_state=2)
+    kw = dict(basis=basis, rotations=4, max_iter=10, tol=0.0, random_state=0,
+              initializer=FixedInitializer(coef))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = ApproxEMEstimator(L, **kw).fit(X)
+        b = ApproxEMEstimator(L, dtype=np.float32, **kw).fit(X)
+    assert relative_error(a.coef_, b.coef_, basis) < 1e-3
+
+
+def test_stack_and_sequence_inputs(basis, coef):
+    X, _ = make_measurement(coef, basis, 60, snr=5, n_measurements=3, random_state=0)
+    kw = dict(basis=basis, rotations=4, max_iter=3, tol=0.0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = ApproxEMEstimator(L, **kw).fit(X)
+        b = ApproxEMEstimator(L, **kw).fit(list(X))
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert a.n_patches_ == 3 * (60 // L) ** 2
+    det = a.predict(X)
+    assert set(np.unique(det["measurement"])) <= {0, 1, 2}
+
+
+def test_input_is_not_modified(basis, coef):
+    X, _ = make_measurement(coef, basis, 60, snr=5, random_state=0)
+    X0 = X.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=3).fit(X)
+    np.testing.assert_array_equal(X, X0)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(rotations=0), ValueError, "rotations"),
+    (dict(rotations="8"), TypeError, "rotations"),
+    (dict(noise_variance=0.0), ValueError, "noise_variance"),
+    (dict(noise_variance=-1.0), ValueError, "noise_variance"),
+    (dict(max_iter=-1), ValueError, "max_iter"),
+    (dict(n_init=0), ValueError, "n_init"),
+    (dict(tol=-1.0), ValueError, "tol"),
+    (dict(n_jobs=0), ValueError, "n_jobs"),
+    (dict(working_memory=0), ValueError, "working_memory"),
+    (dict(dtype=np.int32), ValueError, "dtype"),
+    (dict(initializer="random"), TypeError, "initializer"),
+    (dict(basis=FourierBesselBasis(7)), ValueError, "image_size"),
+])
+def test_bad_parameters(kwargs, exc, match, coef):
+    X = np.zeros((20, 20))
+    with pytest.raises(exc, match=match):
+        ApproxEMEstimator(L, **kwargs).fit(X)
+
+
+@pytest.mark.parametrize("X, exc, match", [
+    (np.zeros((3, 20)), ValueError, "smaller than one"),
+    (np.full((20, 20), np.nan), ValueError, "finite"),
+    (np.zeros((2, 2, 20, 20)), ValueError, "shape"),
+    (np.zeros(20), ValueError, "shape"),
+    ("not-a-file.npy", FileNotFoundError, "not found"),
+    (np.zeros((20, 20), dtype=complex), TypeError, "real"),
+])
+def test_bad_measurements(X, exc, match):
+    with pytest.raises(exc, match=match):
+        ApproxEMEstimator(L).fit(X)
+
+
+def test_even_image_size():
+    with pytest.raises(ValueError, match="image_size must be odd"):
+        ApproxEMEstimator(4).fit(np.zeros((20, 20)))
+
+
+def test_unfitted_use():
+    em = ApproxEMEstimator(L)
+    for method in (em.score, em.predict, em.predict_proba, em.score_samples):
+        with pytest.raises(NotFittedError):
+            method(np.zeros((20, 20)))
+    with pytest.raises(NotFittedError):
+        em.sample(20)
+
+
+def test_sklearn_protocol(basis, coef):
+    em = ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=3, random_state=0)
+    c = clone(em)
+    assert c.get_params()["rotations"] == 4 and c.basis is not basis
+    c.set_params(basis__n_coefficients=6, rotations=8)
+    assert c.basis.n_functions == 6 and c.get_params()["rotations"] == 8
+    assert basis.n_functions == 10  # the user's object is untouched
+    X, _ = make_measurement(coef, basis, 60, snr=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        em.fit(X)
+    em2 = pickle.loads(pickle.dumps(em))
+    np.testing.assert_array_equal(em2.coef_, em.coef_)
+    assert np.isclose(em2.score(X), em.score(X))
+
+
+def test_grid_search_over_stack(basis, coef):
+    X, _ = make_measurement(coef, basis, 60, snr=5, n_measurements=4, random_state=0)
+    em = ApproxEMEstimator(L, basis=FourierBesselBasis(L, n_coefficients=10), rotations=4,
+                           max_iter=5, random_state=0)
+    grid = GridSearchCV(em, {"basis__n_coefficients": [4, 10], "rotations": [2, 4]},
+                        cv=KFold(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        grid.fit(X)
+    assert set(grid.best_params_) == {"basis__n_coefficients", "rotations"}
+    assert np.all(np.isfinite(grid.cv_results_["mean_test_score"]))
+    assert grid.best_estimator_.coef_.shape[0] in (4, 5, 10)
+
+
+def test_verbose_prints_iterations(basis, coef, capsys):
+    X, _ = make_measurement(coef, basis, 60, snr=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ApproxEMEstimator(L, basis=basis, rotations=2, max_iter=2, verbose=1).fit(X)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 3 and "iter 2" in out[-1] and "gain" in out[-1]
