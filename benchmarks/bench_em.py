@@ -1,0 +1,106 @@
+"""Throughput of one approximate-EM iteration against a measured roofline.
+
+For each measurement side N and rotation count K (L = 5, 10 coefficients,
+density 0.04, SNR 5) this prints:
+
+* seconds per EM iteration (one E-step over all patches + one M-step), for
+  ``n_jobs=1`` and ``n_jobs=2``;
+* patch-hypotheses per second (N_d * H / seconds, H = K (2L-1)^2 + 1);
+* peak memory of the iteration beyond the measurement (tracemalloc, which
+  sees every NumPy allocation), and the process's peak RSS;
+* the bare roofline of the same shapes, measured in the same run: one GEMM
+  of the (N_d, L^2 + 2) patches with the (L^2 + 2, H) templates plus one exp
+  over the N_d x H result, streamed over the same chunks, single-threaded
+  (and its 2-thread counterpart); the ratio roofline / iteration shows how
+  close to the limit the EM runs.
+
+Usage::
+
+    python benchmarks/bench_em.py                  # N in {500, 1000, 2000}, K in {8, 16}
+    python benchmarks/bench_em.py --sizes 10000 --rotations 16 --jobs 2
+"""
+
+import argparse
+import resource
+import time
+import tracemalloc
+
+import numpy as np
+from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
+
+from mtdlearn import FourierBesselBasis, make_measurement, make_target
+from mtdlearn.base import PatchData, build_patch_model, chunk_size, estep_statistics
+from mtdlearn.em import _mstep_tables, m_step
+from mtdlearn.operators import density_to_shift_probabilities
+
+
+def roofline(n_patches, H, d, chunk, n_jobs):
+    """One GEMM + one exp over an n_patches x H array, chunked like the E-step."""
+    rng = np.random.default_rng(0)
+    P = rng.standard_normal((chunk, d + 2)) * 0.1
+    T = rng.standard_normal((H, d + 2)) * 0.1
+
+    def work(n):
+        E = P[:n] @ T.T
+        np.exp(E, out=E)
+
+    n_chunks = -(-n_patches // chunk)
+    with threadpool_limits(1, user_api="blas"):
+        t0 = time.perf_counter()
+        if n_jobs == 1:
+            for _ in range(n_chunks):
+                work(chunk)
+        else:
+            Parallel(n_jobs=n_jobs, prefer="threads")(
+                delayed(lambda: [work(chunk) for _ in range(8)])()
+                for _ in range(-(-n_chunks // 8)))
+        return time.perf_counter() - t0
+
+
+def em_iteration(data, coef, rho, sigma2, basis, angles, chunk, tables, n_jobs):
+    t0 = time.perf_counter()
+    model = build_patch_model(coef, rho, sigma2, basis, angles)
+    stats = estep_statistics(data, model, chunk, n_jobs=n_jobs)
+    m_step(stats, rho, basis, angles, tables, estimate_noise=True)
+    return time.perf_counter() - t0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000])
+    parser.add_argument("--rotations", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
+    args = parser.parse_args()
+
+    L = 5
+    basis = FourierBesselBasis(L, n_coefficients=10)
+    coef = make_target(basis, random_state=0)
+    print(f"{'N':>6} {'K':>3} {'jobs':>4} {'N_d':>9} {'H':>5} {'s/iter':>8} "
+          f"{'hyp/s':>9} {'roof s':>8} {'roof/it':>7} {'peak MB':>8} {'rss MB':>7}")
+    for N in args.sizes:
+        X, truth = make_measurement(coef, basis, N, snr=5, random_state=0)
+        data = PatchData([X], L)
+        rho = density_to_shift_probabilities(0.03, L)
+        for K in args.rotations:
+            angles = 2 * np.pi * np.arange(K) / K
+            H = K * (2 * L - 1) ** 2 + 1
+            chunk = chunk_size(H - 1, L)
+            tables = _mstep_tables(basis, angles)
+            for jobs in args.jobs:
+                tracemalloc.start()
+                t_it = min(em_iteration(data, coef, rho, truth.noise_variance, basis, angles,
+                                        chunk, tables, jobs) for _ in range(args.repeat))
+                peak = tracemalloc.get_traced_memory()[1] / 2**20
+                tracemalloc.stop()
+                t_roof = min(roofline(data.n_patches, H - 1, L * L, chunk, jobs)
+                             for _ in range(args.repeat))
+                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                print(f"{N:>6} {K:>3} {jobs:>4} {data.n_patches:>9} {H:>5} {t_it:>8.4f} "
+                      f"{data.n_patches * H / t_it:>9.3g} {t_roof:>8.4f} "
+                      f"{t_roof / t_it:>7.0%} {peak:>8.1f} {rss:>7.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
