@@ -6,6 +6,7 @@ randomly rotated and translated copies of it (Kreymer, Singer and Bendory,
 detection").
 """
 
+from .autocorrelation import AutocorrelationEstimator
 from .base import BaseMTDEstimator
 from .basis import FourierBesselBasis
 from .datasets import make_measurement, make_target
@@ -16,7 +17,7 @@ from .rotations import UniformRotationGrid
 
 __version__ = "0.1.0"
 
-__all__ = ["ApproxEMEstimator", "AutocorrelationInitializer", "BaseMTDEstimator",
+__all__ = ["ApproxEMEstimator", "AutocorrelationEstimator", "AutocorrelationInitializer", "BaseMTDEstimator",
            "FixedInitializer", "FourierBesselBasis", "RandomInitializer",
            "UniformRotationGrid", "make_measurement", "make_target", "relative_error",
            "__version__"]

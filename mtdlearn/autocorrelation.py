@@ -4,8 +4,8 @@ Autocorrelation analysis (the baseline of the paper, and the initializer of
 the EM) matches the first three autocorrelations of the measurement with those
 predicted by the model, averaged over the unknown rotations and positions.
 
-Conventions
------------
+Notes
+-----
 Shifts are *forward* shifts ``s = (s_row, s_col)`` in ``[0, L)**2``.
 
 * Measurement (:func:`measurement_autocorrelations`)::
@@ -47,13 +47,17 @@ from concurrent.futures import ThreadPoolExecutor
 from numbers import Real
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.optimize import OptimizeResult, minimize
 from threadpoolctl import threadpool_limits
 
 from ._validation import check_array_float, check_int, check_measurements, check_real
+from .base import BaseMTDEstimator
 from .basis import FourierBesselBasis
+from .operators import shift_probabilities_to_density, density_to_shift_probabilities
 
 __all__ = [
+    "AutocorrelationEstimator",
     "measurement_autocorrelations",
     "image_autocorrelations",
     "model_autocorrelations",
@@ -62,11 +66,12 @@ __all__ = [
     "default_n_angles",
 ]
 
-# Pixels per tile of the measurement pass.  The two (L*L, tile) float64
-# buffers of a tile then take 2 * 25 * 8 * 8192 B = 3.3 MB for L = 5, about
-# the size of a core's L2 cache: larger tiles were measured to be slower
-# (memory bound), smaller ones pay Python overhead.
-_TILE_PIXELS = 8192
+# Bytes of the per-tile buffers of the measurement pass: two (L*L, tile)
+# float64 buffers, 2 * 25 * 8 * 4096 B = 1.6 MB for L = 5 (4096-pixel
+# tiles), about a core's share of L2 + L3 on the two-core test machine.  Much
+# larger tiles were measured to be slower (memory bound), smaller ones pay
+# more Python overhead per pixel.
+_TILE_BYTES = (2 * 25 + 1) * 8 * 4096
 
 
 # ---------------------------------------------------------------------------
@@ -95,10 +100,12 @@ def default_n_angles(basis):
     Parameters
     ----------
     basis : FourierBesselBasis
+        The basis; only its ``max_frequency`` matters.
 
     Returns
     -------
-    n_angles : int
+    int
+        ``3 * basis.max_frequency + 1``.
 
     Examples
     --------
@@ -153,16 +160,9 @@ def _check_measured(measured, L, name="measured"):
 
 
 def _resolve_n_jobs(n_jobs):
+    """scikit-learn's convention: ``None`` is 1, ``-1`` all CPUs, ``-2`` all but one."""
     if n_jobs is None:
-        try:
-            from threadpoolctl import threadpool_info
-
-            counts = [info["num_threads"] for info in threadpool_info()
-                      if info.get("user_api") == "blas"]
-        except Exception:  # pragma: no cover - threadpoolctl missing or broken
-            counts = []
-        n = max(counts) if counts else (os.cpu_count() or 1)
-        return max(1, min(n, os.cpu_count() or 1))
+        return 1
     n = check_int(n_jobs, "n_jobs")
     if n == 0:
         raise ValueError("n_jobs must be a positive integer or -1 (all CPUs), got 0")
@@ -215,11 +215,8 @@ def _band_sums(M, r_start, r_stop, L, tile_rows, tile_cols):
             n = h * w
             W = Wbuf[:, :n]
             Y = Ybuf[:, :n]
-            k = 0
-            for di in range(L):  # L*L strided block copies, no arithmetic
-                for dj in range(L):
-                    W[k].reshape(h, w)[...] = Zt[di : di + h, dj : dj + w]
-                    k += 1
+            # W[(di, dj), (i, j)] = Zt[di + i, dj + j]: one strided copy
+            W.reshape(L, L, h, w)[...] = sliding_window_view(Zt, (h, w))
             m = W[0]  # shift (0, 0): M[x] itself
             np.multiply(W, m, out=Y)
             for d in range(L):  # upper block triangle, one GEMM per row shift
@@ -253,9 +250,10 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
 
     The measurement is read once, tile by tile (row blocks, split along the
     columns when a row is long).  For every tile the ``L*L`` shifted copies
-    form a window matrix ``W`` and the sums are one GEMV and one GEMM,
-    ``W m`` and ``(W * m) W^T``; there is no Python loop over shifts or shift
-    pairs.  Tiles are zero-padded by ``L - 1`` on the bottom and right, so
+    form a window matrix ``W`` and the sums are a GEMV, ``W m``, and the
+    symmetric ``(W * m) W^T``, of which the upper block triangle is formed
+    with ``L`` GEMMs (one per row shift); there is no Python loop over shifts
+    or shift pairs.  Tiles are zero-padded by ``L - 1`` on the bottom and right, so
     products that leave the measurement contribute nothing.  Tiles are
     processed by ``n_jobs`` threads (each with a contiguous band of rows, BLAS
     single-threaded meanwhile) and the partial sums are added in a fixed
@@ -273,10 +271,10 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
         Upper bound, in MiB, on the temporary buffers of all threads
         together (the scikit-learn convention); ``None`` uses
         ``sklearn.get_config()["working_memory"]``.  Tiles are in any case
-        capped at about 8192 pixels, a cache-friendly size, so the default
-        pass uses a few MB beyond the measurement.  Smaller values give
-        smaller tiles; the result does not depend on the tile size (up to
-        rounding).
+        capped at a cache-friendly size (about 1.6 MB of buffers per
+        thread, 4096 pixels for ``L = 5``), so the default pass uses a few
+        MB beyond the measurement.  Smaller values give smaller tiles; the
+        result does not depend on the tile size (up to rounding).
     n_jobs : int, default=None
         Number of threads.  ``None`` uses as many as the BLAS library is
         configured for (all CPUs unless ``OMP_NUM_THREADS`` /
@@ -299,7 +297,7 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
     >>> M = np.zeros((20, 20))
     >>> M[3, 4], M[3, 5] = 1.0, 2.0
     >>> a1, a2, a3 = measurement_autocorrelations(M, 3)
-    >>> a1 * M.size, a2[0, 1] * M.size, a3[0, 0, 0, 1] * M.size
+    >>> float(a1 * M.size), float(a2[0, 1] * M.size), float(a3[0, 0, 0, 1] * M.size)
     (3.0, 2.0, 2.0)
     """
     L = check_int(image_size, "image_size", minimum=1)
@@ -315,7 +313,7 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
     # pixels per tile: 2 (L*L)-row buffers plus the padded input block
     bytes_per_pixel = (2 * LL + 1) * 8
     budget = int(working_memory * 2**20 / (n_threads * bytes_per_pixel))
-    tile_pixels = max(1, min(_TILE_PIXELS, budget))
+    tile_pixels = max(1, min(_TILE_BYTES // bytes_per_pixel, budget))
 
     tasks = []
     total_pixels = 0
@@ -420,14 +418,16 @@ def image_autocorrelations(images):
     Parameters
     ----------
     images : array-like of shape (..., L, L)
+        A batch of square images (any leading shape).
 
     Returns
     -------
     total : ndarray of shape (...)
         ``sum_x F[x]``.
     ac2 : ndarray of shape (..., L, L)
+        ``ac2[..., s_row, s_col]``.
     ac3 : ndarray of shape (..., L, L, L, L)
-        Indexed ``[..., s1_row, s1_col, s2_row, s2_col]``.
+        ``ac3[..., s1_row, s1_col, s2_row, s2_col]``.
 
     Examples
     --------
@@ -436,7 +436,7 @@ def image_autocorrelations(images):
     >>> F = np.arange(9.0).reshape(3, 3)
     >>> total, ac2, ac3 = image_autocorrelations(F)
     >>> float(total), float(ac2[0, 0]), float(ac2[0, 2])
-    (36.0, 204.0, 18.0)
+    (36.0, 204.0, 63.0)
     """
     images = check_array_float(images, "images", min_ndim=2)
     L = images.shape[-1]
@@ -480,7 +480,7 @@ def _model_flat(BR, coef, density, noise_variance, L):
 
 
 def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None):
-    """Autocorrelations predicted by the model for well-separated copies.
+    """Compute the autocorrelations the model predicts for well-separated copies.
 
     With ``F_phi = basis.evaluate(basis.rotate(coef, phi))``, density
     ``gamma`` and noise variance ``sigma**2`` (DESIGN.md §5)::
@@ -514,7 +514,9 @@ def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None):
     Parameters
     ----------
     coef : array-like of shape (n_functions,)
+        Coefficients of the image ``F`` in ``basis``.
     basis : FourierBesselBasis
+        The steerable basis (gives ``L`` and the rotations).
     density : float
         ``gamma`` in ``[0, L**2 / (2L - 1)**2]``.
     noise_variance : float
@@ -527,8 +529,11 @@ def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None):
     Returns
     -------
     a1 : float
+        Mean.
     a2 : ndarray of shape (L, L)
+        ``a2[s_row, s_col]``.
     a3 : ndarray of shape (L, L, L, L)
+        ``a3[s1_row, s1_col, s2_row, s2_col]``.
 
     Examples
     --------
@@ -607,11 +612,13 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     density : float
         ``gamma`` in ``[0, L**2 / (2L - 1)**2]``.
     coef : array-like of shape (n_functions,)
+        Coefficients of the image in ``basis``.
     noise_variance : float
         ``sigma**2 >= 0``.
     measured : tuple (a1, a2, a3)
         Measured autocorrelations, as from :func:`measurement_autocorrelations`.
     basis : FourierBesselBasis
+        The steerable basis.
     estimate_noise : bool, default=False
         Whether ``noise_variance`` is a free parameter; if not, its gradient
         is returned as ``0.0``.
@@ -621,10 +628,13 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     Returns
     -------
     cost : float
+        The weighted least-squares misfit.
     grad_density : float
+        ``d cost / d gamma``.
     grad_coef : ndarray of shape (n_functions,)
+        ``d cost / d coef``.
     grad_noise_variance : float
-        ``0.0`` unless ``estimate_noise``.
+        ``d cost / d sigma**2``; ``0.0`` unless ``estimate_noise``.
 
     Examples
     --------
@@ -681,6 +691,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     measured : tuple (a1, a2, a3)
         Measured autocorrelations, as from :func:`measurement_autocorrelations`.
     basis : FourierBesselBasis
+        The steerable basis of the coefficients.
     density0 : float
         Starting density, in ``(0, L**2 / (2L - 1)**2]``.
     coef0 : array-like of shape (n_functions,)
@@ -700,7 +711,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
 
     Returns
     -------
-    result : scipy.optimize.OptimizeResult
+    scipy.optimize.OptimizeResult
         A dict with attribute access: ``density``, ``coef``,
         ``noise_variance``, ``cost`` (unscaled), ``n_iter``, ``n_eval``,
         ``converged`` (L-BFGS-B's ``success``), ``message``,
@@ -799,3 +810,135 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
         message=str(res.message),
         estimate_noise=estimate_noise,
     )
+
+
+# ---------------------------------------------------------------------------
+# 5. the estimator
+# ---------------------------------------------------------------------------
+class AutocorrelationEstimator(BaseMTDEstimator):
+    """Autocorrelation analysis for two-dimensional multi-target detection.
+
+    The paper's baseline (§3): fits the density ``gamma``, the coefficients
+    ``alpha`` and, optionally, the noise variance by matching the first three
+    autocorrelations of the measurement with those of the model, averaged
+    over uniform rotations (DESIGN.md §5), with L-BFGS-B and the analytic
+    gradient.  The measurement is read once; the fit works on ``L**4``
+    numbers, whatever the measurement size.
+
+    The fitted model is the same generative model as
+    :class:`~mtdlearn.ApproxEMEstimator`'s, so ``score``, ``predict`` and
+    ``sample`` (from :class:`~mtdlearn.BaseMTDEstimator`) make the two
+    estimators directly comparable by held-out log-likelihood.
+
+    Parameters
+    ----------
+    image_size : int
+        Diameter ``L = 2n + 1`` of the target image, odd.
+    basis : FourierBesselBasis, default=None
+        ``None`` means ``FourierBesselBasis(image_size)``.  Copied, never modified.
+    rotations : int or rotation grid, default=16
+        Rotation grid used by ``score``, ``score_samples``, ``predict`` and
+        ``predict_proba`` (the fit itself averages over continuous rotations).
+    initializer : initializer object, default=None
+        ``None`` means :class:`~mtdlearn.initializers.RandomInitializer`.
+        The starting density is ``(L**2 / (2L-1)**2) * sum of rho over the
+        non-empty shifts`` of the initializer's ``shift_probabilities``.
+    n_init : int, default=1
+        Number of starts; the lowest cost wins.
+    noise_variance : float, default=None
+        A float holds ``sigma**2`` fixed; ``None`` estimates it.
+    max_iter : int, default=1000
+        L-BFGS-B iterations at most; ``0`` returns the initialization.
+    tol : float, default=1e-14
+        L-BFGS-B's ``ftol`` and ``gtol`` on the scaled cost.
+    working_memory : float, default=None
+        Budget in MiB for the buffers of the measurement pass.
+    n_jobs : int, default=None
+        Threads for the measurement pass and the starts (``None`` is 1).
+        Results do not depend on it.
+    random_state : int, Generator, RandomState or None, default=None
+    verbose : int, default=0
+        ``>= 1`` prints one line per start.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_functions,)
+    image_ : ndarray of shape (L, L)
+    density_ : float
+        Fitted ``gamma``.
+    shift_probabilities_ : ndarray of shape (2L, 2L)
+        Derived from ``gamma``: each of the ``(2L-1)**2`` non-empty shifts
+        has probability ``gamma / L**2``, the empty shifts share the rest.
+    noise_variance_ : float
+    autocorrelations_ : tuple (a1, a2, a3)
+        The measured autocorrelations (see :func:`measurement_autocorrelations`).
+    cost_ : float
+        Final value of the least-squares cost.
+    n_iter_ : int
+    converged_ : bool
+    n_patches_ : int
+
+    See Also
+    --------
+    ApproxEMEstimator : the approximate EM, more accurate at the same data.
+    mtdlearn.initializers.AutocorrelationInitializer : starts the EM from this estimate.
+
+    Examples
+    --------
+    >>> from mtdlearn import AutocorrelationEstimator, FourierBesselBasis
+    >>> from mtdlearn import make_target, make_measurement, relative_error
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = make_target(basis, random_state=0)
+    >>> X, truth = make_measurement(coef, basis, 500, snr=5, random_state=0)
+    >>> ac = AutocorrelationEstimator(5, basis=basis, n_init=3, random_state=0).fit(X)
+    >>> ac.coef_.shape
+    (10,)
+    """
+
+    def __init__(self, image_size, *, basis=None, rotations=16, initializer=None, n_init=1,
+                 noise_variance=None, max_iter=1000, tol=1e-14, working_memory=None,
+                 n_jobs=None, random_state=None, verbose=0):
+        self.image_size = image_size
+        self.basis = basis
+        self.rotations = rotations
+        self.initializer = initializer
+        self.n_init = n_init
+        self.noise_variance = noise_variance
+        self.max_iter = max_iter
+        self.tol = tol
+        self.working_memory = working_memory
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _prepare(self, measurements):
+        return measurement_autocorrelations(measurements, self.basis_.image_size,
+                                            working_memory=self.working_memory,
+                                            n_jobs=self.n_jobs)
+
+    def _single_run(self, data, measurements, state, seed, inner_jobs=None):
+        basis = self.basis_
+        L = basis.image_size
+        density0 = shift_probabilities_to_density(state.shift_probabilities)
+        fixed = None if self.noise_variance is None else float(self.noise_variance)
+        if self.max_iter == 0:
+            sigma2 = fixed if fixed is not None else state.noise_variance
+            cost = autocorrelation_cost_and_grad(density0, state.coef, sigma2, data, basis)[0]
+            res = OptimizeResult(density=density0, coef=np.array(state.coef, dtype=float),
+                                 noise_variance=sigma2, cost=cost, n_iter=0, converged=False)
+        else:
+            res = fit_autocorrelations(
+                data, basis, density0, state.coef, noise_variance=fixed,
+                noise_variance0=None if fixed is not None else state.noise_variance,
+                max_iter=self.max_iter, tol=self.tol)
+        if self.verbose:
+            print(f"[Autocorrelation] start seed {seed}: cost {res.cost:.6e}, "
+                  f"{res.n_iter} iterations, density {res.density:.4f}")
+        return {
+            "coef": np.asarray(res.coef, dtype=np.float64),
+            "shift_probabilities": density_to_shift_probabilities(res.density, L),
+            "noise_variance": max(float(res.noise_variance), np.finfo(float).tiny),
+            "objective": -float(res.cost), "n_iter": int(res.n_iter),
+            "converged": bool(res.converged),
+            "extra": {"autocorrelations_": data, "cost_": float(res.cost)},
+        }

@@ -393,9 +393,9 @@ class BaseMTDEstimator(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence of
-            2-D arrays or ``.npy`` paths
-            The measurement(s).  Input is never modified.
+        X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
+            The measurement(s): one measurement, a stack, or a sequence of
+            2-D arrays or ``.npy`` paths.  Input is never modified.
         y : None
             Ignored; present for scikit-learn compatibility.
 

@@ -1,9 +1,14 @@
-"""Command line: ``mtdlearn demo``, ``mtdlearn simulate``."""
+"""Command line: ``mtdlearn demo``, ``mtdlearn simulate``, ``mtdlearn fit``.
+
+Every command has ``--help``.  Bad arguments and unreadable files give a
+one-line error on stderr and a non-zero exit status, never a traceback.
+"""
 
 import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,93 +20,319 @@ class _CLIError(Exception):
     """An error reported as one line on stderr with a non-zero exit."""
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _save_image_png(image, path, title):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: {path} not written "
+              "(pip install mtdlearn[plot])", file=sys.stderr)
+        return False
+    fig, ax = plt.subplots(figsize=(3.2, 3.2))
+    im = ax.imshow(image, cmap="viridis")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------------
 def _cmd_simulate(args):
     from .basis import FourierBesselBasis
     from .datasets import make_measurement, make_target
 
+    out = Path(args.output)
+    if out.suffix != ".npy":
+        raise _CLIError(f"output must end in .npy, got {out}")
     basis = FourierBesselBasis(args.image_size, n_coefficients=args.n_coefficients)
     coef = make_target(basis, random_state=args.seed)
     X, truth = make_measurement(coef, basis, args.size, density=args.density, snr=args.snr,
-                                random_state=args.seed)
-    out = Path(args.output)
-    if out.suffix != ".npy":
-        raise _CLIError(f"--output must end in .npy, got {out}")
+                                n_measurements=args.n_measurements, random_state=args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, X)
     meta = {
         "image_size": basis.image_size,
         "n_coefficients": basis.n_functions,
         "coef": coef.tolist(),
+        "snr": args.snr,
         "noise_variance": truth.noise_variance,
         "density": truth.density,
-        "snr": args.snr,
         "positions": truth.positions.tolist(),
         "angles": truth.angles.tolist(),
+        "measurement": truth.measurement.tolist(),
+        "seed": args.seed,
     }
     truth_path = out.with_suffix(".truth.json")
     truth_path.write_text(json.dumps(meta))
-    print(f"wrote {out} ({X.shape[0]}x{X.shape[1]}) and {truth_path}: "
-          f"{truth.n_copies} copies, density {truth.density:.4f}, "
-          f"noise variance {truth.noise_variance:.4g}")
+    print(f"wrote {out} (shape {X.shape}) and {truth_path}: {truth.n_copies} copies, "
+          f"density {truth.density:.4f}, noise variance {truth.noise_variance:.4g}")
+
+
+def _make_estimator(args, basis, verbose):
+    from .autocorrelation import AutocorrelationEstimator
+    from .em import ApproxEMEstimator
+    from .initializers import AutocorrelationInitializer, RandomInitializer
+
+    if args.estimator == "autocorrelation":
+        return AutocorrelationEstimator(basis.image_size, basis=basis, n_init=args.n_init,
+                                        noise_variance=args.noise_variance,
+                                        random_state=args.seed, n_jobs=args.n_jobs,
+                                        verbose=verbose)
+    init = AutocorrelationInitializer() if args.init == "autocorrelation" else RandomInitializer()
+    return ApproxEMEstimator(basis.image_size, basis=basis, rotations=args.rotations,
+                             initializer=init, n_init=args.n_init,
+                             noise_variance=args.noise_variance, max_iter=args.max_iter,
+                             tol=args.tol, n_jobs=args.n_jobs, random_state=args.seed,
+                             verbose=verbose)
+
+
+def _cmd_fit(args):
+    from .basis import FourierBesselBasis
+    from .io import read_measurement
+
+    measurements = []
+    for path in args.inputs:
+        try:
+            M = read_measurement(path)
+        except FileNotFoundError as exc:
+            raise _CLIError(str(exc)) from None
+        if M.ndim == 3:
+            measurements.extend(list(M))
+        else:
+            measurements.append(M)
+    basis = FourierBesselBasis(args.image_size, n_coefficients=args.n_coefficients)
+    est = _make_estimator(args, basis, verbose=0 if args.quiet else 1)
+    out = Path(args.output_dir)
+    inputs = {Path(p).resolve() for p in args.inputs}
+    targets = [out / "estimate.npy", out / "coef.npy", out / "params.json",
+               out / "estimate.png"]
+    if any(t.resolve() in inputs for t in targets):
+        raise _CLIError("output-dir would overwrite an input file; choose another directory")
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(measurements)
+    elapsed = time.perf_counter() - t0
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "estimate.npy", est.image_)
+    np.save(out / "coef.npy", est.coef_)
+    params = {
+        "estimator": type(est).__name__,
+        "inputs": [str(p) for p in args.inputs],
+        "image_size": basis.image_size,
+        "n_coefficients": basis.n_functions,
+        "coef": est.coef_.tolist(),
+        "density": est.density_,
+        "noise_variance": est.noise_variance_,
+        "shift_probabilities": est.shift_probabilities_.tolist(),
+        "n_iter": est.n_iter_,
+        "converged": est.converged_,
+        "n_patches": est.n_patches_,
+        "seconds": elapsed,
+        "estimator_params": {k: (v if isinstance(v, (int, float, str, bool, type(None)))
+                                 else repr(v)) for k, v in est.get_params(deep=False).items()},
+    }
+    if hasattr(est, "log_likelihood_history_"):
+        params["log_likelihood"] = est.log_likelihood_history_[-1]
+    if hasattr(est, "cost_"):
+        params["cost"] = est.cost_
+    (out / "params.json").write_text(json.dumps(params, indent=1))
+    _save_image_png(est.image_, out / "estimate.png",
+                    f"{type(est).__name__}\nL={basis.image_size}, {basis.n_functions} coef.")
+    print(f"fitted {type(est).__name__} on {len(measurements)} measurement(s), "
+          f"{est.n_patches_} patches in {elapsed:.2f} s: density {est.density_:.4f}, "
+          f"noise variance {est.noise_variance_:.4g}; wrote {out}/estimate.npy, coef.npy, "
+          "params.json, estimate.png")
 
 
 def _cmd_demo(args):
+    import resource
+
+    from .autocorrelation import AutocorrelationEstimator
     from .basis import FourierBesselBasis
     from .datasets import make_measurement, make_target
+    from .em import ApproxEMEstimator
+    from .initializers import FixedInitializer
+    from .metrics import relative_error
 
-    t0 = time.perf_counter()
+    print(f"mtdlearn demo: the paper's settings (L=5, 10 coefficients, density 0.04, "
+          f"SNR {args.snr}), N={args.size}, K={args.rotations}")
     basis = FourierBesselBasis(5, n_coefficients=10)
     coef = make_target(basis, random_state=args.seed)
+    t0 = time.perf_counter()
     X, truth = make_measurement(coef, basis, args.size, density=0.04, snr=args.snr,
                                 random_state=args.seed)
-    elapsed = time.perf_counter() - t0
-    print("mtdlearn demo: simulated measurement at the paper's settings")
-    print(f"  measurement      {X.shape[0]} x {X.shape[1]} pixels")
-    print(f"  target           L={basis.image_size}, {basis.n_functions} Fourier-Bessel coefficients")
-    print(f"  copies           {truth.n_copies} (density {truth.density:.4f})")
-    print(f"  SNR              {args.snr}  (noise variance {truth.noise_variance:.4f})")
-    print(f"  mean / std       {X.mean():.4f} / {X.std():.4f}")
-    print(f"  time             {elapsed:.2f} s")
+    t_sim = time.perf_counter() - t0
+    print(f"  simulated     {X.shape[0]}x{X.shape[1]} pixels, {truth.n_copies} copies, "
+          f"noise variance {truth.noise_variance:.4f} ({t_sim:.2f} s)")
+    t0 = time.perf_counter()
+    ac = AutocorrelationEstimator(5, basis=basis, noise_variance=truth.noise_variance,
+                                  n_init=args.n_init, random_state=args.seed,
+                                  n_jobs=args.n_jobs).fit(X)
+    t_ac = time.perf_counter() - t0
+    err_ac = relative_error(coef, ac.coef_, basis)
+    print(f"  autocorrelation analysis  error {err_ac:.4f}  ({t_ac:.2f} s)")
+    t0 = time.perf_counter()
+    em = ApproxEMEstimator(5, basis=basis, rotations=args.rotations,
+                           noise_variance=truth.noise_variance,
+                           initializer=FixedInitializer(ac.coef_, ac.shift_probabilities_),
+                           max_iter=args.max_iter, random_state=args.seed,
+                           n_jobs=args.n_jobs, verbose=args.verbose)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        em.fit(X)
+    for w in caught:
+        print(f"  warning: {w.message}", file=sys.stderr)
+    t_em = time.perf_counter() - t0
+    err_em = relative_error(coef, em.coef_, basis)
+    print(f"  approximate EM            error {err_em:.4f}  ({t_em:.2f} s, {em.n_iter_} "
+          f"iterations, initialized by autocorrelation analysis)")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak memory   {rss:.0f} MB (resident)")
+    if args.figure:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            from .plotting import plot_images
+        except ImportError:
+            print("  matplotlib is not installed: no figure written", file=sys.stderr)
+            return
+        fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+        plot_images(coef, [ac.coef_, em.coef_], basis,
+                    labels=["autocorrelation", "approximate EM"], axes=axes)
+        Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.figure, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        print(f"  figure        {args.figure}")
+
+
+# ---------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``mtdlearn CMD: error: ...``)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mtdlearn",
         description="Two-dimensional multi-target detection: simulate measurements and "
-                    "recover the target image.")
-    sub = parser.add_subparsers(dest="command", required=True)
+                    "recover the target image by approximate EM or autocorrelation analysis.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="simulate at the paper's settings and report",
-                       description="Simulate a measurement at the paper's settings "
-                                   "(L=5, 10 coefficients, density 0.04) and report.")
-    p.add_argument("--size", type=int, default=1000, help="measurement side N (default 1000)")
-    p.add_argument("--snr", type=float, default=5.0, help="signal-to-noise ratio (default 5)")
+    p = sub.add_parser("demo", help="simulate at the paper's settings, fit both estimators",
+                       description="Simulate a measurement at the paper's settings (L=5, 10 "
+                                   "coefficients, density 0.04), fit autocorrelation analysis "
+                                   "and the approximate EM initialized from it, print errors, "
+                                   "timings and peak memory, and write a figure.")
+    p.add_argument("--size", type=_positive_int, default=1000,
+                   help="measurement side N (default 1000)")
+    p.add_argument("--snr", type=_positive_float, default=5.0, help="SNR (default 5)")
+    p.add_argument("--rotations", type=_positive_int, default=16,
+                   help="EM rotation grid K (default 16)")
+    p.add_argument("--n-init", type=_positive_int, default=3,
+                   help="autocorrelation random starts (default 3)")
+    p.add_argument("--max-iter", type=_positive_int, default=100,
+                   help="EM iterations at most (default 100)")
+    p.add_argument("--n-jobs", type=int, default=-1, help="threads (default -1: all cores)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--figure", default="out/demo.png",
+                   help="figure path (default out/demo.png; '' for none)")
+    p.add_argument("--verbose", type=int, default=0, help="EM verbosity (default 0)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("simulate", help="write a simulated measurement and its ground truth",
-                       description="Write a simulated measurement (.npy) and its ground "
-                                   "truth (.truth.json).")
+                       description="Write a simulated measurement (.npy) and its ground truth "
+                                   "(.truth.json beside it).")
     p.add_argument("output", help="output .npy path")
-    p.add_argument("--size", type=int, default=1000, help="measurement side N (default 1000)")
-    p.add_argument("--image-size", type=int, default=5, help="image side L (default 5)")
-    p.add_argument("--n-coefficients", type=int, default=10,
-                   help="number of basis coefficients (default 10)")
+    p.add_argument("--size", type=_positive_int, default=1000,
+                   help="measurement side N (default 1000)")
+    p.add_argument("--n-measurements", type=_positive_int, default=None,
+                   help="write a stack of this many measurements")
+    p.add_argument("--image-size", type=_positive_int, default=5, help="image side L (default 5)")
+    p.add_argument("--n-coefficients", type=_positive_int, default=10,
+                   help="basis coefficients (default 10)")
     p.add_argument("--density", type=float, default=0.04, help="density gamma (default 0.04)")
-    p.add_argument("--snr", type=float, default=None, help="SNR (default: no noise)")
+    p.add_argument("--snr", type=_positive_float, default=None, help="SNR (default: no noise)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("fit", help="estimate the image from measurements (.npy or .mrc)",
+                       description="Fit an estimator to one or more measurements (.npy, or "
+                                   ".mrc micrographs via the mrcfile package) and write "
+                                   "estimate.npy (image), coef.npy, params.json and "
+                                   "estimate.png to the output directory.  Input files are "
+                                   "opened read-only.")
+    p.add_argument("inputs", nargs="+", help="measurement files (.npy or .mrc)")
+    p.add_argument("--output-dir", default="mtdlearn-fit", help="output directory "
+                   "(default ./mtdlearn-fit)")
+    p.add_argument("--estimator", choices=["em", "autocorrelation"], default="em",
+                   help="approximate EM (default) or autocorrelation analysis")
+    p.add_argument("--init", choices=["random", "autocorrelation"], default="random",
+                   help="EM initialization (default random)")
+    p.add_argument("--image-size", type=_positive_int, default=5, help="image side L (default 5)")
+    p.add_argument("--n-coefficients", type=_positive_int, default=10,
+                   help="basis coefficients (default 10)")
+    p.add_argument("--rotations", type=_positive_int, default=16,
+                   help="EM rotation grid K (default 16)")
+    p.add_argument("--noise-variance", type=_positive_float, default=None,
+                   help="fixed noise variance (default: estimate it)")
+    p.add_argument("--n-init", type=_positive_int, default=1, help="random starts (default 1)")
+    p.add_argument("--max-iter", type=int, default=100, help="EM iterations (default 100)")
+    p.add_argument("--tol", type=float, default=1e-6, help="EM tolerance (default 1e-6)")
+    p.add_argument("--n-jobs", type=int, default=None, help="threads (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+    p.set_defaults(func=_cmd_fit)
     return parser
 
 
 def main(argv=None):
-    """Entry point of the ``mtdlearn`` console script."""
+    """Entry point of the ``mtdlearn`` console script; returns the exit status."""
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed usage and a one-line error
+        return int(exc.code or 0)
     try:
         args.func(args)
-    except (_CLIError, ValueError, TypeError, OSError, ImportError) as exc:
-        print(f"mtdlearn {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"mtdlearn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (_CLIError, ValueError, TypeError, OSError, ImportError, MemoryError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"mtdlearn {args.command}: error: {msg}", file=sys.stderr)
         return 2
     return 0
 

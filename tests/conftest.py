@@ -1,0 +1,40 @@
+"""Shared pytest configuration.
+
+Hypothesis profiles: ``mtdlearn`` (the default) keeps property tests fast and
+deterministic in time on a slow two-core CI machine: no per-example deadline
+(the first call of a numpy/scipy routine can be slow) and 50 examples per
+property.  Choose another with ``HYPOTHESIS_PROFILE=thorough`` (500 examples).
+"""
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+from threadpoolctl import threadpool_limits
+
+settings.register_profile(
+    "mtdlearn",
+    deadline=None,
+    max_examples=50,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    deadline=None,
+    max_examples=500,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "mtdlearn"))
+
+
+@pytest.fixture(scope="module")
+def single_threaded_blas():
+    """Run a module's tests with one BLAS thread.
+
+    The tests use tiny matrices (p x p, L**2 x p); on a busy two-core machine
+    OpenBLAS's worker threads then cost far more than they save (a pinv of an
+    81 x 60 matrix took ~100 ms with two threads against <1 ms with one).
+    Opt in with ``pytestmark = pytest.mark.usefixtures("single_threaded_blas")``.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

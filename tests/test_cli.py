@@ -1,0 +1,145 @@
+"""Tests of the ``mtdlearn`` command line (``simulate`` and ``demo``)."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from mtdlearn import FourierBesselBasis
+from mtdlearn.cli import main
+from mtdlearn.datasets import make_measurement, make_target
+
+
+def run(argv):
+    """Exit status of the CLI, whether ``main`` returns it or argparse exits."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def assert_one_line_error(err, command):
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"mtdlearn {command}: error: ")
+
+
+def assert_usage_error(err):
+    """An argparse error: no traceback, ends with one ``mtdlearn ...: error:`` line."""
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mtdlearn") and "error:" in last, err
+
+
+def test_simulate_writes_measurement_and_truth(tmp_path, capsys):
+    out = tmp_path / "sub" / "m.npy"
+    assert run(["simulate", str(out), "--size", "100", "--snr", "5"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert "wrote" in captured.out and "copies" in captured.out
+    X = np.load(out)
+    assert X.shape == (100, 100) and X.dtype == np.float64
+    meta = json.loads((tmp_path / "sub" / "m.truth.json").read_text())
+    assert meta["image_size"] == 5 and meta["n_coefficients"] == 10 and meta["snr"] == 5.0
+    # the files hold exactly what the library simulates with the same seed
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    coef = make_target(basis, random_state=0)
+    X_lib, truth = make_measurement(coef, basis, 100, density=0.04, snr=5.0, random_state=0)
+    assert_array_equal(X, X_lib)
+    assert_array_equal(meta["coef"], coef)
+    assert_array_equal(meta["positions"], truth.positions)
+    assert_array_equal(meta["angles"], truth.angles)
+    assert meta["noise_variance"] == truth.noise_variance
+    assert meta["density"] == truth.density
+
+
+def test_simulate_options(tmp_path, capsys):
+    out = tmp_path / "m.npy"
+    args = ["simulate", str(out), "--size", "60", "--image-size", "7",
+            "--n-coefficients", "6", "--density", "0.02", "--seed", "3"]
+    assert run(args) == 0
+    meta = json.loads((tmp_path / "m.truth.json").read_text())
+    assert meta["image_size"] == 7 and meta["n_coefficients"] == 6
+    assert meta["snr"] is None and meta["noise_variance"] == 0.0
+    X = np.load(out)
+    # noise-free: zero away from the copies
+    assert X.shape == (60, 60) and np.count_nonzero(X) <= len(meta["angles"]) * 49
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--size", "2"], "size"),
+    (["--snr", "-1"], "snr"),
+    (["--snr", "nan"], "snr"),
+    (["--density", "1.5"], "density"),
+    (["--image-size", "4"], "image[-_]size"),
+    (["--n-coefficients", "0"], "n[-_]coefficients"),
+    (["--seed", "-3"], "seed|random_state"),
+])
+def test_simulate_bad_values(tmp_path, capsys, extra, match):
+    out = tmp_path / "m.npy"
+    assert run(["simulate", str(out), "--size", "50"] + extra) != 0
+    err = capsys.readouterr().err
+    assert_usage_error(err)
+    assert re.search(match, err.strip().splitlines()[-1])
+    assert not out.exists()
+
+
+def test_simulate_size_too_small_is_one_line(tmp_path, capsys):
+    assert run(["simulate", str(tmp_path / "m.npy"), "--size", "2"]) != 0
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "simulate")
+    assert "size" in err
+
+
+def test_simulate_output_must_be_npy(tmp_path, capsys):
+    out = tmp_path / "m.txt"
+    assert run(["simulate", str(out), "--size", "100", "--snr", "5"]) != 0
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "simulate")
+    assert "must end in .npy" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_simulate_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert run(["simulate", str(blocker / "m.npy"), "--size", "50"]) != 0
+    assert_one_line_error(capsys.readouterr().err, "simulate")
+
+
+def test_argparse_errors_exit_2(capsys):
+    for argv in (["simulate"], ["simulate", "m.npy", "--size", "abc"], ["bogus"], []):
+        assert run(argv) == 2
+        assert_usage_error(capsys.readouterr().err)
+
+
+def test_demo(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # anything the demo writes lands here
+    assert run(["demo", "--size", "200"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert re.search(r"200 ?x ?200", captured.out)
+    assert "copies" in captured.out
+
+
+def test_help(capsys):
+    assert run(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "simulate" in out and "demo" in out
+    assert run(["simulate", "--help"]) == 0
+    assert "--snr" in capsys.readouterr().out
+
+
+def test_module_entry_point(tmp_path):
+    # `python -m mtdlearn` exits non-zero with one line on stderr, no traceback
+    result = subprocess.run(
+        [sys.executable, "-m", "mtdlearn", "simulate", str(tmp_path / "m.txt"), "--size", "20"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "simulate")

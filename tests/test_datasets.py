@@ -1,0 +1,242 @@
+"""Tests of the simulator (paper eq. 1 and §3; DESIGN.md §2: SNR, density,
+separation).
+
+Statistical checks use a fixed seed and a 5-standard-deviation tolerance, so
+they are deterministic and would fail with probability < 1e-6 for another seed.
+"""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy.spatial import cKDTree
+
+from mtdlearn import FourierBesselBasis
+from mtdlearn.datasets import (MeasurementTruth, make_measurement, make_target, place_copies,
+                               snr_to_noise_variance)
+
+pytestmark = pytest.mark.usefixtures("single_threaded_blas")
+
+BASIS = FourierBesselBasis(5, n_coefficients=10)
+L = 5
+
+
+@pytest.fixture(scope="module")
+def coef():
+    return make_target(BASIS, random_state=0)
+
+
+def assert_separated(positions, L):
+    """Pairwise Chebyshev distance of top-left corners >= 2L - 1 (KD-tree)."""
+    tree = cKDTree(positions)
+    assert len(tree.query_pairs(2 * L - 2, p=np.inf)) == 0
+
+
+# -------------------------------------------------------------- make_target
+def test_make_target_is_expanded_norm_10_image():
+    coef = make_target(BASIS, random_state=7)
+    rng = np.random.default_rng(7)
+    image = rng.uniform(0.0, 1.0, size=(L, L))
+    image *= 10.0 / np.linalg.norm(image)
+    assert np.linalg.norm(image) == pytest.approx(10.0, rel=1e-15)
+    assert_allclose(coef, BASIS.expand(image), rtol=1e-12, atol=1e-12)
+    # expand was applied: the image is projected on the 10-dimensional span,
+    # so it changes and its norm shrinks
+    F = BASIS.evaluate(coef)
+    assert np.linalg.norm(F - image) > 0.1
+    assert np.linalg.norm(F) < 10.0
+    assert_allclose(BASIS.expand(F), coef, rtol=1e-10, atol=1e-10)
+
+
+def test_make_target_reproducible_and_scaled():
+    a = make_target(BASIS, random_state=1)
+    assert_array_equal(a, make_target(BASIS, random_state=1))
+    assert_array_equal(a, make_target(BASIS, random_state=np.random.default_rng(1)))
+    assert not np.allclose(a, make_target(BASIS, random_state=2))
+    assert_allclose(make_target(BASIS, norm=3.0, random_state=1), 0.3 * a, rtol=1e-12)
+    other = FourierBesselBasis(7)
+    assert make_target(other, random_state=0).shape == (other.n_functions,)
+
+
+def test_make_target_errors():
+    with pytest.raises(TypeError, match="basis"):
+        make_target("basis")
+    with pytest.raises(ValueError, match="norm"):
+        make_target(BASIS, norm=0.0)
+    with pytest.raises(ValueError, match="random_state"):
+        make_target(BASIS, random_state=-1)
+
+
+# ---------------------------------------------------------- make_measurement
+def test_placement_separation_and_density(coef):
+    N = 1000
+    X, truth = make_measurement(coef, BASIS, N, density=0.04, random_state=1)
+    pos = truth.positions
+    assert X.shape == (N, N)
+    assert pos.dtype.kind == "i" and pos.shape == (truth.n_copies, 2)
+    # all copies inside
+    assert pos.min() >= 0 and pos.max() <= N - L
+    assert_separated(pos, L)
+    # ... and the bound is tight (no larger separation than required)
+    assert len(cKDTree(pos).query_pairs(2 * L - 1, p=np.inf)) > 0
+    # density: round(0.04 * N**2 / L**2) = 1600 copies, all placed
+    assert truth.n_copies == 1600
+    assert truth.density == pytest.approx(truth.n_copies * L**2 / N**2, rel=1e-15)
+    assert truth.density == pytest.approx(0.04, abs=L**2 / N**2)
+    # corners uniform on [0, N - L]: mean within 5 standard errors of the centre
+    se = (N - L + 1) / np.sqrt(12 * truth.n_copies)
+    assert np.all(np.abs(pos.mean(axis=0) - (N - L) / 2) < 5 * se)
+    assert truth.angles.shape == (truth.n_copies,)
+    assert np.all((truth.angles >= 0) & (truth.angles < 2 * np.pi))
+    assert_array_equal(truth.measurement, 0)
+
+
+def test_copies_are_rotated_images(coef):
+    X, truth = make_measurement(coef, BASIS, (150, 130), density=0.04, random_state=2)
+    assert X.shape == (150, 130) and truth.shape == (150, 130)
+    clean = truth.clean
+    assert clean is truth.clean  # rendered once
+    assert_array_equal(X, clean)  # noise-free by default
+    assert truth.noise_variance == 0.0
+    covered = np.zeros(clean.shape, dtype=bool)
+    for (r, c), phi in zip(truth.positions, truth.angles):
+        expected = BASIS.evaluate(BASIS.rotate(coef, phi))
+        assert_allclose(clean[r:r + L, c:c + L], expected, rtol=0, atol=1e-12)
+        covered[r:r + L, c:c + L] = True
+    assert np.all(clean[~covered] == 0.0)
+    assert truth.n_copies > 0
+
+
+def test_snr_sets_noise_variance(coef):
+    N, snr = 400, 5.0
+    X, truth = make_measurement(coef, BASIS, N, snr=snr, random_state=3)
+    F = BASIS.evaluate(coef)
+    expected = np.sum(F**2) / (L**2 * snr)
+    assert truth.noise_variance == pytest.approx(expected, rel=1e-12)
+    assert snr_to_noise_variance(coef, BASIS, snr) == pytest.approx(expected, rel=1e-12)
+    noise = (X - truth.clean).ravel()
+    n = noise.size
+    # sample variance of n Gaussian values: standard deviation sigma^2 sqrt(2 / (n - 1))
+    assert np.var(noise) == pytest.approx(expected, rel=5 * np.sqrt(2 / (n - 1)))
+    assert abs(noise.mean()) < 5 * np.sqrt(expected / n)
+    # white: the lag-one correlation along rows is ~ N(0, 1/n)
+    rows = (X - truth.clean)
+    corr = np.mean(rows[:, 1:] * rows[:, :-1]) / expected
+    assert abs(corr) < 5 / np.sqrt(n)
+
+
+def test_explicit_noise_variance(coef):
+    X, truth = make_measurement(coef, BASIS, 300, noise_variance=2.0, random_state=4)
+    assert truth.noise_variance == 2.0
+    noise = (X - truth.clean).ravel()
+    assert np.var(noise) == pytest.approx(2.0, rel=5 * np.sqrt(2 / (noise.size - 1)))
+    X0, truth0 = make_measurement(coef, BASIS, 100, noise_variance=0.0, random_state=4)
+    assert_array_equal(X0, truth0.clean)
+
+
+def test_zero_density_is_pure_noise(coef):
+    X, truth = make_measurement(coef, BASIS, 50, density=0.0, snr=1.0, random_state=0)
+    assert truth.n_copies == 0 and truth.density == 0.0
+    assert np.all(truth.clean == 0.0)
+    assert np.all(X != 0.0)
+
+
+def test_stack_of_measurements(coef):
+    X, truth = make_measurement(coef, BASIS, 100, snr=2.0, n_measurements=3, random_state=5)
+    assert X.shape == (3, 100, 100)
+    assert truth.shape == (3, 100, 100)
+    assert truth.clean.shape == (3, 100, 100)
+    target = round(0.04 * 100 * 100 / L**2)
+    assert_array_equal(np.bincount(truth.measurement, minlength=3), [target] * 3)
+    assert truth.density == pytest.approx(0.04)
+    for i in range(3):
+        mine = truth.measurement == i
+        assert_separated(truth.positions[mine], L)
+        for (r, c), phi in zip(truth.positions[mine], truth.angles[mine]):
+            assert_allclose(truth.clean[i, r:r + L, c:c + L],
+                            BASIS.evaluate(BASIS.rotate(coef, phi)), rtol=0, atol=1e-12)
+    # the measurements differ
+    assert not np.allclose(X[0], X[1])
+    X1, _ = make_measurement(coef, BASIS, 100, n_measurements=1, random_state=5)
+    assert X1.shape == (1, 100, 100)
+
+
+def test_impossible_density_warns(coef):
+    with pytest.warns(RuntimeWarning, match="density reached"):
+        X, truth = make_measurement(coef, BASIS, 100, density=0.9, random_state=6)
+    assert 0 < truth.density < 0.9
+    assert truth.density == pytest.approx(truth.n_copies * L**2 / 100**2)
+    assert_separated(truth.positions, L)
+    # the hard limit of the separation: one copy per (2L-1) x (2L-1) cell
+    assert truth.density <= L**2 / (2 * L - 1) ** 2 * (1 + (2 * L - 1) / 100) ** 2
+
+
+def test_reproducible(coef):
+    kw = dict(density=0.04, snr=3.0)
+    X1, t1 = make_measurement(coef, BASIS, 120, random_state=11, **kw)
+    X2, t2 = make_measurement(coef, BASIS, 120, random_state=11, **kw)
+    assert_array_equal(X1, X2)
+    assert_array_equal(t1.positions, t2.positions)
+    assert_array_equal(t1.angles, t2.angles)
+    X3, t3 = make_measurement(coef, BASIS, 120, random_state=12, **kw)
+    assert not np.array_equal(X1, X3)
+    X4, _ = make_measurement(coef, BASIS, 120, random_state=np.random.RandomState(0), **kw)
+    X5, _ = make_measurement(coef, BASIS, 120, random_state=np.random.RandomState(0), **kw)
+    assert_array_equal(X4, X5)
+
+
+def test_truth_records_inputs(coef):
+    _, truth = make_measurement(coef, BASIS, 60, random_state=0)
+    assert isinstance(truth, MeasurementTruth)
+    assert truth.basis is BASIS
+    assert_array_equal(truth.coef, coef)
+    assert truth.coef is not coef
+
+
+def test_place_copies_directly():
+    rng = np.random.default_rng(0)
+    pos = place_copies((200, 300), 7, 100, rng)
+    assert pos.shape == (100, 2)
+    assert_separated(pos, 7)
+    assert pos[:, 0].max() <= 200 - 7 and pos[:, 1].max() <= 300 - 7
+    assert place_copies((200, 300), 7, 0, rng).shape == (0, 2)
+    assert place_copies((5, 300), 7, 10, rng).shape == (0, 2)
+    # an image that fits once only
+    assert place_copies((7, 7), 7, 3, rng).shape == (1, 2)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(coef=np.full(10, np.nan)), ValueError, "coef"),
+    (dict(coef=np.ones(9)), ValueError, "coef"),
+    (dict(coef=np.ones((2, 10))), ValueError, "coef"),
+    (dict(coef=np.ones(10, dtype=complex)), TypeError, "coef"),
+    (dict(basis=None), TypeError, "basis"),
+    (dict(size=4), ValueError, "size"),
+    (dict(size=(100, 3)), ValueError, "size"),
+    (dict(size=100.0), TypeError, "size"),
+    (dict(size=(10, 10, 10)), ValueError, "size"),
+    (dict(density=-0.1), ValueError, "density"),
+    (dict(density=1.0), ValueError, "density"),
+    (dict(density=np.nan), ValueError, "density"),
+    (dict(noise_variance=-1.0), ValueError, "noise_variance"),
+    (dict(snr=0.0), ValueError, "snr"),
+    (dict(snr=-1.0), ValueError, "snr"),
+    (dict(snr=1.0, noise_variance=1.0), ValueError, "snr and noise_variance"),
+    (dict(n_measurements=0), ValueError, "n_measurements"),
+    (dict(n_measurements=2.0), TypeError, "n_measurements"),
+    (dict(random_state="seed"), TypeError, "random_state"),
+])
+def test_make_measurement_errors(coef, kwargs, exc, match):
+    args = dict(coef=coef, basis=BASIS, size=50)
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        make_measurement(**args)
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    (dict(image_size=4), ValueError),
+    (dict(image_size=5.0), TypeError),
+    (dict(image_size="5"), TypeError),
+])
+def test_basis_image_size_errors(kwargs, exc):
+    with pytest.raises(exc, match="image_size"):
+        FourierBesselBasis(**kwargs)
