@@ -8,7 +8,8 @@ The gallery scripts in ``examples/`` (``plot_*.py``) are executed during the
 build by sphinx-gallery.  They honour the environment variable
 ``MTDLEARN_QUICK``: with ``MTDLEARN_QUICK=1`` each example runs on a smaller
 measurement with fewer iterations (seconds instead of about a minute), which
-is what CI uses; without it they run at their documented default settings.
+is the setting for CI and quick checks; without it they run at their documented
+default settings.
 ``-D plot_gallery=0`` skips running the examples altogether.
 """
 
@@ -18,6 +19,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # document the checkout even without `pip install -e .`
+
+import sphinx_gallery  # noqa: E402
+from packaging.version import Version  # noqa: E402  (a dependency of Sphinx)
 
 import mtdlearn  # noqa: E402
 
@@ -64,10 +68,12 @@ sphinx_gallery_conf = {
     "reference_url": {"mtdlearn": None},
     "download_all_examples": False,
     "remove_config_comments": True,
-    # no sg_execution_times.rst in the source tree; each example page still
-    # reports its own running time
-    "write_computation_times": False,
 }
+# No sg_execution_times.rst in the source tree (each example page still
+# reports its own running time).  The option exists from sphinx-gallery 0.18;
+# older versions reject unknown keys.
+if Version(sphinx_gallery.__version__) >= Version("0.18"):
+    sphinx_gallery_conf["write_computation_times"] = False
 
 # -- HTML ----------------------------------------------------------------------
 html_theme = "alabaster"

@@ -125,6 +125,9 @@ def check_measurements(X, image_size, name="X"):
             from .io import read_measurement
 
             item = read_measurement(item)
+            if item.ndim == 3:  # a stack stored in one file
+                out.extend(check_measurements(item, image_size, name=label))
+                continue
         arr = np.asarray(item)
         if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
             raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")

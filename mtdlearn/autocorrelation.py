@@ -255,9 +255,9 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
     with ``L`` GEMMs (one per row shift); there is no Python loop over shifts
     or shift pairs.  Tiles are zero-padded by ``L - 1`` on the bottom and right, so
     products that leave the measurement contribute nothing.  Tiles are
-    processed by ``n_jobs`` threads (each with a contiguous band of rows, BLAS
+    processed by ``n_jobs`` threads (bands of rows fixed by the tile size, BLAS
     single-threaded meanwhile) and the partial sums are added in a fixed
-    order, so the result does not depend on timing.
+    order, so the result depends neither on timing nor on ``n_jobs``.
 
     Parameters
     ----------
@@ -268,17 +268,18 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
     image_size : int
         ``L``; the shifts run over ``[0, L)**2``.
     working_memory : float, default=None
-        Upper bound, in MiB, on the temporary buffers of all threads
-        together (the scikit-learn convention); ``None`` uses
+        Upper bound, in MiB, on the temporary buffers of each thread
+        (the scikit-learn convention); ``None`` uses
         ``sklearn.get_config()["working_memory"]``.  Tiles are in any case
         capped at a cache-friendly size (about 1.6 MB of buffers per
         thread, 4096 pixels for ``L = 5``), so the default pass uses a few
         MB beyond the measurement.  Smaller values give smaller tiles; the
         result does not depend on the tile size (up to rounding).
     n_jobs : int, default=None
-        Number of threads.  ``None`` uses as many as the BLAS library is
-        configured for (all CPUs unless ``OMP_NUM_THREADS`` /
-        ``OPENBLAS_NUM_THREADS`` say otherwise); ``-1`` means all CPUs.
+        Number of threads (``None`` is 1, ``-1`` all CPUs).  The result is
+        the same, to the last bit, for any number of threads: the bands of
+        rows and the order in which their sums are added depend only on the
+        tile size.
 
     Returns
     -------
@@ -312,7 +313,7 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
 
     # pixels per tile: 2 (L*L)-row buffers plus the padded input block
     bytes_per_pixel = (2 * LL + 1) * 8
-    budget = int(working_memory * 2**20 / (n_threads * bytes_per_pixel))
+    budget = int(working_memory * 2**20 / bytes_per_pixel)
     tile_pixels = max(1, min(_TILE_BYTES // bytes_per_pixel, budget))
 
     tasks = []
@@ -328,12 +329,12 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
         else:
             tile_rows = max(1, min(8, tile_pixels // 512))
             tile_cols = max(1, min(N2, tile_pixels // tile_rows))
-        # contiguous bands of rows, one per thread (at least one tile row each)
-        n_bands = max(1, min(n_threads, -(-N1 // tile_rows)))
-        edges = np.linspace(0, N1, n_bands + 1).round().astype(int)
-        for b in range(n_bands):
-            if edges[b + 1] > edges[b]:
-                tasks.append((M, int(edges[b]), int(edges[b + 1]), L, tile_rows, tile_cols))
+        # contiguous bands of rows, fixed by the tile size and never by
+        # n_jobs, so that the summation order (and so every bit of the
+        # result) is the same for any number of threads
+        band = max(tile_rows, -(-N1 // 64 // tile_rows) * tile_rows)
+        for r0 in range(0, N1, band):
+            tasks.append((M, r0, min(N1, r0 + band), L, tile_rows, tile_cols))
 
     # The GEMMs are small (L*L x tile x L*L): BLAS threads only add overhead
     # (and degrade badly on a busy machine); parallelism is over bands.

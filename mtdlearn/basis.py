@@ -145,16 +145,25 @@ class FourierBesselBasis:
         }
 
     def set_params(self, **params):
-        """Set parameters and rebuild the basis tables; returns ``self``."""
+        """Set parameters and rebuild the basis tables; returns ``self``.
+
+        On an invalid value the basis is left as it was."""
         valid = self.get_params()
-        for key, value in params.items():
+        for key in params:
             if key not in valid:
                 raise ValueError(
                     f"invalid parameter {key!r} for FourierBesselBasis; "
                     f"valid parameters are {sorted(valid)}"
                 )
-            setattr(self, key, value)
-        self._build()
+        try:
+            for key, value in params.items():
+                setattr(self, key, value)
+            self._build()
+        except Exception:
+            for key, value in valid.items():
+                setattr(self, key, value)
+            self._build()
+            raise
         return self
 
     def __repr__(self):
@@ -198,6 +207,13 @@ class FourierBesselBasis:
             if self.n_coefficients is not None:
                 m = check_int(self.n_coefficients, "n_coefficients", minimum=1)
             chosen = _select_by_count(n, m)
+            available = sum(1 if nu == 0 else 2 for nu, _, _ in chosen)
+            if m is not None and available < m:
+                raise ValueError(
+                    f"n_coefficients={m} exceeds the {available} candidate functions of "
+                    f"image_size={L} (nu < nu_max, q <= Q; DESIGN.md §2); use bandlimit "
+                    "for more"
+                )
         self._L, self._n, self._radius = L, n, radius
 
         freqs, qs, lams, kinds = [], [], [], []
@@ -223,6 +239,12 @@ class FourierBesselBasis:
         r = np.hypot(x, y).ravel() / radius
         self.mask = (r < 1).reshape(L, L)
         inside = self._matrix[self.mask.ravel()]
+        if inside.shape[0] < self.n_functions:
+            raise ValueError(
+                f"{self.n_functions} basis functions but only {inside.shape[0]} pixels inside "
+                f"the disk of radius {radius}: lower bandlimit/n_coefficients or enlarge "
+                "image_size"
+            )
         # least-squares projector onto the span, computed once (stable: SVD).
         self._pinv = np.linalg.pinv(inside)  # (p, n_inside)
 

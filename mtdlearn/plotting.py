@@ -368,6 +368,10 @@ def _history(obj):
 def plot_convergence(estimator_or_history, ax=None, show_gain=False):
     """Mean log-likelihood per patch against the EM iteration.
 
+    EM does not decrease the (approximate) log-likelihood (up to rounding),
+    so the curve rises and flattens; the fit stops when the gain of one
+    iteration falls below the estimator's ``tol``.
+
     Parameters
     ----------
     estimator_or_history : ApproxEMEstimator or sequence of float
@@ -385,6 +389,10 @@ def plot_convergence(estimator_or_history, ax=None, show_gain=False):
     ax : matplotlib.axes.Axes
         The log-likelihood axes (the gain axes, if drawn, is its twin).
 
+    See Also
+    --------
+    mtdlearn.ApproxEMEstimator : Records ``log_likelihood_history_``.
+
     Examples
     --------
     >>> from mtdlearn.plotting import plot_convergence
@@ -397,7 +405,7 @@ def plot_convergence(estimator_or_history, ax=None, show_gain=False):
     it = np.arange(hist.size)
     ax.plot(it, hist, "o-", color="tab:blue", markersize=3, label="log-likelihood")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("mean log-likelihood per patch")
+    ax.set_ylabel("mean log-likelihood per patch", color="tab:blue")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if show_gain and hist.size > 1:
         gain = np.diff(hist)
@@ -408,7 +416,7 @@ def plot_convergence(estimator_or_history, ax=None, show_gain=False):
         neg = gain < 0
         if np.any(neg):
             twin.semilogy(it[1:][neg], -gain[neg], "x", color="tab:red", label="decrease")
-        twin.set_ylabel("gain per iteration")
+        twin.set_ylabel("gain per iteration", color="tab:gray")
     return ax
 
 
@@ -438,6 +446,11 @@ def plot_shift_probabilities(shift_probabilities, ax=None, mask_empty=True):
     -------
     ax : matplotlib.axes.Axes
         The outline of the empty shifts is a patch with gid ``"empty-shifts"``.
+
+    See Also
+    --------
+    mtdlearn.operators.density_to_shift_probabilities : ``rho`` of a density.
+    mtdlearn.operators.shift_to_offset : Offset of the copy for a shift.
 
     Examples
     --------

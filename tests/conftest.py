@@ -27,14 +27,15 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "mtdlearn"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def single_threaded_blas():
     """Run a module's tests with one BLAS thread.
 
     The tests use tiny matrices (p x p, L**2 x p); on a busy two-core machine
     OpenBLAS's worker threads then cost far more than they save (a pinv of an
     81 x 60 matrix took ~100 ms with two threads against <1 ms with one).
-    Opt in with ``pytestmark = pytest.mark.usefixtures("single_threaded_blas")``.
+    Applied to the whole session; the estimators limit BLAS threads in
+    their hot loops themselves.
     """
     with threadpool_limits(limits=1, user_api="blas"):
         yield

@@ -112,7 +112,7 @@ def test_n_coefficients_is_prefix_of_candidates(L):
 _ROOTS = np.array([special.jn_zeros(nu, 12) for nu in range(40)])
 
 
-@given(bandlimit=st.floats(2.5, 25.0))
+@given(bandlimit=st.floats(2.5, 17.0))  # <= 69 functions: the pixels in the disk
 def test_bandlimit_keeps_exactly_roots_below(bandlimit):
     basis = FourierBesselBasis(9, bandlimit=bandlimit)
     nu, q = np.nonzero(_ROOTS <= bandlimit)
@@ -132,7 +132,7 @@ def test_default_radius_and_support():
     assert basis == FourierBesselBasis(5, radius=None)
     assert_array_equal(basis.matrix, FourierBesselBasis(5, radius=3.0).matrix)
     # image_size 7 with radius 3: pixels with r / radius >= 1 are exactly zero
-    basis = FourierBesselBasis(7, radius=3)
+    basis = FourierBesselBasis(7, n_coefficients=10, radius=3)
     x, y = _grid(basis)
     assert_array_equal(basis.mask, np.hypot(x, y) < 3)
     assert not basis.mask[0, 3]  # r = 3 exactly
@@ -433,3 +433,20 @@ def test_equality_hash_repr():
     assert a != "FourierBesselBasis(5)"
     assert repr(a) == "FourierBesselBasis(image_size=5, n_coefficients=10)"
     assert eval(repr(a), {"FourierBesselBasis": FourierBesselBasis}) == a
+
+
+def test_more_functions_than_pixels_is_an_error():
+    with pytest.raises(ValueError, match="only 69 pixels inside the disk"):
+        FourierBesselBasis(9, bandlimit=20.0)
+
+
+def test_n_coefficients_beyond_candidates_is_an_error():
+    with pytest.raises(ValueError, match="n_coefficients=11 exceeds the 10 candidate"):
+        FourierBesselBasis(5, n_coefficients=11)
+
+
+def test_set_params_invalid_value_leaves_basis_unchanged():
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    with pytest.raises(ValueError, match="n_coefficients"):
+        basis.set_params(n_coefficients=0)
+    assert basis.n_coefficients == 10 and basis.n_functions == 10
