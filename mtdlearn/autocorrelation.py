@@ -49,9 +49,9 @@ from numbers import Real
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.optimize import OptimizeResult, minimize
-from threadpoolctl import threadpool_limits
 
 from ._validation import check_array_float, check_int, check_measurements, check_real
+from ._threads import blas_single_thread
 from .base import BaseMTDEstimator
 from .basis import FourierBesselBasis
 from .operators import shift_probabilities_to_density, density_to_shift_probabilities
@@ -338,7 +338,7 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
 
     # The GEMMs are small (L*L x tile x L*L): BLAS threads only add overhead
     # (and degrade badly on a busy machine); parallelism is over bands.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with blas_single_thread():
         if n_threads == 1 or len(tasks) == 1:
             results = [_band_sums(*t) for t in tasks]
         else:
@@ -796,7 +796,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
         bounds.append((0.0, None))
     z0 = np.concatenate(z0)
     # every evaluation is a handful of tiny GEMMs: BLAS threads only hurt
-    with threadpool_limits(limits=1, user_api="blas"):
+    with blas_single_thread():
         res = minimize(fun, z0, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"maxiter": max_iter, "ftol": tol, "gtol": tol})
     gamma, coef, var = unpack(res.x)

@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 import scipy.linalg
-from threadpoolctl import threadpool_limits
 
+from ._threads import blas_single_thread
 from .base import (BaseMTDEstimator, PatchData, build_patch_model, chunk_size,
                    estep_statistics)
 from .operators import empty_shifts, nonempty_shifts, shift_gather_index
@@ -198,7 +198,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
 
     def _single_run(self, data, measurements, state, seed, inner_jobs=None):
         if inner_jobs is not None:
-            with threadpool_limits(limits=1, user_api="blas"):
+            with blas_single_thread():
                 return self._run(data, state, inner_jobs)
         return self._run(data, state, self.n_jobs)
 

@@ -35,9 +35,9 @@ def test_patch_data_matches_extract_patches(shapes, start_frac, length):
 
 def test_chunk_size_follows_working_memory():
     H = 16 * 81
-    assert chunk_size(H, L) == 1024            # capped for cache residency
+    assert chunk_size(H, L) == 4 * 2**20 // (8 * H)   # capped for cache residency
     small = chunk_size(H, L, working_memory=1)
-    assert 1 <= small < 1024
+    assert 1 <= small < chunk_size(H, L)
     assert small * 8 * (H + 2 * 25 + 3) <= 2**20
     with pytest.raises(ValueError, match="working_memory"):
         chunk_size(H, L, working_memory=1e-6)
@@ -84,3 +84,101 @@ def test_zero_probability_shifts_are_handled():
     nz = np.flatnonzero(stats.weights)
     assert nz.tolist() == [0]                        # only shift (0, 0), rotation 0
     assert np.isclose(stats.weights.sum() + stats.weight_empty, 36)
+
+
+# ---------------------------------------------------------------------------
+# behaviour shared by both estimators
+import pickle  # noqa: E402
+import warnings  # noqa: E402
+
+from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
+from sklearn.model_selection import GridSearchCV, KFold  # noqa: E402
+
+from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator,  # noqa: E402
+                      make_measurement)
+
+ESTIMATORS = [
+    lambda basis: ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=10, random_state=0),
+    lambda basis: AutocorrelationEstimator(L, basis=basis, rotations=4, n_init=2,
+                                           random_state=0),
+]
+IDS = ["em", "autocorrelation"]
+
+
+@pytest.fixture(scope="module")
+def problem():
+    basis = FourierBesselBasis(L, n_coefficients=10)
+    coef = make_target(basis, random_state=0)
+    X, truth = make_measurement(coef, basis, 100, snr=5, n_measurements=4, random_state=0)
+    return basis, coef, X, truth
+
+
+def _fit(est, X):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(X)
+
+
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_shared_fitted_model(make, problem):
+    basis, coef, X, truth = problem
+    X0 = X.copy()
+    est = make(basis)
+    assert _fit(est, X) is est
+    np.testing.assert_array_equal(X, X0)                  # input untouched
+    assert est.coef_.shape == (basis.n_functions,)
+    assert est.image_.shape == (L, L)
+    np.testing.assert_allclose(est.image_, basis.evaluate(est.coef_))
+    rho = est.shift_probabilities_
+    assert rho.shape == (2 * L, 2 * L) and np.all(rho >= 0) and np.isclose(rho.sum(), 1)
+    from mtdlearn.operators import shift_probabilities_to_density
+    assert np.isclose(est.density_, shift_probabilities_to_density(rho))
+    assert est.noise_variance_ > 0 and est.n_patches_ == 4 * (100 // L) ** 2
+    assert isinstance(est.converged_, bool) and est.n_iter_ >= 0
+    s = est.score_samples(X)
+    assert s.shape == (est.n_patches_,) and np.all(np.isfinite(s))
+    assert np.isclose(est.score(X), s.mean())
+    det = est.predict(X)
+    assert det.dtype.names == ("measurement", "row", "col", "angle", "probability")
+    assert np.all((det["row"] > -L) & (det["row"] < 100) & (det["col"] > -L))
+    p = est.predict_proba(X)
+    assert p.shape == s.shape and np.all((p >= 0) & (p <= 1 + 1e-12))
+    Y, t = est.sample(60, n_measurements=2, random_state=1)
+    assert Y.shape == (2, 60, 60) and np.isclose(t.noise_variance, est.noise_variance_)
+
+
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_shared_sklearn_protocol(make, problem):
+    basis, coef, X, truth = problem
+    est = make(basis)
+    c = clone(est)
+    assert c.get_params(deep=False).keys() == est.get_params(deep=False).keys()
+    a = _fit(c, X)
+    b = _fit(clone(est), X)
+    np.testing.assert_array_equal(a.coef_, b.coef_)       # same random_state, same result
+    again = pickle.loads(pickle.dumps(a))
+    assert np.isclose(again.score(X[:1]), a.score(X[:1]))
+    grid = GridSearchCV(clone(est), {"basis__n_coefficients": [4, 10]}, cv=KFold(2))
+    _fit(grid, X)
+    assert np.all(np.isfinite(grid.cv_results_["mean_test_score"]))
+    assert basis.n_coefficients == 10                     # the user's basis untouched
+
+
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_shared_unfitted_and_bad_input(make, problem):
+    basis = problem[0]
+    est = make(basis)
+    with pytest.raises(NotFittedError):
+        est.score(np.zeros((20, 20)))
+    with pytest.raises(NotFittedError):
+        est.sample(20)
+    with pytest.raises(ValueError, match="smaller than one"):
+        est.fit(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="finite"):
+        est.fit(np.full((20, 20), np.nan))
+    with pytest.raises(TypeError, match="X must be"):
+        est.fit(42)
+    _fit(est, problem[2])
+    with pytest.raises(ValueError, match="smaller than one"):
+        est.score(np.zeros((3, 3)))
