@@ -33,4 +33,4 @@ clean:
 
 docs: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[docs]'
-	MTDLEARN_QUICK=1 $(BIN)/sphinx-build -W -b html docs docs/_build/html
+	$(BIN)/sphinx-build -W -b html docs docs/_build/html

@@ -2,14 +2,11 @@
 
 Build (from the repository root, warnings as errors, as CI does)::
 
-    MTDLEARN_QUICK=1 sphinx-build -W -b html docs docs/_build/html
+    sphinx-build -W -b html docs docs/_build/html
 
 The gallery scripts in ``examples/`` (``plot_*.py``) are executed during the
-build by sphinx-gallery.  They honour the environment variable
-``MTDLEARN_QUICK``: with ``MTDLEARN_QUICK=1`` each example runs on a smaller
-measurement with fewer iterations (seconds instead of about a minute), which
-is the setting for CI and quick checks; without it they run at their documented
-default settings.
+build by sphinx-gallery at their default (quick) sizes, each in under a
+minute.  ``MTDLEARN_FULL=1`` switches them to the paper's full sizes (hours).
 ``-D plot_gallery=0`` skips running the examples altogether.
 """
 
@@ -55,9 +52,9 @@ numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 
 # -- sphinx-gallery ------------------------------------------------------------
-# The examples read MTDLEARN_QUICK themselves (see the module docstring);
+# The examples read MTDLEARN_FULL themselves (see the module docstring);
 # report the mode in the build log so a slow build is not a surprise.
-print(f"mtdlearn docs: MTDLEARN_QUICK={os.environ.get('MTDLEARN_QUICK', '0')!r}")
+print(f"mtdlearn docs: MTDLEARN_FULL={os.environ.get('MTDLEARN_FULL', '0')!r}")
 
 sphinx_gallery_conf = {
     "examples_dirs": "../examples",

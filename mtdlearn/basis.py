@@ -115,9 +115,15 @@ class FourierBesselBasis:
         Bessel root ``lambda_{nu,q}`` of each function.
     kinds : ndarray of shape (p,)
         ``0`` for ``nu = 0``, ``1`` for cos, ``2`` for sin.
+    max_frequency : int
+        Largest angular frequency ``nu_max`` kept.
+    mask : ndarray of shape (L, L), dtype bool
+        Pixels strictly inside the disk (``r / radius < 1``); :meth:`expand`
+        fits only these.
 
     Examples
     --------
+    >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> basis.n_functions
@@ -136,7 +142,25 @@ class FourierBesselBasis:
     # -- scikit-learn style parameter handling, so GridSearchCV can tune
     #    ``basis__n_coefficients``.
     def get_params(self, deep=True):
-        """Parameters of this basis, as a dict (scikit-learn convention)."""
+        """Get the parameters of this basis (scikit-learn convention).
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Ignored (the basis holds no nested estimators); present for
+            scikit-learn compatibility.
+
+        Returns
+        -------
+        params : dict
+            ``image_size``, ``n_coefficients``, ``bandlimit`` and ``radius``.
+
+        Examples
+        --------
+        >>> from mtdlearn import FourierBesselBasis
+        >>> FourierBesselBasis(5, n_coefficients=10).get_params()
+        {'image_size': 5, 'n_coefficients': 10, 'bandlimit': None, 'radius': None}
+        """
         return {
             "image_size": self.image_size,
             "n_coefficients": self.n_coefficients,
@@ -145,9 +169,30 @@ class FourierBesselBasis:
         }
 
     def set_params(self, **params):
-        """Set parameters and rebuild the basis tables; returns ``self``.
+        """Set parameters and rebuild the basis tables.
 
-        On an invalid value the basis is left as it was."""
+        On an invalid value the basis is left as it was and the error is
+        raised.  This is what lets ``GridSearchCV`` tune
+        ``basis__n_coefficients`` of an estimator.
+
+        Parameters
+        ----------
+        **params : dict
+            New values of ``image_size``, ``n_coefficients``, ``bandlimit``
+            or ``radius``.
+
+        Returns
+        -------
+        self : FourierBesselBasis
+            This basis, rebuilt.
+
+        Examples
+        --------
+        >>> from mtdlearn import FourierBesselBasis
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> basis.set_params(n_coefficients=6).n_functions
+        6
+        """
         valid = self.get_params()
         for key in params:
             if key not in valid:
@@ -251,7 +296,22 @@ class FourierBesselBasis:
     # ------------------------------------------------------------------
     @property
     def matrix(self):
-        """Evaluation matrix of shape ``(L*L, p)``: image.ravel() = matrix @ coef."""
+        """Evaluation matrix ``B`` of shape ``(L*L, p)``.
+
+        Column ``j`` is basis function ``j`` sampled on the pixel grid
+        (row-major), so ``image.ravel() = matrix @ coef``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> basis.matrix.shape
+        (25, 10)
+        >>> coef = np.arange(1.0, 11.0)
+        >>> np.allclose(basis.matrix @ coef, basis.evaluate(coef).ravel())
+        True
+        """
         return self._matrix
 
     def _eval_points(self, x, y):
@@ -276,22 +336,61 @@ class FourierBesselBasis:
         return coef
 
     def evaluate(self, coef):
-        """Images from coefficients.
+        """Compute the pixel images of coefficient vectors.
+
+        ``F[i, j] = sum_k coef[k] psi_k(x_j, y_i)`` on the pixel grid (the
+        real form of the paper's eq. 2); pixels outside the disk are zero.
 
         Parameters
         ----------
         coef : array-like of shape (..., p)
+            Coefficients; any leading batch shape.
 
         Returns
         -------
         images : ndarray of shape (..., L, L)
+            The images, with the batch shape of ``coef``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> basis.evaluate(np.ones((3, 10))).shape
+        (3, 5, 5)
         """
         coef = self._check_coef(coef)
         out = coef @ self._matrix.T
         return out.reshape(coef.shape[:-1] + (self._L, self._L))
 
     def evaluate_t(self, images):
-        """Adjoint of :meth:`evaluate`: ``(..., L, L)`` images to ``(..., p)``."""
+        """Apply the adjoint of :meth:`evaluate` to images.
+
+        ``evaluate_t(images) = images.ravel() @ matrix``, so that
+        ``<evaluate(coef), images> = <coef, evaluate_t(images)>``.  This is
+        not the least-squares expansion (see :meth:`expand`).
+
+        Parameters
+        ----------
+        images : array-like of shape (..., L, L)
+            Images; any leading batch shape.
+
+        Returns
+        -------
+        coef : ndarray of shape (..., p)
+            ``B^T`` applied to each flattened image.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> rng = np.random.default_rng(0)
+        >>> coef, images = rng.standard_normal(10), rng.standard_normal((5, 5))
+        >>> bool(np.isclose(np.vdot(basis.evaluate(coef), images),
+        ...                 coef @ basis.evaluate_t(images)))
+        True
+        """
         images = self._check_images(images)
         return images.reshape(images.shape[:-2] + (-1,)) @ self._matrix
 
@@ -301,13 +400,26 @@ class FourierBesselBasis:
         Parameters
         ----------
         coef : array-like of shape (p,)
+            Coefficients of one image.
         x, y : array-like
             Coordinates in pixels relative to the centre (``x`` along columns,
-            ``y`` along rows), broadcast together.
+            ``y`` along rows), broadcast together.  Points at
+            ``hypot(x, y) >= radius`` give zero.
 
         Returns
         -------
         values : ndarray of the broadcast shape of ``x`` and ``y``
+            The expansion ``sum_k coef[k] psi_k(x, y)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> coef = np.arange(1.0, 11.0)
+        >>> values = basis.evaluate_points(coef, [0.0, 1.0], 0.0)
+        >>> np.allclose(values, basis.evaluate(coef)[2, 2:4])  # pixels (2, 2), (2, 3)
+        True
         """
         coef = self._check_coef(coef)
         if coef.ndim != 1:
@@ -325,15 +437,30 @@ class FourierBesselBasis:
         return images
 
     def expand(self, images):
-        """Least-squares coefficients of images (pixels inside the disk).
+        """Compute the least-squares coefficients of images.
+
+        Minimizes ``||evaluate(coef) - image||`` over the pixels inside the
+        disk (``mask``); pixels outside it are ignored.  ``expand`` inverts
+        :meth:`evaluate` exactly.
 
         Parameters
         ----------
         images : array-like of shape (..., L, L)
+            Images; any leading batch shape.
 
         Returns
         -------
         coef : ndarray of shape (..., p)
+            Least-squares coefficients of each image.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> coef = np.arange(1.0, 11.0)
+        >>> np.allclose(basis.expand(basis.evaluate(coef)), coef)
+        True
         """
         images = self._check_images(images)
         inside = images[..., self.mask]
@@ -345,15 +472,32 @@ class FourierBesselBasis:
         ``F_phi(r, theta) = F(r, theta + phi)``: each (cos, sin) pair of
         frequency ``nu`` is rotated by ``nu * phi``.
 
+        This is the paper's eq. (3) in real form: the complex coefficient
+        ``alpha_{nu,q}`` is multiplied by ``exp(i nu phi)``.
+
         Parameters
         ----------
         coef : array-like of shape (..., p)
+            Coefficients; any leading batch shape.
         angles : float or array-like
-            Broadcast against ``coef.shape[:-1]``.
+            Rotation angles ``phi`` in radians, broadcast against
+            ``coef.shape[:-1]``.
 
         Returns
         -------
         coef_rotated : ndarray of shape ``broadcast(coef.shape[:-1], angles.shape) + (p,)``
+            Coefficients of the rotated images.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> coef = np.arange(1.0, 11.0)
+        >>> basis.rotate(coef, [0.0, np.pi / 2, np.pi]).shape
+        (3, 10)
+        >>> np.allclose(basis.rotate(coef, 2 * np.pi), coef)
+        True
         """
         coef = self._check_coef(coef)
         angles = check_array_float(angles, "angles", min_ndim=0)
@@ -368,9 +512,33 @@ class FourierBesselBasis:
         return out
 
     def rotation_matrices(self, angles):
-        """Matrices ``R(phi)`` with ``rotate(coef, phi) = coef @ R(phi).T``.
+        """Compute the rotation matrices ``R(phi)`` of the coefficients.
 
-        Returns an array of shape ``angles.shape + (p, p)``.
+        ``rotate(coef, phi) = R(phi) @ coef = coef @ R(phi).T``: block
+        diagonal, with a 2 x 2 rotation by ``nu * phi`` on every (cos, sin)
+        pair and ``1`` on every ``nu = 0`` function.
+
+        Parameters
+        ----------
+        angles : float or array-like
+            Rotation angles ``phi`` in radians.
+
+        Returns
+        -------
+        matrices : ndarray of shape ``angles.shape + (p, p)``
+            One ``p x p`` orthogonal matrix per angle.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> R = basis.rotation_matrices([0.3, 1.0])
+        >>> R.shape
+        (2, 10, 10)
+        >>> coef = np.arange(1.0, 11.0)
+        >>> np.allclose(R[0] @ coef, basis.rotate(coef, 0.3))
+        True
         """
         angles = check_array_float(angles, "angles", min_ndim=0)
         eye = np.eye(self.n_functions)
@@ -379,7 +547,18 @@ class FourierBesselBasis:
     # -- the paper's complex coefficients --------------------------------
     @property
     def complex_frequencies(self):
-        """Signed frequency of each complex coefficient (see :meth:`to_complex`)."""
+        """Signed frequency ``nu`` of each complex coefficient, shape ``(p,)``.
+
+        Entry ``k`` of :meth:`to_complex`'s output is ``alpha_{nu,q}`` with
+        ``nu = complex_frequencies[k]``: ``+nu`` at a cos position, ``-nu`` at
+        a sin position, ``0`` for ``nu = 0`` functions.
+
+        Examples
+        --------
+        >>> from mtdlearn import FourierBesselBasis
+        >>> FourierBesselBasis(5, n_coefficients=10).complex_frequencies
+        array([ 0,  1, -1,  2, -2,  0,  1, -1,  2, -2])
+        """
         nu = self.frequencies.copy()
         nu[self._sin] *= -1
         return nu
@@ -392,7 +571,30 @@ class FourierBesselBasis:
         a (cos, sin) pair ``(a, b)`` gives ``(alpha_{nu,q}, alpha_{-nu,q}) =
         ((a - i b) / 2, (a + i b) / 2)``.  ``complex_frequencies`` gives the
         signed ``nu`` of each entry.  Rotation by ``phi`` multiplies
-        ``alpha_{nu,q}`` by ``exp(i nu phi)``.
+        ``alpha_{nu,q}`` by ``exp(i nu phi)`` (eq. 3).
+
+        Parameters
+        ----------
+        coef : array-like of shape (..., p)
+            Real coefficients; any leading batch shape.
+
+        Returns
+        -------
+        alpha : ndarray of shape (..., p), complex
+            The paper's complex coefficients, in the layout of ``coef``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> coef = np.arange(1.0, 11.0)
+        >>> basis.to_complex(coef)[:3]
+        array([1.+0.j , 1.-1.5j, 1.+1.5j])
+        >>> phi = 0.7
+        >>> np.allclose(basis.to_complex(basis.rotate(coef, phi)),
+        ...             basis.to_complex(coef) * np.exp(1j * basis.complex_frequencies * phi))
+        True
         """
         coef = self._check_coef(coef)
         z = coef.astype(np.complex128)
@@ -402,9 +604,32 @@ class FourierBesselBasis:
         return z
 
     def from_complex(self, z):
-        """Inverse of :meth:`to_complex`; the imaginary part must be consistent
-        with a real image (``alpha_{-nu} = conj(alpha_nu)``) and is otherwise
-        projected onto it."""
+        """Convert the paper's complex coefficients back to real ones.
+
+        The inverse of :meth:`to_complex`.  The input should describe a real
+        image (``alpha_{-nu,q} = conj(alpha_{nu,q})``); otherwise it is
+        projected onto the real images.
+
+        Parameters
+        ----------
+        z : array-like of shape (..., p), complex
+            Complex coefficients in the layout of :meth:`to_complex`.
+
+        Returns
+        -------
+        coef : ndarray of shape (..., p)
+            Real coefficients: ``a = Re(z_nu + z_-nu)``,
+            ``b = Re(i (z_nu - z_-nu))`` for each (cos, sin) pair.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> coef = np.arange(1.0, 11.0)
+        >>> np.allclose(basis.from_complex(basis.to_complex(coef)), coef)
+        True
+        """
         z = np.asarray(z)
         if z.shape[-1:] != (self.n_functions,):
             raise ValueError(

@@ -1,4 +1,4 @@
-"""Tests of the ``mtdlearn`` command line (``simulate`` and ``demo``)."""
+"""Tests of the ``mtdlearn`` command line (``simulate``, ``fit`` and ``demo``)."""
 
 import json
 import re
@@ -143,3 +143,106 @@ def test_module_entry_point(tmp_path):
     )
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "simulate")
+
+
+# ---------------------------------------------------------------------------
+# fit
+@pytest.fixture(scope="module")
+def measurement_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fit") / "m.npy"
+    assert main(["simulate", str(path), "--size", "150", "--snr", "10", "--seed", "1"]) == 0
+    return path
+
+
+@pytest.mark.parametrize("estimator", ["em", "autocorrelation"])
+def test_fit_writes_estimate_params_and_png(tmp_path, capsys, measurement_file, estimator):
+    before = measurement_file.read_bytes()
+    out = tmp_path / "res"
+    argv = ["fit", str(measurement_file), "--output-dir", str(out), "--estimator", estimator,
+            "--rotations", "4", "--max-iter", "5", "--n-init", "2"]
+    assert run(argv) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert measurement_file.read_bytes() == before            # input never modified
+    image = np.load(out / "estimate.npy")
+    coef = np.load(out / "coef.npy")
+    assert image.shape == (5, 5) and coef.shape == (10,)
+    params = json.loads((out / "params.json").read_text())
+    assert params["n_patches"] == (150 // 5) ** 2
+    assert np.allclose(params["coef"], coef)
+    assert len(params["shift_probabilities"]) == 10
+    assert (out / "estimate.png").stat().st_size > 0
+    if estimator == "em":
+        assert "[ApproxEM] iter 1" in captured.out                # per-iteration lines
+        assert "log_likelihood" in params
+    else:
+        assert "cost" in params
+
+
+def test_fit_quiet_and_autocorrelation_init(tmp_path, capsys, measurement_file):
+    out = tmp_path / "res"
+    assert run(["fit", str(measurement_file), "--output-dir", str(out), "--quiet",
+                "--init", "autocorrelation", "--rotations", "4", "--max-iter", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "[ApproxEM]" not in captured.out and "fitted ApproxEMEstimator" in captured.out
+
+
+def test_fit_reads_mrc(tmp_path, capsys):
+    mrcfile = pytest.importorskip("mrcfile")
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    X, _ = make_measurement(make_target(basis, random_state=0), basis, 100, snr=10,
+                            random_state=0)
+    path = tmp_path / "micrograph.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(X.astype(np.float32))
+    before = path.read_bytes()
+    out = tmp_path / "res"
+    assert run(["fit", str(path), "--output-dir", str(out), "--estimator", "autocorrelation",
+                "--quiet"]) == 0
+    assert path.read_bytes() == before
+    assert json.loads((out / "params.json").read_text())["n_patches"] == 400
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("make_input, match", [
+    (lambda d: d / "missing.npy", "not found"),
+    (lambda d: (d / "m.txt").write_text("x") and d / "m.txt", "unsupported"),
+    (lambda d: np.save(d / "bad.npy", np.full((30, 30), np.nan)) or d / "bad.npy", "finite"),
+    (lambda d: np.save(d / "tiny.npy", np.zeros((3, 3))) or d / "tiny.npy", "smaller"),
+    (lambda d: (d / "junk.npy").write_bytes(b"not numpy") and d / "junk.npy", "cannot read"),
+])
+def test_fit_bad_inputs_one_line(tmp_path, capsys, make_input, match):
+    path = make_input(tmp_path)
+    assert run(["fit", str(path), "--output-dir", str(tmp_path / "res")]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "fit")
+    assert match in err
+    assert not (tmp_path / "res").exists()                   # nothing partial written
+
+
+@pytest.mark.parametrize("extra", [["--rotations", "0"], ["--noise-variance", "-1"],
+                                   ["--estimator", "mcmc"], ["--n-init", "x"]])
+def test_fit_bad_arguments(tmp_path, capsys, measurement_file, extra):
+    assert run(["fit", str(measurement_file), "--output-dir", str(tmp_path)] + extra) == 2
+    err = capsys.readouterr().err
+    assert_usage_error(err)
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_fit_refuses_to_overwrite_input(tmp_path, capsys):
+    path = tmp_path / "coef.npy"
+    np.save(path, np.zeros((40, 40)))
+    assert run(["fit", str(path), "--output-dir", str(tmp_path)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "fit")
+
+
+def test_demo_reports_both_estimators_and_writes_figure(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    assert run(["demo", "--size", "300", "--rotations", "4", "--max-iter", "10",
+                "--n-init", "1", "--figure", "fig/demo.png"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"autocorrelation analysis\s+error \d\.\d{4}", out)
+    assert re.search(r"approximate EM\s+error \d\.\d{4}", out)
+    assert "peak memory" in out
+    assert (tmp_path / "fig" / "demo.png").stat().st_size > 0
