@@ -349,11 +349,19 @@ class BaseMTDEstimator(BaseEstimator):
     ``noise_variance_``), the ``n_init`` restarts through joblib, and
     ``score``, ``score_samples``, ``predict``, ``predict_proba``, ``sample``.
 
-    Subclasses implement ``_prepare(measurements)`` (data for one run),
-    ``_single_run(data, measurements, state, seed)`` returning a result dict
-    with keys ``coef``, ``shift_probabilities``, ``noise_variance``,
-    ``objective`` (higher is better), ``n_iter``, ``converged`` and extra
-    fitted attributes, and ``_initial_state(measurements, rng)``.
+    Subclasses store their constructor parameters (``image_size``,
+    ``basis``, ``rotations``, ``initializer``, ``n_init``,
+    ``noise_variance``, ``max_iter``, ``tol``, ``n_jobs``, ``random_state``,
+    ``verbose``) and implement two hooks:
+
+    ``_prepare(measurements)``
+        Data for the runs, computed once per fit (patches for the EM, the
+        measured autocorrelations for autocorrelation analysis).
+    ``_single_run(data, measurements, state, seed, inner_jobs=None)``
+        One start from an :class:`~mtdlearn.initializers.InitialState`;
+        returns a dict with ``coef``, ``shift_probabilities``,
+        ``noise_variance``, ``objective`` (higher is better), ``n_iter``,
+        ``converged`` and ``extra`` (more fitted attributes).
     """
 
     # -- parameter handling shared by subclasses --------------------------

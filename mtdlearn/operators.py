@@ -39,7 +39,31 @@ __all__ = [
 
 
 def patch_grid_shape(shape, image_size):
-    """Number of patch rows and columns of a measurement of ``shape``."""
+    """Count the patch rows and columns of a measurement.
+
+    The measurement is cropped to ``floor(N/L) * L`` along each axis
+    (DESIGN.md §2), so partial patches at the bottom and right are dropped.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the measurement; its last two entries ``(N1, N2)`` are used.
+    image_size : int
+        Patch side ``L``.
+
+    Returns
+    -------
+    n_rows : int
+        ``N1 // L``.
+    n_cols : int
+        ``N2 // L``; the number of patches is ``N_d = n_rows * n_cols``.
+
+    Examples
+    --------
+    >>> from mtdlearn.operators import patch_grid_shape
+    >>> patch_grid_shape((11, 17), 5)
+    (2, 3)
+    """
     return shape[-2] // image_size, shape[-1] // image_size
 
 
@@ -98,15 +122,36 @@ def _as_shift(shift, L):
 def pad_shift_crop(image, shift):
     """``C T_l Z`` applied to images (eq. 6-7).
 
+    ``Z`` zero-pads the image to ``2L x 2L`` (zeros right and bottom),
+    ``T_l`` shifts it circularly,
+    ``(T_l Z F)[i, j] = (Z F)[(i + l_0) % 2L, (j + l_1) % 2L]``, and ``C``
+    keeps the top-left ``L x L`` block.  The result shows ``F`` with its
+    top-left corner at offset ``d = (-l) mod 2L`` (see :func:`shift_to_offset`).
+
     Parameters
     ----------
     image : array-like of shape (..., L, L)
+        Image(s) ``F``; any leading batch shape.
     shift : pair of int in ``[0, 2L)``, or None
-        ``None`` returns all ``4L**2`` shifts at once.
+        The shift ``l = (l_0, l_1)``.  ``None`` returns all ``4L**2`` shifts
+        at once.
 
     Returns
     -------
     patch : ndarray of shape (..., L, L), or (..., 2L, 2L, L, L) for ``shift=None``
+        ``C T_l Z F``; for ``shift=None``, ``patch[..., l_0, l_1, :, :]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.operators import pad_shift_crop
+    >>> F = np.arange(9.0).reshape(3, 3)
+    >>> pad_shift_crop(F, (5, 5))  # offset d = (1, 1)
+    array([[0., 0., 0.],
+           [0., 0., 1.],
+           [0., 3., 4.]])
+    >>> pad_shift_crop(F, None).shape
+    (6, 6, 3, 3)
     """
     F = check_array_float(image, "image", min_ndim=2)
     L = F.shape[-1]
@@ -122,7 +167,33 @@ def pad_shift_crop(image, shift):
 
 
 def pad_shift_crop_adjoint(patch, shift):
-    """Adjoint ``(C T_l Z)^T``: an ``L x L`` patch back to image coordinates."""
+    """Apply the adjoint ``(C T_l Z)^T``: a patch back to image coordinates.
+
+    Pixel ``k`` of the patch is added to the pixel of ``F`` that
+    :func:`pad_shift_crop` places there; patch pixels that show no pixel of
+    ``F`` are dropped.
+
+    Parameters
+    ----------
+    patch : array-like of shape (..., L, L)
+        Patch(es); any leading batch shape.
+    shift : pair of int in ``[0, 2L)``
+        The shift ``l = (l_0, l_1)``.
+
+    Returns
+    -------
+    image : ndarray of shape (..., L, L)
+        ``(C T_l Z)^T patch``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.operators import pad_shift_crop_adjoint
+    >>> pad_shift_crop_adjoint(np.ones((3, 3)), (5, 5))
+    array([[1., 1., 0.],
+           [1., 1., 0.],
+           [0., 0., 0.]])
+    """
     P = check_array_float(patch, "patch", min_ndim=2)
     L = P.shape[-1]
     if P.shape[-2] != L:
@@ -135,32 +206,114 @@ def pad_shift_crop_adjoint(patch, shift):
 
 
 def all_shifts(image_size):
-    """All ``4L**2`` shifts as an ``(4L**2, 2)`` integer array, flat order."""
+    """List all ``4L**2`` shifts ``l = (l_0, l_1)`` in flat order.
+
+    Parameters
+    ----------
+    image_size : int
+        ``L``.
+
+    Returns
+    -------
+    shifts : ndarray of shape (4L**2, 2), int
+        Row ``s`` is the shift of flat index ``s = l_0 * 2L + l_1``.
+
+    Examples
+    --------
+    >>> from mtdlearn.operators import all_shifts
+    >>> all_shifts(3)[:4]
+    array([[0, 0],
+           [0, 1],
+           [0, 2],
+           [0, 3]])
+    """
     L = check_int(image_size, "image_size", minimum=1)
     g = np.arange(2 * L)
     return np.stack(np.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 2)
 
 
 def nonempty_shifts(image_size):
-    """Flat indices of the ``(2L-1)**2`` shifts whose patch is not empty."""
+    """Get the flat indices of the ``(2L-1)**2`` shifts whose patch is not empty.
+
+    A patch ``C T_l Z F`` is empty exactly when ``l_0 = L`` or ``l_1 = L``.
+
+    Parameters
+    ----------
+    image_size : int
+        ``L``.
+
+    Returns
+    -------
+    shifts : ndarray of shape ((2L-1)**2,), int
+        Flat shift indices ``l_0 * 2L + l_1``, increasing.
+
+    Examples
+    --------
+    >>> from mtdlearn.operators import nonempty_shifts
+    >>> nonempty_shifts(3).size
+    25
+    """
     s = all_shifts(image_size)
     L = int(image_size)
     return np.flatnonzero((s[:, 0] != L) & (s[:, 1] != L))
 
 
 def empty_shifts(image_size):
-    """Flat indices of the ``4L-1`` shifts whose patch is empty."""
+    """Get the flat indices of the ``4L-1`` shifts whose patch is empty.
+
+    These are the shifts with ``l_0 = L`` or ``l_1 = L``.
+
+    Parameters
+    ----------
+    image_size : int
+        ``L``.
+
+    Returns
+    -------
+    shifts : ndarray of shape (4L-1,), int
+        Flat shift indices ``l_0 * 2L + l_1``, increasing.
+
+    Examples
+    --------
+    >>> from mtdlearn.operators import empty_shifts
+    >>> empty_shifts(3)
+    array([ 3,  9, 15, 18, 19, 20, 21, 22, 23, 27, 33])
+    """
     s = all_shifts(image_size)
     L = int(image_size)
     return np.flatnonzero((s[:, 0] == L) | (s[:, 1] == L))
 
 
 def shift_gather_index(image_size, shifts=None):
-    """Gather table of ``C T_l Z``: ``patch.ravel() = F_ext[index[s]]``.
+    """Build the gather table of ``C T_l Z``: ``patch.ravel() = F_ext[index[s]]``.
 
     ``F_ext`` is ``F.ravel()`` with one zero appended; ``index[s, k]`` is the
     flat pixel of ``F`` that lands at patch pixel ``k`` under shift ``s``, or
-    ``L*L`` (the appended zero) when none does.  Shape ``(n_shifts, L*L)``.
+    ``L*L`` (the appended zero) when none does.
+
+    Parameters
+    ----------
+    image_size : int
+        ``L``.
+    shifts : array-like of int, default=None
+        Flat shift indices ``l_0 * 2L + l_1``; ``None`` means all ``4L**2``.
+
+    Returns
+    -------
+    index : ndarray of shape (n_shifts, L*L), int
+        The gather table, one row per shift.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.operators import pad_shift_crop, shift_gather_index
+    >>> F = np.arange(9.0).reshape(3, 3)
+    >>> index = shift_gather_index(3, [35])  # shift (5, 5)
+    >>> index
+    array([[9, 9, 9, 9, 0, 1, 9, 3, 4]])
+    >>> np.array_equal(np.append(F.ravel(), 0.0)[index[0]].reshape(3, 3),
+    ...                pad_shift_crop(F, (5, 5)))
+    True
     """
     L = check_int(image_size, "image_size", minimum=1)
     if shifts is None:
@@ -176,21 +329,79 @@ def shift_gather_index(image_size, shifts=None):
 
 
 def shift_to_offset(shift, image_size):
-    """Offset ``d`` in ``[-(L-1), L-1]`` of the image's top-left corner in the
-    patch for shift ``l`` (elementwise); ``L`` marks an empty axis."""
+    """Convert shifts ``l`` to offsets ``d`` of the image in the patch.
+
+    ``d = (-l) mod 2L`` mapped to ``[-(L-1), L-1]``: the top-left corner of
+    ``F`` sits at offset ``d`` from the patch's top-left corner in
+    ``C T_l Z F``.  Works elementwise, so pass one axis (``l_0`` or ``l_1``)
+    at a time or both.  The value ``L`` marks an empty axis (``l = L``).
+
+    Parameters
+    ----------
+    shift : int or array-like of int
+        Shift components in ``[0, 2L)``.
+    image_size : int
+        ``L``.
+
+    Returns
+    -------
+    offset : ndarray of int
+        Offsets in ``[-(L-1), L-1]``, or ``L`` for an empty shift; the shape
+        of ``shift``.
+
+    Examples
+    --------
+    >>> from mtdlearn.operators import shift_to_offset
+    >>> shift_to_offset([0, 1, 2, 3, 4, 5], 3)
+    array([ 0, -1, -2,  3,  2,  1])
+    """
     L = int(image_size)
     d = (-np.asarray(shift)) % (2 * L)
     return np.where(d > L, d - 2 * L, d)
 
 
 def offset_to_shift(offset, image_size):
-    """Shift ``l = (-d) mod 2L`` that shows the image at offset ``d``."""
+    """Convert offsets ``d`` to the shifts ``l = (-d) mod 2L`` that show them.
+
+    The inverse of :func:`shift_to_offset` on the non-empty shifts: a copy
+    whose top-left corner lies at offset ``d`` from a tile's origin appears
+    in that tile as ``C T_l Z F`` with this ``l``.  Works elementwise.
+
+    Parameters
+    ----------
+    offset : int or array-like of int
+        Offsets in ``[-(L-1), L-1]``.
+    image_size : int
+        ``L``.
+
+    Returns
+    -------
+    shift : ndarray of int
+        Shift components in ``[0, 2L)``; the shape of ``offset``.
+
+    Examples
+    --------
+    >>> from mtdlearn.operators import offset_to_shift
+    >>> offset_to_shift([0, -1, -2, 2, 1], 3)
+    array([0, 1, 2, 4, 5])
+    """
     L = int(image_size)
     return (-np.asarray(offset)) % (2 * L)
 
 
 def enumerate_hypotheses(image_size, n_rotations):
-    """The non-empty hypotheses ``(rotation index k, shift s)``.
+    """List the non-empty hypotheses ``(rotation index k, shift s)`` of the E-step.
+
+    The EM's hypotheses are the ``K (2L-1)**2`` pairs of a rotation of the
+    grid (eq. 8) and a non-empty shift, plus one merged "empty" hypothesis
+    that stands for all the empty shifts (DESIGN.md §4).
+
+    Parameters
+    ----------
+    image_size : int
+        ``L``.
+    n_rotations : int
+        ``K``, the number of rotations of the grid.
 
     Returns
     -------
@@ -199,6 +410,13 @@ def enumerate_hypotheses(image_size, n_rotations):
         Flat shift index (``l_0 * 2L + l_1``).  Rotation-major order.
     empty : ndarray of shape (4L-1,)
         The empty shifts, all identified in one "empty" hypothesis.
+
+    Examples
+    --------
+    >>> from mtdlearn.operators import enumerate_hypotheses
+    >>> rotation, shift, empty = enumerate_hypotheses(3, 4)
+    >>> rotation.shape, shift.shape, empty.shape
+    ((100,), (100,), (11,))
     """
     K = check_int(n_rotations, "n_rotations", minimum=1)
     ne = nonempty_shifts(image_size)
@@ -208,7 +426,28 @@ def enumerate_hypotheses(image_size, n_rotations):
 
 
 def max_density(image_size):
-    """Largest density ``L**2 / (2L-1)**2`` for which ``rho`` stays on the simplex."""
+    """Compute the largest density for which ``rho`` stays on the simplex.
+
+    At this density the ``(2L-1)**2`` non-empty shifts, each of probability
+    ``gamma / L**2`` (:func:`density_to_shift_probabilities`), hold all the
+    mass; it is also the density of the densest well-separated arrangement.
+
+    Parameters
+    ----------
+    image_size : int
+        ``L``.
+
+    Returns
+    -------
+    density : float
+        ``L**2 / (2L-1)**2``.
+
+    Examples
+    --------
+    >>> from mtdlearn.operators import max_density
+    >>> max_density(5) == 25 / 81
+    True
+    """
     L = int(image_size)
     return L * L / (2 * L - 1) ** 2
 
@@ -219,6 +458,25 @@ def density_to_shift_probabilities(density, image_size):
     Each of the ``(2L-1)**2`` non-empty shifts has probability ``gamma / L**2``
     (a copy's top-left corner is equally likely at any offset of a tile);
     the ``4L-1`` empty shifts share the rest equally.
+
+    Parameters
+    ----------
+    density : float
+        ``gamma`` in ``[0, L**2 / (2L-1)**2]`` (:func:`max_density`).
+    image_size : int
+        ``L``.
+
+    Returns
+    -------
+    shift_probabilities : ndarray of shape (2L, 2L)
+        ``rho[l_0, l_1]`` (eq. 12), non-negative, summing to one.
+
+    Examples
+    --------
+    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> rho = density_to_shift_probabilities(0.04, 5)
+    >>> rho.shape, round(float(rho.sum()), 12), round(float(rho[0, 0]), 12)
+    ((10, 10), 1.0, 0.0016)
     """
     L = check_int(image_size, "image_size", minimum=1)
     gamma = float(density)
@@ -233,8 +491,31 @@ def density_to_shift_probabilities(density, image_size):
 
 
 def shift_probabilities_to_density(shift_probabilities):
-    """Density ``gamma = (L**2 / (2L-1)**2) * sum of rho over non-empty shifts``
-    (the inverse of :func:`density_to_shift_probabilities`)."""
+    """Compute the density implied by a shift distribution ``rho``.
+
+    ``gamma = (L**2 / (2L-1)**2) * sum of rho over the non-empty shifts``,
+    the inverse of :func:`density_to_shift_probabilities`.  For a fitted
+    ``rho`` (eq. 18), whose non-empty entries need not be equal, this is the
+    density of the matching uniform table.
+
+    Parameters
+    ----------
+    shift_probabilities : array-like of shape (2L, 2L)
+        ``rho``; ``L`` is read from its shape.
+
+    Returns
+    -------
+    density : float
+        ``gamma``.
+
+    Examples
+    --------
+    >>> from mtdlearn.operators import (density_to_shift_probabilities,
+    ...                                 shift_probabilities_to_density)
+    >>> rho = density_to_shift_probabilities(0.04, 5)
+    >>> round(shift_probabilities_to_density(rho), 12)
+    0.04
+    """
     rho = np.asarray(shift_probabilities, dtype=np.float64)
     L = rho.shape[-1] // 2
     ne = nonempty_shifts(L)
@@ -242,7 +523,34 @@ def shift_probabilities_to_density(shift_probabilities):
 
 
 def check_shift_probabilities(shift_probabilities, image_size, name="shift_probabilities"):
-    """Validate a 2L x 2L probability table (non-negative, sums to one)."""
+    """Validate a ``2L x 2L`` probability table (non-negative, sums to one).
+
+    Parameters
+    ----------
+    shift_probabilities : array-like of shape (2L, 2L)
+        The table ``rho`` to check.
+    image_size : int
+        ``L``.
+    name : str, default="shift_probabilities"
+        Name used in error messages.
+
+    Returns
+    -------
+    shift_probabilities : ndarray of shape (2L, 2L)
+        ``rho`` as float64, divided by its sum (which is within ``1e-8`` of one).
+
+    Raises
+    ------
+    ValueError
+        If the shape is wrong, an entry is negative or the sum is not one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.operators import check_shift_probabilities
+    >>> check_shift_probabilities(np.full((6, 6), 1 / 36), 3).shape
+    (6, 6)
+    """
     L = int(image_size)
     rho = check_array_float(shift_probabilities, name, ndim=2)
     if rho.shape != (2 * L, 2 * L):

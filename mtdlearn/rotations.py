@@ -18,6 +18,10 @@ __all__ = ["UniformRotationGrid", "check_rotation_grid"]
 class UniformRotationGrid:
     """``K`` equispaced rotations ``k * 2 pi / K``, ``k = 0..K-1`` (eq. 8).
 
+    The EM's rotation search space ``Phi`` of eq. (8), with the uniform
+    prior ``1/K`` of eq. (12).  An estimator's ``rotations=K`` is shorthand
+    for ``UniformRotationGrid(K)``.
+
     Parameters
     ----------
     n_rotations : int, default=16
@@ -34,11 +38,46 @@ class UniformRotationGrid:
         self.n_rotations = n_rotations
 
     def get_params(self, deep=True):
-        """Parameters of this grid (scikit-learn convention)."""
+        """Get the parameters of this grid (scikit-learn convention).
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Ignored (the grid holds no nested estimators); present for
+            scikit-learn compatibility.
+
+        Returns
+        -------
+        params : dict
+            ``{"n_rotations": K}``.
+
+        Examples
+        --------
+        >>> from mtdlearn.rotations import UniformRotationGrid
+        >>> UniformRotationGrid(8).get_params()
+        {'n_rotations': 8}
+        """
         return {"n_rotations": self.n_rotations}
 
     def set_params(self, **params):
-        """Set parameters; returns ``self``."""
+        """Set the parameters of this grid (scikit-learn convention).
+
+        Parameters
+        ----------
+        **params : dict
+            New value of ``n_rotations``; any other key raises ``ValueError``.
+
+        Returns
+        -------
+        self : UniformRotationGrid
+            This grid.
+
+        Examples
+        --------
+        >>> from mtdlearn.rotations import UniformRotationGrid
+        >>> UniformRotationGrid(8).set_params(n_rotations=4)
+        UniformRotationGrid(n_rotations=4)
+        """
         for key, value in params.items():
             if key != "n_rotations":
                 raise ValueError(f"invalid parameter {key!r} for UniformRotationGrid; "
@@ -47,7 +86,19 @@ class UniformRotationGrid:
         return self
 
     def get_angles(self):
-        """The ``K`` angles in radians, shape ``(K,)``."""
+        """Return the ``K`` angles ``phi_k = 2 pi k / K`` of eq. (8).
+
+        Returns
+        -------
+        angles : ndarray of shape (K,)
+            Angles in radians, in ``[0, 2 pi)``, increasing.
+
+        Examples
+        --------
+        >>> from mtdlearn.rotations import UniformRotationGrid
+        >>> UniformRotationGrid(2).get_angles()
+        array([0.        , 3.14159265])
+        """
         K = check_int(self.n_rotations, "n_rotations", minimum=1)
         return 2 * np.pi * np.arange(K) / K
 
@@ -62,8 +113,33 @@ class UniformRotationGrid:
 
 
 def check_rotation_grid(rotations, name="rotations"):
-    """An int ``K`` becomes ``UniformRotationGrid(K)``; a grid object is
-    returned as is after checking its angles."""
+    """Validate a rotation grid parameter and get its angles.
+
+    An int ``K`` becomes ``UniformRotationGrid(K)``; a grid object (anything
+    with ``get_angles()``) is returned as is after checking its angles.
+
+    Parameters
+    ----------
+    rotations : int or rotation grid
+        ``K >= 1``, or an object whose ``get_angles()`` returns a non-empty
+        1-D array of finite angles in radians.
+    name : str, default="rotations"
+        Name used in error messages.
+
+    Returns
+    -------
+    grid : rotation grid
+        The grid object (the given one, or a new ``UniformRotationGrid``).
+    angles : ndarray of shape (K,)
+        ``grid.get_angles()`` as float64.
+
+    Examples
+    --------
+    >>> from mtdlearn.rotations import check_rotation_grid
+    >>> grid, angles = check_rotation_grid(4)
+    >>> grid, angles.shape
+    (UniformRotationGrid(n_rotations=4), (4,))
+    """
     if isinstance(rotations, Integral) and not isinstance(rotations, bool):
         check_int(rotations, name, minimum=1)
         grid = UniformRotationGrid(int(rotations))

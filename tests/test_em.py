@@ -168,7 +168,7 @@ def test_noise_free_recovery_and_detection(basis, coef):
     """Copies on the rotation grid, (almost) no noise: exact recovery, and
     predict finds the copies."""
     K = 8
-    X, pos, angles = _grid_measurement(coef, basis, 200, K, 1e-8, seed=5)
+    X, pos, angles = _grid_measurement(coef, basis, 200, K, 0.0, seed=5)
     em = ApproxEMEstimator(L, basis=basis, rotations=K, noise_variance=1e-2, max_iter=200,
                            tol=1e-10, random_state=0,
                            initializer=FixedInitializer(coef + 0.5 * np.ones_like(coef)))
