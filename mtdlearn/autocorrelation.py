@@ -858,6 +858,8 @@ class AutocorrelationEstimator(BaseMTDEstimator):
         Threads for the measurement pass and the starts (``None`` is 1).
         Results do not depend on it.
     random_state : int, Generator, RandomState or None, default=None
+        Seeds the initializations (one seed per start is drawn up front, so
+        results do not depend on ``n_jobs``).
     verbose : int, default=0
         ``>= 1`` prints one line per start.
 
@@ -881,8 +883,8 @@ class AutocorrelationEstimator(BaseMTDEstimator):
 
     See Also
     --------
-    ApproxEMEstimator : the approximate EM, more accurate at the same data.
-    mtdlearn.initializers.AutocorrelationInitializer : starts the EM from this estimate.
+    ApproxEMEstimator : The approximate EM, more accurate at the same data.
+    mtdlearn.initializers.AutocorrelationInitializer : Starts the EM from this estimate.
 
     Examples
     --------

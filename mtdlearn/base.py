@@ -49,6 +49,33 @@ class PatchData:
     Patches are numbered row-major within each measurement, measurements in
     order.  ``get(start, stop)`` copies only the requested patches, so the
     full ``N_d x L**2`` array is never built.
+
+    Parameters
+    ----------
+    measurements : list of ndarray of shape (N1, N2)
+        Validated 2-D measurements (memory-mapped arrays are fine); kept by
+        reference, never modified.
+    image_size : int
+        Patch side ``L``.
+
+    Attributes
+    ----------
+    grid_shapes : list of (int, int)
+        Patch rows and columns of each measurement.
+    offsets : ndarray of shape (n_measurements + 1,)
+        Index of the first patch of each measurement, then ``n_patches``.
+    n_patches : int
+        Total number of patches ``N_d``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.base import PatchData
+    >>> data = PatchData([np.arange(36.0).reshape(6, 6)], 3)
+    >>> data.n_patches
+    4
+    >>> data.get(1, 2)
+    array([[ 3.,  4.,  5.,  9., 10., 11., 15., 16., 17.]])
     """
 
     def __init__(self, measurements, image_size):
@@ -61,8 +88,35 @@ class PatchData:
         self.n_patches = int(self.offsets[-1])
 
     def get(self, start, stop, dtype=np.float64, out=None):
-        """Patches ``start..stop-1`` as a ``(stop - start, L*L)`` array
-        (written into ``out`` when given)."""
+        """Copy patches ``start..stop-1`` into a ``(stop - start, L*L)`` array.
+
+        Parameters
+        ----------
+        start : int
+            Index of the first patch.
+        stop : int
+            One past the index of the last patch.
+        dtype : dtype, default=numpy.float64
+            Type of the new array; ignored when ``out`` is given.
+        out : ndarray of shape (>= stop - start, L*L), default=None
+            Buffer to write into instead of a new array.
+
+        Returns
+        -------
+        patches : ndarray of shape (stop - start, L*L)
+            The flattened patches (row-major pixels), ``out`` if given.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn.base import PatchData
+        >>> data = PatchData([np.zeros((10, 10)), np.ones((5, 5))], 5)
+        >>> data.get(3, 5)
+        array([[0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0.,
+                0., 0., 0., 0., 0., 0., 0., 0.],
+               [1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1.,
+                1., 1., 1., 1., 1., 1., 1., 1.]])
+        """
         L = self.image_size
         if out is None:
             out = np.empty((stop - start, L * L), dtype=dtype)
@@ -82,7 +136,30 @@ class PatchData:
         return out
 
     def locate(self, index):
-        """Measurement index and top-left pixel (row, col) of patches ``index``."""
+        """Locate patches: their measurement and top-left pixel.
+
+        Parameters
+        ----------
+        index : int or array-like of int
+            Global patch indices in ``[0, n_patches)``.
+
+        Returns
+        -------
+        measurement : ndarray of int
+            Index of the measurement holding each patch.
+        row : ndarray of int
+            Row of each patch's top-left pixel in its measurement.
+        col : ndarray of int
+            Column of each patch's top-left pixel in its measurement.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn.base import PatchData
+        >>> data = PatchData([np.zeros((6, 6))], 3)
+        >>> data.locate([1, 3])
+        (array([0, 0]), array([0, 3]), array([3, 3]))
+        """
         index = np.asarray(index, dtype=np.int64)
         meas = np.searchsorted(self.offsets, index, side="right") - 1
         local = index - self.offsets[meas]
@@ -92,8 +169,43 @@ class PatchData:
 
 
 def chunk_size(n_hypotheses, image_size, working_memory=None, itemsize=8):
-    """Patches per chunk: the ``c x H`` work arrays fit in ``working_memory``
-    MiB, and the ``c x H`` block in about ``CACHE_BYTES`` (at least 16 rows)."""
+    """Choose the number of patches per chunk of the E-step.
+
+    The chunk's work arrays (``c x H`` posteriors, ``c x (L*L + 2)``
+    augmented patches) fit in ``working_memory`` MiB, and the ``c x H``
+    block in about ``CACHE_BYTES`` (4 MiB; at least 16 rows), so it stays in
+    cache between the two GEMMs.
+
+    Parameters
+    ----------
+    n_hypotheses : int
+        ``H``, the number of columns of the posterior block.
+    image_size : int
+        ``L``.
+    working_memory : float, default=None
+        Budget in MiB; ``None`` means 64 MiB.
+    itemsize : int, default=8
+        Bytes per number of the E-step arithmetic (8 for float64, 4 for
+        float32).
+
+    Returns
+    -------
+    chunk : int
+        Patches per chunk, ``>= 1``.
+
+    Raises
+    ------
+    ValueError
+        If ``working_memory`` cannot hold a single patch.
+
+    Examples
+    --------
+    >>> from mtdlearn.base import chunk_size
+    >>> chunk_size(16 * 81, 5)  # K = 16, L = 5: cache-bound
+    404
+    >>> chunk_size(16 * 81, 5, working_memory=0.5)  # memory-bound
+    48
+    """
     wm = DEFAULT_WORKING_MEMORY if working_memory is None else working_memory
     d = image_size * image_size
     per_row = itemsize * (n_hypotheses + 2 * d + 3) + 8 * 8
@@ -119,7 +231,36 @@ class PatchModel:
     ``templates`` are in rotation-major order over the ``(2L-1)**2``
     non-empty shifts; log priors are ``log rho_l - log K``; the empty
     hypothesis has log prior ``log_prior_empty`` (total mass of the empty
-    shifts).
+    shifts).  Built by :func:`build_patch_model`.
+
+    Parameters
+    ----------
+    templates : ndarray of shape (H, L*L)
+        The templates ``T_h = C T_l Z F_{phi_k}``, unscaled.
+    augmented : ndarray of shape (H, L*L + 2)
+        ``[T / sigma**2, b, 1]`` as described above, in the E-step's dtype.
+    log_prior : ndarray of shape (H,)
+        ``log rho_l - log K`` of each non-empty hypothesis (eq. 12).
+    log_prior_empty : float
+        Log of the total mass of the empty shifts.
+    shift : float
+        ``c``, the largest log prior.
+    noise_variance : float
+        ``sigma**2``.
+    n_rotations : int
+        ``K``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import FourierBesselBasis, UniformRotationGrid
+    >>> from mtdlearn.base import build_patch_model
+    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> model = build_patch_model(np.ones(10), density_to_shift_probabilities(0.04, 5),
+    ...                           1.0, basis, UniformRotationGrid(4).get_angles())
+    >>> model.templates.shape, model.augmented.shape, model.n_rotations
+    ((324, 25), (324, 27), 4)
     """
 
     templates: np.ndarray          # (H, L*L), unscaled
@@ -149,7 +290,45 @@ def _neg_big(dtype):
 
 
 def build_patch_model(coef, shift_probabilities, noise_variance, basis, angles, dtype=np.float64):
-    """Assemble a :class:`PatchModel`."""
+    """Assemble the :class:`PatchModel` of given parameters.
+
+    Renders the rotated images ``F_{phi_k}``, all ``K (2L-1)**2`` non-empty
+    templates ``C T_l Z F_{phi_k}`` (eq. 6-7) and their log priors
+    ``log rho_l - log K`` (eq. 12); zero-probability hypotheses get a large
+    negative bias instead of ``-inf``.
+
+    Parameters
+    ----------
+    coef : array-like of shape (p,)
+        Image coefficients ``alpha``.
+    shift_probabilities : array-like of shape (2L, 2L)
+        ``rho``.
+    noise_variance : float
+        ``sigma**2 > 0``.
+    basis : FourierBesselBasis
+        The basis of ``coef``.
+    angles : array-like of shape (K,)
+        The rotation grid (eq. 8), in radians.
+    dtype : {numpy.float64, numpy.float32}, default=numpy.float64
+        Precision of the augmented templates used by the E-step GEMM.
+
+    Returns
+    -------
+    model : PatchModel
+        Everything the E-step needs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import FourierBesselBasis, UniformRotationGrid
+    >>> from mtdlearn.base import build_patch_model
+    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> model = build_patch_model(np.ones(10), density_to_shift_probabilities(0.04, 5),
+    ...                           1.0, basis, UniformRotationGrid(4).get_angles())
+    >>> model.templates.shape  # K (2L-1)**2 = 4 * 81 templates of L*L pixels
+    (324, 25)
+    """
     L = basis.image_size
     K = len(angles)
     T = build_templates(rotated_images(coef, basis, angles), L)
@@ -290,10 +469,59 @@ def _parallel_map(func, ranges, n_jobs):
 
 
 def estep_statistics(data, model, chunk, n_jobs=None, dtype=np.float64, tasks_per_block=8):
-    """E-step over all patches, returning summed :class:`Statistics`.
+    """Run the E-step over all patches and sum the sufficient statistics.
 
-    Chunks of ``chunk`` patches are grouped into tasks run by joblib threads;
-    results are reduced in a fixed order, so they do not depend on ``n_jobs``.
+    For every patch ``m`` and hypothesis ``h`` the posterior ``w_mh``
+    (eq. 10-12) is computed in log space; the statistics ``W_h = sum_m
+    w_mh``, ``S = w^T P`` and the log-likelihood (eq. 5) are summed over the
+    patches (DESIGN.md §4).  Chunks of ``chunk`` patches are grouped into
+    tasks run by joblib threads; results are reduced in a fixed order, so
+    they do not depend on ``n_jobs``.
+
+    Parameters
+    ----------
+    data : PatchData
+        The patches.
+    model : PatchModel
+        The current parameters (:func:`build_patch_model`).
+    chunk : int
+        Patches per chunk (:func:`chunk_size`).
+    n_jobs : int, default=None
+        Threads over the tasks; ``None`` is 1.
+    dtype : {numpy.float64, numpy.float32}, default=numpy.float64
+        Precision of the chunk arithmetic; sums are float64.
+    tasks_per_block : int, default=8
+        Chunks per joblib task.
+
+    Returns
+    -------
+    stats : Statistics
+        ``weights`` (H,), ``weight_empty``, ``weighted_patches`` (H, L*L),
+        ``patch_sq`` (sum of ``||P_m||**2``), ``loglik`` (sum over the
+        patches) and ``n_patches``.
+
+    See Also
+    --------
+    mtdlearn.em.m_step : The M-step from these statistics.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
+    ...                       make_target)
+    >>> from mtdlearn.base import PatchData, build_patch_model, estep_statistics
+    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = make_target(basis, random_state=0)
+    >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
+    >>> model = build_patch_model(coef, density_to_shift_probabilities(0.04, 5),
+    ...                           truth.noise_variance, basis,
+    ...                           UniformRotationGrid(4).get_angles())
+    >>> stats = estep_statistics(PatchData([X], 5), model, chunk=64)
+    >>> stats.n_patches, stats.weighted_patches.shape
+    (400, (324, 25))
+    >>> round(float(stats.weights.sum() + stats.weight_empty), 8)  # posteriors sum to 1
+    400.0
     """
     ranges = _ranges(data.n_patches, chunk, tasks_per_block)
     total = None
@@ -331,8 +559,56 @@ def _per_patch_range(data, model, start, stop, step, dtype):
 
 
 def estep_per_patch(data, model, chunk, n_jobs=None, dtype=np.float64, tasks_per_block=8):
-    """Per-patch log-likelihood, MAP hypothesis (-1 = empty), its posterior,
-    and the posterior probability of the empty hypothesis."""
+    """Run the E-step patch by patch: likelihoods and MAP hypotheses.
+
+    Used by ``score_samples``, ``predict`` and ``predict_proba``; chunked
+    and threaded like :func:`estep_statistics`.
+
+    Parameters
+    ----------
+    data : PatchData
+        The patches.
+    model : PatchModel
+        The parameters (:func:`build_patch_model`).
+    chunk : int
+        Patches per chunk (:func:`chunk_size`).
+    n_jobs : int, default=None
+        Threads over the tasks; ``None`` is 1.
+    dtype : {numpy.float64, numpy.float32}, default=numpy.float64
+        Precision of the chunk arithmetic.
+    tasks_per_block : int, default=8
+        Chunks per joblib task.
+
+    Returns
+    -------
+    log_likelihood : ndarray of shape (N_d,)
+        ``log p(M_m | alpha, rho)`` of each patch (eq. 5 terms, Gaussian
+        constant included).
+    best : ndarray of shape (N_d,), int
+        Index of the MAP hypothesis into ``model.templates``, or ``-1`` when
+        the empty hypothesis wins.
+    best_posterior : ndarray of shape (N_d,)
+        Posterior probability of the MAP hypothesis.
+    empty_posterior : ndarray of shape (N_d,)
+        Posterior probability of the empty hypothesis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
+    ...                       make_target)
+    >>> from mtdlearn.base import PatchData, build_patch_model, estep_per_patch
+    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = make_target(basis, random_state=0)
+    >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
+    >>> model = build_patch_model(coef, density_to_shift_probabilities(0.04, 5),
+    ...                           truth.noise_variance, basis,
+    ...                           UniformRotationGrid(4).get_angles())
+    >>> loglik, best, best_p, p_empty = estep_per_patch(PatchData([X], 5), model, 64)
+    >>> loglik.shape, best.shape
+    ((400,), (400,))
+    """
     ranges = _ranges(data.n_patches, chunk, tasks_per_block)
     parts = list(_parallel_map(lambda a, b: _per_patch_range(data, model, a, b, chunk, dtype),
                                ranges, n_jobs))
@@ -362,6 +638,14 @@ class BaseMTDEstimator(BaseEstimator):
         returns a dict with ``coef``, ``shift_probabilities``,
         ``noise_variance``, ``objective`` (higher is better), ``n_iter``,
         ``converged`` and ``extra`` (more fitted attributes).
+
+    Examples
+    --------
+    >>> from mtdlearn import ApproxEMEstimator, AutocorrelationEstimator, BaseMTDEstimator
+    >>> issubclass(ApproxEMEstimator, BaseMTDEstimator)
+    True
+    >>> issubclass(AutocorrelationEstimator, BaseMTDEstimator)
+    True
     """
 
     # -- parameter handling shared by subclasses --------------------------
@@ -428,6 +712,23 @@ class BaseMTDEstimator(BaseEstimator):
         -------
         self : object
             The fitted estimator.
+
+        Warns
+        -----
+        ConvergenceWarning
+            If the best start did not converge within ``max_iter`` iterations.
+
+        Examples
+        --------
+        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
+        ...                       make_target)
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
+        ...                             snr=10, random_state=0)
+        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200,
+        ...                        random_state=0).fit(X)
+        >>> em.coef_.shape, em.shift_probabilities_.shape, em.converged_
+        ((10,), (10, 10), True)
         """
         L = self._check_common()
         measurements = check_measurements(X, L)
@@ -515,46 +816,114 @@ class BaseMTDEstimator(BaseEstimator):
         return data, out
 
     def score_samples(self, X):
-        """Approximate log-likelihood of each patch (eq. 5 terms, Gaussian
-        constant included).
+        """Compute the approximate log-likelihood of each patch.
+
+        The terms ``log p(M_m | alpha, rho)`` of eq. (5), with the rotation
+        and the shift marginalized over the fitted model (``K`` rotations of
+        ``rotations``, ``4 L**2`` shifts) and the Gaussian constant
+        included.
 
         Parameters
         ----------
         X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
+            Measurement(s), in any of the forms :meth:`fit` accepts.
 
         Returns
         -------
         log_likelihood : ndarray of shape (N_d,)
             One value per patch, patches row-major, measurements in order.
+
+        Examples
+        --------
+        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
+        ...                       make_target)
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
+        ...                             snr=10, random_state=0)
+        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200,
+        ...                        random_state=0).fit(X)
+        >>> em.score_samples(X).shape  # (150 // 5)**2 patches
+        (900,)
         """
         return self._per_patch(X)[1][0]
 
     def score(self, X, y=None):
         """Mean approximate log-likelihood per patch (eq. 5).
 
+        Comparable between the two estimators and between settings, which
+        makes ``GridSearchCV`` work on held-out measurements.
+
         Parameters
         ----------
         X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
+            Measurement(s), in any of the forms :meth:`fit` accepts.
         y : None
-            Ignored.
+            Ignored; present for scikit-learn compatibility.
 
         Returns
         -------
         score : float
+            The mean of :meth:`score_samples`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
+        ...                       make_target)
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
+        ...                             snr=10, random_state=0)
+        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200,
+        ...                        random_state=0).fit(X)
+        >>> bool(np.isclose(em.score(X), em.lower_bound_))  # EM's final objective
+        True
         """
         return float(np.mean(self.score_samples(X)))
 
     def predict_proba(self, X):
-        """Posterior probability that each patch holds (part of) a copy.
+        """Compute each patch's posterior probability of holding (part of) a copy.
+
+        One minus the posterior probability of the empty hypothesis (all
+        shifts with ``l_0 = L`` or ``l_1 = L``) under the fitted model.
+
+        Parameters
+        ----------
+        X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
+            Measurement(s), in any of the forms :meth:`fit` accepts.
 
         Returns
         -------
         proba : ndarray of shape (N_d,)
+            One value in ``[0, 1]`` per patch, patches row-major,
+            measurements in order.
+
+        Examples
+        --------
+        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
+        ...                       make_target)
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
+        ...                             snr=10, random_state=0)
+        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200,
+        ...                        random_state=0).fit(X)
+        >>> proba = em.predict_proba(X)
+        >>> proba.shape, bool(((proba >= 0) & (proba <= 1)).all())
+        ((900,), True)
         """
         return 1.0 - self._per_patch(X)[1][3]
 
     def predict(self, X):
-        """Maximum-a-posteriori occurrence in every patch whose MAP is not empty.
+        """Find the maximum-a-posteriori occurrence of each non-empty patch.
+
+        The MAP hypothesis ``(phi_k, l)`` of eq. (11) per patch, reported in
+        measurement coordinates: a copy at shift ``l`` of the patch at
+        ``(r0, c0)`` has its top-left corner at ``(r0, c0) + d`` with
+        ``d = (-l) mod 2L`` mapped to ``[-(L-1), L-1]``.
+
+        Parameters
+        ----------
+        X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
+            Measurement(s), in any of the forms :meth:`fit` accepts.
 
         Returns
         -------
@@ -565,6 +934,19 @@ class BaseMTDEstimator(BaseEstimator):
             estimate ``coef_``), ``probability`` (posterior of the MAP
             hypothesis).  One row per patch whose MAP is non-empty; a copy
             straddling several patches is reported by each of them.
+
+        Examples
+        --------
+        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
+        ...                       make_target)
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
+        ...                             snr=10, random_state=0)
+        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200,
+        ...                        random_state=0).fit(X)
+        >>> detections = em.predict(X)
+        >>> detections.dtype.names
+        ('measurement', 'row', 'col', 'angle', 'probability')
         """
         data, (_, best, best_p, _) = self._per_patch(X)
         L = self.basis_.image_size
@@ -592,10 +974,35 @@ class BaseMTDEstimator(BaseEstimator):
         rotated, with noise of variance ``noise_variance_``
         (see :func:`mtdlearn.make_measurement`).
 
+        Parameters
+        ----------
+        size : int or (int, int)
+            Side ``N`` (or shape) of each measurement.
+        n_measurements : int, default=None
+            ``None`` draws one measurement; an int draws a stack.
+        random_state : int, Generator, RandomState or None, default=None
+            Seed or generator of the draw (not the estimator's
+            ``random_state``).
+
         Returns
         -------
         X : ndarray of shape (N1, N2) or (n_measurements, N1, N2)
+            The synthetic measurement(s).
         truth : MeasurementTruth
+            Positions, angles and the rest of the simulated truth.
+
+        Examples
+        --------
+        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
+        ...                       make_target)
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
+        ...                             snr=10, random_state=0)
+        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200,
+        ...                        random_state=0).fit(X)
+        >>> X_new, truth_new = em.sample(100, random_state=0)
+        >>> X_new.shape
+        (100, 100)
         """
         check_is_fitted(self, "coef_")
         from .datasets import make_measurement

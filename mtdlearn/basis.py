@@ -467,7 +467,7 @@ class FourierBesselBasis:
         return inside @ self._pinv.T
 
     def rotate(self, coef, angles):
-        """Coefficients of the image rotated by ``angles``.
+        """Rotate coefficients: those of the image rotated by ``angles``.
 
         ``F_phi(r, theta) = F(r, theta + phi)``: each (cos, sin) pair of
         frequency ``nu`` is rotated by ``nu * phi``.

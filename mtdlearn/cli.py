@@ -319,7 +319,35 @@ def _build_parser():
 
 
 def main(argv=None):
-    """Entry point of the ``mtdlearn`` console script; returns the exit status."""
+    """Run the ``mtdlearn`` command line (``demo``, ``simulate``, ``fit``).
+
+    The entry point of the ``mtdlearn`` console script and of
+    ``python -m mtdlearn``.  Errors are reported as one line on stderr, never
+    as a traceback.
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        The arguments after the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    status : int
+        Exit status: ``0`` on success, ``2`` on a usage error or a failure
+        (bad input, unreadable file, ...), ``130`` when interrupted.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from mtdlearn.cli import main
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     status = main(["simulate", os.path.join(tmp, "m.npy"), "--size", "60",
+    ...                    "--snr", "5"])
+    wrote .../m.npy (shape (60, 60)) and .../m.truth.json: ... copies, density ...
+    >>> status
+    0
+    """
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)

@@ -14,19 +14,26 @@ __all__ = ["make_target", "make_measurement", "MeasurementTruth", "place_copies"
 
 
 def make_target(basis, norm=10.0, random_state=None):
-    """The paper's random target (§3): i.i.d. U[0, 1] pixels scaled to
-    Frobenius norm ``norm``, then expanded on the basis.
+    """Draw the paper's random target image (§3) as basis coefficients.
+
+    An ``L x L`` image of i.i.d. U[0, 1] pixels is scaled to Frobenius norm
+    ``norm`` and then expanded on the basis (least squares,
+    :meth:`FourierBesselBasis.expand`), so ``basis.evaluate(coef)`` is its
+    projection and has a somewhat smaller norm.
 
     Parameters
     ----------
     basis : FourierBesselBasis
+        The basis to expand on; gives ``L``.
     norm : float, default=10.0
         Frobenius norm of the pixel image before the expansion (the paper's 10).
-    random_state : int, Generator, RandomState or None
+    random_state : int, Generator, RandomState or None, default=None
+        Seed or generator of the pixel values.
 
     Returns
     -------
     coef : ndarray of shape (basis.n_functions,)
+        Coefficients ``alpha`` of the target.
 
     Examples
     --------
@@ -50,7 +57,36 @@ def _check_basis(basis):
 
 
 def snr_to_noise_variance(coef, basis, snr):
-    """``sigma**2 = ||F||_F**2 / (L**2 * snr)`` (the paper's SNR, area ``L**2``)."""
+    """Convert an SNR to the noise variance ``sigma**2 = ||F||_F**2 / (L**2 snr)``.
+
+    The paper's definition ``SNR = ||F||_F**2 / (A sigma**2)`` with area
+    ``A = L**2`` (§1), where ``F = basis.evaluate(coef)``.
+
+    Parameters
+    ----------
+    coef : array-like of shape (n_functions,)
+        Coefficients of the image ``F``.
+    basis : FourierBesselBasis
+        The basis of ``coef``.
+    snr : float
+        Signal-to-noise ratio, ``> 0``.
+
+    Returns
+    -------
+    noise_variance : float
+        ``sigma**2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import FourierBesselBasis
+    >>> from mtdlearn.datasets import snr_to_noise_variance
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = np.ones(10)
+    >>> energy = float(np.sum(basis.evaluate(coef) ** 2))
+    >>> bool(np.isclose(snr_to_noise_variance(coef, basis, 2.0), energy / (25 * 2.0)))
+    True
+    """
     F = basis.evaluate(coef)
     return float(np.sum(F**2) / (basis.image_size**2 * snr))
 
@@ -59,24 +95,50 @@ def snr_to_noise_variance(coef, basis, snr):
 class MeasurementTruth:
     """Ground truth of a simulated measurement.
 
-    Attributes
+    Returned by :func:`make_measurement` (and by the estimators' ``sample``).
+    Every constructor parameter is kept as an attribute of the same name.
+
+    Parameters
     ----------
     positions : ndarray of shape (p, 2)
-        Top-left corner (row, col) of each copy.
+        Top-left corner (row, col) of each of the ``p`` copies.
     angles : ndarray of shape (p,)
-        Rotation of each copy: the copy is ``basis.evaluate(basis.rotate(coef, angle))``.
+        Rotation of each copy, in radians: the copy is
+        ``basis.evaluate(basis.rotate(coef, angle))``.
     measurement : ndarray of shape (p,)
         Index of the measurement holding each copy (all zero for one measurement).
     noise_variance : float
+        ``sigma**2`` of the added noise.
     density : float
         Density reached, ``p * L**2 / (total area)``.
     coef : ndarray of shape (n_functions,)
+        Coefficients of the target image.
     basis : FourierBesselBasis
+        Basis of ``coef``.
     shape : tuple
         Shape of the measurement array.
+
+    Attributes
+    ----------
     clean : ndarray
         The noise-free measurement, rendered on first access (not kept in
         memory unless asked for).
+    n_copies : int
+        Number of copies ``p``.
+
+    Other Parameters
+    ----------------
+    _clean : ndarray, default=None
+        Cache of the noise-free measurement; leave it ``None``.
+
+    Examples
+    --------
+    >>> from mtdlearn import FourierBesselBasis, make_measurement, make_target
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = make_target(basis, random_state=0)
+    >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
+    >>> truth.n_copies, truth.positions.shape, truth.clean.shape
+    (16, (16, 2), (100, 100))
     """
 
     positions: np.ndarray
@@ -91,6 +153,21 @@ class MeasurementTruth:
 
     @property
     def clean(self):
+        """The noise-free measurement, same shape as the measurement array.
+
+        Rendered from ``coef``, ``positions``, ``angles`` and ``measurement``
+        on first access, then cached.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis, make_measurement, make_target
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> coef = make_target(basis, random_state=0)
+        >>> X, truth = make_measurement(coef, basis, 100, random_state=0)  # no noise
+        >>> np.allclose(truth.clean, X)
+        True
+        """
         if self._clean is None:
             out = np.zeros(self.shape)
             view = out if out.ndim == 3 else out[None]
@@ -101,14 +178,61 @@ class MeasurementTruth:
 
     @property
     def n_copies(self):
+        """Number of copies ``p`` placed in the measurement(s).
+
+        Examples
+        --------
+        >>> from mtdlearn import FourierBesselBasis, make_measurement, make_target
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> coef = make_target(basis, random_state=0)
+        >>> make_measurement(coef, basis, 100, snr=5, random_state=0)[1].n_copies
+        16
+        """
         return int(self.angles.size)
 
 
 def render_copies(out, coef, basis, positions, angles, measurement, batch=20000):
-    """Add rotated copies into ``out`` (shape (n, N1, N2)) in place.
+    """Add rotated copies of an image into ``out``, in place.
 
-    Copies must not overlap (the placement guarantees it), so a plain indexed
-    add is exact.  Works in batches to bound memory.
+    Copy ``i`` is ``basis.evaluate(basis.rotate(coef, angles[i]))`` with its
+    top-left corner at ``positions[i]`` of measurement ``measurement[i]``
+    (the first term of eq. 1).  Copies must not overlap (the placement
+    guarantees it), so a plain indexed add is exact.  Works in batches to
+    bound memory.
+
+    Parameters
+    ----------
+    out : ndarray of shape (n, N1, N2)
+        Measurements to add the copies to; modified in place.
+    coef : array-like of shape (n_functions,)
+        Coefficients of the image.
+    basis : FourierBesselBasis
+        Basis of ``coef``.
+    positions : ndarray of shape (p, 2), int
+        Top-left corners (row, col); every copy must fit in ``out``.
+    angles : ndarray of shape (p,)
+        Rotation angles in radians.
+    measurement : ndarray of shape (p,), int
+        Index into ``out`` of each copy.
+    batch : int, default=20000
+        Copies rendered at once.
+
+    Returns
+    -------
+    out : ndarray of shape (n, N1, N2)
+        The same array, with the copies added.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import FourierBesselBasis
+    >>> from mtdlearn.datasets import render_copies
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = np.ones(10)
+    >>> out = render_copies(np.zeros((1, 20, 20)), coef, basis, np.array([[2, 3]]),
+    ...                     np.array([0.0]), np.array([0]))
+    >>> np.allclose(out[0, 2:7, 3:8], basis.evaluate(coef))
+    True
     """
     L = basis.image_size
     ar = np.arange(L)
@@ -131,10 +255,35 @@ def place_copies(shape, image_size, n_copies, rng, max_rounds=200):
     a grid of cells of side ``2L - 1`` (at most one corner per cell), so it is
     linear in the number of candidates.
 
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(N1, N2)``, the measurement shape.
+    image_size : int
+        ``L``; corners lie in ``[0, N1 - L] x [0, N2 - L]``.
+    n_copies : int
+        Number of corners requested.
+    rng : numpy.random.Generator
+        Source of the random draws.
+    max_rounds : int, default=200
+        Batches of candidates drawn at most (placement also stops after five
+        batches in a row that add nothing).
+
     Returns
     -------
     positions : ndarray of shape (p, 2), int64
         ``p <= n_copies``; fewer when the requested number did not fit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.datasets import place_copies
+    >>> pos = place_copies((100, 100), 5, 20, np.random.default_rng(0))
+    >>> pos.shape
+    (20, 2)
+    >>> gaps = np.abs(pos[:, None] - pos[None]).max(axis=-1)  # Chebyshev distances
+    >>> bool(gaps[~np.eye(20, dtype=bool)].min() >= 2 * 5 - 1)
+    True
     """
     L = image_size
     sep = 2 * L - 1
@@ -206,6 +355,7 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
     coef : array-like of shape (n_functions,)
         Coefficients of the target image.
     basis : FourierBesselBasis
+        The basis of ``coef``; gives ``L``.
     size : int or (int, int)
         Side ``N`` (or shape) of each measurement.
     density : float, default=0.04
@@ -220,11 +370,13 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
     n_measurements : int, default=None
         ``None`` returns one ``(N1, N2)`` measurement; an int returns a stack
         ``(n_measurements, N1, N2)``, each with the requested density.
-    random_state : int, Generator, RandomState or None
+    random_state : int, Generator, RandomState or None, default=None
+        Seed or generator of the positions, angles and noise.
 
     Returns
     -------
     X : ndarray of shape (N1, N2) or (n_measurements, N1, N2)
+        The measurement(s).
     truth : MeasurementTruth
         ``positions``, ``angles``, ``measurement``, ``noise_variance``,
         ``density``, and ``clean`` (rendered lazily).

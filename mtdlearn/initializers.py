@@ -34,8 +34,27 @@ DEFAULT_DENSITY = 0.03
 
 @dataclass
 class InitialState:
-    """Starting parameters: ``coef`` (p,), ``shift_probabilities`` (2L, 2L),
-    ``noise_variance`` (float > 0)."""
+    """Starting parameters of one run, as returned by an initializer.
+
+    Parameters
+    ----------
+    coef : ndarray of shape (p,)
+        Initial coefficients ``alpha_0``.
+    shift_probabilities : ndarray of shape (2L, 2L)
+        Initial shift distribution ``rho_0`` (on the simplex).
+    noise_variance : float
+        Initial ``sigma**2``, ``> 0`` (the fixed value when the estimator
+        does not estimate it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.initializers import InitialState
+    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> state = InitialState(np.ones(10), density_to_shift_probabilities(0.03, 5), 1.0)
+    >>> state.shift_probabilities.shape
+    (10, 10)
+    """
 
     coef: np.ndarray
     shift_probabilities: np.ndarray
@@ -46,11 +65,50 @@ class _ParamsMixin:
     _param_names = ()
 
     def get_params(self, deep=True):
-        """Parameters of this initializer (scikit-learn convention)."""
+        """Get the parameters of this initializer (scikit-learn convention).
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Ignored (initializers hold no nested estimators); present for
+            scikit-learn compatibility.
+
+        Returns
+        -------
+        params : dict
+            Constructor parameter names mapped to their values.
+
+        Examples
+        --------
+        >>> from mtdlearn.initializers import RandomInitializer
+        >>> RandomInitializer(density=0.03).get_params()
+        {'density': 0.03}
+        """
         return {k: getattr(self, k) for k in self._param_names}
 
     def set_params(self, **params):
-        """Set parameters; returns ``self``."""
+        """Set the parameters of this initializer (scikit-learn convention).
+
+        This is what lets ``GridSearchCV`` tune ``initializer__<name>`` of an
+        estimator.
+
+        Parameters
+        ----------
+        **params : dict
+            New values of constructor parameters; an unknown name raises
+            ``ValueError``.
+
+        Returns
+        -------
+        self : object
+            This initializer.
+
+        Examples
+        --------
+        >>> from mtdlearn.initializers import RandomInitializer
+        >>> RandomInitializer().set_params(density=0.02)
+        RandomInitializer(density=0.02)
+        """
         for key, value in params.items():
             if key not in self._param_names:
                 raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}; "
@@ -64,7 +122,18 @@ class _ParamsMixin:
 
 
 def data_statistics(measurements, image_size, chunk_rows=1024):
-    """Moments of the data used to scale initial guesses.
+    """Compute the moments of the data used to scale initial guesses.
+
+    The measurements are read in blocks of rows, never copied whole.
+
+    Parameters
+    ----------
+    measurements : list of ndarray of shape (N1, N2)
+        Validated 2-D measurements.
+    image_size : int
+        ``L``, the side of the patches.
+    chunk_rows : int, default=1024
+        Rows read at once.
 
     Returns
     -------
@@ -76,6 +145,17 @@ def data_statistics(measurements, image_size, chunk_rows=1024):
         A robust estimate of ``sigma**2``: the lower quartile of per-patch
         mean energies divided by the lower quartile of ``chi2(L**2) / L**2``
         (most patches hold no copy at low density).
+
+    Examples
+    --------
+    >>> from mtdlearn import FourierBesselBasis, make_measurement, make_target
+    >>> from mtdlearn.initializers import data_statistics
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = make_target(basis, random_state=0)
+    >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
+    >>> mean, mean_square, noise_variance = data_statistics([X], 5)
+    >>> round(noise_variance, 1), round(truth.noise_variance, 1)
+    (0.6, 0.6)
     """
     L = image_size
     total = total_sq = 0.0
@@ -146,6 +226,8 @@ class RandomInitializer(_ParamsMixin):
     >>> from mtdlearn import ApproxEMEstimator
     >>> from mtdlearn.initializers import RandomInitializer
     >>> est = ApproxEMEstimator(5, initializer=RandomInitializer())
+    >>> est.initializer
+    RandomInitializer(density=None)
     """
 
     _param_names = ("density",)
@@ -154,7 +236,39 @@ class RandomInitializer(_ParamsMixin):
         self.density = density
 
     def initialize(self, measurements, basis, noise_variance, random_state):
-        """Draw the initial state (see the class docstring)."""
+        """Draw a random initial state, scaled to the data (see the class docstring).
+
+        Parameters
+        ----------
+        measurements : list of ndarray of shape (N1, N2)
+            Validated 2-D measurements; only read.
+        basis : FourierBesselBasis
+            The estimator's basis.
+        noise_variance : float or None
+            The estimator's fixed ``sigma**2``, or ``None`` when it is
+            estimated (then the robust data estimate is used).
+        random_state : numpy.random.Generator
+            Source of the random image.
+
+        Returns
+        -------
+        state : InitialState
+            ``coef`` (p,), ``shift_probabilities`` (2L, 2L) from the density,
+            and ``noise_variance``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis, make_measurement, make_target
+        >>> from mtdlearn.initializers import RandomInitializer
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 100,
+        ...                             snr=5, random_state=0)
+        >>> state = RandomInitializer().initialize([X], basis, None,
+        ...                                        np.random.default_rng(0))
+        >>> state.coef.shape, state.shift_probabilities.shape
+        ((10,), (10, 10))
+        """
         rng = random_state
         L = basis.image_size
         image = rng.uniform(0.0, 1.0, size=(L, L))
@@ -185,8 +299,10 @@ class FixedInitializer(_ParamsMixin):
     Examples
     --------
     >>> import numpy as np
+    >>> from mtdlearn import ApproxEMEstimator
     >>> from mtdlearn.initializers import FixedInitializer
     >>> init = FixedInitializer(np.ones(10))
+    >>> est = ApproxEMEstimator(5, initializer=init)
     """
 
     _param_names = ("coef", "shift_probabilities", "noise_variance")
@@ -197,7 +313,39 @@ class FixedInitializer(_ParamsMixin):
         self.noise_variance = noise_variance
 
     def initialize(self, measurements, basis, noise_variance, random_state):
-        """Return the given state, completed from the data where not given."""
+        """Return the given state, completed from the data where not given.
+
+        Parameters
+        ----------
+        measurements : list of ndarray of shape (N1, N2)
+            Validated 2-D measurements; only read.
+        basis : FourierBesselBasis
+            The estimator's basis; ``coef`` must have ``basis.n_functions``
+            entries.
+        noise_variance : float or None
+            The estimator's fixed ``sigma**2`` (it takes precedence), or
+            ``None`` when it is estimated.
+        random_state : numpy.random.Generator
+            Unused (nothing is random); part of the protocol.
+
+        Returns
+        -------
+        state : InitialState
+            A copy of ``coef``, the given or derived ``shift_probabilities``
+            and ``noise_variance``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis, make_measurement, make_target
+        >>> from mtdlearn.initializers import FixedInitializer
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> coef = make_target(basis, random_state=0)
+        >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
+        >>> state = FixedInitializer(coef).initialize([X], basis, 0.5, None)
+        >>> np.array_equal(state.coef, coef), state.noise_variance
+        (True, 0.5)
+        """
         L = basis.image_size
         coef = check_array_float(self.coef, "coef", ndim=1).copy()
         if coef.shape[0] != basis.n_functions:
@@ -237,6 +385,14 @@ class AutocorrelationInitializer(_ParamsMixin):
         Random starts of the autocorrelation fit (lowest cost wins).
     max_iter : int, default=1000
         Iterations of its quasi-Newton solver.
+
+    Examples
+    --------
+    >>> from mtdlearn import ApproxEMEstimator
+    >>> from mtdlearn.initializers import AutocorrelationInitializer
+    >>> est = ApproxEMEstimator(5, initializer=AutocorrelationInitializer(n_init=3))
+    >>> est.initializer
+    AutocorrelationInitializer(n_init=3, max_iter=1000)
     """
 
     _param_names = ("n_init", "max_iter")
@@ -246,7 +402,39 @@ class AutocorrelationInitializer(_ParamsMixin):
         self.max_iter = max_iter
 
     def initialize(self, measurements, basis, noise_variance, random_state):
-        """Fit autocorrelation analysis and return its estimate."""
+        """Fit autocorrelation analysis and return its estimate.
+
+        Parameters
+        ----------
+        measurements : list of ndarray of shape (N1, N2)
+            Validated 2-D measurements; only read.
+        basis : FourierBesselBasis
+            The estimator's basis, used by the autocorrelation fit too.
+        noise_variance : float or None
+            The estimator's fixed ``sigma**2``, or ``None`` to estimate it
+            by autocorrelation analysis as well.
+        random_state : numpy.random.Generator
+            Draws the seed of the autocorrelation fit.
+
+        Returns
+        -------
+        state : InitialState
+            The fitted ``coef_``, ``shift_probabilities_`` and
+            ``noise_variance_`` of :class:`~mtdlearn.AutocorrelationEstimator`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis, make_measurement, make_target
+        >>> from mtdlearn.initializers import AutocorrelationInitializer
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 200,
+        ...                             snr=5, random_state=0)
+        >>> state = AutocorrelationInitializer().initialize(
+        ...     [X], basis, truth.noise_variance, np.random.default_rng(0))
+        >>> state.coef.shape, state.shift_probabilities.shape
+        ((10,), (10, 10))
+        """
         from .autocorrelation import AutocorrelationEstimator  # EM reaches it only here
 
         seed = int(random_state.integers(np.iinfo(np.int32).max))

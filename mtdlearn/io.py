@@ -17,10 +17,33 @@ def read_measurement(path):
     Parameters
     ----------
     path : str or Path
+        A ``.npy`` file, or a ``.mrc`` / ``.mrcs`` / ``.map`` file.
 
     Returns
     -------
     measurement : ndarray of shape (N1, N2) (or a stack for 3-D ``.npy``)
+        A read-only ``numpy.memmap`` for ``.npy``; a float64 array for MRC.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not a file.
+    ValueError
+        If the file cannot be read or has another suffix.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from mtdlearn.io import read_measurement
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "measurement.npy")
+    ...     np.save(path, np.zeros((40, 40)))
+    ...     M = read_measurement(path)
+    ...     print(M.shape, M.flags.writeable)
+    ...     del M
+    (40, 40) False
     """
     path = Path(path)
     if not path.is_file():

@@ -50,7 +50,25 @@ def _check_pair(true_coef, est_coef, basis):
 
 
 def align_rotation(true_coef, est_coef, basis, domain="coef"):
-    """The rotation ``phi`` minimizing the error of ``rotate(est_coef, phi)``.
+    """Find the rotation ``phi`` that best aligns an estimate with the truth.
+
+    ``phi`` minimizes the relative error of ``rotate(est_coef, phi)``
+    against ``true_coef`` (eq. 19), over the continuous angle: the squared
+    error is a trigonometric polynomial in ``phi`` (degree ``nu_max`` on the
+    coefficients, ``2 nu_max`` on the images), minimized globally by a grid
+    search refined with Brent's method.
+
+    Parameters
+    ----------
+    true_coef : array-like of shape (n_functions,)
+        Coefficients ``alpha*`` of the true image; not all zero.
+    est_coef : array-like of shape (n_functions,)
+        Coefficients of the estimate.
+    basis : FourierBesselBasis
+        The basis of both coefficient vectors.
+    domain : {"coef", "image"}, default="coef"
+        Measure the error on the paper's complex coefficients (eq. 19) or on
+        the pixel images (see :func:`relative_error`).
 
     Returns
     -------
@@ -58,6 +76,17 @@ def align_rotation(true_coef, est_coef, basis, domain="coef"):
         In ``[0, 2 pi)``.
     error : float
         The relative error at that angle (see :func:`relative_error`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import FourierBesselBasis
+    >>> from mtdlearn.metrics import align_rotation
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = np.arange(1.0, 11.0)
+    >>> angle, error = align_rotation(coef, basis.rotate(coef, 1.0), basis)
+    >>> round(angle, 6) == round(2 * np.pi - 1.0, 6), round(error, 12)
+    (True, 0.0)
     """
     a, b = _check_pair(true_coef, est_coef, basis)
     if domain == "coef":
@@ -100,12 +129,22 @@ def relative_error(true_coef, est_coef, basis, domain="coef"):
     Parameters
     ----------
     true_coef, est_coef : array-like of shape (n_functions,)
+        Coefficients of the true image (not all zero) and of the estimate,
+        in the real layout of ``basis``.
     basis : FourierBesselBasis
+        The basis of both coefficient vectors.
     domain : {"coef", "image"}, default="coef"
+        ``"coef"``: the paper's eq. (19) on the complex coefficients;
+        ``"image"``: the relative Frobenius error of the pixel images.
 
     Returns
     -------
     error : float
+        The rotation-aligned relative error, ``>= 0``.
+
+    See Also
+    --------
+    align_rotation : Also returns the aligning angle.
 
     Examples
     --------

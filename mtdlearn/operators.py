@@ -120,7 +120,7 @@ def _as_shift(shift, L):
 
 
 def pad_shift_crop(image, shift):
-    """``C T_l Z`` applied to images (eq. 6-7).
+    """Apply the shift operator ``C T_l Z`` to images (eq. 6-7).
 
     ``Z`` zero-pads the image to ``2L x 2L`` (zeros right and bottom),
     ``T_l`` shifts it circularly,
@@ -406,6 +406,7 @@ def enumerate_hypotheses(image_size, n_rotations):
     Returns
     -------
     rotation : ndarray of shape (K * (2L-1)**2,)
+        Rotation index ``k`` of each hypothesis (angle ``phi_k`` of eq. 8).
     shift : ndarray of shape (K * (2L-1)**2,)
         Flat shift index (``l_0 * 2L + l_1``).  Rotation-major order.
     empty : ndarray of shape (4L-1,)

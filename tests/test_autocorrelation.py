@@ -1,14 +1,12 @@
 """Tests of mtdlearn.autocorrelation: measured and model autocorrelations, the
 least-squares cost, its gradient, and the fit."""
 
-import doctest
 import time
 
 import numpy as np
 import pytest
 from scipy.optimize import check_grad
 
-import mtdlearn.autocorrelation as ac_module
 from mtdlearn import FourierBesselBasis
 from mtdlearn.autocorrelation import (autocorrelation_cost_and_grad, default_n_angles,
                                       fit_autocorrelations, image_autocorrelations,
@@ -403,11 +401,6 @@ def test_fit_bad_input(basis, coef):
         fit_autocorrelations(measured, basis, 0.04, coef, max_iter=0)
     with pytest.raises(ValueError, match="tol"):
         fit_autocorrelations(measured, basis, 0.04, coef, tol=0.0)
-
-
-def test_docstring_examples():
-    result = doctest.testmod(ac_module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 # ---------------------------------------------------------------------------
