@@ -25,10 +25,13 @@ settings = [dict(seed=seed, size=N, snr=5, rotations=k, em_init="random", n_init
 results = run_trials(settings, n_jobs=-1)
 err_em = np.array([r["error_em"] for r in results]).reshape(len(KS), TRIALS).mean(1)
 t_em = np.array([r["time_em"] for r in results]).reshape(len(KS), TRIALS).mean(1)
+t_it = np.array([r["time_per_iteration_em"] for r in results]).reshape(len(KS), TRIALS).mean(1)
 err_ac = np.mean([r["error_ac"] for r in results])
 t_ac = np.mean([r["time_ac"] for r in results])
-for k, e, t in zip(KS, err_em, t_em):
-    print(f"K {k:>3}: EM error {e:.4f}, time {t:.2f} s")
+for k, e, t, ti in zip(KS, err_em, t_em, t_it):
+    print(f"K {k:>3}: EM error {e:.4f}, time {t:.2f} s, per iteration {ti:.4f} s")
+print(f"fitted slope of the time per iteration in K: "
+      f"{np.polyfit(np.log(KS), np.log(t_it), 1)[0]:.2f} (reference 1)")
 print(f"autocorrelation analysis: error {err_ac:.4f}, time {t_ac:.2f} s")
 
 # %%
@@ -41,7 +44,8 @@ ax1.set_ylabel("mean relative error")
 ax1.legend()
 ax2.loglog(KS, t_em, "o-", color="tab:blue", label="approximate EM")
 ax2.axhline(t_ac, color="tab:red", ls="--", label="autocorrelation analysis")
-ax2.loglog(KS, t_em[-1] * np.array(KS) / KS[-1], "k:", label="slope 1")
+ax2.loglog(KS, t_it, "o:", color="tab:cyan", label="EM, per iteration")
+ax2.loglog(KS, t_it[-1] * np.array(KS) / KS[-1], "k:", label="slope 1")
 ax2.set_xscale("log", base=2)
 ax2.set_xlabel("K (rotations searched)")
 ax2.set_ylabel("mean running time [s]")

@@ -73,8 +73,10 @@ def run_trial(seed, size, snr, rotations=16, em_init="autocorrelation", n_init=1
     -------
     result : dict
         ``seed``, ``size``, ``snr``, ``rotations``, ``error_ac``,
-        ``time_ac``, and with ``fit_em`` ``error_em``, ``time_em``,
-        ``n_iter_em``, ``converged_em``; ``max_rss_mb`` of the process.
+        ``time_ac``, and with ``fit_em`` ``error_em``, ``time_em`` (including
+        the autocorrelation start when ``em_init="autocorrelation"``),
+        ``time_per_iteration_em`` (EM only), ``n_iter_em``, ``converged_em``;
+        ``max_rss_mb`` of the process.
         With ``em_init="autocorrelation"``, ``time_em`` includes
         ``time_ac`` (the EM's start is part of its cost).
 
@@ -116,6 +118,8 @@ def run_trial(seed, size, snr, rotations=16, em_init="autocorrelation", n_init=1
                                    n_init=starts, noise_variance=sigma2, max_iter=max_iter,
                                    tol=tol, n_jobs=n_jobs, random_state=seed).fit(X)
         out["time_em"] = time.perf_counter() - t0
+        # one E-step per iteration plus the initial one
+        out["time_per_iteration_em"] = out["time_em"] / (em.n_iter_ + 1)
         out["error_em"] = relative_error(coef, em.coef_, basis)
         out["n_iter_em"] = em.n_iter_
         out["converged_em"] = em.converged_
