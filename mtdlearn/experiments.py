@@ -90,7 +90,7 @@ def run_trial(seed, size, snr, rotations=16, em_init="autocorrelation", n_init=1
     >>> result = run_trial(0, 150, snr=50, rotations=4)
     >>> sorted(result)
     ['converged_em', 'error_ac', 'error_em', 'max_rss_mb', 'n_iter_em', 'rotations',
-     'seed', 'size', 'snr', 'time_ac', 'time_em']
+     'seed', 'size', 'snr', 'time_ac', 'time_em', 'time_per_iteration_em']
     """
     basis = FourierBesselBasis(image_size, n_coefficients=n_coefficients)
     rng = np.random.default_rng(seed)
