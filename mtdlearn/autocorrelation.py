@@ -54,7 +54,8 @@ from ._validation import check_array_float, check_int, check_measurements, check
 from ._threads import blas_single_thread
 from .base import BaseMTDEstimator
 from .basis import FourierBesselBasis
-from .operators import shift_probabilities_to_density, density_to_shift_probabilities
+from .operators import (density_to_shift_probabilities, max_density,
+                        shift_probabilities_to_density)
 
 __all__ = [
     "AutocorrelationEstimator",
@@ -81,11 +82,6 @@ def _check_basis(basis):
     if not isinstance(basis, FourierBesselBasis):
         raise TypeError(f"basis must be a FourierBesselBasis, got {type(basis).__name__}")
     return basis
-
-
-def _max_density(L):
-    """Largest density of well-separated copies, ``L**2 / (2L - 1)**2``."""
-    return L * L / (2 * L - 1) ** 2
 
 
 def default_n_angles(basis):
@@ -125,7 +121,7 @@ def _check_n_angles(n_angles, basis):
 
 
 def _check_density(density, L, name="density"):
-    return check_real(density, name, minimum=0.0, maximum=_max_density(L))
+    return check_real(density, name, minimum=0.0, maximum=max_density(L))
 
 
 def _check_noise_variance(noise_variance, name="noise_variance"):
@@ -736,7 +732,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     LL = L * L
     m1, m2, m3 = _check_measured(measured, L)
     m2, m3 = m2.reshape(LL), m3.reshape(LL, LL)
-    gmax = _max_density(L)
+    gmax = max_density(L)
     density0 = check_real(density0, "density0", minimum=0.0, maximum=gmax, strict=True)
     coef0 = _check_coef(coef0, basis, "coef0")
     if not np.any(coef0):

@@ -417,3 +417,20 @@ def test_em_from_autocorrelation_beats_autocorrelation(basis, coef):
                                    initializer=AutocorrelationInitializer(n_init=3),
                                    random_state=seed).fit(X)
         assert relative_error(coef, em.coef_, basis) < relative_error(coef, ac.coef_, basis)
+
+
+@pytest.mark.slow
+def test_error_decays_like_inverse_square_root_of_size(basis):
+    """Fig. 3's law of large numbers at the paper's settings (SNR 5, K = 16,
+    EM from autocorrelation analysis): the mean error over 4 targets falls
+    with a slope near -1/2 in N^2 (accepting -0.8 to -0.3 for 4 trials)."""
+    from mtdlearn.experiments import run_trials
+
+    sizes = [400, 800, 1600]
+    res = run_trials([dict(seed=s, size=n, snr=5, rotations=16, n_init=3)
+                      for n in sizes for s in range(4)], n_jobs=-1)
+    err = np.array([r["error_em"] for r in res]).reshape(3, 4).mean(1)
+    slope = np.polyfit(np.log(np.square(sizes)), np.log(err), 1)[0]
+    assert -0.8 < slope < -0.3
+    ac = np.array([r["error_ac"] for r in res]).reshape(3, 4).mean(1)
+    assert np.all(err < ac)
