@@ -103,6 +103,10 @@ def check_measurements(X, image_size, name="X"):
     """
     from pathlib import Path
 
+    import scipy.sparse
+
+    if scipy.sparse.issparse(X):
+        raise TypeError(f"{name} must be a dense array: sparse input is not supported")
     if isinstance(X, (str, Path)):
         items = [X]
     elif isinstance(X, np.ndarray) or hasattr(X, "__array__"):

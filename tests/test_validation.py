@@ -156,3 +156,12 @@ def test_check_measurements_name_and_missing_file(tmp_path):
         check_measurements(np.full((6, 6), np.nan), 5, name="measurements")
     with pytest.raises(FileNotFoundError, match="missing.npy"):
         check_measurements(tmp_path / "missing.npy", 5)
+
+
+def test_sparse_input_is_rejected_explicitly():
+    import scipy.sparse
+
+    from mtdlearn._validation import check_measurements
+
+    with pytest.raises(TypeError, match="sparse input is not supported"):
+        check_measurements(scipy.sparse.random(20, 20, density=0.1, format="csr"), 5)
