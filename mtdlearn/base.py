@@ -740,8 +740,10 @@ class BaseMTDEstimator(BaseEstimator):
         if warm:
             from .initializers import InitialState
 
-            states = [InitialState(self.coef_.copy(), self.shift_probabilities_.copy(),
-                                   float(self.noise_variance_))]
+            states = [self._check_state(InitialState(
+                self.coef_.copy(), self.shift_probabilities_.copy(),
+                float(self.noise_variance_) if self.noise_variance is None
+                else float(self.noise_variance)), source="the previous fit (warm_start)")]
         else:
             init = self._check_initializer()
             states = []
@@ -778,11 +780,11 @@ class BaseMTDEstimator(BaseEstimator):
             warnings.warn(self._convergence_message(res), ConvergenceWarning, stacklevel=2)
         return self
 
-    def _check_state(self, state):
+    def _check_state(self, state, source="initializer"):
         L = self.basis_.image_size
         coef = np.asarray(state.coef, dtype=np.float64)
         if coef.shape != (self.basis_.n_functions,):
-            raise ValueError(f"initializer returned coef of shape {coef.shape}, expected "
+            raise ValueError(f"{source} gave coef of shape {coef.shape}, expected "
                              f"({self.basis_.n_functions},)")
         rho = check_shift_probabilities(state.shift_probabilities, L,
                                         "initial shift_probabilities")

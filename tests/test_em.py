@@ -434,3 +434,18 @@ def test_error_decays_like_inverse_square_root_of_size(basis):
     assert -0.8 < slope < -0.3
     ac = np.array([r["error_ac"] for r in res]).reshape(3, 4).mean(1)
     assert np.all(err < ac)
+
+
+def test_warm_start_checks_the_previous_state(basis, coef):
+    X, truth = make_measurement(coef, basis, 80, snr=5, random_state=0)
+    em = ApproxEMEstimator(L, basis=basis, rotations=2, max_iter=2, warm_start=True,
+                           noise_variance=truth.noise_variance, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        em.fit(X)
+        em.set_params(noise_variance=2 * truth.noise_variance)
+        em.fit(X)
+    assert em.noise_variance_ == 2 * truth.noise_variance    # the new fixed value is used
+    em.set_params(basis=FourierBesselBasis(L, n_coefficients=6))
+    with pytest.raises(ValueError, match="coef of shape"):
+        em.fit(X)
