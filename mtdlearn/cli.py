@@ -358,7 +358,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"mtdlearn {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (_CLIError, ValueError, TypeError, OSError, ImportError, MemoryError) as exc:
+    except (_CLIError, ValueError, TypeError, OSError, ImportError, MemoryError,
+            ArithmeticError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"mtdlearn {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -260,7 +260,13 @@ class ApproxEMEstimator(BaseMTDEstimator):
 
         def estep(coef, rho, sigma2):
             model = build_patch_model(coef, rho, sigma2, basis, angles, dtype=dtype)
-            return estep_statistics(data, model, chunk, n_jobs=n_jobs, dtype=dtype)
+            stats = estep_statistics(data, model, chunk, n_jobs=n_jobs, dtype=dtype)
+            if not (np.isfinite(stats.loglik) and np.all(np.isfinite(coef))):
+                raise FloatingPointError(
+                    "the EM's log-likelihood or coefficients are not finite: scale the "
+                    "measurement (e.g. to unit noise), give a larger noise_variance, or use "
+                    "dtype=numpy.float64")
+            return stats
 
         t0 = time.perf_counter()
         stats = estep(coef, rho, sigma2)

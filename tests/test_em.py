@@ -449,3 +449,14 @@ def test_warm_start_checks_the_previous_state(basis, coef):
     em.set_params(basis=FourierBesselBasis(L, n_coefficients=6))
     with pytest.raises(ValueError, match="coef of shape"):
         em.fit(X)
+
+
+def test_numerical_failure_is_reported_not_returned(basis, coef):
+    """float32 with a tiny fixed noise variance on huge values overflows: the fit
+    raises with advice instead of returning NaN coefficients."""
+    X, _ = make_measurement(coef, basis, 60, snr=5, random_state=0)
+    em = ApproxEMEstimator(L, basis=basis, rotations=2, max_iter=3, dtype=np.float32,
+                           noise_variance=1e-30, initializer=FixedInitializer(coef))
+    with pytest.raises(FloatingPointError, match="not finite: scale the measurement"):
+        with np.errstate(all="ignore"):
+            em.fit(X * 1e20)
