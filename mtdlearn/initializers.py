@@ -161,18 +161,22 @@ def data_statistics(measurements, image_size, chunk_rows=1024):
     total = total_sq = 0.0
     count = 0
     energies = []
+    rows = max(1, chunk_rows // L) * L  # blocks start on patch rows: one pass
     for M in measurements:
         nr, nc = patch_grid_shape(M.shape, L)
-        for r0 in range(0, M.shape[0], chunk_rows):
-            block = np.asarray(M[r0:r0 + chunk_rows], dtype=np.float64)
+        for r0 in range(0, M.shape[0], rows):
+            block = np.asarray(M[r0:r0 + rows], dtype=np.float64)
             total += block.sum()
-            total_sq += np.einsum("ij,ij->", block, block)
             count += block.size
-        for b0 in range(0, nr, max(1, chunk_rows // L)):
-            b1 = min(nr, b0 + max(1, chunk_rows // L))
-            block = np.asarray(M[b0 * L:b1 * L, :nc * L], dtype=np.float64)
-            sq = (block * block).reshape(b1 - b0, L, nc, L).sum(axis=(1, 3))
+            n_patch_rows = max(0, min(nr * L, r0 + rows) - r0) // L
+            # patch energies without a block-sized temporary; the mean square
+            # adds the pixels outside the patch grid (right and bottom margins)
+            tiles = block[:n_patch_rows * L, :nc * L].reshape(n_patch_rows, L, nc, L)
+            sq = np.einsum("aibj,aibj->ab", tiles, tiles)
             energies.append(sq.ravel() / (L * L))
+            right, bottom = block[:, nc * L:], block[n_patch_rows * L:, :nc * L]
+            total_sq += (sq.sum() + np.einsum("ij,ij->", right, right)
+                         + np.einsum("ij,ij->", bottom, bottom))
     energies = np.concatenate(energies)
     d = L * L
     q = 0.25
@@ -351,17 +355,22 @@ class FixedInitializer(_ParamsMixin):
         if coef.shape[0] != basis.n_functions:
             raise ValueError(f"coef must have length n_functions={basis.n_functions}, "
                              f"got {coef.shape[0]}")
-        a1, m2, sigma2_hat = data_statistics(measurements, L)
         if noise_variance is not None:
             sigma2 = noise_variance
         elif self.noise_variance is not None:
             sigma2 = check_real(self.noise_variance, "noise_variance", minimum=0.0,
                                 strict=True)
         else:
-            sigma2 = sigma2_hat
+            sigma2 = None
+        rho = None
         if self.shift_probabilities is not None:
             rho = check_shift_probabilities(self.shift_probabilities, L)
-        else:
+        if sigma2 is not None and rho is not None:
+            return InitialState(coef, rho, float(sigma2))  # nothing to read from the data
+        a1, m2, sigma2_hat = data_statistics(measurements, L)
+        if sigma2 is None:
+            sigma2 = sigma2_hat
+        if rho is None:
             energy = float(np.sum(basis.evaluate(coef) ** 2))
             gamma = (m2 - sigma2) * L * L / energy if energy > 0 else -1.0
             if not (0 < gamma < max_density(L)):

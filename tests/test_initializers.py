@@ -102,3 +102,22 @@ def test_params_clone():
     with pytest.raises(ValueError, match="invalid parameter"):
         RandomInitializer().set_params(foo=1)
     assert "RandomInitializer(density=None)" == repr(RandomInitializer())
+
+
+def test_data_statistics_with_margins_and_several_measurements():
+    """Pixels outside the patch grid count in the moments, not in the energies."""
+    rng = np.random.default_rng(1)
+    Ms = [rng.standard_normal((103, 107)), 2 + rng.standard_normal((51, 49))]
+    a1, m2, _ = data_statistics(Ms, L, chunk_rows=12)
+    allpix = np.concatenate([M.ravel() for M in Ms])
+    assert np.isclose(a1, allpix.mean(), rtol=1e-12)
+    assert np.isclose(m2, np.mean(allpix**2), rtol=1e-12)
+
+
+def test_fixed_initializer_reads_no_data_when_fully_given(setup):
+    basis, coef, _, _ = setup
+    rho = density_to_shift_probabilities(0.02, L)
+    # an unreadable "measurement" proves the data are not touched
+    st = FixedInitializer(coef, rho).initialize([object()], basis, 0.5,
+                                                np.random.default_rng(0))
+    assert st.noise_variance == 0.5
