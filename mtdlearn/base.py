@@ -771,8 +771,7 @@ class BaseMTDEstimator(BaseEstimator):
         self.image_ = self.basis_.evaluate(self.coef_)
         self.n_iter_ = int(res["n_iter"])
         self.converged_ = bool(res["converged"])
-        self.n_patches_ = int(sum(patch_grid_shape(M.shape, L)[0] * patch_grid_shape(M.shape, L)[1]
-                                  for M in measurements))
+        self.n_patches_ = int(sum(np.prod(patch_grid_shape(M.shape, L)) for M in measurements))
         for key, value in res.get("extra", {}).items():
             setattr(self, key, value)
         if not self.converged_ and self.max_iter > 0:

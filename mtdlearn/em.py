@@ -6,7 +6,6 @@ import time
 import numpy as np
 import scipy.linalg
 
-from ._threads import blas_single_thread
 from .base import (BaseMTDEstimator, PatchData, build_patch_model, chunk_size,
                    estep_statistics)
 from .operators import empty_shifts, nonempty_shifts, shift_gather_index
@@ -243,10 +242,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
         return PatchData(measurements, self.basis_.image_size)
 
     def _single_run(self, data, measurements, state, seed, inner_jobs=None):
-        if inner_jobs is not None:
-            with blas_single_thread():
-                return self._run(data, state, inner_jobs)
-        return self._run(data, state, self.n_jobs)
+        # the E-step limits BLAS threads itself (base._parallel_map)
+        return self._run(data, state, self.n_jobs if inner_jobs is None else inner_jobs)
 
     def _run(self, data, state, n_jobs):
         basis, angles = self.basis_, self.angles_
