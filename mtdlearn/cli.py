@@ -113,18 +113,7 @@ def _make_estimator(args, basis, verbose):
 
 def _cmd_fit(args):
     from .basis import FourierBesselBasis
-    from .io import read_measurement
 
-    measurements = []
-    for path in args.inputs:
-        try:
-            M = read_measurement(path)
-        except FileNotFoundError as exc:
-            raise _CLIError(str(exc)) from None
-        if M.ndim == 3:
-            measurements.extend(list(M))
-        else:
-            measurements.append(M)
     basis = FourierBesselBasis(args.image_size, n_coefficients=args.n_coefficients)
     est = _make_estimator(args, basis, verbose=0 if args.quiet else 1)
     out = Path(args.output_dir)
@@ -136,7 +125,7 @@ def _cmd_fit(args):
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        est.fit(measurements)
+        est.fit(list(args.inputs))  # read-only: .npy memory-mapped, .mrc via mrcfile
     elapsed = time.perf_counter() - t0
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
@@ -166,7 +155,7 @@ def _cmd_fit(args):
     (out / "params.json").write_text(json.dumps(params, indent=1))
     _save_image_png(est.image_, out / "estimate.png",
                     f"{type(est).__name__}\nL={basis.image_size}, {basis.n_functions} coef.")
-    print(f"fitted {type(est).__name__} on {len(measurements)} measurement(s), "
+    print(f"fitted {type(est).__name__} on {len(args.inputs)} file(s), "
           f"{est.n_patches_} patches in {elapsed:.2f} s: density {est.density_:.4f}, "
           f"noise variance {est.noise_variance_:.4g}; wrote {out}/estimate.npy, coef.npy, "
           "params.json, estimate.png")
