@@ -6,18 +6,18 @@ randomly rotated and translated copies of it (Kreymer, Singer and Bendory,
 detection").
 """
 
-from .autocorrelation import AutocorrelationEstimator
+from .autocorrelation import AutocorrelationEstimator, AutocorrelationInitializer
 from .base import BaseMTDEstimator
 from .basis import FourierBesselBasis
 from .datasets import make_measurement, make_target
 from .em import ApproxEMEstimator
-from .initializers import AutocorrelationInitializer, FixedInitializer, RandomInitializer
+from .initializers import FixedInitializer, RandomInitializer
 from .metrics import relative_error
 from .rotations import UniformRotationGrid
 
 __version__ = "0.1.0"
 
-__all__ = ["ApproxEMEstimator", "AutocorrelationEstimator", "AutocorrelationInitializer", "BaseMTDEstimator",
-           "FixedInitializer", "FourierBesselBasis", "RandomInitializer",
+__all__ = ["ApproxEMEstimator", "AutocorrelationEstimator", "AutocorrelationInitializer",
+           "BaseMTDEstimator", "FixedInitializer", "FourierBesselBasis", "RandomInitializer",
            "UniformRotationGrid", "make_measurement", "make_target", "relative_error",
            "__version__"]

@@ -5,8 +5,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-__all__ = ["check_int", "check_real", "check_array_float", "check_random_generator",
-           "check_measurements"]
+__all__ = ["check_int", "check_real", "check_array_float", "check_random_generator"]
 
 
 def check_int(value, name, minimum=None, maximum=None):
@@ -84,74 +83,3 @@ def check_random_generator(random_state):
         "random_state must be None, an int, a numpy Generator or RandomState, "
         f"got {type(random_state).__name__}"
     )
-
-
-def _all_finite(arr, block_bytes=2**24):
-    """``np.isfinite(arr).all()`` in row blocks: no full-size boolean temporary
-    (100 MB for a 10000 x 10000 measurement)."""
-    rows = max(1, block_bytes // max(1, arr.shape[1] * arr.itemsize))
-    return all(np.isfinite(arr[r:r + rows]).all() for r in range(0, arr.shape[0], rows))
-
-
-def check_measurements(X, image_size, name="X"):
-    """Validate measurements and return a list of 2-D float arrays.
-
-    ``X`` is one measurement ``(N1, N2)``, a stack ``(n, N1, N2)``, or a
-    sequence of 2-D arrays (sizes may differ) or paths to ``.npy`` files
-    (opened read-only, memory-mapped).  Every measurement must hold at least
-    one ``image_size x image_size`` patch and only finite values.
-    """
-    from pathlib import Path
-
-    import scipy.sparse
-
-    if scipy.sparse.issparse(X):
-        raise TypeError(f"{name} must be a dense array: sparse input is not supported")
-    if isinstance(X, (str, Path)):
-        items = [X]
-    elif isinstance(X, np.ndarray) or hasattr(X, "__array__"):
-        arr = np.asarray(X)
-        if arr.ndim == 2:
-            items = [arr]
-        elif arr.ndim == 3:
-            items = list(arr)
-        else:
-            raise ValueError(
-                f"{name} must be one measurement (N1, N2), a stack (n, N1, N2) or a "
-                f"sequence of 2-D arrays; got an array of shape {arr.shape}"
-            )
-    elif isinstance(X, (list, tuple)):
-        items = list(X)
-    else:
-        raise TypeError(
-            f"{name} must be an array, a sequence of arrays, or a .npy path; "
-            f"got {type(X).__name__}"
-        )
-    if not items:
-        raise ValueError(f"{name} holds no measurement")
-    out = []
-    for i, item in enumerate(items):
-        label = name if len(items) == 1 else f"{name}[{i}]"
-        if isinstance(item, (str, Path)):
-            from .io import read_measurement
-
-            item = read_measurement(item)
-            if item.ndim == 3:  # a stack stored in one file
-                out.extend(check_measurements(item, image_size, name=label))
-                continue
-        arr = np.asarray(item)
-        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-            raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
-        if np.issubdtype(arr.dtype, np.complexfloating):
-            raise TypeError(f"{label} must be real-valued, got dtype {arr.dtype}")
-        if arr.ndim != 2:
-            raise ValueError(f"{label} must be a 2-D measurement, got shape {arr.shape}")
-        if min(arr.shape) < image_size:
-            raise ValueError(
-                f"{label} of shape {arr.shape} is smaller than one "
-                f"{image_size}x{image_size} patch"
-            )
-        if not _all_finite(arr):
-            raise ValueError(f"{label} must contain only finite values (found NaN or inf)")
-        out.append(arr)
-    return out

@@ -20,7 +20,7 @@ from scipy import special
 
 from ._validation import check_array_float, check_int, check_real
 
-__all__ = ["FourierBesselBasis"]
+__all__ = ["FourierBesselBasis", "check_basis", "rotated_evaluation"]
 
 
 def _bessel_roots(nu, count):
@@ -643,3 +643,85 @@ class FourierBesselBasis:
         out[..., self._sin] = np.real(1j * (zp - zm))
         return out
 
+
+
+# ---------------------------------------------------------------------------
+# the basis protocol: what the estimators need of a basis
+#: Attributes and methods an estimator uses; any object that has them (with
+#: the meanings of :class:`FourierBesselBasis`) can serve as a basis.
+BASIS_PROTOCOL = ("image_size", "n_functions", "frequencies", "matrix", "evaluate", "expand",
+                  "rotate", "rotation_matrices", "get_params")
+
+
+def check_basis(basis, name="basis"):
+    """Check that an object follows the basis protocol (duck typing).
+
+    A basis needs ``image_size`` (``L``), ``n_functions`` (``p``),
+    ``frequencies`` (angular frequency of each coefficient), ``matrix``
+    (the ``L*L x p`` evaluation matrix), ``evaluate``, ``expand``,
+    ``rotate``, ``rotation_matrices`` and ``get_params`` (so that
+    :func:`sklearn.base.clone` can copy it); see :class:`FourierBesselBasis`
+    for their meaning.
+
+    Parameters
+    ----------
+    basis : object
+        The candidate basis.
+    name : str, default="basis"
+        Name used in error messages.
+
+    Returns
+    -------
+    basis : object
+        ``basis`` itself.
+
+    Raises
+    ------
+    TypeError
+        Naming the missing attributes.
+
+    Examples
+    --------
+    >>> from mtdlearn.basis import FourierBesselBasis, check_basis
+    >>> check_basis(FourierBesselBasis(5)).n_functions
+    10
+    """
+    missing = [attr for attr in BASIS_PROTOCOL if not hasattr(basis, attr)]
+    if missing:
+        raise TypeError(f"{name} must follow the basis protocol (like FourierBesselBasis); "
+                        f"{type(basis).__name__} has no {', '.join(missing)}")
+    return basis
+
+
+def rotated_evaluation(basis, angles):
+    """Evaluation matrices of the rotated coefficients, ``B R(phi_k)``.
+
+    ``F_{phi_k}.ravel() = rotated_evaluation(basis, angles)[k] @ coef``: the
+    pixel image of ``coef`` rotated by ``phi_k``.
+
+    Parameters
+    ----------
+    basis : basis object
+        A basis following the protocol of :func:`check_basis`.
+    angles : array-like of shape (K,)
+        Rotation angles in radians.
+
+    Returns
+    -------
+    BR : ndarray of shape (K, L*L, p)
+        One evaluation matrix per angle.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.basis import FourierBesselBasis, rotated_evaluation
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = np.arange(1.0, 11.0)
+    >>> BR = rotated_evaluation(basis, [0.0, 1.0])
+    >>> BR.shape
+    (2, 25, 10)
+    >>> np.allclose(BR[1] @ coef, basis.evaluate(basis.rotate(coef, 1.0)).ravel())
+    True
+    """
+    R = basis.rotation_matrices(np.asarray(angles, dtype=np.float64))  # rotate = R @ coef
+    return np.matmul(basis.matrix[None], R)

@@ -94,9 +94,9 @@ def _cmd_simulate(args):
 
 
 def _make_estimator(args, basis, verbose):
-    from .autocorrelation import AutocorrelationEstimator
+    from .autocorrelation import AutocorrelationEstimator, AutocorrelationInitializer
     from .em import ApproxEMEstimator
-    from .initializers import AutocorrelationInitializer, RandomInitializer
+    from .initializers import RandomInitializer
 
     if args.estimator == "autocorrelation":
         return AutocorrelationEstimator(basis.image_size, basis=basis, n_init=args.n_init,

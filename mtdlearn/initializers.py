@@ -6,14 +6,22 @@ An initializer is an object with a method::
 
     initialize(measurements, basis, noise_variance, random_state) -> InitialState
 
-``measurements`` is a list of validated 2-D float arrays, ``basis`` the
-estimator's :class:`~mtdlearn.FourierBesselBasis`, ``noise_variance`` the
-fixed ``sigma**2`` or ``None`` when the estimator estimates it, and
-``random_state`` a ``numpy.random.Generator`` (every random draw must come
-from it).  It returns an :class:`InitialState` holding ``coef`` (p,),
-``shift_probabilities`` (2L x 2L, on the simplex) and ``noise_variance``
-(> 0).  Initializers also implement ``get_params``/``set_params`` so that
-scikit-learn can clone and tune them.  They never modify the measurements.
+``measurements`` is the estimator's patch source, a
+:class:`~mtdlearn.patches.PatchData` (its ``measurements`` attribute is the
+list of validated 2-D arrays; quantities derived from the data are computed
+once per fit and shared by all starts through its ``memoize`` method), or,
+when an initializer is called directly, a list of validated 2-D arrays.
+``basis`` is the estimator's basis (see :func:`mtdlearn.basis.check_basis`),
+``noise_variance`` the fixed ``sigma**2`` or ``None`` when the estimator
+estimates it, and ``random_state`` a ``numpy.random.Generator`` (every random
+draw must come from it).  It returns an :class:`InitialState` holding
+``coef`` (p,), ``shift_probabilities`` (2L x 2L, on the simplex) and
+``noise_variance`` (> 0).  Initializers also implement
+``get_params``/``set_params`` so that scikit-learn can clone and tune them.
+They never modify the measurements.
+
+:class:`~mtdlearn.AutocorrelationInitializer`, which runs autocorrelation
+analysis, lives beside its estimator in :mod:`mtdlearn.autocorrelation`.
 """
 
 from dataclasses import dataclass
@@ -22,11 +30,10 @@ import numpy as np
 from scipy import stats
 
 from ._validation import check_array_float, check_real
-from .operators import (check_shift_probabilities, density_to_shift_probabilities,
-                        max_density, patch_grid_shape)
+from .operators import check_shift_probabilities, density_to_shift_probabilities, max_density
+from .patches import PatchData, as_patch_source, patch_grid_shape, tile
 
-__all__ = ["InitialState", "RandomInitializer", "FixedInitializer",
-           "AutocorrelationInitializer", "data_statistics"]
+__all__ = ["InitialState", "RandomInitializer", "FixedInitializer", "data_statistics"]
 
 #: The paper's initial density (§3).
 DEFAULT_DENSITY = 0.03
@@ -171,8 +178,8 @@ def data_statistics(measurements, image_size, chunk_rows=1024):
             n_patch_rows = max(0, min(nr * L, r0 + rows) - r0) // L
             # patch energies without a block-sized temporary; the mean square
             # adds the pixels outside the patch grid (right and bottom margins)
-            tiles = block[:n_patch_rows * L, :nc * L].reshape(n_patch_rows, L, nc, L)
-            sq = np.einsum("aibj,aibj->ab", tiles, tiles)
+            tiles = tile(block[:n_patch_rows * L], L)
+            sq = np.einsum("abij,abij->ab", tiles, tiles)
             energies.append(sq.ravel() / (L * L))
             right, bottom = block[:, nc * L:], block[n_patch_rows * L:, :nc * L]
             total_sq += (sq.sum() + np.einsum("ij,ij->", right, right)
@@ -184,12 +191,19 @@ def data_statistics(measurements, image_size, chunk_rows=1024):
     return total / count, total_sq / count, sigma2
 
 
+def _data_statistics(measurements, image_size):
+    """:func:`data_statistics` of an initializer's ``measurements``, once per data set."""
+    if not isinstance(measurements, PatchData):
+        measurements = as_patch_source(measurements, image_size, name="measurements")
+    return measurements.memoize(data_statistics, image_size)
+
+
 def _scaled_guess(shape_coef, basis, measurements, noise_variance):
     """Scale a shape guess and pick a density to match the data's first two
     moments: ``a1 = gamma * sum(F) / L**2`` and
     ``mean_square - sigma**2 = gamma * ||F||**2 / L**2``."""
     L = basis.image_size
-    a1, m2, sigma2_hat = data_statistics(measurements, L)
+    a1, m2, sigma2_hat = _data_statistics(measurements, L)
     sigma2 = sigma2_hat if noise_variance is None else noise_variance
     if not sigma2 > 0:
         sigma2 = max(m2 - a1 * a1, np.finfo(float).tiny)
@@ -244,9 +258,10 @@ class RandomInitializer(_ParamsMixin):
 
         Parameters
         ----------
-        measurements : list of ndarray of shape (N1, N2)
-            Validated 2-D measurements; only read.
-        basis : FourierBesselBasis
+        measurements : PatchData or list of ndarray of shape (N1, N2)
+            The estimator's patch source, or validated 2-D measurements;
+            only read.
+        basis : basis object
             The estimator's basis.
         noise_variance : float or None
             The estimator's fixed ``sigma**2``, or ``None`` when it is
@@ -321,9 +336,10 @@ class FixedInitializer(_ParamsMixin):
 
         Parameters
         ----------
-        measurements : list of ndarray of shape (N1, N2)
-            Validated 2-D measurements; only read.
-        basis : FourierBesselBasis
+        measurements : PatchData or list of ndarray of shape (N1, N2)
+            The estimator's patch source, or validated 2-D measurements;
+            only read.
+        basis : basis object
             The estimator's basis; ``coef`` must have ``basis.n_functions``
             entries.
         noise_variance : float or None
@@ -367,7 +383,7 @@ class FixedInitializer(_ParamsMixin):
             rho = check_shift_probabilities(self.shift_probabilities, L)
         if sigma2 is not None and rho is not None:
             return InitialState(coef, rho, float(sigma2))  # nothing to read from the data
-        a1, m2, sigma2_hat = data_statistics(measurements, L)
+        a1, m2, sigma2_hat = _data_statistics(measurements, L)
         if sigma2 is None:
             sigma2 = sigma2_hat
         if rho is None:
@@ -379,77 +395,3 @@ class FixedInitializer(_ParamsMixin):
         if not sigma2 > 0:
             sigma2 = max(m2 - a1 * a1, np.finfo(float).tiny)
         return InitialState(coef, rho, float(sigma2))
-
-
-class AutocorrelationInitializer(_ParamsMixin):
-    """Start EM from an autocorrelation-analysis estimate (the paper's Fig. 2 protocol).
-
-    Runs :class:`~mtdlearn.AutocorrelationEstimator` on the same measurements
-    and hands its ``coef_`` and ``shift_probabilities_`` (and
-    ``noise_variance_`` when estimated) to the EM.
-
-    Parameters
-    ----------
-    n_init : int, default=1
-        Random starts of the autocorrelation fit (lowest cost wins).
-    max_iter : int, default=1000
-        Iterations of its quasi-Newton solver.
-
-    Examples
-    --------
-    >>> from mtdlearn import ApproxEMEstimator
-    >>> from mtdlearn.initializers import AutocorrelationInitializer
-    >>> est = ApproxEMEstimator(5, initializer=AutocorrelationInitializer(n_init=3))
-    >>> est.initializer
-    AutocorrelationInitializer(n_init=3, max_iter=1000)
-    """
-
-    _param_names = ("n_init", "max_iter")
-
-    def __init__(self, n_init=1, max_iter=1000):
-        self.n_init = n_init
-        self.max_iter = max_iter
-
-    def initialize(self, measurements, basis, noise_variance, random_state):
-        """Fit autocorrelation analysis and return its estimate.
-
-        Parameters
-        ----------
-        measurements : list of ndarray of shape (N1, N2)
-            Validated 2-D measurements; only read.
-        basis : FourierBesselBasis
-            The estimator's basis, used by the autocorrelation fit too.
-        noise_variance : float or None
-            The estimator's fixed ``sigma**2``, or ``None`` to estimate it
-            by autocorrelation analysis as well.
-        random_state : numpy.random.Generator
-            Draws the seed of the autocorrelation fit.
-
-        Returns
-        -------
-        state : InitialState
-            The fitted ``coef_``, ``shift_probabilities_`` and
-            ``noise_variance_`` of :class:`~mtdlearn.AutocorrelationEstimator`.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from mtdlearn import FourierBesselBasis, make_measurement, make_target
-        >>> from mtdlearn.initializers import AutocorrelationInitializer
-        >>> basis = FourierBesselBasis(5, n_coefficients=10)
-        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 200,
-        ...                             snr=5, random_state=0)
-        >>> state = AutocorrelationInitializer().initialize(
-        ...     [X], basis, truth.noise_variance, np.random.default_rng(0))
-        >>> state.coef.shape, state.shift_probabilities.shape
-        ((10,), (10, 10))
-        """
-        from .autocorrelation import AutocorrelationEstimator  # EM reaches it only here
-
-        seed = int(random_state.integers(np.iinfo(np.int32).max))
-        est = AutocorrelationEstimator(basis.image_size, basis=basis, n_init=self.n_init,
-                                       noise_variance=noise_variance,
-                                       max_iter=self.max_iter, random_state=seed)
-        est.fit(measurements)
-        return InitialState(est.coef_.copy(), est.shift_probabilities_.copy(),
-                            float(est.noise_variance_))

@@ -1,9 +1,7 @@
-"""Patches and the shift operators ``C T_l Z`` of the paper's eq. (6-7).
+"""The shift operators ``C T_l Z`` of the paper's eq. (6-7), and the shift distribution.
 
-Conventions (``DESIGN.md`` §2):
+Conventions (:doc:`/design`, "Conventions"):
 
-* A measurement is cropped to ``floor(N/L) * L`` along each axis and tiled
-  row-major into non-overlapping ``L x L`` patches.
 * ``Z`` zero-pads an ``L x L`` image to ``2L x 2L`` (zeros right and bottom),
   ``T_l`` shifts circularly, ``(T_l Z F)[i, j] = (Z F)[(i + l_0) % 2L, (j + l_1) % 2L]``,
   and ``C`` keeps the top-left ``L x L`` block.
@@ -20,8 +18,6 @@ import numpy as np
 from ._validation import check_array_float, check_int
 
 __all__ = [
-    "extract_patches",
-    "patch_grid_shape",
     "pad_shift_crop",
     "pad_shift_crop_adjoint",
     "all_shifts",
@@ -30,79 +26,12 @@ __all__ = [
     "empty_shifts",
     "shift_to_offset",
     "offset_to_shift",
-    "enumerate_hypotheses",
+    "gather_adjoint",
     "max_density",
     "density_to_shift_probabilities",
     "shift_probabilities_to_density",
     "check_shift_probabilities",
 ]
-
-
-def patch_grid_shape(shape, image_size):
-    """Count the patch rows and columns of a measurement.
-
-    The measurement is cropped to ``floor(N/L) * L`` along each axis
-    (DESIGN.md §2), so partial patches at the bottom and right are dropped.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        Shape of the measurement; its last two entries ``(N1, N2)`` are used.
-    image_size : int
-        Patch side ``L``.
-
-    Returns
-    -------
-    n_rows : int
-        ``N1 // L``.
-    n_cols : int
-        ``N2 // L``; the number of patches is ``N_d = n_rows * n_cols``.
-
-    Examples
-    --------
-    >>> from mtdlearn.operators import patch_grid_shape
-    >>> patch_grid_shape((11, 17), 5)
-    (2, 3)
-    """
-    return shape[-2] // image_size, shape[-1] // image_size
-
-
-def extract_patches(measurement, image_size):
-    """Non-overlapping ``L x L`` patches of a measurement, row-major.
-
-    Parameters
-    ----------
-    measurement : array-like of shape (..., N1, N2)
-        One measurement or a stack; it is cropped to multiples of ``L``.
-    image_size : int
-        Patch side ``L``.
-
-    Returns
-    -------
-    patches : ndarray of shape (..., N_d, L, L)
-        ``N_d = (N1 // L) * (N2 // L)``; patch ``m`` covers rows
-        ``(m // (N2 // L)) * L + [0, L)`` and columns ``(m % (N2 // L)) * L + [0, L)``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from mtdlearn.operators import extract_patches
-    >>> extract_patches(np.arange(36.).reshape(6, 6), 3)[1]
-    array([[ 3.,  4.,  5.],
-           [ 9., 10., 11.],
-           [15., 16., 17.]])
-    """
-    L = check_int(image_size, "image_size", minimum=1)
-    M = check_array_float(measurement, "measurement", min_ndim=2, dtype=None)
-    nr, nc = patch_grid_shape(M.shape, L)
-    if nr == 0 or nc == 0:
-        raise ValueError(
-            f"measurement of shape {M.shape} is smaller than one {L}x{L} patch"
-        )
-    lead = M.shape[:-2]
-    tiles = M[..., : nr * L, : nc * L].reshape(lead + (nr, L, nc, L))
-    tiles = np.swapaxes(tiles, -3, -2)
-    return tiles.reshape(lead + (nr * nc, L, L))
 
 
 def _shift_index(L):
@@ -328,6 +257,47 @@ def shift_gather_index(image_size, shifts=None):
     return flat.reshape(len(shifts), L * L)
 
 
+def gather_adjoint(values, index, size):
+    """Apply the adjoint of a zero-padded gather, batched.
+
+    The gather maps ``x`` (``size``,) to ``append(x, 0)[index]``: index
+    ``size`` reads the appended zero.  Its adjoint scatter-adds ``values``
+    back to the positions they were read from (dropping the zero slot), in
+    one ``bincount``.  It serves the shift operators (the M-step's
+    ``sum_h A_h^T S_h``) and the window tensors of the autocorrelations.
+
+    Parameters
+    ----------
+    values : array-like of shape (B,) + index.shape
+        One array of gathered values per batch item.
+    index : ndarray of int
+        Gather table with entries in ``[0, size]``.
+    size : int
+        Length of the gathered vector.
+
+    Returns
+    -------
+    out : ndarray of shape (B, size)
+        ``out[b, i] = sum of values[b][index == i]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.operators import gather_adjoint, shift_gather_index
+    >>> index = shift_gather_index(3, [35])          # shift (5, 5)
+    >>> gather_adjoint(np.ones((1, 1, 9)), index, 9).reshape(3, 3)
+    array([[1., 1., 0.],
+           [1., 1., 0.],
+           [0., 0., 0.]])
+    """
+    values = np.asarray(values, dtype=np.float64)
+    B = values.shape[0]
+    offset = np.arange(B).reshape((B,) + (1,) * index.ndim) * (size + 1)
+    flat = (offset + index[None]).ravel()
+    out = np.bincount(flat, weights=values.ravel(), minlength=B * (size + 1))
+    return out.reshape(B, size + 1)[:, :size]
+
+
 def shift_to_offset(shift, image_size):
     """Convert shifts ``l`` to offsets ``d`` of the image in the patch.
 
@@ -387,43 +357,6 @@ def offset_to_shift(offset, image_size):
     """
     L = int(image_size)
     return (-np.asarray(offset)) % (2 * L)
-
-
-def enumerate_hypotheses(image_size, n_rotations):
-    """List the non-empty hypotheses ``(rotation index k, shift s)`` of the E-step.
-
-    The EM's hypotheses are the ``K (2L-1)**2`` pairs of a rotation of the
-    grid (eq. 8) and a non-empty shift, plus one merged "empty" hypothesis
-    that stands for all the empty shifts (DESIGN.md §4).
-
-    Parameters
-    ----------
-    image_size : int
-        ``L``.
-    n_rotations : int
-        ``K``, the number of rotations of the grid.
-
-    Returns
-    -------
-    rotation : ndarray of shape (K * (2L-1)**2,)
-        Rotation index ``k`` of each hypothesis (angle ``phi_k`` of eq. 8).
-    shift : ndarray of shape (K * (2L-1)**2,)
-        Flat shift index (``l_0 * 2L + l_1``).  Rotation-major order.
-    empty : ndarray of shape (4L-1,)
-        The empty shifts, all identified in one "empty" hypothesis.
-
-    Examples
-    --------
-    >>> from mtdlearn.operators import enumerate_hypotheses
-    >>> rotation, shift, empty = enumerate_hypotheses(3, 4)
-    >>> rotation.shape, shift.shape, empty.shape
-    ((100,), (100,), (11,))
-    """
-    K = check_int(n_rotations, "n_rotations", minimum=1)
-    ne = nonempty_shifts(image_size)
-    rotation = np.repeat(np.arange(K), ne.size)
-    shift = np.tile(ne, K)
-    return rotation, shift, empty_shifts(image_size)
 
 
 def max_density(image_size):

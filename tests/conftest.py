@@ -39,3 +39,32 @@ def single_threaded_blas():
     """
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+# ---------------------------------------------------------------------------
+# the paper's basis and a target, shared by the test modules
+@pytest.fixture(scope="session")
+def basis():
+    """The paper's basis: L = 5, 10 coefficients."""
+    from mtdlearn import FourierBesselBasis
+
+    return FourierBesselBasis(5, n_coefficients=10)
+
+
+@pytest.fixture(scope="session")
+def coef(basis):
+    """A random target with ``||F|| = 10`` (seed 0)."""
+    from mtdlearn import make_target
+
+    return make_target(basis, random_state=0)
+
+
+@pytest.fixture(scope="session")
+def simulated(basis, coef):
+    """A large simulated measurement (N=2000, SNR=5, density 0.04): its truth and
+    its autocorrelations."""
+    from mtdlearn import make_measurement
+    from mtdlearn.moments import measurement_autocorrelations
+
+    X, truth = make_measurement(coef, basis, 2000, density=0.04, snr=5, random_state=0)
+    return truth, measurement_autocorrelations(X, 5)

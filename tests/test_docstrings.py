@@ -114,7 +114,7 @@ def test_public_api_collected():
     expected = {
         "mtdlearn.em.ApproxEMEstimator",
         "mtdlearn.em.ApproxEMEstimator.fit",  # from BaseMTDEstimator
-        "mtdlearn.em.m_step",
+        "mtdlearn.patch_model.m_step",
         "mtdlearn.basis.FourierBesselBasis.matrix",  # a property
         "mtdlearn.datasets.MeasurementTruth.__init__",  # written by @dataclass
         "mtdlearn.cli.main",

@@ -1,4 +1,4 @@
-"""Tests of mtdlearn.em (ApproxEMEstimator, m_step) and the E-step it drives."""
+"""Tests of mtdlearn.em: ApproxEMEstimator (its E/M kernels: test_patch_model)."""
 
 import pickle
 import warnings
@@ -9,16 +9,12 @@ from hypothesis import given, settings, strategies as st
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV, KFold
-from scipy.special import logsumexp
 
 from mtdlearn import (ApproxEMEstimator, FixedInitializer, FourierBesselBasis,
-                      RandomInitializer, make_measurement, make_target, relative_error)
-from mtdlearn.base import PatchData, build_patch_model, estep_statistics
+                      make_measurement, make_target, relative_error)
 from mtdlearn.datasets import place_copies, render_copies
-from mtdlearn.em import m_step
 from mtdlearn.metrics import align_rotation
-from mtdlearn.operators import (density_to_shift_probabilities, extract_patches,
-                                pad_shift_crop)
+from mtdlearn.operators import density_to_shift_probabilities
 
 L = 5
 
@@ -43,77 +39,6 @@ def _grid_measurement(coef, basis, size, K, sigma2, seed):
     X = rng.standard_normal((1, size, size)) * np.sqrt(sigma2)
     render_copies(X, coef, basis, pos, angles, np.zeros(len(pos), dtype=np.int64))
     return X[0], pos, angles
-
-
-def _brute_force_loglik(X, coef, rho, sigma2, basis, angles):
-    """log sum_{l, k} rho_l / K N(P; C T_l Z F_k, sigma2 I) per patch, with every
-    one of the 4 L^2 shifts (empty ones included) enumerated separately."""
-    P = extract_patches(X, L).reshape(-1, L * L)
-    imgs = basis.evaluate(basis.rotate(coef, angles))
-    T = pad_shift_crop(imgs, None).reshape(len(angles), 4 * L * L, L * L)
-    d2 = ((P[:, None, None, :] - T[None]) ** 2).sum(-1)          # (N_d, K, 4L^2)
-    with np.errstate(divide="ignore"):
-        logp = -d2 / (2 * sigma2) + np.log(rho.ravel())[None, None, :] - np.log(len(angles))
-    return logsumexp(logp.reshape(len(P), -1), axis=1) - 0.5 * L * L * np.log(
-        2 * np.pi * sigma2), logp, P, T
-
-
-def test_estep_matches_brute_force(basis, coef):
-    X, _ = make_measurement(coef, basis, 60, snr=3, random_state=1)
-    angles = 2 * np.pi * np.arange(6) / 6
-    rng = np.random.default_rng(0)
-    rho = rng.uniform(0.5, 1.5, (2 * L, 2 * L))
-    rho /= rho.sum()
-    sigma2 = 0.8
-    est_coef = coef + 0.3 * rng.standard_normal(coef.shape)
-    model = build_patch_model(est_coef, rho, sigma2, basis, angles)
-    stats = estep_statistics(PatchData([X], L), model, chunk=7)
-    ll, logp, P, T = _brute_force_loglik(X, est_coef, rho, sigma2, basis, angles)
-    assert np.isclose(stats.loglik, ll.sum(), rtol=1e-12)
-    # posterior weights of the non-empty hypotheses, rotation-major
-    w = np.exp(logp - logsumexp(logp.reshape(len(P), -1), axis=1)[:, None, None])
-    from mtdlearn.operators import empty_shifts, nonempty_shifts
-
-    ne = nonempty_shifts(L)
-    W = w[:, :, ne].sum(0).ravel()
-    np.testing.assert_allclose(stats.weights, W, rtol=1e-10, atol=1e-12)
-    assert np.isclose(stats.weight_empty, w[:, :, empty_shifts(L)].sum(), rtol=1e-10)
-    S = np.einsum("mkh,md->khd", w[:, :, ne], P).reshape(-1, L * L)
-    np.testing.assert_allclose(stats.weighted_patches, S, rtol=1e-10, atol=1e-12)
-    assert np.isclose(stats.patch_sq, (P**2).sum())
-
-
-def test_m_step_solves_normal_equations(basis, coef):
-    """The alpha update maximizes Q (eq. 16): compare with explicit A_h matrices."""
-    X, _ = make_measurement(coef, basis, 60, snr=3, random_state=2)
-    angles = 2 * np.pi * np.arange(4) / 4
-    rho = density_to_shift_probabilities(0.05, L)
-    model = build_patch_model(coef, rho, 0.5, basis, angles)
-    stats = estep_statistics(PatchData([X], L), model, chunk=50)
-    new_coef, new_rho, s2 = m_step(stats, rho, basis, angles, estimate_noise=True)
-    from mtdlearn.operators import nonempty_shifts
-
-    ne = nonempty_shifts(L)
-    # A_h: alpha -> C T_l Z B R_k alpha, built column by column
-    eye = np.eye(basis.n_functions)
-    imgs = basis.evaluate(basis.rotate(eye[None], angles[:, None]))  # (K, p, L, L)
-    A = pad_shift_crop(imgs, None).reshape(len(angles), basis.n_functions, 4 * L * L, -1)
-    A = A[:, :, ne].transpose(0, 2, 3, 1).reshape(-1, L * L, basis.n_functions)  # (H, d, p)
-    lhs = np.einsum("h,hdp,hdq->pq", stats.weights, A, A)
-    rhs = np.einsum("hdp,hd->p", A, stats.weighted_patches)
-    np.testing.assert_allclose(new_coef, np.linalg.solve(lhs, rhs), rtol=1e-9)
-    np.testing.assert_allclose(new_rho.reshape(-1)[ne],
-                               stats.weights.reshape(len(angles), -1).sum(0) / stats.n_patches,
-                               rtol=1e-12)
-    assert np.isclose(new_rho.sum(), 1.0)
-    # sigma^2 = expected residual per pixel
-    P = extract_patches(X, L).reshape(-1, L * L)
-    _, logp, _, _ = _brute_force_loglik(X, coef, rho, 0.5, basis, angles)
-    w = np.exp(logp - logsumexp(logp.reshape(len(P), -1), axis=1)[:, None, None])
-    imgs_new = basis.evaluate(basis.rotate(new_coef, angles))
-    T = pad_shift_crop(imgs_new, None).reshape(len(angles), 4 * L * L, L * L)
-    resid = np.einsum("mks,mks->", w, ((P[:, None, None] - T[None]) ** 2).sum(-1))
-    assert np.isclose(s2, resid / P.size, rtol=1e-9)
 
 
 @settings(max_examples=8, deadline=None)

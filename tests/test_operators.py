@@ -14,10 +14,10 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from mtdlearn import FourierBesselBasis
 from mtdlearn.datasets import make_measurement, make_target
-from mtdlearn.operators import (all_shifts, empty_shifts, enumerate_hypotheses,
-                                extract_patches, nonempty_shifts, offset_to_shift,
-                                pad_shift_crop, pad_shift_crop_adjoint, patch_grid_shape,
+from mtdlearn.operators import (all_shifts, empty_shifts, gather_adjoint, nonempty_shifts,
+                                offset_to_shift, pad_shift_crop, pad_shift_crop_adjoint,
                                 shift_gather_index, shift_to_offset)
+from mtdlearn.patches import extract_patches, patch_grid_shape
 
 pytestmark = pytest.mark.usefixtures("single_threaded_blas")
 
@@ -58,46 +58,6 @@ def pad(F):
 def circular_shift(G, shift):
     """T_l on a 2L x 2L array: out[i, j] = G[(i + l0) % 2L, (j + l1) % 2L]."""
     return np.roll(G, (-shift[0], -shift[1]), axis=(-2, -1))
-
-
-# ------------------------------------------------------------------ patches
-@given(L=sizes, data=st.data())
-def test_extract_patches_row_major_and_cropped(L, data):
-    n1 = data.draw(st.integers(L, 4 * L + L - 1))
-    n2 = data.draw(st.integers(L, 4 * L + L - 1))
-    M = np.arange(n1 * n2, dtype=np.float64).reshape(n1, n2)
-    patches = extract_patches(M, L)
-    nr, nc = n1 // L, n2 // L
-    assert patch_grid_shape(M.shape, L) == (nr, nc)
-    assert patches.shape == (nr * nc, L, L)
-    for m in range(nr * nc):
-        r, c = divmod(m, nc)
-        assert_array_equal(patches[m], M[r * L:(r + 1) * L, c * L:(c + 1) * L])
-    # the margins beyond multiples of L are dropped: every kept pixel lies in the crop
-    assert patches.max() == M[nr * L - 1, nc * L - 1]
-
-
-def test_extract_patches_example_and_stacks():
-    M = np.arange(36.0).reshape(6, 6)
-    assert_array_equal(extract_patches(M, 3)[1], [[3, 4, 5], [9, 10, 11], [15, 16, 17]])
-    stack = np.random.default_rng(0).normal(size=(2, 3, 11, 13))
-    patches = extract_patches(stack, 5)
-    assert patches.shape == (2, 3, 4, 5, 5)
-    for a in range(2):
-        for b in range(3):
-            assert_array_equal(patches[a, b], extract_patches(stack[a, b], 5))
-    assert extract_patches(M.tolist(), 2).shape == (9, 2, 2)
-
-
-def test_extract_patches_errors():
-    with pytest.raises(ValueError, match="measurement"):
-        extract_patches(np.zeros((4, 10)), 5)
-    with pytest.raises(ValueError, match="measurement"):
-        extract_patches(np.zeros(25), 5)
-    with pytest.raises(ValueError, match="measurement"):
-        extract_patches(np.full((10, 10), np.nan), 5)
-    with pytest.raises(ValueError, match="image_size"):
-        extract_patches(np.zeros((10, 10)), 0)
 
 
 # ----------------------------------------------------------- shift operator
@@ -203,6 +163,21 @@ def test_shift_gather_index(case, data):
     assert np.all(index[empty_shifts(L)] == L * L)
 
 
+@given(case=image_and_shift(lead=(2,)), data=st.data())
+def test_gather_adjoint_identity(case, data):
+    """<gather(x), y> = <x, gather_adjoint(y)> for the shifts' gather table."""
+    x, _ = case
+    L = x.shape[-1]
+    shifts = np.array(data.draw(st.lists(st.integers(0, 4 * L * L - 1), min_size=1,
+                                         max_size=5)))
+    index = shift_gather_index(L, shifts)
+    y = data.draw(arrays(np.float64, (2,) + index.shape, elements=finite))
+    gathered = np.concatenate([x.reshape(2, -1), np.zeros((2, 1))], axis=1)[:, index]
+    lhs = np.einsum("bsk,bsk->b", gathered, y)
+    rhs = np.einsum("bk,bk->b", x.reshape(2, -1), gather_adjoint(y, index, L * L))
+    assert_allclose(lhs, rhs, rtol=1e-12, atol=1e-12 * 100 * index.size)
+
+
 @given(L=st.integers(1, 12), data=st.data())
 def test_offset_shift_round_trip(L, data):
     d = np.array(data.draw(st.lists(st.integers(-(L - 1), L - 1), min_size=2, max_size=2)))
@@ -216,20 +191,6 @@ def test_offset_shift_round_trip(L, data):
     assert_array_equal(offset_to_shift(off, L), ne)
 
 
-@pytest.mark.parametrize("L, K", [(1, 1), (3, 4), (5, 8), (5, 16)])
-def test_enumerate_hypotheses(L, K):
-    rotation, shift, empty = enumerate_hypotheses(L, K)
-    H = K * (2 * L - 1) ** 2
-    assert rotation.shape == shift.shape == (H,)
-    assert_array_equal(empty, empty_shifts(L))
-    assert empty.size == 4 * L - 1
-    # rotation-major, each rotation paired with every non-empty shift once
-    assert_array_equal(rotation, np.repeat(np.arange(K), (2 * L - 1) ** 2))
-    for k in range(K):
-        assert_array_equal(shift[rotation == k], nonempty_shifts(L))
-    assert len(set(zip(rotation.tolist(), shift.tolist()))) == H
-
-
 def test_shift_errors():
     F = np.ones((3, 3))
     for bad in [(0, 6), (-1, 0), (1.0, 2.0), (1, 2, 3), 4]:
@@ -241,10 +202,6 @@ def test_shift_errors():
         pad_shift_crop(np.ones((3, 4)), (0, 0))
     with pytest.raises(ValueError, match="patch"):
         pad_shift_crop_adjoint(np.ones((3, 4)), (0, 0))
-    with pytest.raises(TypeError, match="n_rotations"):
-        enumerate_hypotheses(5, 2.0)
-    with pytest.raises(ValueError, match="n_rotations"):
-        enumerate_hypotheses(5, 0)
 
 
 # ------------------------------------------------ generator / model agreement

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from mtdlearn._validation import (check_array_float, check_int, check_measurements,
-                                  check_random_generator, check_real)
+from mtdlearn._validation import check_array_float, check_int, check_random_generator, check_real
 
 
 def _digest(path):
@@ -95,73 +94,3 @@ def test_check_random_generator():
         check_random_generator("0")
     with pytest.raises(TypeError, match="random_state"):
         check_random_generator(1.5)
-
-
-# ------------------------------------------------------------ measurements
-def test_check_measurements_arrays():
-    M = np.random.default_rng(0).normal(size=(20, 30))
-    out = check_measurements(M, 5)
-    assert len(out) == 1 and out[0] is M
-    stack = np.stack([M, 2 * M, 3 * M])
-    out = check_measurements(stack, 5)
-    assert len(out) == 3
-    for i in range(3):
-        assert_array_equal(out[i], stack[i])
-    # sequences may hold measurements of different sizes
-    out = check_measurements([M, np.zeros((12, 7)), M.astype(np.float32)], 5)
-    assert [o.shape for o in out] == [(20, 30), (12, 7), (20, 30)]
-    assert len(check_measurements((M,), 5)) == 1
-    # integers are numbers too
-    assert check_measurements(np.ones((6, 6), dtype=np.int16), 5)[0].shape == (6, 6)
-
-
-def test_check_measurements_npy_path_read_only(tmp_path):
-    M = np.random.default_rng(1).normal(size=(25, 25))
-    path = tmp_path / "measurement.npy"
-    np.save(path, M)
-    before = _digest(path)
-    for X in (path, str(path), [path, M], [str(path)]):
-        out = check_measurements(X, 5)
-        assert_array_equal(out[0], M)
-        assert not out[0].flags.writeable
-        with pytest.raises(ValueError):
-            out[0][0, 0] = 1.0
-        del out
-    assert _digest(path) == before
-
-
-@pytest.mark.parametrize("X, exc, match", [
-    (np.full((10, 10), np.nan), ValueError, "X must contain only finite"),
-    ([np.ones((10, 10)), np.full((10, 10), np.inf)], ValueError,
-     r"X\[1\] must contain only finite"),
-    (np.ones(10), ValueError, "X must be one measurement"),
-    (np.ones((2, 2, 10, 10)), ValueError, "X must be one measurement"),
-    ([np.ones((3, 10, 10))], ValueError, "X must be a 2-D measurement"),
-    ([np.ones((10, 10)), np.ones(10)], ValueError, r"X\[1\] must be a 2-D measurement"),
-    (np.ones((10, 10), dtype=complex), TypeError, "X must be real-valued"),
-    ([np.array([["a", "b"], ["c", "d"]])], TypeError, "X must be numeric"),
-    (np.ones((4, 10)), ValueError, "smaller than one 5x5 patch"),
-    ([np.ones((10, 10)), np.ones((10, 4))], ValueError, r"X\[1\] of shape \(10, 4\) is smaller"),
-    ([], ValueError, "X holds no measurement"),
-    (3.0, TypeError, "X must be an array"),
-    ({"a": 1}, TypeError, "X must be an array"),
-])
-def test_check_measurements_rejects(X, exc, match):
-    with pytest.raises(exc, match=match):
-        check_measurements(X, 5)
-
-
-def test_check_measurements_name_and_missing_file(tmp_path):
-    with pytest.raises(ValueError, match="measurements must contain only finite"):
-        check_measurements(np.full((6, 6), np.nan), 5, name="measurements")
-    with pytest.raises(FileNotFoundError, match="missing.npy"):
-        check_measurements(tmp_path / "missing.npy", 5)
-
-
-def test_sparse_input_is_rejected_explicitly():
-    import scipy.sparse
-
-    from mtdlearn._validation import check_measurements
-
-    with pytest.raises(TypeError, match="sparse input is not supported"):
-        check_measurements(scipy.sparse.random(20, 20, density=0.1, format="csr"), 5)

@@ -1,0 +1,282 @@
+"""Autocorrelation analysis: the least-squares misfit of the moments, and its fit.
+
+The cost compares the measured autocorrelations
+(:func:`mtdlearn.moments.measurement_autocorrelations`) with the model's
+(:func:`mtdlearn.moments.model_autocorrelations`)::
+
+    cost = R1**2 / 2 + ||R2||**2 / (2 L**2) + ||R3||**2 / (2 L**4)
+
+with ``Rk = model_k - measured_k``; its gradient is analytic, and
+:func:`fit_autocorrelations` minimizes it with L-BFGS-B.
+"""
+
+from numbers import Real
+
+import numpy as np
+from scipy.optimize import OptimizeResult, minimize
+
+from ._parallel import blas_single_thread
+from ._validation import check_int, check_real
+from .basis import check_basis
+from .moments import (_check_coef, _check_density, _check_measured, _check_n_angles,
+                      _check_noise_variance, _model_flat, _noise_pattern, _rotated_evaluation,
+                      _windows_adjoint)
+from .operators import max_density
+
+__all__ = ["autocorrelation_cost_and_grad", "fit_autocorrelations"]
+
+
+# ---------------------------------------------------------------------------
+# 3. least-squares cost and its gradient
+# ---------------------------------------------------------------------------
+def _cost_and_grad_flat(BR, density, coef, noise_variance, m1, m2, m3, L):
+    """Cost and gradient with flat measured moments ``m2`` (L*L,), ``m3``
+    (L*L, L*L) and precomputed ``BR`` (see :func:`autocorrelation_cost_and_grad`
+    for the formulas)."""
+    LL = L * L
+    K = BR.shape[0]
+    (a1, a2, a3), (F, W, E1, E2, E3) = _model_flat(BR, coef, density, noise_variance, L)
+    R1 = a1 - m1
+    R2 = a2 - m2
+    R3 = a3 - m3
+    cost = 0.5 * R1 * R1 + (R2 @ R2) / (2 * LL) + np.vdot(R3, R3) / (2 * LL * LL)
+
+    G2 = R2 / LL  # dC/da2
+    G3 = R3 / (LL * LL)  # dC/da3
+    D = _noise_pattern(L)
+    G3D = np.vdot(G3, D)  # <dC/da3, D>
+    G1 = R1 + noise_variance * G3D  # total dC/da1 (a3's noise term holds a1)
+
+    grad_noise = G2[0] + a1 * G3D
+    grad_density = (G1 * E1 + G2 @ E2 + np.vdot(G3, E3)) / LL
+
+    # gradient with respect to each rotated image F_k (then scaled by
+    # gamma / (L^2 K) for the average):
+    #   sum:  G1
+    #   ac2 = f^T W:            W G2 + W^T-adjoint(f (x) G2)
+    #   ac3 = W^T diag(f) W:    q[x] = w_x^T G3 w_x + adjoint(f[x] (W (G3 + G3^T))[x, :])
+    Gs = G3 + G3.T
+    V = W @ Gs  # (K, x, s)
+    q = 0.5 * np.einsum("kxs,kxs->kx", V, W)
+    gW = F[:, :, None] * (V + G2[None, None, :])
+    gF = G1 + W @ G2 + q + _windows_adjoint(gW, L)
+    grad_coef = (density / (LL * K)) * np.einsum("kx,kxp->p", gF, BR)
+    return float(cost), float(grad_density), grad_coef, float(grad_noise)
+
+
+def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis,
+                                  estimate_noise=False, n_angles=None):
+    """Weighted least-squares misfit of the autocorrelations, and its gradient.
+
+    ``cost = R1**2 / 2 + ||R2||**2 / (2 L**2) + ||R3||**2 / (2 L**4)`` with
+    ``Rk = model_k - measured_k`` (:func:`model_autocorrelations`).  The
+    gradient is analytic: the model is linear in ``gamma`` and
+    ``sigma**2``, and the rotated images are linear in ``coef``, so the chain
+    rule runs through ``F_phi -> (sum, ac2, ac3)`` (first and second factor
+    of ``ac2``, first and the two window factors of ``ac3``) and through the
+    average over the angles.  The noise term ``sigma**2 a1 D`` of ``a3``
+    depends on ``gamma`` and ``coef`` through ``a1`` and is included.
+
+    Parameters
+    ----------
+    density : float
+        ``gamma`` in ``[0, L**2 / (2L - 1)**2]``.
+    coef : array-like of shape (n_functions,)
+        Coefficients of the image in ``basis``.
+    noise_variance : float
+        ``sigma**2 >= 0``.
+    measured : tuple (a1, a2, a3)
+        Measured autocorrelations, as from :func:`measurement_autocorrelations`.
+    basis : basis object
+        The steerable basis.
+    estimate_noise : bool, default=False
+        Whether ``noise_variance`` is a free parameter; if not, its gradient
+        is returned as ``0.0``.
+    n_angles : int, default=None
+        See :func:`model_autocorrelations`.
+
+    Returns
+    -------
+    cost : float
+        The weighted least-squares misfit.
+    grad_density : float
+        ``d cost / d gamma``.
+    grad_coef : ndarray of shape (n_functions,)
+        ``d cost / d coef``.
+    grad_noise_variance : float
+        ``d cost / d sigma**2``; ``0.0`` unless ``estimate_noise``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import FourierBesselBasis
+    >>> from mtdlearn.moment_fit import autocorrelation_cost_and_grad
+    >>> from mtdlearn.moments import model_autocorrelations
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = np.linspace(1.0, 2.0, 10)
+    >>> measured = model_autocorrelations(coef, basis, 0.04, 0.5)
+    >>> cost, g_density, g_coef, g_noise = autocorrelation_cost_and_grad(
+    ...     0.04, coef, 0.5, measured, basis, estimate_noise=True)
+    >>> cost, float(np.abs(g_coef).max())
+    (0.0, 0.0)
+    """
+    check_basis(basis)
+    L = basis.image_size
+    coef = _check_coef(coef, basis)
+    density = _check_density(density, L)
+    noise_variance = _check_noise_variance(noise_variance)
+    m1, m2, m3 = _check_measured(measured, L)
+    if not isinstance(estimate_noise, (bool, np.bool_)):
+        raise TypeError(f"estimate_noise must be a bool, got {type(estimate_noise).__name__}")
+    K = _check_n_angles(n_angles, basis)
+    BR = _rotated_evaluation(basis, K)
+    LL = L * L
+    cost, g_density, g_coef, g_noise = _cost_and_grad_flat(
+        BR, density, coef, noise_variance, m1, m2.reshape(LL), m3.reshape(LL, LL), L)
+    return cost, g_density, g_coef, (g_noise if estimate_noise else 0.0)
+
+
+# ---------------------------------------------------------------------------
+# 4. the fit
+# ---------------------------------------------------------------------------
+def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
+                         noise_variance0=None, max_iter=1000, tol=1e-14, n_angles=None):
+    """Fit ``(gamma, coef[, sigma**2])`` to measured autocorrelations.
+
+    Minimizes the cost of :func:`autocorrelation_cost_and_grad` with
+    L-BFGS-B and the analytic gradient, under the bounds
+    ``0 < gamma <= L**2 / (2L - 1)**2`` (the densest well-separated
+    arrangement) and ``sigma**2 >= 0``.
+
+    For conditioning the optimizer works on scaled variables:
+    ``gamma / density0``, ``coef / rms(coef0)`` and ``sigma**2 / a2[0, 0]``,
+    whose relative changes act on the cost alike (each moment is ``gamma``
+    times a form of degree 1-3 in ``coef``), and on the cost divided by the
+    cost of the zero model, ``R1**2/2 + ...`` at ``gamma = 0, sigma = 0``
+    (so that L-BFGS-B's relative ``ftol`` test is meaningful however small
+    the moments are).
+
+    Parameters
+    ----------
+    measured : tuple (a1, a2, a3)
+        Measured autocorrelations, as from :func:`measurement_autocorrelations`.
+    basis : basis object
+        The steerable basis of the coefficients.
+    density0 : float
+        Starting density, in ``(0, L**2 / (2L - 1)**2]``.
+    coef0 : array-like of shape (n_functions,)
+        Starting coefficients; not all zero (zero is a stationary point).
+    noise_variance : float or None, default=None
+        A float holds ``sigma**2`` fixed at that value; ``None`` estimates it.
+    noise_variance0 : float, default=None
+        Starting ``sigma**2`` when it is estimated; ``None`` takes
+        ``max(a2[0, 0] - model a2[0, 0] without noise, 0)`` at the start.
+        Must be ``None`` when ``noise_variance`` is given.
+    max_iter : int, default=1000
+        Maximum number of L-BFGS-B iterations.
+    tol : float, default=1e-14
+        L-BFGS-B's ``ftol`` and ``gtol`` on the scaled problem.
+    n_angles : int, default=None
+        See :func:`model_autocorrelations`.
+
+    Returns
+    -------
+    scipy.optimize.OptimizeResult
+        A dict with attribute access: ``density``, ``coef``,
+        ``noise_variance``, ``cost`` (unscaled), ``n_iter``, ``n_eval``,
+        ``converged`` (L-BFGS-B's ``success``), ``message``,
+        ``estimate_noise``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import FourierBesselBasis
+    >>> from mtdlearn.moment_fit import fit_autocorrelations
+    >>> from mtdlearn.moments import model_autocorrelations
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = np.linspace(1.0, 2.0, 10)
+    >>> measured = model_autocorrelations(coef, basis, 0.04, 0.5)
+    >>> res = fit_autocorrelations(measured, basis, 0.04, coef, noise_variance=0.5)
+    >>> res.converged, res.cost < 1e-20
+    (True, True)
+    """
+    check_basis(basis)
+    L = basis.image_size
+    LL = L * L
+    m1, m2, m3 = _check_measured(measured, L)
+    m2, m3 = m2.reshape(LL), m3.reshape(LL, LL)
+    gmax = max_density(L)
+    density0 = check_real(density0, "density0", minimum=0.0, maximum=gmax, strict=True)
+    coef0 = _check_coef(coef0, basis, "coef0")
+    if not np.any(coef0):
+        raise ValueError("coef0 must not be all zero (a stationary point of the cost)")
+    estimate_noise = noise_variance is None
+    if not estimate_noise:
+        if not isinstance(noise_variance, Real):
+            raise TypeError(
+                f"noise_variance must be None (estimate it) or a real number, "
+                f"got {type(noise_variance).__name__}"
+            )
+        noise_variance = _check_noise_variance(noise_variance)
+        if noise_variance0 is not None:
+            raise ValueError(
+                "noise_variance0 is a starting value for the estimated noise variance; "
+                "give it only with noise_variance=None"
+            )
+    max_iter = check_int(max_iter, "max_iter", minimum=1)
+    tol = check_real(tol, "tol", minimum=0.0, strict=True)
+    K = _check_n_angles(n_angles, basis)
+    BR = _rotated_evaluation(basis, K)
+
+    if estimate_noise:
+        if noise_variance0 is None:
+            (_, a2s, _), _ = _model_flat(BR, coef0, density0, 0.0, L)
+            noise_variance0 = max(m2[0] - a2s[0], 0.0)
+        else:
+            noise_variance0 = _check_noise_variance(noise_variance0, "noise_variance0")
+
+    # scales (see docstring)
+    g_scale = density0
+    c_scale = float(np.sqrt(np.mean(coef0**2)))
+    v_scale = float(m2[0]) if m2[0] > 0 else 1.0
+    f_scale = 0.5 * m1 * m1 + (m2 @ m2) / (2 * LL) + np.vdot(m3, m3) / (2 * LL * LL)
+    if not f_scale > 0:
+        f_scale = 1.0
+    p = basis.n_functions
+
+    def unpack(z):
+        gamma = z[0] * g_scale
+        coef = z[1 : 1 + p] * c_scale
+        var = z[1 + p] * v_scale if estimate_noise else noise_variance
+        return gamma, coef, var
+
+    def fun(z):
+        gamma, coef, var = unpack(z)
+        cost, gg, gc, gv = _cost_and_grad_flat(BR, gamma, coef, var, m1, m2, m3, L)
+        grad = [np.array([gg * g_scale]), gc * c_scale]
+        if estimate_noise:
+            grad.append(np.array([gv * v_scale]))
+        return cost / f_scale, np.concatenate(grad) / f_scale
+
+    z0 = [np.array([density0 / g_scale]), coef0 / c_scale]
+    bounds = [(gmax * 1e-12 / g_scale, gmax / g_scale)] + [(None, None)] * p
+    if estimate_noise:
+        z0.append(np.array([noise_variance0 / v_scale]))
+        bounds.append((0.0, None))
+    z0 = np.concatenate(z0)
+    # every evaluation is a handful of tiny GEMMs: BLAS threads only hurt
+    with blas_single_thread():
+        res = minimize(fun, z0, jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"maxiter": max_iter, "ftol": tol, "gtol": tol})
+    gamma, coef, var = unpack(res.x)
+    return OptimizeResult(
+        density=float(gamma),
+        coef=np.asarray(coef, dtype=np.float64),
+        noise_variance=float(var),
+        cost=float(res.fun * f_scale),
+        n_iter=int(res.nit),
+        n_eval=int(res.nfev),
+        converged=bool(res.success),
+        message=str(res.message),
+        estimate_noise=estimate_noise,
+    )

@@ -1,0 +1,507 @@
+"""Autocorrelations of measurements and of the model, their misfit and its fit.
+
+Autocorrelation analysis (the baseline of the paper, and the initializer of
+the EM; :class:`~mtdlearn.AutocorrelationEstimator`) matches the first three autocorrelations of the measurement with those
+predicted by the model, averaged over the unknown rotations and positions.
+
+Notes
+-----
+Shifts are *forward* shifts ``s = (s_row, s_col)`` in ``[0, L)**2``.
+
+* Measurement (:func:`measurement_autocorrelations`)::
+
+      a1          = (1/P) sum_x M[x]
+      a2[s]       = (1/P) sum_x M[x] M[x+s]
+      a3[s1, s2]  = (1/P) sum_x M[x] M[x+s1] M[x+s2]
+
+  where the sums run over the ``x`` for which every pixel of the product lies
+  in the measurement, and ``P`` is the total number of pixels (the sums and
+  ``P`` are both summed over a stack of measurements).  ``a2`` has shape
+  ``(L, L)`` and ``a3`` has shape ``(L, L, L, L)``, indexed
+  ``a3[s1_row, s1_col, s2_row, s2_col]``.
+
+* One image (:func:`image_autocorrelations`), zero outside the ``L x L``
+  square::
+
+      ac2(F)[s]      = sum_x F[x] F[x+s]
+      ac3(F)[s1, s2] = sum_x F[x] F[x+s1] F[x+s2]
+
+* Model (:func:`model_autocorrelations`) for well-separated copies of
+  density ``gamma`` and white noise of variance ``sigma**2``::
+
+      a1         = gamma / L**2 * E_phi[sum F_phi]
+      a2[s]      = gamma / L**2 * E_phi[ac2(F_phi)][s] + sigma**2 delta(s)
+      a3[s1, s2] = gamma / L**2 * E_phi[ac3(F_phi)][s1, s2]
+                   + sigma**2 a1 (delta(s1) + delta(s2) + delta(s1 - s2))
+
+  ``E_phi`` is the average over a uniform rotation ``phi``, computed exactly
+  with equispaced angles (see :func:`model_autocorrelations`).
+
+The least-squares cost, its analytic gradient and an L-BFGS-B fit are in
+:mod:`mtdlearn.moment_fit`.
+"""
+
+import functools
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ._parallel import ordered_map
+from ._validation import check_array_float, check_int, check_real
+from .basis import check_basis, rotated_evaluation
+from .operators import gather_adjoint, max_density
+from .patches import check_measurements, chunk_rows, resolve_working_memory
+
+__all__ = [
+    "measurement_autocorrelations",
+    "image_autocorrelations",
+    "model_autocorrelations",
+    "default_n_angles",
+]
+
+# Bytes of the per-tile buffers of the measurement pass: two (L*L, tile)
+# float64 buffers, 2 * 25 * 8 * 4096 B = 1.6 MB for L = 5 (4096-pixel
+# tiles), about a core's share of L2 + L3 on the two-core test machine.  Much
+# larger tiles were measured to be slower (memory bound), smaller ones pay
+# more Python overhead per pixel.
+_TILE_BYTES = (2 * 25 + 1) * 8 * 4096
+
+
+# ---------------------------------------------------------------------------
+# validation helpers
+# ---------------------------------------------------------------------------
+def default_n_angles(basis):
+    """Number of equispaced angles that makes the rotational average exact.
+
+    The third-order model autocorrelation of the rotated image is a
+    trigonometric polynomial of degree at most ``3 * nu_max`` in the angle,
+    and the mean over ``K`` equispaced angles of ``exp(i k phi)`` vanishes for
+    every ``0 < |k| < K``; hence ``K = 3 * nu_max + 1`` angles average it
+    exactly.
+
+    Parameters
+    ----------
+    basis : basis object
+        The basis; only its largest angular frequency ``nu_max`` matters.
+
+    Returns
+    -------
+    int
+        ``3 * nu_max + 1``.
+
+    Examples
+    --------
+    >>> from mtdlearn import FourierBesselBasis
+    >>> from mtdlearn.moments import default_n_angles
+    >>> default_n_angles(FourierBesselBasis(5, n_coefficients=10))
+    7
+    """
+    check_basis(basis)
+    return 3 * int(np.max(basis.frequencies, initial=0)) + 1
+
+
+def _check_n_angles(n_angles, basis):
+    if n_angles is None:
+        return default_n_angles(basis)
+    return check_int(n_angles, "n_angles", minimum=1)
+
+
+def _check_density(density, L, name="density"):
+    return check_real(density, name, minimum=0.0, maximum=max_density(L))
+
+
+def _check_noise_variance(noise_variance, name="noise_variance"):
+    return check_real(noise_variance, name, minimum=0.0)
+
+
+def _check_coef(coef, basis, name="coef"):
+    coef = check_array_float(coef, name, ndim=1)
+    if coef.shape[0] != basis.n_functions:
+        raise ValueError(
+            f"{name} must have length basis.n_functions={basis.n_functions}, "
+            f"got {coef.shape[0]}"
+        )
+    return coef
+
+
+def _check_measured(measured, L, name="measured"):
+    """``measured = (a1, a2, a3)`` with shapes (), (L, L), (L, L, L, L)."""
+    if not isinstance(measured, (tuple, list)) or len(measured) != 3:
+        raise TypeError(
+            f"{name} must be a tuple (a1, a2, a3) as returned by "
+            f"measurement_autocorrelations, got {type(measured).__name__}"
+        )
+    a1 = check_array_float(measured[0], f"{name}[0] (a1)", ndim=0)
+    a2 = check_array_float(measured[1], f"{name}[1] (a2)")
+    a3 = check_array_float(measured[2], f"{name}[2] (a3)")
+    if a2.shape != (L, L):
+        raise ValueError(f"{name}[1] (a2) must have shape {(L, L)}, got {a2.shape}")
+    if a3.shape != (L, L, L, L):
+        raise ValueError(f"{name}[2] (a3) must have shape {(L, L, L, L)}, got {a3.shape}")
+    return float(a1), a2, a3
+
+
+# ---------------------------------------------------------------------------
+# 1. autocorrelations of a measurement
+# ---------------------------------------------------------------------------
+def _band_sums(M, r_start, r_stop, L, tile_rows, tile_cols):
+    """Raw sums over the output pixels ``x`` with rows in ``[r_start, r_stop)``.
+
+    Works tile by tile.  A tile of ``h x w`` output pixels reads the
+    ``(h + L - 1) x (w + L - 1)`` block below-right of it into a buffer that
+    is zero beyond the measurement (zero padding on the bottom/right), forms
+    the window matrix ``W`` (``L*L x h*w``: column ``x`` holds ``M[x + s]``
+    for the ``L*L`` shifts ``s``, row-major in ``s``), and accumulates
+    ``W m`` and ``(W * m) W^T`` with ``m = M[x]``.  Out-of-bounds pixels are
+    zero, so a product touching them contributes nothing: the sums run
+    exactly over the valid ``x``.
+
+    ``(W * m) W^T`` is symmetric; only its upper block triangle (blocks
+    ``(d1, d2)`` of row shifts with ``d1 <= d2``) is computed, with one GEMM
+    per row shift ``d1`` (``L*(L+1)/2`` of the ``L**2`` blocks).  The caller
+    fills the lower triangle.
+    """
+    N1, N2 = M.shape
+    LL = L * L
+    n_max = tile_rows * tile_cols
+    Z = np.empty((tile_rows + L - 1, tile_cols + L - 1), dtype=np.float64)
+    Wbuf = np.empty((LL, n_max), dtype=np.float64)
+    Ybuf = np.empty((LL, n_max), dtype=np.float64)
+    s1 = 0.0
+    s2 = np.zeros(LL, dtype=np.float64)
+    s3 = np.zeros((LL, LL), dtype=np.float64)
+    for r0 in range(r_start, r_stop, tile_rows):
+        r1 = min(r0 + tile_rows, r_stop)
+        h = r1 - r0
+        rh = min(r1 + L - 1, N1)  # last row read (exclusive)
+        for c0 in range(0, N2, tile_cols):
+            c1 = min(c0 + tile_cols, N2)
+            w = c1 - c0
+            ch = min(c1 + L - 1, N2)
+            Zt = Z[: h + L - 1, : w + L - 1]
+            Zt[: rh - r0, : ch - c0] = M[r0:rh, c0:ch]
+            Zt[rh - r0 :, :] = 0.0
+            Zt[:, ch - c0 :] = 0.0
+            n = h * w
+            W = Wbuf[:, :n]
+            Y = Ybuf[:, :n]
+            # W[(di, dj), (i, j)] = Zt[di + i, dj + j]: one strided copy
+            W.reshape(L, L, h, w)[...] = sliding_window_view(Zt, (h, w))
+            m = W[0]  # shift (0, 0): M[x] itself
+            np.multiply(W, m, out=Y)
+            for d in range(L):  # upper block triangle, one GEMM per row shift
+                s3[d * L : (d + 1) * L, d * L :] += Y[d * L : (d + 1) * L] @ W[d * L :].T
+            s2 += W @ m
+            s1 += float(m.sum())
+    return s1, s2, s3
+
+
+def _symmetrize_blocks(U, L):
+    """Full symmetric matrix from its upper block triangle (see _band_sums)."""
+    S = np.triu(np.ones((L, L), dtype=bool), 1)
+    upper = np.kron(S, np.ones((L, L), dtype=bool))
+    out = np.where(upper, U, 0.0)
+    out = out + out.T
+    for d in range(L):  # diagonal blocks are computed whole: symmetric up to rounding
+        B = U[d * L : (d + 1) * L, d * L : (d + 1) * L]
+        out[d * L : (d + 1) * L, d * L : (d + 1) * L] = 0.5 * (B + B.T)
+    return out
+
+
+def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None):
+    """First three autocorrelations of a measurement, in one chunked pass.
+
+    ``a1 = mean(M)``, ``a2[s] = (1/P) sum_x M[x] M[x+s]`` and
+    ``a3[s1, s2] = (1/P) sum_x M[x] M[x+s1] M[x+s2]`` for forward shifts
+    ``s, s1, s2`` in ``[0, L)**2``.  The sums run over the ``x`` for which
+    every pixel of the product lies inside the measurement; ``P`` is the
+    total number of pixels.  For a stack or a sequence of measurements the
+    sums and the pixel counts are added over the measurements.
+
+    The measurement is read once, tile by tile (row blocks, split along the
+    columns when a row is long).  For every tile the ``L*L`` shifted copies
+    form a window matrix ``W`` and the sums are a GEMV, ``W m``, and the
+    symmetric ``(W * m) W^T``, of which the upper block triangle is formed
+    with ``L`` GEMMs (one per row shift); there is no Python loop over shifts
+    or shift pairs.  Tiles are zero-padded by ``L - 1`` on the bottom and right, so
+    products that leave the measurement contribute nothing.  Tiles are
+    processed by ``n_jobs`` threads (bands of rows fixed by the tile size, BLAS
+    single-threaded meanwhile) and the partial sums are added in a fixed
+    order, so the result depends neither on timing nor on ``n_jobs``.
+
+    Parameters
+    ----------
+    X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence of 2-D arrays
+        One measurement, a stack, or a sequence (sizes may differ; ``.npy``
+        paths are opened memory-mapped).  Any real dtype; the computation is
+        float64.  The input is never copied as a whole.
+    image_size : int
+        ``L``; the shifts run over ``[0, L)**2``.
+    working_memory : float, default=None
+        Upper bound, in MiB, on the temporary buffers of each thread
+        (the scikit-learn convention); ``None`` uses
+        ``sklearn.get_config()["working_memory"]``.  Tiles are in any case
+        capped at a cache-friendly size (about 1.6 MB of buffers per
+        thread, 4096 pixels for ``L = 5``), so the default pass uses a few
+        MB beyond the measurement.  Smaller values give smaller tiles; the
+        result does not depend on the tile size (up to rounding).
+    n_jobs : int, default=None
+        Number of threads (``None`` is 1, ``-1`` all CPUs).  The result is
+        the same, to the last bit, for any number of threads: the bands of
+        rows and the order in which their sums are added depend only on the
+        tile size.
+
+    Returns
+    -------
+    a1 : float
+        Mean of the measurement.
+    a2 : ndarray of shape (L, L)
+        ``a2[s_row, s_col]``.
+    a3 : ndarray of shape (L, L, L, L)
+        ``a3[s1_row, s1_col, s2_row, s2_col]``; symmetric under
+        ``s1 <-> s2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.moments import measurement_autocorrelations
+    >>> M = np.zeros((20, 20))
+    >>> M[3, 4], M[3, 5] = 1.0, 2.0
+    >>> a1, a2, a3 = measurement_autocorrelations(M, 3)
+    >>> float(a1 * M.size), float(a2[0, 1] * M.size), float(a3[0, 0, 0, 1] * M.size)
+    (3.0, 2.0, 2.0)
+    """
+    L = check_int(image_size, "image_size", minimum=1)
+    measurements = check_measurements(X, L)
+    working_memory = resolve_working_memory(working_memory)
+    LL = L * L
+
+    # pixels per tile: 2 (L*L)-row buffers plus the padded input block
+    bytes_per_pixel = (2 * LL + 1) * 8
+    tile_pixels = chunk_rows(bytes_per_pixel, _TILE_BYTES // bytes_per_pixel, working_memory)
+
+    tasks = []
+    total_pixels = 0
+    for M in measurements:
+        N1, N2 = M.shape
+        total_pixels += N1 * N2
+        # Tiles span whole rows when at least 8 rows fit, else 8 rows (fewer
+        # for tiny budgets) by part of the width: the padded block read for a
+        # tile then has few more rows than the tile itself.
+        if tile_pixels >= 8 * N2:
+            tile_rows, tile_cols = tile_pixels // N2, N2
+        else:
+            tile_rows = max(1, min(8, tile_pixels // 512))
+            tile_cols = max(1, min(N2, tile_pixels // tile_rows))
+        # contiguous bands of rows, fixed by the tile size and never by
+        # n_jobs, so that the summation order (and so every bit of the
+        # result) is the same for any number of threads
+        band = max(tile_rows, -(-N1 // 64 // tile_rows) * tile_rows)
+        for r0 in range(0, N1, band):
+            tasks.append((M, r0, min(N1, r0 + band), L, tile_rows, tile_cols))
+
+    # The GEMMs are small (L*L x tile x L*L): BLAS threads only add overhead
+    # (and degrade badly on a busy machine); parallelism is over bands.
+    s1 = 0.0
+    s2 = np.zeros(LL, dtype=np.float64)
+    s3 = np.zeros((LL, LL), dtype=np.float64)
+    for r1, r2, r3 in ordered_map(_band_sums, tasks, n_jobs):  # fixed order: deterministic
+        s1 += r1
+        s2 += r2
+        s3 += r3
+    s3 = _symmetrize_blocks(s3, L)
+    P = float(total_pixels)
+    return s1 / P, (s2 / P).reshape(L, L), (s3 / P).reshape(L, L, L, L)
+
+
+# ---------------------------------------------------------------------------
+# 2. autocorrelations of small images and of the model
+# ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)
+def _window_index(L):
+    """Index ``idx[x, s]`` (``L*L x L*L``) of pixel ``x + s`` in an ``L x L``
+    image flattened row-major, or ``L*L`` (a zero slot) when ``x + s`` leaves
+    the image."""
+    xr, xc = np.divmod(np.arange(L * L), L)
+    sr, sc = np.divmod(np.arange(L * L), L)
+    rr = xr[:, None] + sr[None, :]
+    cc = xc[:, None] + sc[None, :]
+    inside = (rr < L) & (cc < L)
+    idx = np.where(inside, rr * L + cc, L * L).astype(np.intp)
+    idx.setflags(write=False)
+    return idx
+
+
+def _windows(F):
+    """Window tensor ``W[..., x, s] = F[..., x + s]`` (zero outside) of
+    flattened images ``F`` of shape (..., L*L)."""
+    LL = F.shape[-1]
+    L = int(round(np.sqrt(LL)))
+    Fz = np.concatenate([F, np.zeros(F.shape[:-1] + (1,))], axis=-1)
+    return Fz[..., _window_index(L)]
+
+
+def _windows_adjoint(G, L):
+    """Adjoint of :func:`_windows`: ``(K, L*L, L*L)`` to ``(K, L*L)``."""
+    return gather_adjoint(G, _window_index(L), L * L)
+
+
+def _flat_autocorrelations(F):
+    """Sum, ac2 and ac3 of flattened images ``F`` (K, L*L); also the windows."""
+    W = _windows(F)  # (K, x, s)
+    S = F.sum(axis=-1)
+    A2 = np.einsum("kx,kxs->ks", F, W)
+    A3 = np.matmul(np.swapaxes(F[:, :, None] * W, 1, 2), W)  # (K, s1, s2)
+    return S, A2, A3, W
+
+
+def image_autocorrelations(images):
+    """Pixel sum and second and third autocorrelations of small images.
+
+    For an ``L x L`` image ``F`` (zero outside the square) and forward
+    shifts ``s, s1, s2`` in ``[0, L)**2``::
+
+        ac2(F)[s]      = sum_x F[x] F[x+s]
+        ac3(F)[s1, s2] = sum_x F[x] F[x+s1] F[x+s2]
+
+    These are the raw sums of :func:`measurement_autocorrelations` for a
+    measurement that holds ``F`` alone (the measured ``a2 * P`` and
+    ``a3 * P``).  Vectorized over a batch: one gather and one batched GEMM.
+
+    Parameters
+    ----------
+    images : array-like of shape (..., L, L)
+        A batch of square images (any leading shape).
+
+    Returns
+    -------
+    total : ndarray of shape (...)
+        ``sum_x F[x]``.
+    ac2 : ndarray of shape (..., L, L)
+        ``ac2[..., s_row, s_col]``.
+    ac3 : ndarray of shape (..., L, L, L, L)
+        ``ac3[..., s1_row, s1_col, s2_row, s2_col]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.moments import image_autocorrelations
+    >>> F = np.arange(9.0).reshape(3, 3)
+    >>> total, ac2, ac3 = image_autocorrelations(F)
+    >>> float(total), float(ac2[0, 0]), float(ac2[0, 2])
+    (36.0, 204.0, 63.0)
+    """
+    images = check_array_float(images, "images", min_ndim=2)
+    L = images.shape[-1]
+    if images.shape[-2] != L or L == 0:
+        raise ValueError(f"images must end with a square shape (L, L), got {images.shape}")
+    batch = images.shape[:-2]
+    F = images.reshape((-1, L * L))
+    S, A2, A3, _ = _flat_autocorrelations(F)
+    return (S.reshape(batch), A2.reshape(batch + (L, L)),
+            A3.reshape(batch + (L, L, L, L)))
+
+
+def _rotated_evaluation(basis, n_angles):
+    """``BR[k] = B R(phi_k)`` (K, L*L, p) for the equispaced angles
+    ``phi_k = 2 pi k / K``: ``F_{phi_k}.ravel() = BR[k] @ coef``."""
+    return rotated_evaluation(basis, 2 * np.pi * np.arange(n_angles) / n_angles)
+
+
+def _noise_pattern(L):
+    """``D[s1, s2] = delta(s1) + delta(s2) + delta(s1 - s2)`` as (L*L, L*L)."""
+    LL = L * L
+    D = np.eye(LL)
+    D[0, :] += 1.0
+    D[:, 0] += 1.0
+    return D
+
+
+def _model_flat(BR, coef, density, noise_variance, L):
+    """Model moments (flat) and the intermediate arrays the gradient needs."""
+    F = BR @ coef  # (K, L*L)
+    S, A2, A3, W = _flat_autocorrelations(F)
+    E1, E2, E3 = S.mean(), A2.mean(axis=0), A3.mean(axis=0)
+    scale = density / (L * L)
+    a1 = scale * E1
+    a2 = scale * E2
+    a2[0] += noise_variance
+    a3 = scale * E3 + (noise_variance * a1) * _noise_pattern(L)
+    return (a1, a2, a3), (F, W, E1, E2, E3)
+
+
+def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None):
+    """Compute the autocorrelations the model predicts for well-separated copies.
+
+    With ``F_phi = basis.evaluate(basis.rotate(coef, phi))``, density
+    ``gamma`` and noise variance ``sigma**2`` (the design page, "Autocorrelation analysis")::
+
+        a1         = gamma / L**2 * E_phi[sum_x F_phi[x]]
+        a2[s]      = gamma / L**2 * E_phi[ac2(F_phi)][s] + sigma**2 delta(s)
+        a3[s1, s2] = gamma / L**2 * E_phi[ac3(F_phi)][s1, s2]
+                     + sigma**2 a1 (delta(s1) + delta(s2) + delta(s1 - s2))
+
+    Where the terms come from: a copy's top-left corner falls in a given
+    pixel with probability ``gamma / L**2``, and well separated copies never
+    contribute two factors of one product (two pixels at most ``L - 1`` apart
+    in each axis cannot lie in different copies).  Writing a pixel as signal
+    plus noise, ``E[(f + e)(f' + e')(f'' + e'')] = f f' f'' + f E[e' e''] +
+    f' E[e e''] + f'' E[e e']`` (odd noise moments vanish): a pair of noise
+    factors at the *same* pixel gives ``sigma**2`` times the remaining signal
+    factor, whose mean over ``x`` is ``a1``.  The pair ``(x+s1, x+s2)``
+    coincides when ``s1 = s2``, the pair ``(x, x+s2)`` when ``s2 = 0`` and
+    ``(x, x+s1)`` when ``s1 = 0``; at ``s1 = s2 = 0`` all three apply, giving
+    ``E[(f + e)**3] = f**3 + 3 sigma**2 f``.  In ``a2`` the noise adds
+    ``E[e**2] = sigma**2`` at ``s = 0`` only; ``a1`` gets no noise term.
+    (Border effects of the finite measurement are neglected.)
+
+    ``E_phi`` is the mean over the continuous uniform rotation.  Every pixel
+    of ``F_phi`` is a trigonometric polynomial of degree ``nu_max`` in
+    ``phi``, so ``ac3`` has degree ``<= 3 nu_max`` (``ac2`` ``2 nu_max``,
+    the sum ``nu_max``), and its mean equals the mean over ``K`` equispaced
+    angles ``2 pi k / K`` whenever ``K > 3 nu_max``.  The pixel sum is not
+    rotation invariant on the pixel grid, so it is averaged too.
+
+    Parameters
+    ----------
+    coef : array-like of shape (n_functions,)
+        Coefficients of the image ``F`` in ``basis``.
+    basis : basis object
+        The steerable basis (gives ``L`` and the rotations).
+    density : float
+        ``gamma`` in ``[0, L**2 / (2L - 1)**2]``.
+    noise_variance : float
+        ``sigma**2 >= 0``.
+    n_angles : int, default=None
+        Number of equispaced angles; ``None`` means ``3 * nu_max + 1``, the
+        fewest that give the exact average.  Fewer angles give an
+        approximation; more change nothing but the cost.
+
+    Returns
+    -------
+    a1 : float
+        Mean.
+    a2 : ndarray of shape (L, L)
+        ``a2[s_row, s_col]``.
+    a3 : ndarray of shape (L, L, L, L)
+        ``a3[s1_row, s1_col, s2_row, s2_col]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import FourierBesselBasis
+    >>> from mtdlearn.moments import model_autocorrelations
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> a1, a2, a3 = model_autocorrelations(np.ones(10), basis, 0.04, 0.5)
+    >>> a2.shape, a3.shape
+    ((5, 5), (5, 5, 5, 5))
+    """
+    check_basis(basis)
+    coef = _check_coef(coef, basis)
+    L = basis.image_size
+    density = _check_density(density, L)
+    noise_variance = _check_noise_variance(noise_variance)
+    K = _check_n_angles(n_angles, basis)
+    BR = _rotated_evaluation(basis, K)
+    (a1, a2, a3), _ = _model_flat(BR, coef, density, noise_variance, L)
+    return float(a1), a2.reshape(L, L), a3.reshape(L, L, L, L)

@@ -1,0 +1,512 @@
+"""Patches of measurements: tiling, patch sources and chunk sizing.
+
+A measurement is cropped to ``floor(N/L) * L`` along each axis and tiled
+row-major into non-overlapping ``L x L`` patches (see :doc:`/design`).
+:func:`tile` is the one implementation of that tiling; :class:`PatchData`
+serves the patches of a list of measurements chunk by chunk (arrays and
+memory-mapped files alike), so the ``N_d x L**2`` array of all patches is
+never built; :func:`chunk_rows` sizes the chunks.
+
+``working_memory`` has one meaning everywhere in mtdlearn: the budget, in
+MiB, of the temporary buffers of one worker (scikit-learn's convention);
+``None`` takes ``sklearn.get_config()["working_memory"]`` (1024 MiB unless
+configured).  Chunks are in any case capped at a cache-friendly size, so
+the default budget rarely binds; results do not depend on it beyond
+rounding.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse
+from sklearn import get_config
+
+from ._validation import check_array_float, check_int, check_real
+from .io import read_measurement
+
+__all__ = ["check_measurements", "patch_grid_shape", "tile", "extract_patches", "PatchData", "as_patch_source",
+           "chunk_rows", "resolve_working_memory"]
+
+
+def _all_finite(arr, block_bytes=2**24):
+    """``np.isfinite(arr).all()`` in row blocks: no full-size boolean temporary
+    (100 MB for a 10000 x 10000 measurement)."""
+    rows = max(1, block_bytes // max(1, arr.shape[1] * arr.itemsize))
+    return all(np.isfinite(arr[r:r + rows]).all() for r in range(0, arr.shape[0], rows))
+
+
+def check_measurements(X, image_size, name="X"):
+    """Validate measurements and return a list of 2-D arrays.
+
+    Every measurement must hold at least one ``image_size x image_size``
+    patch and only finite values; it is checked in blocks of rows, without
+    a full-size temporary, and never copied or modified.
+
+    Parameters
+    ----------
+    X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
+        One measurement, a stack, or a sequence of 2-D arrays (sizes may
+        differ) or paths to ``.npy``/``.mrc`` files (opened read-only, see
+        :func:`mtdlearn.io.read_measurement`).
+    image_size : int
+        Patch side ``L``.
+    name : str, default="X"
+        Name used in error messages.
+
+    Returns
+    -------
+    measurements : list of ndarray of shape (N1, N2)
+        The measurements (views or memory maps where possible).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.patches import check_measurements
+    >>> [M.shape for M in check_measurements(np.zeros((2, 10, 12)), 5)]
+    [(10, 12), (10, 12)]
+    """
+    if scipy.sparse.issparse(X):
+        raise TypeError(f"{name} must be a dense array: sparse input is not supported")
+    if isinstance(X, (str, Path)):
+        items = [X]
+    elif isinstance(X, np.ndarray) or hasattr(X, "__array__"):
+        arr = np.asarray(X)
+        if arr.ndim == 2:
+            items = [arr]
+        elif arr.ndim == 3:
+            items = list(arr)
+        else:
+            raise ValueError(
+                f"{name} must be one measurement (N1, N2), a stack (n, N1, N2) or a "
+                f"sequence of 2-D arrays; got an array of shape {arr.shape}"
+            )
+    elif isinstance(X, (list, tuple)):
+        items = list(X)
+    else:
+        raise TypeError(
+            f"{name} must be an array, a sequence of arrays, or a .npy path; "
+            f"got {type(X).__name__}"
+        )
+    if not items:
+        raise ValueError(f"{name} holds no measurement")
+    out = []
+    for i, item in enumerate(items):
+        label = name if len(items) == 1 else f"{name}[{i}]"
+        if isinstance(item, (str, Path)):
+            item = read_measurement(item)
+            if item.ndim == 3:  # a stack stored in one file
+                out.extend(check_measurements(item, image_size, name=label))
+                continue
+        arr = np.asarray(item)
+        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+            raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
+        if np.issubdtype(arr.dtype, np.complexfloating):
+            raise TypeError(f"{label} must be real-valued, got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            raise ValueError(f"{label} must be a 2-D measurement, got shape {arr.shape}")
+        if min(arr.shape) < image_size:
+            raise ValueError(
+                f"{label} of shape {arr.shape} is smaller than one "
+                f"{image_size}x{image_size} patch"
+            )
+        if not _all_finite(arr):
+            raise ValueError(f"{label} must contain only finite values (found NaN or inf)")
+        out.append(arr)
+    return out
+
+
+def patch_grid_shape(shape, image_size):
+    """Count the patch rows and columns of a measurement.
+
+    The measurement is cropped to ``floor(N/L) * L`` along each axis, so
+    partial patches at the bottom and right are dropped.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the measurement; its last two entries ``(N1, N2)`` are used.
+    image_size : int
+        Patch side ``L``.
+
+    Returns
+    -------
+    n_rows : int
+        ``N1 // L``.
+    n_cols : int
+        ``N2 // L``; the number of patches is ``N_d = n_rows * n_cols``.
+
+    Examples
+    --------
+    >>> from mtdlearn.patches import patch_grid_shape
+    >>> patch_grid_shape((11, 17), 5)
+    (2, 3)
+    """
+    return shape[-2] // image_size, shape[-1] // image_size
+
+
+def tile(block, image_size):
+    """View the patches of a block as ``(..., n_rows, n_cols, L, L)``.
+
+    The block is cropped to multiples of ``L``; no data is copied.
+
+    Parameters
+    ----------
+    block : ndarray of shape (..., N1, N2)
+        A measurement, a stack, or a band of rows starting on a patch row.
+    image_size : int
+        Patch side ``L``.
+
+    Returns
+    -------
+    tiles : ndarray of shape (..., N1 // L, N2 // L, L, L)
+        ``tiles[..., a, b]`` is the patch at rows ``a*L + [0, L)`` and
+        columns ``b*L + [0, L)``; a view of ``block``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.patches import tile
+    >>> tile(np.arange(36.0).reshape(6, 6), 3)[0, 1]
+    array([[ 3.,  4.,  5.],
+           [ 9., 10., 11.],
+           [15., 16., 17.]])
+    """
+    L = image_size
+    nr, nc = patch_grid_shape(block.shape, L)
+    lead = block.shape[:-2]
+    tiles = block[..., :nr * L, :nc * L].reshape(lead + (nr, L, nc, L))
+    return np.swapaxes(tiles, -3, -2)
+
+
+def extract_patches(measurement, image_size):
+    """Non-overlapping ``L x L`` patches of a measurement, row-major.
+
+    Parameters
+    ----------
+    measurement : array-like of shape (..., N1, N2)
+        One measurement or a stack; it is cropped to multiples of ``L``.
+    image_size : int
+        Patch side ``L``.
+
+    Returns
+    -------
+    patches : ndarray of shape (..., N_d, L, L)
+        ``N_d = (N1 // L) * (N2 // L)``; patch ``m`` covers rows
+        ``(m // (N2 // L)) * L + [0, L)`` and columns ``(m % (N2 // L)) * L + [0, L)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.patches import extract_patches
+    >>> extract_patches(np.arange(36.).reshape(6, 6), 3)[1]
+    array([[ 3.,  4.,  5.],
+           [ 9., 10., 11.],
+           [15., 16., 17.]])
+    """
+    L = check_int(image_size, "image_size", minimum=1)
+    M = check_array_float(measurement, "measurement", min_ndim=2, dtype=None)
+    nr, nc = patch_grid_shape(M.shape, L)
+    if nr == 0 or nc == 0:
+        raise ValueError(
+            f"measurement of shape {M.shape} is smaller than one {L}x{L} patch"
+        )
+    return tile(M, L).reshape(M.shape[:-2] + (nr * nc, L, L))
+
+
+def resolve_working_memory(working_memory, name="working_memory"):
+    """The budget in MiB: ``working_memory``, or scikit-learn's configured one if ``None``.
+
+    Parameters
+    ----------
+    working_memory : float or None
+        A budget in MiB (``> 0``), or ``None``.
+    name : str, default="working_memory"
+        Name used in error messages.
+
+    Returns
+    -------
+    working_memory : float
+        The budget in MiB.
+
+    Examples
+    --------
+    >>> from mtdlearn.patches import resolve_working_memory
+    >>> resolve_working_memory(64)
+    64.0
+    """
+    if working_memory is None:
+        working_memory = get_config()["working_memory"]
+    return check_real(working_memory, name, minimum=0.0, strict=True)
+
+
+def chunk_rows(row_bytes, max_rows, working_memory=None, unit=None):
+    """Number of rows of ``row_bytes`` bytes that fit a memory budget.
+
+    ``min(max_rows, budget // row_bytes)``, as scikit-learn's own chunked
+    computations size their chunks (its ``get_chunk_n_rows``, which is
+    private API).  When not even one row fits, this raises if ``unit`` names
+    what a row is, and returns 1 otherwise.
+
+    Parameters
+    ----------
+    row_bytes : int
+        Bytes of temporary buffers per row.
+    max_rows : int
+        Cap on the rows (a cache-friendly chunk), ``>= 1``.
+    working_memory : float, default=None
+        Budget in MiB; ``None`` takes scikit-learn's configured one.
+    unit : str, default=None
+        What a row is (e.g. ``"patch"``), for the error message.
+
+    Returns
+    -------
+    rows : int
+        Rows per chunk, ``>= 1``.
+
+    Raises
+    ------
+    ValueError
+        If ``unit`` is given and the budget cannot hold one row.
+
+    Examples
+    --------
+    >>> from mtdlearn.patches import chunk_rows
+    >>> chunk_rows(2**20, 100, working_memory=8)
+    8
+    """
+    wm = resolve_working_memory(working_memory)
+    if wm * 2**20 < row_bytes:
+        if unit is not None:
+            raise ValueError(f"working_memory={wm} MiB is too small for one {unit} "
+                             f"({row_bytes} bytes needed per {unit})")
+        return 1
+    return max(1, min(int(max_rows), int(wm * 2**20 // row_bytes)))
+
+
+class PatchData:
+    """Read-only, chunked access to the patches of a list of measurements.
+
+    Patches are numbered row-major within each measurement, measurements in
+    order.  ``get(start, stop)`` copies only the requested patches, so the
+    full ``N_d x L**2`` array is never built.  Quantities that depend only
+    on the data (moments, noise estimates) are computed once per fit
+    through :meth:`memoize` and shared by every start.
+
+    Parameters
+    ----------
+    measurements : list of ndarray of shape (N1, N2)
+        Validated 2-D measurements (memory-mapped arrays are fine); kept by
+        reference, never modified.
+    image_size : int
+        Patch side ``L``.
+
+    Attributes
+    ----------
+    measurements : list of ndarray of shape (N1, N2)
+        The measurements, as given.
+    image_size : int
+        Patch side ``L``.
+    grid_shapes : list of (int, int)
+        Patch rows and columns of each measurement.
+    offsets : ndarray of shape (n_measurements + 1,)
+        Index of the first patch of each measurement, then ``n_patches``.
+    n_patches : int
+        Total number of patches ``N_d``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.patches import PatchData
+    >>> data = PatchData([np.arange(36.0).reshape(6, 6)], 3)
+    >>> data.n_patches
+    4
+    >>> data.get(1, 2)
+    array([[ 3.,  4.,  5.,  9., 10., 11., 15., 16., 17.]])
+    """
+
+    def __init__(self, measurements, image_size):
+        self.measurements = measurements
+        self.image_size = L = image_size
+        grids = [patch_grid_shape(M.shape, L) for M in measurements]
+        self.grid_shapes = grids
+        counts = np.array([r * c for r, c in grids], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        self.n_patches = int(self.offsets[-1])
+        self._memo = {}
+
+    def with_image_size(self, image_size):
+        """The same measurements seen with another patch side (sharing the memo).
+
+        Parameters
+        ----------
+        image_size : int
+            The new patch side.
+
+        Returns
+        -------
+        data : PatchData
+            ``self`` if the side is unchanged, else a new view.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn.patches import PatchData
+        >>> PatchData([np.zeros((12, 12))], 3).with_image_size(5).n_patches
+        4
+        """
+        if image_size == self.image_size:
+            return self
+        view = PatchData(self.measurements, image_size)
+        view._memo = self._memo
+        return view
+
+    def memoize(self, func, *args, n_jobs=None, **kwargs):
+        """Compute ``func(self.measurements, *args, **kwargs)`` once per data set.
+
+        Later calls with the same function and arguments return the stored
+        result.  Use it only for deterministic functions of the data.
+
+        Parameters
+        ----------
+        func : callable
+            Called as ``func(measurements, *args, **kwargs)``.
+        *args : tuple
+            Hashable arguments; part of the key.
+        n_jobs : int, default=None
+            Passed on to ``func`` when given, but not part of the key: the
+            functions of mtdlearn give the same result for any ``n_jobs``.
+        **kwargs : dict
+            Hashable keyword arguments; part of the key.
+
+        Returns
+        -------
+        value : object
+            The (stored) result.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn.patches import PatchData
+        >>> data = PatchData([np.ones((6, 6))], 3)
+        >>> calls = []
+        >>> def total(measurements):
+        ...     calls.append(1)
+        ...     return sum(float(M.sum()) for M in measurements)
+        >>> data.memoize(total), data.memoize(total), len(calls)
+        (36.0, 36.0, 1)
+        """
+        key = (func, args, tuple(sorted(kwargs.items())))
+        if key not in self._memo:
+            extra = {} if n_jobs is None else {"n_jobs": n_jobs}
+            self._memo[key] = func(self.measurements, *args, **kwargs, **extra)
+        return self._memo[key]
+
+    def get(self, start, stop, dtype=np.float64, out=None):
+        """Copy patches ``start..stop-1`` into a ``(stop - start, L*L)`` array.
+
+        Parameters
+        ----------
+        start : int
+            Index of the first patch.
+        stop : int
+            One past the index of the last patch.
+        dtype : dtype, default=numpy.float64
+            Type of the new array; ignored when ``out`` is given.
+        out : ndarray of shape (>= stop - start, L*L), default=None
+            Buffer to write into instead of a new array.
+
+        Returns
+        -------
+        patches : ndarray of shape (stop - start, L*L)
+            The flattened patches (row-major pixels), ``out`` if given.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn.patches import PatchData
+        >>> data = PatchData([np.zeros((10, 10)), np.ones((5, 5))], 5)
+        >>> data.get(3, 5).sum(axis=1)
+        array([ 0., 25.])
+        """
+        L = self.image_size
+        if out is None:
+            out = np.empty((stop - start, L * L), dtype=dtype)
+        pos = start
+        while pos < stop:
+            i = int(np.searchsorted(self.offsets, pos, side="right") - 1)
+            nr, nc = self.grid_shapes[i]
+            local0 = pos - self.offsets[i]
+            local1 = min(stop, self.offsets[i + 1]) - self.offsets[i]
+            r0, r1 = local0 // nc, -(-local1 // nc)
+            block = np.asarray(self.measurements[i][r0 * L:r1 * L, :nc * L])
+            tiles = tile(block, L).reshape(-1, L * L)
+            n = local1 - local0
+            out[pos - start:pos - start + n] = tiles[local0 - r0 * nc:local1 - r0 * nc]
+            pos += n
+        return out
+
+    def locate(self, index):
+        """Locate patches: their measurement and top-left pixel.
+
+        Parameters
+        ----------
+        index : int or array-like of int
+            Global patch indices in ``[0, n_patches)``.
+
+        Returns
+        -------
+        measurement : ndarray of int
+            Index of the measurement holding each patch.
+        row : ndarray of int
+            Row of each patch's top-left pixel in its measurement.
+        col : ndarray of int
+            Column of each patch's top-left pixel in its measurement.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn.patches import PatchData
+        >>> data = PatchData([np.zeros((6, 6))], 3)
+        >>> data.locate([1, 3])
+        (array([0, 0]), array([0, 3]), array([3, 3]))
+        """
+        index = np.asarray(index, dtype=np.int64)
+        meas = np.searchsorted(self.offsets, index, side="right") - 1
+        local = index - self.offsets[meas]
+        nc = np.array([c for _, c in self.grid_shapes], dtype=np.int64)[meas]
+        L = self.image_size
+        return meas, (local // nc) * L, (local % nc) * L
+
+
+def as_patch_source(X, image_size, name="X"):
+    """Validate measurements into a :class:`PatchData` (a given one is reused).
+
+    Parameters
+    ----------
+    X : PatchData, array-like or sequence
+        A patch source, or measurements in any form that
+        :func:`mtdlearn.base.BaseMTDEstimator.fit` accepts.
+    image_size : int
+        Patch side ``L``.
+    name : str, default="X"
+        Name used in error messages.
+
+    Returns
+    -------
+    data : PatchData
+        The patches of ``X`` with side ``image_size``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.patches import as_patch_source
+    >>> as_patch_source(np.zeros((2, 10, 10)), 5).n_patches
+    8
+    """
+    if isinstance(X, PatchData):
+        for i, M in enumerate(X.measurements):
+            if min(M.shape) < image_size:
+                raise ValueError(f"{name}[{i}] of shape {M.shape} is smaller than one "
+                                 f"{image_size}x{image_size} patch")
+        return X.with_image_size(image_size)
+    return PatchData(check_measurements(X, image_size, name=name), image_size)

@@ -1,0 +1,220 @@
+"""Tests of mtdlearn.moments: measured, image and model autocorrelations."""
+
+import numpy as np
+import pytest
+
+from mtdlearn.moments import (default_n_angles, image_autocorrelations,
+                              measurement_autocorrelations, model_autocorrelations)
+
+L = 5
+
+
+
+def naive_autocorrelations(measurements, L):
+    """Direct definition: double loop over the shift pairs, zero outside."""
+    s1, s2, s3, P = 0.0, np.zeros((L, L)), np.zeros((L, L, L, L)), 0
+    for M in measurements:
+        M = np.asarray(M, dtype=np.float64)
+        N1, N2 = M.shape
+        P += M.size
+        Mp = np.zeros((N1 + L, N2 + L))
+        Mp[:N1, :N2] = M
+        s1 += M.sum()
+        for a in range(L):
+            for b in range(L):
+                Mab = M * Mp[a:a + N1, b:b + N2]
+                s2[a, b] += Mab.sum()
+                for c in range(L):
+                    for d in range(L):
+                        s3[a, b, c, d] += np.sum(Mab * Mp[c:c + N1, d:d + N2])
+    return s1 / P, s2 / P, s3 / P
+
+
+def naive_image_autocorrelations(F):
+    L = F.shape[0]
+    Fp = np.zeros((2 * L, 2 * L))
+    Fp[:L, :L] = F
+    ac2 = np.zeros((L, L))
+    ac3 = np.zeros((L, L, L, L))
+    for i in range(L):
+        for j in range(L):
+            for a in range(L):
+                for b in range(L):
+                    ac2[a, b] += F[i, j] * Fp[i + a, j + b]
+                    for c in range(L):
+                        for d in range(L):
+                            ac3[a, b, c, d] += F[i, j] * Fp[i + a, j + b] * Fp[i + c, j + d]
+    return F.sum(), ac2, ac3
+
+
+def assert_triple_close(x, y, rtol=1e-12, atol=1e-14):
+    for u, v in zip(x, y):
+        np.testing.assert_allclose(u, v, rtol=rtol, atol=atol)
+
+
+def rel(x, y):
+    """Norm-relative difference of two (a1, a2, a3) triples."""
+    num = sum(np.sum((np.asarray(u) - np.asarray(v)) ** 2) for u, v in zip(x, y))
+    den = sum(np.sum(np.asarray(v) ** 2) for v in y)
+    return float(np.sqrt(num / den))
+
+
+# ---------------------------------------------------------------------------
+# measured autocorrelations
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_measured_matches_naive_loop(size):
+    rng = np.random.default_rng(size)
+    M = rng.standard_normal((23, 17))
+    out = measurement_autocorrelations(M, size)
+    assert isinstance(out[0], float)
+    assert out[1].shape == (size, size) and out[2].shape == (size,) * 4
+    assert out[1].dtype == np.float64 and out[2].dtype == np.float64
+    assert_triple_close(out, naive_autocorrelations([M], size))
+
+
+def test_measured_float32_and_symmetry():
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((19, 26)).astype(np.float32)
+    a1, a2, a3 = measurement_autocorrelations(M, L)
+    assert_triple_close((a1, a2, a3), naive_autocorrelations([M], L))
+    flat = a3.reshape(L * L, L * L)
+    np.testing.assert_array_equal(flat, flat.T)
+
+
+@pytest.mark.parametrize("working_memory", [1e-4, 5e-3, 0.05])
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_measured_independent_of_chunk_size(working_memory, n_jobs):
+    rng = np.random.default_rng(1)
+    M = rng.standard_normal((157, 131)) + 0.3
+    reference = measurement_autocorrelations(M, L, n_jobs=1)
+    out = measurement_autocorrelations(M, L, working_memory=working_memory, n_jobs=n_jobs)
+    assert rel(out, reference) < 1e-12
+
+
+def test_measured_stack_sums_over_measurements():
+    rng = np.random.default_rng(2)
+    A, B = rng.standard_normal((2, 30, 40))
+    ra, rb = (measurement_autocorrelations(m, L) for m in (A, B))
+    stacked = measurement_autocorrelations(np.stack([A, B]), L)
+    # two equal-sized measurements: the mean of the per-measurement values
+    assert_triple_close(stacked, tuple((x + y) / 2 for x, y in zip(ra, rb)))
+    # different sizes: summed sums over summed pixel counts
+    C = rng.standard_normal((21, 33))
+    rc = measurement_autocorrelations(C, L)
+    both = measurement_autocorrelations([A, C], L)
+    pa, pc = A.size, C.size
+    assert_triple_close(both, tuple((x * pa + y * pc) / (pa + pc) for x, y in zip(ra, rc)))
+    assert_triple_close(both, naive_autocorrelations([A, C], L))
+
+
+def test_measured_reads_npy_paths(tmp_path):
+    rng = np.random.default_rng(3)
+    M = rng.standard_normal((25, 30))
+    path = tmp_path / "m.npy"
+    np.save(path, M)
+    assert_triple_close(measurement_autocorrelations([str(path)], L),
+                        measurement_autocorrelations(M, L))
+
+
+# ---------------------------------------------------------------------------
+# image autocorrelations and a single copy in an empty measurement
+# ---------------------------------------------------------------------------
+def test_image_autocorrelations_naive_and_batch():
+    rng = np.random.default_rng(4)
+    F = rng.standard_normal((2, 3, L, L))
+    total, ac2, ac3 = image_autocorrelations(F)
+    assert total.shape == (2, 3) and ac2.shape == (2, 3, L, L)
+    assert ac3.shape == (2, 3, L, L, L, L)
+    for idx in np.ndindex(2, 3):
+        assert_triple_close((total[idx], ac2[idx], ac3[idx]),
+                            naive_image_autocorrelations(F[idx]))
+
+
+@pytest.mark.parametrize("corner", [(11, 7), (25, 30)])  # interior; flush bottom-right
+def test_single_copy_measured_equals_image_autocorrelations(basis, coef, corner):
+    """A measurement holding one rotated copy G (no noise): the measured sums
+    a*P are the autocorrelations of G, i.e. the model with one fixed rotation."""
+    G = basis.evaluate(basis.rotate(coef, 0.7))
+    M = np.zeros((30, 35))
+    M[corner[0]:corner[0] + L, corner[1]:corner[1] + L] = G
+    P = M.size
+    a1, a2, a3 = measurement_autocorrelations(M, L)
+    total, ac2, ac3 = image_autocorrelations(G)
+    assert_triple_close((a1 * P, a2 * P, a3 * P), (total, ac2, ac3), atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# model autocorrelations
+# ---------------------------------------------------------------------------
+def test_model_is_average_of_image_autocorrelations(basis, coef):
+    gamma, var = 0.03, 0.4
+    a1, a2, a3 = model_autocorrelations(coef, basis, gamma, var)
+    angles = 2 * np.pi * np.arange(41) / 41  # plenty of angles, computed independently
+    total, ac2, ac3 = image_autocorrelations(basis.evaluate(basis.rotate(coef, angles)))
+    s = gamma / L**2
+    e1 = s * total.mean()
+    d2 = np.zeros((L, L))
+    d2[0, 0] = 1.0
+    D = np.eye(L * L)
+    D[0] += 1
+    D[:, 0] += 1
+    np.testing.assert_allclose(a1, e1, rtol=1e-12)
+    np.testing.assert_allclose(a2, s * ac2.mean(0) + var * d2, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(a3, s * ac3.mean(0) + var * e1 * D.reshape((L,) * 4),
+                               rtol=1e-12, atol=1e-15)
+    # a3 noise term at s1 = s2 = 0 is E[(f + e)^3] - f^3 = 3 sigma^2 f
+    noiseless = model_autocorrelations(coef, basis, gamma, 0.0)
+    assert np.isclose(a3[0, 0, 0, 0] - noiseless[2][0, 0, 0, 0], 3 * var * a1)
+
+
+def test_rotational_average_is_exact(basis, coef):
+    assert default_n_angles(basis) == 3 * basis.max_frequency + 1
+    exact = model_autocorrelations(coef, basis, 0.04, 0.2)
+    for n_angles in (default_n_angles(basis) + 1, 23, 64):
+        assert rel(model_autocorrelations(coef, basis, 0.04, 0.2, n_angles=n_angles),
+                   exact) < 1e-12
+    too_few = model_autocorrelations(coef, basis, 0.04, 0.2, n_angles=3 * basis.max_frequency)
+    assert rel(too_few, exact) > 1e-6
+
+
+def test_model_noise_terms_match_simulation(basis, coef, simulated):
+    """On a large noisy simulation the model at the truth explains the data,
+    including the sigma^2 terms of a2 and a3 (much larger than the residual)."""
+    truth, measured = simulated
+    model = model_autocorrelations(coef, basis, truth.density, truth.noise_variance)
+    noiseless = model_autocorrelations(coef, basis, truth.density, 0.0)
+    for k in (1, 2):
+        residual = np.linalg.norm(model[k] - measured[k])
+        noise_term = np.linalg.norm(model[k] - noiseless[k])
+        assert residual < 0.1 * noise_term
+
+
+# ---------------------------------------------------------------------------
+# input validation
+# ---------------------------------------------------------------------------
+def test_measurement_bad_input():
+    M = np.zeros((10, 10))
+    with pytest.raises(TypeError, match="image_size"):
+        measurement_autocorrelations(M, 2.5)
+    with pytest.raises(ValueError, match="image_size"):
+        measurement_autocorrelations(M, 0)
+    with pytest.raises(ValueError, match="X"):
+        measurement_autocorrelations(np.zeros((2, 2, 10, 10)), 3)
+    with pytest.raises(ValueError, match="smaller than one"):
+        measurement_autocorrelations(np.zeros((4, 10)), 5)
+    with pytest.raises(ValueError, match="finite"):
+        measurement_autocorrelations(np.full((10, 10), np.nan), 3)
+    with pytest.raises(ValueError, match="working_memory"):
+        measurement_autocorrelations(M, 3, working_memory=0)
+    with pytest.raises(ValueError, match="n_jobs"):
+        measurement_autocorrelations(M, 3, n_jobs=0)
+    with pytest.raises(TypeError, match="X"):
+        measurement_autocorrelations({"a": 1}, 3)
+
+
+def test_images_bad_input():
+    with pytest.raises(ValueError, match="images"):
+        image_autocorrelations(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="images"):
+        image_autocorrelations(np.zeros(5))

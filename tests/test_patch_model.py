@@ -1,0 +1,251 @@
+"""Tests of mtdlearn.patch_model: the hypothesis space, the E-step kernels
+against brute force, the sufficient statistics and the M-step."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from numpy.testing import assert_array_equal
+from scipy.special import logsumexp
+
+from mtdlearn import FourierBesselBasis, make_measurement, make_target
+from mtdlearn.operators import (density_to_shift_probabilities, empty_shifts, nonempty_shifts,
+                                pad_shift_crop)
+from mtdlearn.patch_model import (HypothesisSpace, Statistics, build_patch_model, chunk_size,
+                                  estep_per_patch, estep_statistics, m_step)
+from mtdlearn.patches import PatchData, extract_patches
+
+L = 5
+
+
+def _space(basis, angles):
+    return HypothesisSpace(basis, np.asarray(angles, dtype=np.float64))
+
+
+# ------------------------------------------------------------- hypotheses
+@pytest.mark.parametrize("L, K", [(1, 1), (3, 4), (5, 8), (5, 16)])
+def test_hypothesis_layout(L, K):
+    # the layout needs only the image size of the basis
+    space = _space(SimpleNamespace(image_size=L), np.arange(K))
+    rotation, shift, empty = space.rotation_index, space.shift_index, space.empty
+    H = K * (2 * L - 1) ** 2
+    assert rotation.shape == shift.shape == (H,)
+    assert_array_equal(empty, empty_shifts(L))
+    assert empty.size == 4 * L - 1
+    # rotation-major, each rotation paired with every non-empty shift once
+    assert_array_equal(rotation, np.repeat(np.arange(K), (2 * L - 1) ** 2))
+    for k in range(K):
+        assert_array_equal(shift[rotation == k], nonempty_shifts(L))
+    assert len(set(zip(rotation.tolist(), shift.tolist()))) == H
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_decode_inverts_the_layout(basis, K):
+    space = _space(basis, 2 * np.pi * np.arange(K) / K)
+    h = np.arange(space.n_hypotheses)
+    k, d0, d1 = space.decode(h)
+    assert_array_equal(k, space.rotation_index)
+    # the offsets are those of the shifts (shift_to_offset), in [-(L-1), L-1]
+    from mtdlearn.operators import offset_to_shift
+
+    s = offset_to_shift(d0, L) * 2 * L + offset_to_shift(d1, L)
+    assert_array_equal(s, space.shift_index)
+
+
+def test_templates_are_shifted_rotated_images(basis, coef):
+    angles = np.array([0.0, 1.0, 2.5])
+    space = _space(basis, angles)
+    T = space.per_rotation(space.templates(coef))
+    imgs = basis.evaluate(basis.rotate(coef, angles))
+    ref = pad_shift_crop(imgs, None).reshape(3, 4 * L * L, L * L)[:, nonempty_shifts(L)]
+    np.testing.assert_allclose(T, ref, rtol=0, atol=1e-12)
+    # the adjoint of the shifts: <T, Y> = <F, adjoint(Y)> per rotation
+    Y = np.random.default_rng(0).standard_normal((space.n_hypotheses, L * L))
+    lhs = np.einsum("ksd,ksd->k", T, space.per_rotation(Y))
+    rhs = np.einsum("kd,kd->k", imgs.reshape(3, -1), space.adjoint(Y))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
+    # the rotated evaluation gives the rotated images
+    np.testing.assert_allclose(space.rotated_evaluation @ coef, imgs.reshape(3, -1), atol=1e-12)
+
+
+# ------------------------------------------------------------- statistics
+finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def statistics(draw, H=3, d=4):
+    vec = st.lists(finite, min_size=H * (d + 1), max_size=H * (d + 1))
+    v = np.array(draw(vec))
+    return Statistics(v[:H], draw(finite), v[H:].reshape(H, d), draw(finite), draw(finite),
+                      draw(st.integers(0, 1000)))
+
+
+def _as_vector(s):
+    return np.concatenate([s.weights, [s.weight_empty], s.weighted_patches.ravel(),
+                           [s.patch_sq, s.loglik, s.n_patches]])
+
+
+@given(a=statistics(), b=statistics(), c=statistics(), t=st.floats(-4, 4))
+def test_statistics_form_a_vector_space(a, b, c, t):
+    """+, - and scaling act field by field: what incremental and stochastic EM rely on."""
+    np.testing.assert_allclose(_as_vector((a + b) - b), _as_vector(a), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(_as_vector(a + (b + c)), _as_vector((a + b) + c), rtol=1e-12,
+                               atol=1e-9)
+    np.testing.assert_allclose(_as_vector(t * (a + b)), _as_vector(t * a + b * t),
+                               rtol=1e-12, atol=1e-9)
+    z = Statistics.zeros(3, 4)
+    assert_array_equal(_as_vector(a + z), _as_vector(a))
+    acc = Statistics.zeros(3, 4)
+    acc += a
+    assert_array_equal(_as_vector(acc), _as_vector(a))
+
+
+def test_statistics_of_a_partition_add_up(basis, coef):
+    """E-step statistics over a partition of the patches add up to the whole."""
+    X, truth = make_measurement(coef, basis, 80, snr=3, random_state=4)
+    space = _space(basis, 2 * np.pi * np.arange(4) / 4)
+    model = build_patch_model(coef, density_to_shift_probabilities(0.04, L),
+                              truth.noise_variance, space)
+    data = PatchData([X], L)
+    whole = estep_statistics(data, model, chunk=16)
+    parts = [estep_statistics(data, model, (a, b), chunk=16) for a, b in
+             [(0, 100), (100, 101), (101, data.n_patches)]]
+    total = parts[0] + parts[1] + parts[2]
+    np.testing.assert_allclose(_as_vector(total), _as_vector(whole), rtol=1e-12, atol=1e-9)
+    ll = estep_per_patch(data, model, (100, 200), chunk=16)[0]
+    np.testing.assert_allclose(ll, estep_per_patch(data, model, chunk=16)[0][100:200],
+                               rtol=1e-13)
+    for bad in [(0, 0), (5, 3), (-1, 4), (0, data.n_patches + 1)]:
+        with pytest.raises(ValueError, match="subset"):
+            estep_statistics(data, model, bad)
+
+
+def test_per_patch_chunks_follow_the_model_dtype(basis, coef):
+    """score/predict run in float64: their chunks are sized for float64."""
+    space = _space(basis, [0.0, np.pi])
+    rho = density_to_shift_probabilities(0.04, L)
+    m64 = build_patch_model(coef, rho, 1.0, space)
+    m32 = build_patch_model(coef, rho, 1.0, space, dtype=np.float32)
+    assert m64.dtype == np.float64 and m32.dtype == np.float32
+    H = space.n_hypotheses
+    assert chunk_size(H, L, 1, 8) < chunk_size(H, L, 1, 4)
+
+
+# ---------------------------------------------------------------- E-step
+def test_chunk_size_follows_working_memory():
+    H = 16 * 81
+    assert chunk_size(H, L) == 4 * 2**20 // (8 * H)   # capped for cache residency
+    small = chunk_size(H, L, working_memory=1)
+    assert 1 <= small < chunk_size(H, L)
+    assert small * 8 * (H + 2 * 25 + 3) <= 2**20
+    with pytest.raises(ValueError, match="working_memory"):
+        chunk_size(H, L, working_memory=1e-6)
+
+
+def test_underflow_guard_gives_exact_loglik():
+    """Patches far from every template (huge ||P - T||^2 / sigma^2) take the exact
+    row-maximum path: the log-likelihood stays finite and equals the direct value."""
+    basis = FourierBesselBasis(L, n_coefficients=10)
+    coef = make_target(basis, random_state=0)
+    rng = np.random.default_rng(0)
+    X = 50 + rng.standard_normal((20, 20))          # far from any template or zero
+    sigma2 = 1e-3
+    rho = density_to_shift_probabilities(0.04, L)
+    angles = np.array([0.0, np.pi])
+    model = build_patch_model(coef, rho, sigma2, _space(basis, angles))
+    ll = estep_per_patch(PatchData([X], L), model, chunk=5)[0]
+    assert np.all(np.isfinite(ll))
+    # direct: the best hypothesis dominates completely at this noise level
+    P = extract_patches(X, L).reshape(-1, L * L)
+    T = np.vstack([model.templates, np.zeros(L * L)])
+    lp = np.concatenate([model.log_prior, [model.log_prior_empty]])
+    d2 = ((P[:, None] - T[None]) ** 2).sum(-1)
+    logp = -d2 / (2 * sigma2) + lp
+    ref = logsumexp(logp, axis=1) - 0.5 * L * L * np.log(2 * np.pi * sigma2)
+    np.testing.assert_allclose(ll, ref, rtol=1e-10)
+    stats = estep_statistics(PatchData([X], L), model, chunk=5)
+    assert np.isclose(stats.loglik, ref.sum(), rtol=1e-10)
+    assert np.isclose(stats.weights.sum() + stats.weight_empty, len(P))
+
+
+def test_zero_probability_shifts_are_handled():
+    basis = FourierBesselBasis(L, n_coefficients=10)
+    coef = make_target(basis, random_state=0)
+    rho = np.zeros((2 * L, 2 * L))
+    rho[0, 0] = 0.5
+    rho[L, 0] = 0.5                                  # an empty shift
+    model = build_patch_model(coef, rho, 1.0, _space(basis, [0.0]))
+    X = np.random.default_rng(0).standard_normal((30, 30))
+    stats = estep_statistics(PatchData([X], L), model, chunk=4)
+    assert np.isfinite(stats.loglik)
+    nz = np.flatnonzero(stats.weights)
+    assert nz.tolist() == [0]                        # only shift (0, 0), rotation 0
+    assert np.isclose(stats.weights.sum() + stats.weight_empty, 36)
+
+
+def _brute_force_loglik(X, coef, rho, sigma2, basis, angles):
+    """log sum_{l, k} rho_l / K N(P; C T_l Z F_k, sigma2 I) per patch, with every
+    one of the 4 L^2 shifts (empty ones included) enumerated separately."""
+    P = extract_patches(X, L).reshape(-1, L * L)
+    imgs = basis.evaluate(basis.rotate(coef, angles))
+    T = pad_shift_crop(imgs, None).reshape(len(angles), 4 * L * L, L * L)
+    d2 = ((P[:, None, None, :] - T[None]) ** 2).sum(-1)          # (N_d, K, 4L^2)
+    with np.errstate(divide="ignore"):
+        logp = -d2 / (2 * sigma2) + np.log(rho.ravel())[None, None, :] - np.log(len(angles))
+    return logsumexp(logp.reshape(len(P), -1), axis=1) - 0.5 * L * L * np.log(
+        2 * np.pi * sigma2), logp, P, T
+
+
+def test_estep_matches_brute_force(basis, coef):
+    X, _ = make_measurement(coef, basis, 60, snr=3, random_state=1)
+    angles = 2 * np.pi * np.arange(6) / 6
+    rng = np.random.default_rng(0)
+    rho = rng.uniform(0.5, 1.5, (2 * L, 2 * L))
+    rho /= rho.sum()
+    sigma2 = 0.8
+    est_coef = coef + 0.3 * rng.standard_normal(coef.shape)
+    model = build_patch_model(est_coef, rho, sigma2, _space(basis, angles))
+    stats = estep_statistics(PatchData([X], L), model, chunk=7)
+    ll, logp, P, T = _brute_force_loglik(X, est_coef, rho, sigma2, basis, angles)
+    assert np.isclose(stats.loglik, ll.sum(), rtol=1e-12)
+    # posterior weights of the non-empty hypotheses, rotation-major
+    w = np.exp(logp - logsumexp(logp.reshape(len(P), -1), axis=1)[:, None, None])
+    ne = nonempty_shifts(L)
+    W = w[:, :, ne].sum(0).ravel()
+    np.testing.assert_allclose(stats.weights, W, rtol=1e-10, atol=1e-12)
+    assert np.isclose(stats.weight_empty, w[:, :, empty_shifts(L)].sum(), rtol=1e-10)
+    S = np.einsum("mkh,md->khd", w[:, :, ne], P).reshape(-1, L * L)
+    np.testing.assert_allclose(stats.weighted_patches, S, rtol=1e-10, atol=1e-12)
+    assert np.isclose(stats.patch_sq, (P**2).sum())
+
+
+def test_m_step_solves_normal_equations(basis, coef):
+    """The alpha update maximizes Q (eq. 16): compare with explicit A_h matrices."""
+    X, _ = make_measurement(coef, basis, 60, snr=3, random_state=2)
+    angles = 2 * np.pi * np.arange(4) / 4
+    rho = density_to_shift_probabilities(0.05, L)
+    model = build_patch_model(coef, rho, 0.5, _space(basis, angles))
+    stats = estep_statistics(PatchData([X], L), model, chunk=50)
+    new_coef, new_rho, s2 = m_step(stats, rho, model.hypotheses, estimate_noise=True)
+    ne = nonempty_shifts(L)
+    # A_h: alpha -> C T_l Z B R_k alpha, built column by column
+    eye = np.eye(basis.n_functions)
+    imgs = basis.evaluate(basis.rotate(eye[None], angles[:, None]))  # (K, p, L, L)
+    A = pad_shift_crop(imgs, None).reshape(len(angles), basis.n_functions, 4 * L * L, -1)
+    A = A[:, :, ne].transpose(0, 2, 3, 1).reshape(-1, L * L, basis.n_functions)  # (H, d, p)
+    lhs = np.einsum("h,hdp,hdq->pq", stats.weights, A, A)
+    rhs = np.einsum("hdp,hd->p", A, stats.weighted_patches)
+    np.testing.assert_allclose(new_coef, np.linalg.solve(lhs, rhs), rtol=1e-9)
+    np.testing.assert_allclose(new_rho.reshape(-1)[ne],
+                               stats.weights.reshape(len(angles), -1).sum(0) / stats.n_patches,
+                               rtol=1e-12)
+    assert np.isclose(new_rho.sum(), 1.0)
+    # sigma^2 = expected residual per pixel
+    P = extract_patches(X, L).reshape(-1, L * L)
+    _, logp, _, _ = _brute_force_loglik(X, coef, rho, 0.5, basis, angles)
+    w = np.exp(logp - logsumexp(logp.reshape(len(P), -1), axis=1)[:, None, None])
+    imgs_new = basis.evaluate(basis.rotate(new_coef, angles))
+    T = pad_shift_crop(imgs_new, None).reshape(len(angles), 4 * L * L, L * L)
+    resid = np.einsum("mks,mks->", w, ((P[:, None, None] - T[None]) ** 2).sum(-1))
+    assert np.isclose(s2, resid / P.size, rtol=1e-9)
