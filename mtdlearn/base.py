@@ -25,7 +25,8 @@ from .basis import FourierBesselBasis, check_basis
 from .datasets import make_measurement
 from .initializers import InitialState, RandomInitializer
 from .operators import check_shift_probabilities, shift_probabilities_to_density
-from .patch_model import HypothesisSpace, build_patch_model, estep_per_patch
+from .hypotheses import HypothesisSpace
+from .patch_model import build_patch_model, estep_per_patch
 from .patches import as_patch_source
 from .rotations import check_rotation_grid
 

@@ -12,7 +12,8 @@ import numpy as np
 
 from .base import BaseMTDEstimator
 from .initializers import InitialState
-from .patch_model import HypothesisSpace, build_patch_model, estep_statistics, m_step
+from .hypotheses import HypothesisSpace
+from .patch_model import build_patch_model, estep_statistics, m_step
 
 __all__ = ["ApproxEMEstimator"]
 

@@ -12,8 +12,9 @@ from scipy.special import logsumexp
 from mtdlearn import FourierBesselBasis, make_measurement, make_target
 from mtdlearn.operators import (density_to_shift_probabilities, empty_shifts, nonempty_shifts,
                                 pad_shift_crop)
-from mtdlearn.patch_model import (HypothesisSpace, Statistics, build_patch_model, chunk_size,
-                                  estep_per_patch, estep_statistics, m_step)
+from mtdlearn.hypotheses import HypothesisSpace
+from mtdlearn.patch_model import (Statistics, build_patch_model, chunk_size, estep_per_patch,
+                                  estep_statistics, m_step)
 from mtdlearn.patches import PatchData, extract_patches
 
 L = 5
