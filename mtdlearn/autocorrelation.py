@@ -24,8 +24,8 @@ class AutocorrelationEstimator(BaseMTDEstimator):
     The paper's baseline (§3): fits the density ``gamma``, the coefficients
     ``alpha`` and, optionally, the noise variance by matching the first three
     autocorrelations of the measurement with those of the model, averaged
-    over uniform rotations (the design page, "Autocorrelation analysis"), with L-BFGS-B and the analytic
-    gradient.  The measurement is read once; the fit works on ``L**4``
+    over uniform rotations (:doc:`/design`, "Autocorrelation analysis"),
+    with L-BFGS-B and the analytic gradient.  The measurement is read once; the fit works on ``L**4``
     numbers, whatever the measurement size.
 
     The fitted model is the same generative model as

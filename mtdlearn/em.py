@@ -113,7 +113,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
     Each iteration is one E-step (eq. 10-12) and one M-step (eq. 16, 18),
     computed as two GEMMs per chunk of patches over the
     ``H = K (2L-1)**2 + 1`` hypotheses (all empty shifts merged into one);
-    see the design page, "The E-step".  Memory is bounded by the chunk size, not by the
+    see :doc:`/design`, "The E-step".  Memory is bounded by the chunk size, not by the
     number of patches.
 
     References

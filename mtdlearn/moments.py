@@ -1,8 +1,8 @@
 """Autocorrelations of measurements and of the model, their misfit and its fit.
 
 Autocorrelation analysis (the baseline of the paper, and the initializer of
-the EM; :class:`~mtdlearn.AutocorrelationEstimator`) matches the first three autocorrelations of the measurement with those
-predicted by the model, averaged over the unknown rotations and positions.
+the EM; :class:`~mtdlearn.AutocorrelationEstimator`) matches the first
+three autocorrelations of the measurement with those predicted by the model, averaged over the unknown rotations and positions.
 
 Notes
 -----
@@ -434,7 +434,8 @@ def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None):
     """Compute the autocorrelations the model predicts for well-separated copies.
 
     With ``F_phi = basis.evaluate(basis.rotate(coef, phi))``, density
-    ``gamma`` and noise variance ``sigma**2`` (the design page, "Autocorrelation analysis")::
+    ``gamma`` and noise variance ``sigma**2`` (:doc:`/design`, "Autocorrelation
+    analysis")::
 
         a1         = gamma / L**2 * E_phi[sum_x F_phi[x]]
         a2[s]      = gamma / L**2 * E_phi[ac2(F_phi)][s] + sigma**2 delta(s)

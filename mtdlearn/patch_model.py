@@ -9,8 +9,8 @@ approximate log-likelihood (eq. 5) treats the patches as independent.
 Computation (:doc:`/design`, "The E-step"): the hypotheses ``h = (k, l)``
 over the non-empty shifts, plus one merged empty hypothesis, are laid out
 by :class:`~mtdlearn.hypotheses.HypothesisSpace`; templates ``T_h`` form an
-``H x L**2`` matrix and ``||P_m - T_h||**2 = ||P_m||**2 - 2 P_m . T_h + ||T_h||**2`` is one
-GEMM per chunk of patches, followed by a row-wise log-sum-exp.  Nothing of
+``H x L**2`` matrix, and ``||P_m - T_h||**2 = ||P_m||**2 - 2 P_m . T_h +
+||T_h||**2`` is one GEMM per chunk of patches, followed by a row-wise log-sum-exp.  Nothing of
 size ``N_d x H`` outlives a chunk: the chunks are reduced to
 :class:`Statistics`, from which :func:`m_step` computes the next
 parameters (eq. 16, 18).

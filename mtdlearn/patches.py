@@ -24,8 +24,8 @@ from sklearn import get_config
 from ._validation import check_array_float, check_int, check_real
 from .io import read_measurement
 
-__all__ = ["check_measurements", "patch_grid_shape", "tile", "extract_patches", "PatchData", "as_patch_source",
-           "chunk_rows", "resolve_working_memory"]
+__all__ = ["check_measurements", "patch_grid_shape", "tile", "extract_patches", "PatchData",
+           "as_patch_source", "chunk_rows", "resolve_working_memory"]
 
 
 def _all_finite(arr, block_bytes=2**24):
