@@ -81,7 +81,7 @@ class AutocorrelationEstimator(BaseMTDEstimator):
     noise_variance_ : float
         Estimated ``sigma**2``, or the fixed ``noise_variance``.
     autocorrelations_ : tuple (a1, a2, a3)
-        The measured autocorrelations (see :func:`measurement_autocorrelations`).
+        The measured autocorrelations (see :func:`~mtdlearn.moments.measurement_autocorrelations`).
     cost_ : float
         Final value of the least-squares cost.
     n_iter_ : int
@@ -101,7 +101,7 @@ class AutocorrelationEstimator(BaseMTDEstimator):
     See Also
     --------
     ApproxEMEstimator : The approximate EM, more accurate at the same data.
-    mtdlearn.initializers.AutocorrelationInitializer : Starts the EM from this estimate.
+    mtdlearn.AutocorrelationInitializer : Starts the EM from this estimate.
 
     Examples
     --------

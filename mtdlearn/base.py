@@ -8,7 +8,7 @@ convergence test, verbose line, history), the choice of the best start,
 and ``score``, ``score_samples``, ``predict``, ``predict_proba`` and
 ``sample`` under the shared generative model (:mod:`mtdlearn.patch_model`).
 A subclass provides its own steps through small hooks; a variant of the EM
-(accelerated, incremental) overrides one hook, :meth:`_step`.
+(accelerated, incremental) overrides one hook, ``_step``.
 """
 
 import time

@@ -95,7 +95,7 @@ def snr_to_noise_variance(coef, basis, snr):
 class MeasurementTruth:
     """Ground truth of a simulated measurement.
 
-    Returned by :func:`make_measurement` (and by the estimators' ``sample``).
+    Returned by :func:`~mtdlearn.make_measurement` (and by the estimators' ``sample``).
     Every constructor parameter is kept as an attribute of the same name.
 
     Parameters

@@ -1,7 +1,7 @@
 """Initializers: where an estimator's iterations start.
 
-Protocol
---------
+.. rubric:: Protocol
+
 An initializer is an object with a method::
 
     initialize(measurements, basis, noise_variance, random_state) -> InitialState

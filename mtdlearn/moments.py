@@ -4,8 +4,8 @@ Autocorrelation analysis (the baseline of the paper, and the initializer of
 the EM; :class:`~mtdlearn.AutocorrelationEstimator`) matches the first
 three autocorrelations of the measurement with those predicted by the model, averaged over the unknown rotations and positions.
 
-Notes
------
+.. rubric:: Notes
+
 Shifts are *forward* shifts ``s = (s_row, s_col)`` in ``[0, L)**2``.
 
 * Measurement (:func:`measurement_autocorrelations`)::

@@ -92,7 +92,7 @@ class PatchModel:
     it gives ``-||P - T_h||**2 / (2 sigma**2) + log prior_h - c`` for every
     non-empty hypothesis at once.  ``c`` (``shift``) is the largest log prior,
     so every exponent is ``<= 0`` (never an exp of an unshifted value).
-    Hypotheses are laid out by ``hypotheses`` (:class:`HypothesisSpace`); the
+    Hypotheses are laid out by ``hypotheses`` (:class:`~mtdlearn.hypotheses.HypothesisSpace`); the
     empty hypothesis has log prior ``log_prior_empty`` (total mass of the
     empty shifts).  Built by :func:`build_patch_model`.
 
@@ -525,7 +525,7 @@ def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, workin
         ``log p(M_m | alpha, rho)`` of each patch (eq. 5 terms, Gaussian
         constant included).
     best : ndarray of shape (n,), int
-        Index of the MAP hypothesis (see :class:`HypothesisSpace`), or
+        Index of the MAP hypothesis (see :class:`~mtdlearn.hypotheses.HypothesisSpace`), or
         ``-1`` when the empty hypothesis wins.
     best_posterior : ndarray of shape (n,)
         Posterior probability of the MAP hypothesis.

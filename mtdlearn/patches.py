@@ -485,7 +485,7 @@ def as_patch_source(X, image_size, name="X"):
     ----------
     X : PatchData, array-like or sequence
         A patch source, or measurements in any form that
-        :func:`mtdlearn.base.BaseMTDEstimator.fit` accepts.
+        :meth:`mtdlearn.BaseMTDEstimator.fit` accepts.
     image_size : int
         Patch side ``L``.
     name : str, default="X"
