@@ -97,9 +97,10 @@ def check_measurements(X, image_size, name="X"):
     """Validate measurements and return a list of 2-D float arrays.
 
     ``X`` is one measurement ``(N1, N2)``, a stack ``(n, N1, N2)``, or a
-    sequence of 2-D arrays (sizes may differ) or paths to ``.npy`` files
-    (opened read-only, memory-mapped).  Every measurement must hold at least
-    one ``image_size x image_size`` patch and only finite values.
+    sequence of 2-D arrays (sizes may differ) or paths to ``.npy``/``.mrc``
+    files (opened read-only, memory-mapped; a file may hold a stack).  Every
+    measurement must hold at least one ``image_size x image_size`` patch and
+    only finite values.  Errors about a file name it.
     """
     from pathlib import Path
 
@@ -133,25 +134,34 @@ def check_measurements(X, image_size, name="X"):
     for i, item in enumerate(items):
         label = name if len(items) == 1 else f"{name}[{i}]"
         if isinstance(item, (str, Path)):
-            from .io import read_measurement
+            from .io import _open_measurement
 
-            item = read_measurement(item)
-            if item.ndim == 3:  # a stack stored in one file
-                out.extend(check_measurements(item, image_size, name=label))
-                continue
-        arr = np.asarray(item)
-        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-            raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
-        if np.issubdtype(arr.dtype, np.complexfloating):
-            raise TypeError(f"{label} must be real-valued, got dtype {arr.dtype}")
-        if arr.ndim != 2:
-            raise ValueError(f"{label} must be a 2-D measurement, got shape {arr.shape}")
-        if min(arr.shape) < image_size:
-            raise ValueError(
-                f"{label} of shape {arr.shape} is smaller than one "
-                f"{image_size}x{image_size} patch"
-            )
-        if not _all_finite(arr):
-            raise ValueError(f"{label} must contain only finite values (found NaN or inf)")
-        out.append(arr)
+            # header checks only; the values are scanned once, below
+            arr = _open_measurement(item)
+            if arr.ndim == 3:  # a stack stored in one file
+                out.extend(_check_measurement(a, f"{label} ({item}, measurement {j})",
+                                              image_size) for j, a in enumerate(arr))
+            else:
+                out.append(_check_measurement(arr, f"{label} ({item})", image_size))
+            continue
+        out.append(_check_measurement(item, label, image_size))
     return out
+
+
+def _check_measurement(item, label, image_size):
+    """One 2-D measurement: dtype, shape, size, values (one blockwise pass)."""
+    arr = np.asarray(item)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{label} must be real-valued, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{label} must be a 2-D measurement, got shape {arr.shape}")
+    if min(arr.shape) < image_size:
+        raise ValueError(
+            f"{label} of shape {arr.shape} is smaller than one "
+            f"{image_size}x{image_size} patch"
+        )
+    if not _all_finite(arr):
+        raise ValueError(f"{label} must contain only finite values (found NaN or inf)")
+    return arr

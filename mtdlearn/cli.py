@@ -125,7 +125,7 @@ def _cmd_fit(args):
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        est.fit(list(args.inputs))  # read-only: .npy memory-mapped, .mrc via mrcfile
+        est.fit(list(args.inputs))  # .npy and .mrc memory-mapped read-only
     elapsed = time.perf_counter() - t0
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)

@@ -1,6 +1,9 @@
 """Tests of the ``mtdlearn`` command line (``simulate``, ``fit`` and ``demo``)."""
 
+import gc
+import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -195,29 +198,82 @@ def test_fit_reads_mrc(tmp_path, capsys):
     path = tmp_path / "micrograph.mrc"
     with mrcfile.new(path) as mrc:
         mrc.set_data(X.astype(np.float32))
-    before = path.read_bytes()
+    before = path.read_bytes(), path.stat().st_mtime_ns
     out = tmp_path / "res"
     assert run(["fit", str(path), "--output-dir", str(out), "--estimator", "autocorrelation",
                 "--quiet"]) == 0
-    assert path.read_bytes() == before
     assert json.loads((out / "params.json").read_text())["n_patches"] == 400
-    capsys.readouterr()
+    for estimator in ("em", "autocorrelation"):  # EM too, which reads the patches per chunk
+        assert run(["fit", str(path), "--output-dir", str(tmp_path / estimator),
+                    "--estimator", estimator, "--rotations", "2", "--max-iter", "2",
+                    "--quiet"]) == 0
+    gc.collect()
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before   # never written
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def _write(path, content):
+    path.write_bytes(content)
+    return path
+
+
+def _npy_bytes(arr):
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _npy(path, arr, allow_pickle=False):
+    np.save(path, arr, allow_pickle=allow_pickle)
+    return path
+
+
+_GOOD = np.random.default_rng(0).normal(size=(30, 30))
+_NAN = _GOOD.copy()
+_NAN[5, 5] = np.nan
 
 
 @pytest.mark.parametrize("make_input, match", [
     (lambda d: d / "missing.npy", "not found"),
     (lambda d: (d / "m.txt").write_text("x") and d / "m.txt", "unsupported"),
-    (lambda d: np.save(d / "bad.npy", np.full((30, 30), np.nan)) or d / "bad.npy", "finite"),
+    (lambda d: _npy(d / "bad.npy", _NAN), "must contain only finite"),
     (lambda d: np.save(d / "tiny.npy", np.zeros((3, 3))) or d / "tiny.npy", "smaller"),
-    (lambda d: (d / "junk.npy").write_bytes(b"not numpy") and d / "junk.npy", "cannot read"),
-])
+    (lambda d: _write(d / "junk.npy", b"not numpy"), "cannot read .*no NumPy header"),
+    (lambda d: _write(d / "empty.npy", b""), "cannot read .*the file is empty"),
+    (lambda d: _write(d / "cut.npy", _npy_bytes(_GOOD)[:-64]),
+     "cannot read .*expected a complete file"),
+    (lambda d: _npy(d / "obj.npy", np.array([[{}]], dtype=object), allow_pickle=True),
+     "pickled Python objects"),
+    (lambda d: _npy(d / "vector.npy", np.ones(100)), r"shape \(100,\); expected a 2-D"),
+    (lambda d: _npy(d / "four.npy", np.ones((2, 2, 10, 10))), "shape .2, 2, 10, 10.; expected"),
+    (lambda d: _npy(d / "text.npy", np.array([["a"] * 10] * 10)), "dtype <U1; expected"),
+], ids=["missing", "suffix", "nan", "small", "junk", "empty", "truncated", "pickled",
+        "1-D", "4-D", "strings"])
 def test_fit_bad_inputs_one_line(tmp_path, capsys, make_input, match):
     path = make_input(tmp_path)
+    listing = sorted(os.listdir(tmp_path))
+    before = path.read_bytes() if path.exists() else None
     assert run(["fit", str(path), "--output-dir", str(tmp_path / "res")]) == 2
     err = capsys.readouterr().err
     assert_one_line_error(err, "fit")
-    assert match in err
-    assert not (tmp_path / "res").exists()                   # nothing partial written
+    assert re.search(match, err)
+    assert path.name in err                                  # the message names the file
+    assert sorted(os.listdir(tmp_path)) == listing           # nothing partial written
+    if before is not None:
+        assert path.read_bytes() == before
+
+
+def test_fit_bad_mrc_one_line(tmp_path, capsys):
+    pytest.importorskip("mrcfile")
+    for name, content in [("empty.mrc", b""), ("zeros.mrc", b"\0" * 2000),
+                          ("junk.mrc", np.random.default_rng(0).bytes(3000))]:
+        path = _write(tmp_path / name, content)
+        assert run(["fit", str(path), "--output-dir", str(tmp_path / "res")]) == 2
+        err = capsys.readouterr().err
+        assert_one_line_error(err, "fit")
+        assert name in err and "expected" in err
+        assert path.read_bytes() == content
+    assert not (tmp_path / "res").exists()
 
 
 @pytest.mark.parametrize("extra", [["--rotations", "0"], ["--noise-variance", "-1"],

@@ -165,3 +165,27 @@ def test_sparse_input_is_rejected_explicitly():
 
     with pytest.raises(TypeError, match="sparse input is not supported"):
         check_measurements(scipy.sparse.random(20, 20, density=0.1, format="csr"), 5)
+
+
+def test_check_measurements_names_the_file(tmp_path):
+    """Errors about the values of a file name the file; its header is checked
+    when it is opened, its values in the one blockwise pass."""
+    M = np.random.default_rng(2).normal(size=(12, 12))
+    bad = M.copy()
+    bad[7, 3] = np.nan
+    np.save(tmp_path / "good.npy", M)
+    np.save(tmp_path / "nan.npy", bad)
+    np.save(tmp_path / "stack.npy", np.stack([M, bad]))
+    np.save(tmp_path / "vector.npy", np.ones(30))
+    with pytest.raises(ValueError, match=r"X\[1\] \(.*nan\.npy\) must contain only finite"):
+        check_measurements([tmp_path / "good.npy", tmp_path / "nan.npy"], 5)
+    with pytest.raises(ValueError, match=r"X \(.*stack\.npy, measurement 1\) must contain"):
+        check_measurements(tmp_path / "stack.npy", 5)
+    with pytest.raises(ValueError, match=r"vector\.npy holds an array of shape \(30,\); "
+                                         r"expected a 2-D measurement or a 3-D stack"):
+        check_measurements([str(tmp_path / "vector.npy")], 5)
+    # a stack in one file gives one measurement per slice
+    np.save(tmp_path / "stack.npy", np.stack([M, 2 * M]))
+    out = check_measurements([tmp_path / "stack.npy", M], 5)
+    assert len(out) == 3 and not out[0].flags.writeable
+    assert_array_equal(out[1], 2 * M)
