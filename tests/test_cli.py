@@ -302,3 +302,141 @@ def test_demo_reports_both_estimators_and_writes_figure(tmp_path, monkeypatch, c
     assert re.search(r"approximate EM\s+error \d\.\d{4}", out)
     assert "peak memory" in out
     assert (tmp_path / "fig" / "demo.png").stat().st_size > 0
+
+
+# ---------------------------------------------------------------------------
+# outputs: never replaced without --overwrite, never half-written
+def _snapshot(directory):
+    """Every file under ``directory`` with its bytes and mtime."""
+    return {p.relative_to(directory): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("existing", ["m.npy", "m.truth.json"])
+def test_simulate_refuses_to_overwrite(tmp_path, capsys, existing):
+    (tmp_path / existing).write_bytes(b"precious")
+    before = _snapshot(tmp_path)
+    assert run(["simulate", str(tmp_path / "m.npy"), "--size", "50"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "simulate")
+    assert f"{existing} exists; pass --overwrite to replace it" in err
+    assert _snapshot(tmp_path) == before                     # neither file written
+
+
+def test_simulate_overwrite_replaces_both_files(tmp_path, capsys):
+    out = tmp_path / "m.npy"
+    assert run(["simulate", str(out), "--size", "50", "--seed", "1"]) == 0
+    first = np.load(out)
+    assert run(["simulate", str(out), "--size", "60", "--seed", "2", "--overwrite"]) == 0
+    assert np.load(out).shape == (60, 60) and first.shape == (50, 50)
+    assert json.loads((tmp_path / "m.truth.json").read_text())["seed"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npy", "m.truth.json"]
+    capsys.readouterr()
+
+
+def test_outputs_are_written_whole_or_not_at_all(tmp_path, capsys, monkeypatch):
+    """A failure while writing (here: the disk fills up half-way through the
+    .npy) leaves neither a partial output nor a temporary file, and an
+    existing file replaced with --overwrite is intact."""
+    out = tmp_path / "m.npy"
+    out.write_bytes(b"old measurement")
+    before = _snapshot(tmp_path)
+    real_save = np.save
+
+    def save_then_fail(fh, arr, **kwargs):
+        real_save(fh, arr[: len(arr) // 2], **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", save_then_fail)
+    assert run(["simulate", str(out), "--size", "50", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "simulate")
+    assert "No space left on device" in err
+    assert _snapshot(tmp_path) == before
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the command should have stopped before this")
+
+
+def test_fit_refuses_existing_outputs_before_fitting(tmp_path, capsys, monkeypatch,
+                                                     measurement_file):
+    import mtdlearn.base
+
+    monkeypatch.setattr(mtdlearn.base.BaseMTDEstimator, "fit", _must_not_run)
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "params.json").write_text("{}")
+    before = _snapshot(tmp_path)
+    assert run(["fit", str(measurement_file), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "fit")
+    assert "params.json exists; pass --overwrite to replace it" in err
+    assert _snapshot(tmp_path) == before
+
+
+def test_fit_overwrite_replaces_outputs_but_never_inputs(tmp_path, capsys, measurement_file):
+    out = tmp_path / "res"
+    argv = ["fit", str(measurement_file), "--output-dir", str(out), "--quiet",
+            "--rotations", "2", "--max-iter", "2", "--n-jobs", "1"]
+    assert run(argv) == 0
+    assert run(argv) == 2                                    # second run: outputs exist
+    assert "exists" in capsys.readouterr().err
+    assert run(argv + ["--overwrite"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["coef.npy", "estimate.npy", "estimate.png", "params.json"]
+    capsys.readouterr()
+    # an input inside the output directory is refused even with --overwrite
+    inp = out / "coef.npy"
+    np.save(inp, np.random.default_rng(0).normal(size=(40, 40)))
+    before = _snapshot(tmp_path)
+    assert run(["fit", str(inp), "--output-dir", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "fit")
+    assert "coef.npy is an input file" in err
+    assert _snapshot(tmp_path) == before
+
+
+def test_fit_output_dir_is_a_file(tmp_path, capsys, measurement_file):
+    blocker = tmp_path / "res"
+    blocker.write_text("not a directory")
+    assert run(["fit", str(measurement_file), "--output-dir", str(blocker)]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert blocker.read_text() == "not a directory"
+
+
+def test_demo_refuses_to_overwrite_figure_up_front(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    fig = tmp_path / "out" / "demo.png"
+    fig.parent.mkdir()
+    fig.write_bytes(b"old figure")
+    import mtdlearn.datasets
+
+    monkeypatch.setattr(mtdlearn.datasets, "make_measurement", _must_not_run)
+    assert run(["demo", "--size", "100"]) == 2               # before simulating anything
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "demo")
+    assert "demo.png exists; pass --overwrite" in err
+    assert fig.read_bytes() == b"old figure"
+
+
+def test_fit_defaults(tmp_path, capsys, measurement_file):
+    """`mtdlearn fit` starts the EM from autocorrelation analysis on all cores
+    by default; --init random and --n-jobs 1 choose otherwise."""
+    from mtdlearn.cli import _build_parser
+
+    args = _build_parser().parse_args(["fit", "m.npy"])
+    assert args.init == "autocorrelation" and args.n_jobs == -1 and not args.overwrite
+    args = _build_parser().parse_args(["fit", "m.npy", "--init", "random", "--n-jobs", "1"])
+    assert args.init == "random" and args.n_jobs == 1
+    assert run(["fit", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "autocorrelation analysis of the data (default)" in text
+    assert "default -1: all cores" in text and "--overwrite" in text
+    out = tmp_path / "res"
+    assert run(["fit", str(measurement_file), "--output-dir", str(out), "--quiet",
+                "--rotations", "2", "--max-iter", "2"]) == 0
+    used = json.loads((out / "params.json").read_text())["estimator_params"]
+    assert used["initializer"].startswith("AutocorrelationInitializer(")
+    assert used["n_jobs"] == -1
+    capsys.readouterr()
