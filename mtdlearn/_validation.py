@@ -86,11 +86,42 @@ def check_random_generator(random_state):
     )
 
 
+def _row_blocks(arr, block_bytes):
+    """Row blocks of a 2-D array of at most ``block_bytes`` (one row at least)."""
+    rows = max(1, block_bytes // max(1, arr.shape[1] * arr.itemsize))
+    return (arr[r:r + rows] for r in range(0, arr.shape[0], rows))
+
+
 def _all_finite(arr, block_bytes=2**24):
     """``np.isfinite(arr).all()`` in row blocks: no full-size boolean temporary
     (100 MB for a 10000 x 10000 measurement)."""
-    rows = max(1, block_bytes // max(1, arr.shape[1] * arr.itemsize))
-    return all(np.isfinite(arr[r:r + rows]).all() for r in range(0, arr.shape[0], rows))
+    if not np.issubdtype(arr.dtype, np.inexact):
+        return True
+    return all(np.isfinite(block).all() for block in _row_blocks(arr, block_bytes))
+
+
+def _scan_values(arr, block_bytes=2**24):
+    """One blockwise pass over a 2-D array: ``(all_finite, constant)``.
+
+    ``constant`` is the value of every entry when all are equal (``None``
+    otherwise); the comparison stops at the first block that holds another
+    value, so for real data it costs one comparison of the first block.  No
+    temporary larger than a block (a memory-mapped 10000 x 10000
+    measurement is read once, 16 MB at a time).
+    """
+    if arr.size == 0:
+        return True, None
+    inexact = np.issubdtype(arr.dtype, np.inexact)
+    first = arr[0, 0]
+    constant = True
+    for block in _row_blocks(arr, block_bytes):
+        if inexact and not np.isfinite(block).all():
+            return False, None
+        if constant and (block != first).any():
+            constant = False
+            if not inexact:
+                break
+    return True, (first.item() if constant else None)
 
 
 def check_measurements(X, image_size, name="X"):
@@ -100,7 +131,9 @@ def check_measurements(X, image_size, name="X"):
     sequence of 2-D arrays (sizes may differ) or paths to ``.npy``/``.mrc``
     files (opened read-only, memory-mapped; a file may hold a stack).  Every
     measurement must hold at least one ``image_size x image_size`` patch and
-    only finite values.  Errors about a file name it.
+    only finite values, not all equal (a constant measurement, e.g. all
+    zeros, holds neither signal nor noise: the EM would fail on it).  The
+    values are checked in one blockwise pass.  Errors about a file name it.
     """
     from pathlib import Path
 
@@ -162,6 +195,10 @@ def _check_measurement(item, label, image_size):
             f"{label} of shape {arr.shape} is smaller than one "
             f"{image_size}x{image_size} patch"
         )
-    if not _all_finite(arr):
+    finite, constant = _scan_values(arr)
+    if not finite:
         raise ValueError(f"{label} must contain only finite values (found NaN or inf)")
+    if constant is not None:
+        raise ValueError(f"{label} is constant (all values equal {constant!r}): it holds no "
+                         "signal or noise to fit")
     return arr
