@@ -141,6 +141,7 @@ def check_measurements(X, image_size, name="X"):
 
     if scipy.sparse.issparse(X):
         raise TypeError(f"{name} must be a dense array: sparse input is not supported")
+    _check_not_masked(X, name)
     if isinstance(X, (str, Path)):
         items = [X]
     elif isinstance(X, np.ndarray) or hasattr(X, "__array__"):
@@ -181,8 +182,15 @@ def check_measurements(X, image_size, name="X"):
     return out
 
 
+def _check_not_masked(X, name):
+    if isinstance(X, np.ma.MaskedArray):
+        raise TypeError(f"{name} must not be a masked array: its masked entries would be "
+                        "read as data; fill them (X.filled(value)) or crop them away")
+
+
 def _check_measurement(item, label, image_size):
     """One 2-D measurement: dtype, shape, size, values (one blockwise pass)."""
+    _check_not_masked(item, label)
     arr = np.asarray(item)
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
         raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")

@@ -76,6 +76,12 @@ def snr_to_noise_variance(coef, basis, snr):
     noise_variance : float
         ``sigma**2``.
 
+    Raises
+    ------
+    ValueError
+        If ``snr`` is not a finite number ``> 0``, or ``coef`` describes a
+        zero image (its SNR is undefined).
+
     Examples
     --------
     >>> import numpy as np
@@ -87,8 +93,14 @@ def snr_to_noise_variance(coef, basis, snr):
     >>> bool(np.isclose(snr_to_noise_variance(coef, basis, 2.0), energy / (25 * 2.0)))
     True
     """
+    _check_basis(basis)
+    snr = check_real(snr, "snr", minimum=0.0, strict=True)
     F = basis.evaluate(coef)
-    return float(np.sum(F**2) / (basis.image_size**2 * snr))
+    energy = float(np.sum(F**2))
+    if energy == 0.0:
+        raise ValueError("coef describes a zero image, whose SNR is undefined: give "
+                         "noise_variance instead of snr")
+    return energy / (basis.image_size**2 * snr)
 
 
 @dataclass

@@ -17,7 +17,7 @@ Shifts are indexed flat, ``s = l_0 * 2L + l_1``, in ``0 .. 4L**2 - 1``.
 
 import numpy as np
 
-from ._validation import check_array_float, check_int
+from ._validation import check_array_float, check_int, check_real
 
 __all__ = [
     "extract_patches",
@@ -449,7 +449,7 @@ def max_density(image_size):
     >>> max_density(5) == 25 / 81
     True
     """
-    L = int(image_size)
+    L = check_int(image_size, "image_size", minimum=1)
     return L * L / (2 * L - 1) ** 2
 
 
@@ -487,7 +487,7 @@ def density_to_shift_probabilities(density, image_size):
     True
     """
     L = check_int(image_size, "image_size", minimum=1)
-    gamma = float(density)
+    gamma = check_real(density, "density")
     if not (0.0 <= gamma <= max_density(L)):
         raise ValueError(f"density must lie in [0, {max_density(L):.6g}] for image_size={L}, "
                          f"got {gamma}")
@@ -525,8 +525,11 @@ def shift_probabilities_to_density(shift_probabilities):
     >>> bool(abs(gamma - 0.04) < 1e-15)  # a sum of 81 terms, < 81 * 2**-53 relative
     True
     """
-    rho = np.asarray(shift_probabilities, dtype=np.float64)
+    rho = check_array_float(shift_probabilities, "shift_probabilities", ndim=2)
     L = rho.shape[-1] // 2
+    if L < 1 or rho.shape != (2 * L, 2 * L):
+        raise ValueError("shift_probabilities must have shape (2L, 2L) for an image size L, "
+                         f"got {rho.shape}")
     ne = nonempty_shifts(L)
     return float(rho.reshape(-1)[ne].sum() * L * L / ne.size)
 
