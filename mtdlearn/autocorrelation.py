@@ -10,7 +10,7 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 
 from .base import BaseMTDEstimator
-from .initializers import InitialState, _ParamsMixin
+from .initializers import InitialState, _check_initialize_args, _ParamsMixin
 from .moment_fit import autocorrelation_cost_and_grad, fit_autocorrelations
 from .moments import measurement_autocorrelations
 from .operators import density_to_shift_probabilities, shift_probabilities_to_density
@@ -230,6 +230,7 @@ class AutocorrelationInitializer(_ParamsMixin):
         >>> state.coef.shape, state.shift_probabilities.shape
         ((10,), (10, 10))
         """
+        _check_initialize_args(measurements, basis, noise_variance, random_state)
         seed = int(random_state.integers(np.iinfo(np.int32).max))
         est = AutocorrelationEstimator(basis.image_size, basis=basis, n_init=self.n_init,
                                        noise_variance=noise_variance,

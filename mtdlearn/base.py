@@ -113,6 +113,9 @@ class BaseMTDEstimator(BaseEstimator):
         init = self.initializer
         if init is None:
             return RandomInitializer()
+        if isinstance(init, type):
+            raise TypeError(f"initializer must be an instance, got the class {init.__name__}; "
+                            f"pass {init.__name__}()")
         if not hasattr(init, "initialize"):
             raise TypeError("initializer must have an initialize(measurements, basis, "
                             "noise_variance, random_state) method, "
@@ -159,11 +162,13 @@ class BaseMTDEstimator(BaseEstimator):
         >>> em.coef_.shape, em.shift_probabilities_.shape, em.converged_
         ((10,), (10, 10), True)
         """
+        # every parameter is checked before the data are read
         L = self._validate_params()
-        data = as_patch_source(X, L)
-        prepared = self._prepare(data)
         rng = check_random_generator(self.random_state)
         warm = self._warm and hasattr(self, "coef_")
+        init = None if warm else self._check_initializer()
+        data = as_patch_source(X, L)
+        prepared = self._prepare(data)
         n_init = 1 if warm else int(self.n_init)
         seeds = rng.integers(np.iinfo(np.int32).max, size=n_init)
         fixed = self._fixed_noise_variance()
@@ -173,7 +178,6 @@ class BaseMTDEstimator(BaseEstimator):
                 float(self.noise_variance_) if fixed is None else fixed),
                 source="the previous fit (warm_start)")]
         else:
-            init = self._check_initializer()
             states = [self._check_state(init.initialize(data, self.basis_, fixed,
                                                         np.random.default_rng(seed)))
                       for seed in seeds]

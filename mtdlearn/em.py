@@ -161,9 +161,15 @@ class ApproxEMEstimator(BaseMTDEstimator):
         return bool(self.warm_start)
 
     def _check_params(self):
-        dt = np.dtype(self.dtype)
-        if dt not in (np.float64, np.float32):
+        try:
+            dt = np.dtype(self.dtype)
+        except TypeError:
+            dt = None
+        if dt is None or dt not in (np.dtype(np.float64), np.dtype(np.float32)):
             raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {self.dtype!r}")
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise TypeError(f"warm_start must be a bool, got {type(self.warm_start).__name__} "
+                            f"{self.warm_start!r}")
 
     def _prepare(self, data):
         return _EMData(data, HypothesisSpace(self.basis_, self.angles_),

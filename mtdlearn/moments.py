@@ -46,7 +46,7 @@ import functools
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._parallel import ordered_map
+from ._parallel import check_n_jobs, ordered_map
 from ._validation import check_array_float, check_int, check_real
 from .basis import check_basis, rotated_evaluation
 from .operators import gather_adjoint, max_density
@@ -272,8 +272,9 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
     (3.0, 2.0, 2.0)
     """
     L = check_int(image_size, "image_size", minimum=1)
-    measurements = check_measurements(X, L)
     working_memory = resolve_working_memory(working_memory)
+    check_n_jobs(n_jobs)
+    measurements = check_measurements(X, L)
     LL = L * L
 
     # pixels per tile: 2 (L*L)-row buffers plus the padded input block

@@ -107,6 +107,24 @@ def test_shared_unfitted_and_bad_input(make, problem):
         est.score(np.zeros((3, 3)))
 
 
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_constant_measurement_rejected_up_front(make, problem):
+    """An all-zero or constant measurement used to reach the EM and fail
+    there with a FloatingPointError; it is rejected by the validation."""
+    basis, _, X, _ = problem
+    est = make(basis)
+    with pytest.raises(ValueError, match=r"^X is constant \(all values equal 0\.0\): it holds "
+                                         r"no signal or noise to fit$"):
+        est.fit(np.zeros((40, 40)))
+    stack = X[:3].copy()
+    stack[1] = 4.0
+    with pytest.raises(ValueError, match=r"^X\[1\] is constant \(all values equal 4\.0\)"):
+        est.fit(stack)
+    _fit(est, X)
+    with pytest.raises(ValueError, match=r"^X is constant"):
+        est.score(np.full((20, 20), -1.0))
+
+
 # ---------------------------------------------------------------------------
 # the basis protocol
 class DelegatingBasis:

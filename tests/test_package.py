@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mtdlearn"
 #: module -> the mtdlearn modules it may import (each layer sees only lower ones)
 ALLOWED = {
     "_validation": set(),
-    "io": set(),
+    "io": {"_validation"},
     "_parallel": {"_validation"},
     "basis": {"_validation"},
     "rotations": {"_validation"},
@@ -27,8 +27,8 @@ ALLOWED = {
     "moments": {"_parallel", "_validation", "basis", "operators", "patches"},
     "moment_fit": {"_parallel", "_validation", "basis", "moments", "operators"},
     "datasets": {"_validation", "basis", "operators", "patches"},
-    "initializers": {"_validation", "operators", "patches"},
-    "metrics": {"basis"},
+    "initializers": {"_validation", "basis", "operators", "patches"},
+    "metrics": {"_validation", "basis"},
     "base": {"_parallel", "_validation", "basis", "datasets", "hypotheses", "initializers",
              "operators", "patch_model", "patches", "rotations"},
     "em": {"base", "hypotheses", "initializers", "patch_model"},
