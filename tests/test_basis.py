@@ -83,6 +83,36 @@ def test_smallest_image_has_a_function():
     assert_array_equal(basis.radial_indices, [1])
 
 
+# The default (neither n_coefficients nor bandlimit) for L <= 9, recorded with the
+# first release: every candidate of the n_coefficients rule, (nu, q) in order of
+# lambda, each nu > 0 as a (cos, sin) pair.  L = 11 is not pinned: that rule keeps
+# 105 functions whose pixel matrix has rank 101, so it cannot be kept as a default.
+PINNED_DEFAULTS = {
+    3: [(0, 1)],
+    5: [(0, 1), (1, 1), (2, 1), (0, 2), (1, 2), (2, 2)],
+    7: [(0, 1), (1, 1), (2, 1), (0, 2), (3, 1), (1, 2), (4, 1), (2, 2), (0, 3), (3, 2),
+        (1, 3), (4, 2), (2, 3), (3, 3), (4, 3)],
+    9: [(0, 1), (1, 1), (2, 1), (0, 2), (3, 1), (1, 2), (4, 1), (2, 2), (0, 3), (5, 1),
+        (3, 2), (6, 1), (1, 3), (4, 2), (7, 1), (2, 3), (0, 4), (5, 2), (3, 3), (1, 4),
+        (6, 2), (4, 3), (2, 4), (7, 2), (5, 3), (3, 4), (6, 3), (4, 4), (7, 3), (5, 4),
+        (6, 4), (7, 4)],
+}
+
+
+@pytest.mark.parametrize("L", sorted(PINNED_DEFAULTS))
+def test_default_basis_pinned_for_small_images(L):
+    basis = FourierBesselBasis(L)
+    nu = [nu for nu, _ in PINNED_DEFAULTS[L] for _ in range(1 if nu == 0 else 2)]
+    q = [q for nu, q in PINNED_DEFAULTS[L] for _ in range(1 if nu == 0 else 2)]
+    kinds = [k for nu, _ in PINNED_DEFAULTS[L] for k in ((0,) if nu == 0 else (1, 2))]
+    assert_array_equal(basis.frequencies, nu)
+    assert_array_equal(basis.radial_indices, q)
+    assert_array_equal(basis.kinds, kinds)
+    assert_array_equal(basis.roots, [special.jn_zeros(v, k)[-1] for v, k in zip(nu, q)])
+    # the same functions as the n_coefficients rule with every candidate
+    assert_array_equal(basis.matrix, FourierBesselBasis(L, n_coefficients=len(nu)).matrix)
+
+
 @pytest.mark.parametrize("m, count", [(1, 1), (2, 3), (3, 3), (4, 5), (6, 6), (7, 8)])
 def test_pair_never_split(m, count):
     basis = FourierBesselBasis(5, n_coefficients=m)
