@@ -154,6 +154,22 @@ def test_bandlimit_keeps_exactly_roots_below(bandlimit):
     assert np.all(np.diff(basis.roots) >= 0)
 
 
+
+def test_large_bandlimit_roots_match_jn_zeros():
+    # roots come from one jn_zeros call per nu: the selection must still be every
+    # (nu, q) with lambda <= bandlimit, and the q-th root that of jn_zeros(nu, q)
+    bandlimit = np.pi * 21
+    basis = FourierBesselBasis(41, bandlimit=bandlimit)
+    table = [special.jn_zeros(nu, 25) for nu in range(70)]  # every root below 72
+    assert all(t[-1] > bandlimit for t in table) and table[-1][0] > bandlimit
+    expected = {(nu, q + 1) for nu, t in enumerate(table) for q in np.flatnonzero(t <= bandlimit)}
+    kept = set(zip(basis.frequencies.tolist(), basis.radial_indices.tolist()))
+    assert kept == expected
+    rng = np.random.default_rng(0)
+    for k in rng.choice(basis.n_functions, 40, replace=False):
+        nu, q = basis.frequencies[k], basis.radial_indices[k]
+        assert basis.roots[k] == special.jn_zeros(nu, q)[-1]
+
 # ------------------------------------------------------------- pixel grid
 def test_default_radius_and_support():
     # default radius n + 1: the outer ring (r = n) is inside the disk
