@@ -15,12 +15,21 @@ Conventions (``DESIGN.md`` §2, pinned by the tests):
   ``J_|nu|(lambda r) exp(i nu theta)``, ``nu = -nu_max..nu_max``.
 """
 
+import threading
+
 import numpy as np
 from scipy import linalg, special
 
 from ._validation import check_array_float, check_int, check_real
 
 __all__ = ["FourierBesselBasis"]
+
+#: Largest image size whose default basis (neither ``n_coefficients`` nor
+#: ``bandlimit``) is every candidate of the paper's ``n_coefficients`` rule.
+#: From L = 11 on that rule keeps more functions than are independent on the
+#: pixels (L = 11: 105 functions of rank 101; L >= 13: more functions than
+#: pixels), and the default is the Nyquist band limit ``pi * radius`` instead.
+_PAPER_DEFAULT_MAX_SIZE = 9
 
 #: A block of the least-squares problem whose triangular factor has a
 #: reciprocal condition number (LAPACK ``dtrcon``, 1-norm) below this is
@@ -131,48 +140,69 @@ def _pinv(a):
     return np.linalg.pinv(a)
 
 
-def _least_squares_projector(inside, x, y, eps_x, eps_y):
-    """Pseudo-inverse of the disk's evaluation matrix, one symmetry class at a time.
+def _reflection_blocks(x, y, eps_x, eps_y):
+    """Split the disk's pixels and the functions by reflection parity.
 
-    ``inside`` (m x p) holds the basis at the pixels ``(x, y)`` inside the
-    disk, a set symmetric under ``x -> -x`` and ``y -> -y``.  Each function
-    has parities ``(eps_x, eps_y)`` under these reflections, so the four
-    classes of columns span mutually orthogonal subspaces of the pixel space,
-    and ``pinv(inside)`` is the four classes' pseudo-inverses stacked.  A
-    function of a class is known from its values at the pixels ``x, y >= 0``
-    (minus the axis where it vanishes): with ``w`` the size of a pixel's orbit
-    under the reflections and ``U`` the isometry that spreads ``sqrt(w)``
-    times a representative's value, with the signs, over its orbit, the
-    class block is ``U @ (sqrt(w) * rows)``, so its pseudo-inverse is
-    ``pinv(sqrt(w) * rows) @ U.T``: a problem with a quarter of the rows and
-    columns (about 1/16 of the work of ``pinv(inside)``), exact up to the
-    rounding of the pixel values.  Returns ``pinv(inside)``, shape (p, m).
+    ``x``, ``y`` (integers, shape (m,)) are the pixels inside the disk, a set
+    symmetric under ``x -> -x`` and ``y -> -y``; ``eps_x``, ``eps_y`` (shape
+    (p,)) the parities of the functions (:func:`_reflection_parities`).  For
+    each parity class ``(sx, sy)`` that holds functions, yields
+    ``(cols, rows, gather, weights)``:
+
+    * ``cols``: the functions of the class;
+    * ``rows`` (r,): the pixels with ``x, y >= 0`` where the class can be
+      nonzero (a function odd in ``x`` vanishes on ``x = 0``, likewise ``y``);
+    * ``gather`` (r, 4), ``weights`` (r, 4): the orbit ``(+-x, +-y)`` of each
+      such pixel (indices into the m pixels; ``m`` pads a repeated member)
+      and ``sign / sqrt(w)``, ``w`` the orbit's size and ``sign`` the
+      parity factor ``sx**[x < 0] * sy**[y < 0]``.
+
+    With ``U`` (m x r) the matrix of ``weights`` at ``gather`` (orthonormal
+    columns), the class's columns of the pixel matrix are
+    ``U @ (sqrt(w) * matrix[rows])``, and classes are mutually orthogonal.
     """
-    m, p = inside.shape
-    projector = np.zeros((p, m))
-    ax, ay = np.abs(x), np.abs(y)
-    orbit = 2.0 ** ((ax > 0).astype(int) + (ay > 0).astype(int))
-    span = int(max(ax.max(), ay.max())) + 1
-    lookup = np.full((span, span), -1, dtype=np.intp)
+    m = x.size
+    span = int(max(np.abs(x).max(), np.abs(y).max()))
+    lookup = np.full((2 * span + 1, 2 * span + 1), m, dtype=np.intp)
+    lookup[x + span, y + span] = np.arange(m)
     first = np.flatnonzero((x >= 0) & (y >= 0))
-    lookup[x[first], y[first]] = first
-    representative = lookup[ax, ay]  # the row of pixel (|x|, |y|)
     for sx in (1, -1):
         for sy in (1, -1):
             cols = np.flatnonzero((eps_x == sx) & (eps_y == sy))
             if cols.size == 0:
                 continue
-            # a function odd in x vanishes on x = 0 (likewise for y): drop those rows
             rows = first[((sx == 1) | (x[first] > 0)) & ((sy == 1) | (y[first] > 0))]
-            weight = np.sqrt(orbit[rows])
-            block = _pinv(inside[np.ix_(rows, cols)] * weight[:, None])
-            position = np.full(m, -1, dtype=np.intp)
-            position[rows] = np.arange(rows.size)
-            pos = position[representative]
-            hit = np.flatnonzero(pos >= 0)
-            sign = np.where(x < 0, sx, 1) * np.where(y < 0, sy, 1)
-            projector[np.ix_(cols, hit)] = block[:, pos[hit]] * (sign / np.sqrt(orbit))[hit]
-    return projector
+            rx, ry = x[rows], y[rows]
+            gather = np.stack([lookup[rx + span, ry + span],
+                               np.where(rx > 0, lookup[span - rx, ry + span], m),
+                               np.where(ry > 0, lookup[rx + span, span - ry], m),
+                               np.where((rx > 0) & (ry > 0), lookup[span - rx, span - ry], m)],
+                              axis=1)
+            orbit = np.sum(gather < m, axis=1)
+            weights = np.array([1.0, sx, sy, sx * sy])[None, :] / np.sqrt(orbit)[:, None]
+            weights = np.where(gather < m, weights, 0.0)
+            yield cols, rows, gather, weights
+
+
+def _least_squares_blocks(inside, x, y, eps_x, eps_y):
+    """Factor the least-squares problem of ``inside`` (m x p) class by class.
+
+    The four reflection-parity classes of :func:`_reflection_blocks` span
+    mutually orthogonal subspaces of the pixel space, so ``pinv(inside)`` is
+    their pseudo-inverses stacked; and a class's columns are
+    ``U @ (sqrt(w) * inside[rows])`` with ``U`` orthonormal, so its
+    pseudo-inverse is ``pinv(sqrt(w) * inside[rows]) @ U.T``: a problem with
+    about a quarter of the rows and of the columns, about 1/16 of the work
+    of ``pinv(inside)``, exact up to the rounding of the pixel values.
+    Returns ``[(cols, gather, weights, pinv), ...]``; :meth:`expand` applies
+    them.
+    """
+    blocks = []
+    for cols, rows, gather, weights in _reflection_blocks(x, y, eps_x, eps_y):
+        orbit = np.sum(gather < x.size, axis=1)
+        folded = inside[np.ix_(rows, cols)] * np.sqrt(orbit)[:, None]
+        blocks.append((cols, gather, weights, _pinv(folded)))
+    return blocks
 
 
 class FourierBesselBasis:
@@ -194,7 +224,7 @@ class FourierBesselBasis:
     bandlimit : float, default=None
         Keep every ``(nu, q)`` with ``lambda_{nu,q} <= bandlimit`` (eq. 2).
         At most one of ``n_coefficients`` and ``bandlimit`` may be given; if
-        neither is, every candidate of the ``n_coefficients`` rule is kept.
+        neither is, see Notes for the default.
     radius : float, default=None
         Disk radius in pixels; ``None`` means ``n + 1``.
 
@@ -218,6 +248,31 @@ class FourierBesselBasis:
 
     Notes
     -----
+    **Default functions** (neither ``n_coefficients`` nor ``bandlimit``):
+
+    * ``image_size <= 9``: every candidate of the ``n_coefficients`` rule
+      (the paper's code): 1, 10, 27 and 60 functions for L = 3, 5, 7, 9.
+    * ``image_size >= 11``: the Nyquist band limit, ``bandlimit = pi *
+      radius``, the truncation of ASPIRE's ``FBBasis2D``.
+      ``J_nu(lambda r / radius)`` oscillates at most ``lambda / (2 pi
+      radius)`` times per pixel, so ``lambda <= pi * radius`` keeps what the
+      pixel grid resolves (half a period per pixel).  By Weyl's law about
+      ``(pi**2 / 4) radius**2 - (pi / 2) radius`` functions pass: a fraction
+      ``pi / 4`` of the ``pi radius**2`` pixels in the disk (78, 281, 1055
+      and 2633 functions for L = 11, 21, 41, 65).  The paper's rule is not
+      used there: it keeps every ``nu < nu_max`` with ``q <= Q``, more
+      functions than are independent on the pixels (L = 11: 105 functions
+      of rank 101; L = 13: 162 functions for 145 pixels).
+
+    The functions are well conditioned on the pixels:
+    ``np.linalg.cond(matrix[mask.ravel()])`` is 1.0, 2.7, 14.4, 19.1 for
+    L = 3, 5, 7, 9, then 5.2, 12.1, 14.5, 20.0 for L = 11, 21, 41, 65, and at
+    most 21.1 (L = 45) for every odd L up to 65.  It grows like
+    ``sqrt(lambda_max / lambda_min)``, the spread of the functions' norms;
+    with unit-norm columns it stays below 2.6 for L >= 11.  The default is
+    designed for ``radius <= n + 1``; with a larger radius the disk leaves
+    the image, and ``bandlimit`` should be chosen explicitly.
+
     **Projection.** :meth:`expand` is least squares over the pixels inside
     the disk.  The pseudo-inverse is computed once, on the first call, and
     cheaply: the pixel set is symmetric under ``x -> -x`` and ``y -> -y``, each
@@ -236,6 +291,9 @@ class FourierBesselBasis:
     10
     >>> basis.evaluate(basis.rotate(np.ones(10), 0.3)).shape
     (5, 5)
+    >>> big = FourierBesselBasis(65)  # lambda <= 33 pi: 2633 functions, 3405 pixels
+    >>> bool(big.n_functions < big.mask.sum())
+    True
     """
 
     def __init__(self, image_size, n_coefficients=None, bandlimit=None, radius=None):
@@ -358,7 +416,7 @@ class FourierBesselBasis:
                 raise ValueError(
                     f"bandlimit={lam} is below the first root of J_0 (2.405): no function kept"
                 )
-        else:
+        elif self.n_coefficients is not None or L <= _PAPER_DEFAULT_MAX_SIZE:
             m = None
             if self.n_coefficients is not None:
                 m = check_int(self.n_coefficients, "n_coefficients", minimum=1)
@@ -369,6 +427,15 @@ class FourierBesselBasis:
                     f"n_coefficients={m} exceeds the {available} candidate functions of "
                     f"image_size={L} (nu < nu_max, q <= Q; DESIGN.md §2); use bandlimit "
                     "for more"
+                )
+        else:
+            # the Nyquist band limit of the disk (class Notes)
+            nu, q, roots = _select_by_bandlimit(np.pi * radius)
+            if nu.size == 0:
+                raise ValueError(
+                    f"radius={radius} is too small for image_size={L}: the default band "
+                    f"limit pi * radius = {np.pi * radius:.4g} is below the first root of "
+                    "J_0 (2.405); give a larger radius or an explicit bandlimit"
                 )
         self._L, self._n, self._radius = L, n, radius
 
@@ -399,9 +466,11 @@ class FourierBesselBasis:
                 f"the disk of radius {radius}: lower bandlimit/n_coefficients or enlarge "
                 "image_size"
             )
-        # computed on first use; never pickled (__getstate__ keeps the parameters)
+        # computed on first use, once even if threads ask together; never
+        # pickled (__getstate__ keeps the parameters only)
         self._matrix = None
         self._projector = None
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------
     @property
@@ -423,11 +492,12 @@ class FourierBesselBasis:
         >>> np.allclose(basis.matrix @ coef, basis.evaluate(coef).ravel())
         True
         """
-        if self._matrix is None:
-            L, n = self._L, self._n
-            idx = np.arange(L, dtype=np.float64) - n
-            y, x = np.meshgrid(idx, idx, indexing="ij")
-            self._matrix = self._eval_points(x.ravel(), y.ravel())
+        with self._lock:
+            if self._matrix is None:
+                L, n = self._L, self._n
+                idx = np.arange(L, dtype=np.float64) - n
+                y, x = np.meshgrid(idx, idx, indexing="ij")
+                self._matrix = self._eval_points(x.ravel(), y.ravel())
         return self._matrix
 
     def _eval_points(self, x, y):
@@ -460,14 +530,15 @@ class FourierBesselBasis:
         out[inside] = values
         return out
 
-    def _least_squares_projector(self):
-        """``pinv(matrix[mask.ravel()])``, shape ``(p, n_inside)``, cached."""
-        if self._projector is None:
-            n = self._n
-            i, j = np.nonzero(self.mask)  # row-major, as matrix[mask.ravel()]
-            eps_x, eps_y = _reflection_parities(self.frequencies, self.kinds)
-            self._projector = _least_squares_projector(
-                self.matrix[self.mask.ravel()], j - n, i - n, eps_x, eps_y)
+    def _least_squares(self):
+        """The factored least-squares problem of :meth:`expand`, cached."""
+        with self._lock:
+            if self._projector is None:
+                n = self._n
+                i, j = np.nonzero(self.mask)  # row-major, as matrix[mask.ravel()]
+                eps_x, eps_y = _reflection_parities(self.frequencies, self.kinds)
+                self._projector = _least_squares_blocks(
+                    self.matrix[self.mask.ravel()], j - n, i - n, eps_x, eps_y)
         return self._projector
 
     def _check_coef(self, coef, name="coef"):
@@ -607,8 +678,16 @@ class FourierBesselBasis:
         True
         """
         images = self._check_images(images)
+        blocks = self._least_squares()
         inside = images[..., self.mask]
-        return inside @ self._least_squares_projector().T
+        flat = inside.reshape(-1, inside.shape[-1])
+        # pad with a zero pixel: the repeated members of an orbit point at it
+        flat = np.concatenate([flat, np.zeros((flat.shape[0], 1))], axis=1)
+        coef = np.empty((flat.shape[0], self.n_functions))
+        for cols, gather, weights, pinv in blocks:
+            folded = np.einsum("bkj,kj->bk", flat[:, gather], weights)
+            coef[:, cols] = folded @ pinv.T
+        return coef.reshape(inside.shape[:-1] + (self.n_functions,))
 
     def rotate(self, coef, angles):
         """Rotate coefficients: those of the image rotated by ``angles``.

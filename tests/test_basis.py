@@ -496,3 +496,41 @@ def test_set_params_invalid_value_leaves_basis_unchanged():
     with pytest.raises(ValueError, match="n_coefficients"):
         basis.set_params(n_coefficients=0)
     assert basis.n_coefficients == 10 and basis.n_functions == 10
+
+
+# ------------------------------------------ every image size, L = 3 .. 65
+ALL_SIZES = list(range(3, 67, 2))
+
+
+@pytest.mark.parametrize("L", ALL_SIZES)
+def test_default_count_never_exceeds_pixels(L):
+    basis = FourierBesselBasis(L)  # no matrix is built: cheap even at L = 65
+    n = L // 2
+    assert 1 <= basis.n_functions <= basis.mask.sum()
+    if L >= 11:
+        # the Nyquist band limit pi * radius (test_default_is_nyquist_bandlimit)
+        assert basis.roots.max() <= np.pi * (n + 1)
+        # Weyl's law: about (pi**2/4) R**2 - (pi/2) R functions, a fraction
+        # pi/4 of the disk's pi R**2 pixels
+        R = n + 1
+        assert abs(basis.n_functions - (np.pi**2 / 4 * R**2 - np.pi / 2 * R)) < 0.05 * R**2
+        assert 0.6 < basis.n_functions / basis.mask.sum() < 0.8
+
+
+@pytest.mark.parametrize("L", [11, 45])
+def test_default_is_nyquist_bandlimit(L):
+    basis = FourierBesselBasis(L)
+    reference = FourierBesselBasis(L, bandlimit=np.pi * (L // 2 + 1))
+    assert_array_equal(basis.frequencies, reference.frequencies)
+    assert_array_equal(basis.radial_indices, reference.radial_indices)
+    assert_array_equal(basis.kinds, reference.kinds)
+
+
+def test_default_with_other_radius_follows_it():
+    # the Nyquist rule uses the radius given: lambda <= pi * radius
+    basis = FourierBesselBasis(21, radius=8.5)
+    reference = FourierBesselBasis(21, bandlimit=np.pi * 8.5, radius=8.5)
+    assert_array_equal(basis.frequencies, reference.frequencies)
+    assert_array_equal(basis.radial_indices, reference.radial_indices)
+    with pytest.raises(ValueError, match="radius=0.5 is too small"):
+        FourierBesselBasis(11, radius=0.5)
