@@ -484,6 +484,12 @@ def test_equality_hash_repr():
 def test_more_functions_than_pixels_is_an_error():
     with pytest.raises(ValueError, match="only 69 pixels inside the disk"):
         FourierBesselBasis(9, bandlimit=20.0)
+    # an absurd band limit (or radius) stops counting early instead of
+    # computing Bessel roots for hours
+    with pytest.raises(ValueError, match="at least [0-9]+ basis functions but only 69 pixels"):
+        FourierBesselBasis(9, bandlimit=1e5)
+    with pytest.raises(ValueError, match="at least [0-9]+ basis functions but only 121 pixels"):
+        FourierBesselBasis(11, radius=1e4)
 
 
 def test_n_coefficients_beyond_candidates_is_an_error():
@@ -615,6 +621,33 @@ def test_default_is_nyquist_bandlimit(L):
     assert_array_equal(basis.frequencies, reference.frequencies)
     assert_array_equal(basis.radial_indices, reference.radial_indices)
     assert_array_equal(basis.kinds, reference.kinds)
+
+
+@pytest.mark.parametrize("L", [21, 41, pytest.param(65, marks=pytest.mark.slow)])
+def test_large_matrix_matches_jv(L):
+    # large images interpolate J_nu(lambda r) from Chebyshev points in r;
+    # the matrix must still be jv's values (measured within 6.3e-15 up to L = 65)
+    basis = FourierBesselBasis(L)
+    x, y = _grid(basis)
+    i, j = np.nonzero(basis.mask)
+    pick = np.random.default_rng(L).choice(i.size, size=64, replace=False)
+    i, j = i[pick], j[pick]
+    r, theta = np.hypot(x[i, j], y[i, j]) / basis._radius, np.arctan2(y[i, j], x[i, j])
+    nu, kinds = basis.frequencies, basis.kinds
+    angular = np.where(kinds == 2, np.sin(nu * theta[:, None]), np.cos(nu * theta[:, None]))
+    expected = special.jv(nu, basis.roots * r[:, None]) * angular
+    assert_allclose(basis.matrix[i * L + j], expected, rtol=0, atol=1e-14)
+
+
+def test_chebyshev_radial_values_at_a_node():
+    from mtdlearn.basis import _chebyshev_size, _radial_values
+
+    nu, lam = np.array([0, 3, 7]), np.array([2.4, 30.0, 40.0])
+    n_nodes = _chebyshev_size(lam.max())
+    node = (1 + np.cos(np.pi * 0.5 / n_nodes)) / 2  # the first Chebyshev point
+    r = np.concatenate([np.linspace(0, 0.99, n_nodes + 20), [node]])  # interpolated
+    assert_allclose(_radial_values(nu, lam, r), special.jv(nu, lam * r[:, None]),
+                    rtol=0, atol=1e-14)
 
 
 def test_default_with_other_radius_follows_it():
