@@ -329,9 +329,9 @@ class FourierBesselBasis:
     is numerically rank deficient).  The evaluation matrix too is built on
     first use, with ``J_nu`` evaluated once per distinct pixel radius and
     ``(nu, q)``, or, when there are more distinct radii than that takes
-    Chebyshev points (from about L = 21 on), at the Chebyshev points only and
-    interpolated, within 1e-14 of ``scipy.special.jv``.  Neither is pickled:
-    a pickle holds the parameters only.
+    Chebyshev points (the defaults from L = 25 on), at the Chebyshev points
+    only and interpolated, within 1e-14 of ``scipy.special.jv``.  Neither is
+    pickled: a pickle holds the parameters only.
 
     Examples
     --------
