@@ -31,6 +31,15 @@ __all__ = ["FourierBesselBasis"]
 #: pixels), and the default is the Nyquist band limit ``pi * radius`` instead.
 _PAPER_DEFAULT_MAX_SIZE = 9
 
+#: Bases with at most this many functions expand with ``np.linalg.pinv`` of
+#: the whole disk matrix (one SVD, milliseconds at this size): the arithmetic
+#: of earlier versions, so that fitted results at the paper's sizes stay the
+#: same bit for bit (tests/test_regression.py pins them; the autocorrelation
+#: fit turns a 1e-16 change of its input into a 1e-5 change of its result).
+#: Larger bases solve the four reflection-parity blocks by QR instead: the
+#: whole SVD takes seconds to minutes from a few hundred functions on.
+_FULL_PINV_MAX_FUNCTIONS = 128
+
 #: A block of the least-squares problem whose triangular factor has a
 #: reciprocal condition number (LAPACK ``dtrcon``, 1-norm) below this is
 #: treated as rank deficient and pseudo-inverted by SVD, as ``numpy.linalg.pinv``
@@ -232,8 +241,9 @@ def _reflection_blocks(x, y, eps_x, eps_y):
 
 
 def _least_squares_blocks(matrix, pixels, x, y, eps_x, eps_y):
-    """Factor the least-squares problem of ``matrix[pixels]`` (m x p) class by class.
+    """Factor the least squares of ``inside = matrix[pixels]`` (m x p) class by class.
 
+    ``pixels`` (m,) are the rows of ``matrix`` inside the disk, at ``(x, y)``.
     The four reflection-parity classes of :func:`_reflection_blocks` span
     mutually orthogonal subspaces of the pixel space, so ``pinv(inside)`` is
     their pseudo-inverses stacked; and a class's columns are
@@ -241,7 +251,6 @@ def _least_squares_blocks(matrix, pixels, x, y, eps_x, eps_y):
     pseudo-inverse is ``pinv(sqrt(w) * inside[rows]) @ U.T``: a problem with
     about a quarter of the rows and of the columns, about 1/16 of the work
     of ``pinv(inside)``, exact up to the rounding of the pixel values.
-    ``pixels`` (m,) are the rows of ``matrix`` inside the disk, at ``(x, y)``.
     Returns ``[(cols, gather, weights, pinv), ...]``; :meth:`expand` applies
     them.
     """
@@ -322,11 +331,13 @@ class FourierBesselBasis:
     the image, and ``bandlimit`` should be chosen explicitly.
 
     **Projection.** :meth:`expand` is least squares over the pixels inside
-    the disk.  The pseudo-inverse is computed once, on the first call, and
-    cheaply: the pixel set is symmetric under ``x -> -x`` and ``y -> -y``, each
-    function is even or odd under both, so the problem splits into four
-    independent ones of a quarter of the size each (QR, or SVD if a block
-    is numerically rank deficient).  The evaluation matrix too is built on
+    the disk, factored once, on the first call.  Up to 128 functions this is
+    ``np.linalg.pinv`` of the disk's matrix, as in earlier versions (fitted
+    results at the paper's sizes stay bit for bit).  Larger bases use the
+    symmetry: the pixel set is symmetric under ``x -> -x`` and ``y -> -y``,
+    each function is even or odd under both, so the problem splits into four
+    independent ones of a quarter of the size each (QR, or SVD if a block is
+    numerically rank deficient).  The evaluation matrix too is built on
     first use, with ``J_nu`` evaluated once per distinct pixel radius and
     ``(nu, q)``, or, when there are more distinct radii than that takes
     Chebyshev points (the defaults from L = 25 on), at the Chebyshev points
@@ -447,7 +458,7 @@ class FourierBesselBasis:
     def _build(self):
         """Validate the parameters and choose the functions (cheap).
 
-        The evaluation matrix and the least-squares projector are computed on
+        The evaluation matrix and the least-squares factors are computed on
         first use (:attr:`matrix`, :meth:`expand`) and cached.
         """
         L = check_int(self.image_size, "image_size", minimum=3)
@@ -591,9 +602,16 @@ class FourierBesselBasis:
         return out
 
     def _least_squares(self):
-        """The factored least-squares problem of :meth:`expand`, cached."""
+        """The factored least-squares problem of :meth:`expand`, cached.
+
+        ``pinv(matrix[mask.ravel()])`` for small bases, else the reflection
+        blocks of :func:`_least_squares_blocks` (see
+        ``_FULL_PINV_MAX_FUNCTIONS``).
+        """
         with self._lock:
-            if self._projector is None:
+            if self._projector is None and self.n_functions <= _FULL_PINV_MAX_FUNCTIONS:
+                self._projector = np.linalg.pinv(self.matrix[self.mask.ravel()])
+            elif self._projector is None:
                 n = self._n
                 i, j = np.nonzero(self.mask)  # row-major, as np.flatnonzero(mask)
                 eps_x, eps_y = _reflection_parities(self.frequencies, self.kinds)
@@ -740,6 +758,8 @@ class FourierBesselBasis:
         images = self._check_images(images)
         blocks = self._least_squares()
         inside = images[..., self.mask]
+        if isinstance(blocks, np.ndarray):  # the whole pseudo-inverse
+            return inside @ blocks.T
         flat = inside.reshape(-1, inside.shape[-1])
         # pad with a zero pixel: the repeated members of an orbit point at it
         flat = np.concatenate([flat, np.zeros((flat.shape[0], 1))], axis=1)

@@ -18,6 +18,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy import special
 
 from mtdlearn import FourierBesselBasis
+from mtdlearn import basis as basis_module
 
 pytestmark = pytest.mark.usefixtures("single_threaded_blas")
 
@@ -660,15 +661,43 @@ def test_default_with_other_radius_follows_it():
         FourierBesselBasis(11, radius=0.5)
 
 
-def test_rank_deficient_basis_still_expands_like_pinv():
+@pytest.mark.parametrize("blocks", [False, True], ids=["whole", "blocks"])
+def test_rank_deficient_basis_still_expands_like_pinv(blocks, monkeypatch):
     # what the paper's rule keeps at L = 11 (the old default): 105 functions of
-    # rank 101.  expand stays the minimum-norm least-squares fit of pinv.
+    # rank 101.  expand stays the minimum-norm least-squares fit of pinv, with
+    # the whole pseudo-inverse (105 <= 128 functions) and with the reflection
+    # blocks, whose rank-deficient ones fall back to the SVD
+    if blocks:
+        monkeypatch.setattr(basis_module, "_FULL_PINV_MAX_FUNCTIONS", 0)
     basis = FourierBesselBasis(11, n_coefficients=105)
     inside = basis.matrix[basis.mask.ravel()]
     assert np.linalg.matrix_rank(inside) == 101
-    image = np.random.default_rng(3).uniform(size=(11, 11))
-    assert_allclose(basis.expand(image), np.linalg.pinv(inside) @ image[basis.mask],
-                    rtol=0, atol=1e-10)
+    image = np.random.default_rng(3).uniform(size=(2, 11, 11))
+    expected = image[:, basis.mask] @ np.linalg.pinv(inside).T
+    assert_allclose(basis.expand(image), expected, rtol=0, atol=1e-10)
+    assert isinstance(basis._least_squares(), list) == blocks
+
+
+def test_small_bases_expand_with_the_whole_pseudo_inverse():
+    # up to 128 functions expand is pinv of the whole matrix, bit for bit the
+    # arithmetic of earlier versions (the regression pins depend on it)
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    image = np.random.default_rng(4).uniform(size=(5, 5))
+    expected = image[basis.mask] @ np.linalg.pinv(basis.matrix[basis.mask.ravel()]).T
+    assert_array_equal(basis.expand(image), expected)
+
+
+@pytest.mark.parametrize("L", [15, 31])
+def test_reflection_blocks_expand_like_pinv(L):
+    # beyond 128 functions expand solves the four parity blocks; it is still
+    # the least-squares fit of pinv of the whole matrix
+    basis = FourierBesselBasis(L)
+    assert basis.n_functions > basis_module._FULL_PINV_MAX_FUNCTIONS
+    inside = basis.matrix[basis.mask.ravel()]
+    image = np.random.default_rng(L).uniform(size=(3, L, L))
+    expected = image[:, basis.mask] @ np.linalg.pinv(inside).T
+    assert_allclose(basis.expand(image), expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    assert basis.expand(image[0]).shape == (basis.n_functions,)
 
 
 def test_large_basis_pickles_cheaply():
