@@ -645,7 +645,7 @@ def test_large_matrix_matches_jv(L):
 
 
 def test_chebyshev_radial_values_at_a_node():
-    from mtdlearn.basis import _chebyshev_size, _radial_values
+    from mtdlearn._fourier_bessel import _chebyshev_size, _radial_values
 
     nu, lam = np.array([0, 3, 7]), np.array([2.4, 30.0, 40.0])
     n_nodes = _chebyshev_size(lam.max())
