@@ -61,9 +61,25 @@ class ApproxEMEstimator(BaseMTDEstimator):
         convention); ``None`` takes ``sklearn.get_config()["working_memory"]``.
         Chunks are also capped at a cache-friendly size.  Results do not
         depend on it beyond rounding.
-    dtype : {numpy.float64, numpy.float32}, default=numpy.float64
+    dtype : {"auto", numpy.float64, numpy.float32}, default="auto"
         Precision of the E-step arithmetic; sufficient statistics are
-        always accumulated in float64.
+        always accumulated in float64.  ``"auto"`` runs the E-steps in
+        float32 (about 3x faster, same error) while the gain per iteration
+        is above float32's resolution of the mean log-likelihood (and above
+        ``tol``), then finishes in float64, so ``tol`` is always met by
+        float64 gains; at high SNR (float32 error of the logits above 1e-3,
+        where ``||P||**2 - 2 P.T + ||T||**2`` cancels) it runs in float64
+        throughout.  ``numpy.float32`` runs every E-step in float32 (its
+        gains near convergence are rounding noise).
+    acceleration : {"squarem", None}, default="squarem"
+        ``None``: plain EM, one E-step and one M-step per iteration.
+        ``"squarem"``: SQUAREM (Varadhan & Roland, 2008), scheme S3, on the
+        EM map of ``(alpha, log rho, log sigma**2)`` with the monotone
+        safeguard and the adaptive maximum step of the paper; one iteration
+        is one cycle of 3 E-steps (2 when the step is 1).
+    refinement : None, default=None
+        Reserved for adaptive oversampling of the rotations; only ``None``
+        (the ``K``-point grid) is implemented.
     n_jobs : int, default=None
         Threads for the chunks of the E-step (and for the starts when
         ``n_init > 1``).  Results do not depend on it.
@@ -87,7 +103,15 @@ class ApproxEMEstimator(BaseMTDEstimator):
     noise_variance_ : float
         Estimated ``sigma**2``, or the fixed ``noise_variance``.
     n_iter_ : int
-        Number of EM iterations run by the best start.
+        Number of iterations run by the best start: EM steps for
+        ``acceleration=None``, SQUAREM cycles (up to 3 E-steps each) for
+        ``"squarem"``.
+    n_e_steps_ : int
+        Number of E-steps (passes over the data) of the best start, the
+        initial one included: the honest measure of work.
+    float64_from_iter_ : int or None
+        With ``dtype="auto"``, the iteration after which the E-steps ran in
+        float64 (``None``: no switch; float64 throughout at high SNR).
     converged_ : bool
         Whether the best start met ``tol`` within ``max_iter`` iterations.
     n_patches_ : int
@@ -99,7 +123,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
     angles_ : ndarray of shape (K,)
         Its angles in radians.
     log_likelihood_history_ : list of float
-        Mean log-likelihood per patch after each iteration (first entry: the start).
+        Mean log-likelihood per patch after each iteration (first entry: the
+        start), in the precision of that iteration's E-step; non-decreasing
+        (SQUAREM's safeguard keeps it so) up to float32 rounding before
+        ``float64_from_iter_``.
     lower_bound_ : float
         The final mean log-likelihood per patch.
 
@@ -115,10 +142,27 @@ class ApproxEMEstimator(BaseMTDEstimator):
     see the design page, "The E-step".  Memory is bounded by the chunk size, not by the
     number of patches.
 
+    SQUAREM (``acceleration="squarem"``), from ``x0`` with the EM map ``F``:
+    ``r = F(x0) - x0``, ``v = F(F(x0)) - 2 F(x0) + x0``, step
+    ``alpha = -||r|| / ||v||`` clamped to ``-[1, step_max]``,
+    ``x' = x0 - 2 alpha r + alpha**2 v``.  If the log-likelihood at ``x'`` is
+    below that at ``x0`` (or not finite) the cycle falls back to
+    ``F(F(x0))`` and a step at ``step_max`` shrinks ``step_max`` by 4;
+    otherwise the cycle ends at ``F(x')`` (the stabilizing EM step, which
+    cannot lower the likelihood) and a step at ``step_max`` multiplies it
+    by 4.  ``rho`` is extrapolated in log coordinates and mapped back by a
+    softmax (it stays on the simplex, zeros stay zero), ``sigma**2`` in log
+    coordinates.  The convergence test applies ``tol`` to the gain of a
+    cycle.
+
     References
     ----------
     S. Kreymer, A. Singer, T. Bendory, "An approximate expectation-maximization
     for two-dimensional multi-target detection".
+
+    R. Varadhan, C. Roland, "Simple and globally convergent methods for
+    accelerating the convergence of any EM algorithm", Scand. J. Statist.
+    35:335-353, 2008.
 
     Examples
     --------
@@ -136,8 +180,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
 
     def __init__(self, image_size, *, basis=None, rotations=16, initializer=None, n_init=1,
                  noise_variance=None, max_iter=100, tol=1e-6, working_memory=None,
-                 dtype=np.float64, n_jobs=None, random_state=None, verbose=0,
-                 warm_start=False):
+                 dtype="auto", acceleration="squarem", refinement=None, n_jobs=None,
+                 random_state=None, verbose=0, warm_start=False):
         self.image_size = image_size
         self.basis = basis
         self.rotations = rotations
@@ -148,6 +192,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
         self.tol = tol
         self.working_memory = working_memory
         self.dtype = dtype
+        self.acceleration = acceleration
+        self.refinement = refinement
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -160,17 +206,41 @@ class ApproxEMEstimator(BaseMTDEstimator):
         return bool(self.warm_start)
 
     def _check_params(self):
-        dt = np.dtype(self.dtype)
-        if dt not in (np.float64, np.float32):
-            raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {self.dtype!r}")
+        if not (isinstance(self.dtype, str) and self.dtype == "auto"):
+            try:
+                dt = np.dtype(self.dtype)
+            except TypeError:
+                dt = None
+            if dt not in (np.float64, np.float32):
+                raise ValueError("dtype must be 'auto', numpy.float64 or numpy.float32, got "
+                                 f"{self.dtype!r}")
+        if self.acceleration not in _ACCELERATIONS:
+            raise ValueError(f"acceleration must be one of {_ACCELERATIONS}, got "
+                             f"{self.acceleration!r}")
+        if self.refinement is not None:
+            raise ValueError(f"refinement must be None, got {self.refinement!r}")
 
     def _prepare(self, data):
         return _EMData(data, HypothesisSpace(self.basis_, self.angles_),
                        self.noise_variance is None)
 
+    # -- one start ------------------------------------------------------------
+    def _run_start(self, prepared, state, seed, n_jobs):
+        auto = isinstance(self.dtype, str)
+        run = _Run(np.dtype(np.float32) if auto else np.dtype(self.dtype), finish=auto)
+        state = _EMState(state.coef, state.shift_probabilities, state.noise_variance, run)
+        if auto and _float32_resolution(prepared.data, state) > _FLOAT32_MAX_ERROR:
+            run.dtype = np.dtype(np.float64)   # high SNR: float32 logits would cancel
+        res = super()._run_start(prepared, state, seed, n_jobs)
+        res["extra"]["n_e_steps_"] = run.n_e_steps
+        res["extra"]["float64_from_iter_"] = run.float64_from
+        return res
+
     def _e_step(self, prepared, state, n_jobs):
+        run = state.run if isinstance(state, _EMState) else _Run(np.dtype(self.dtype))
+        run.n_e_steps += 1
         model = build_patch_model(state.coef, state.shift_probabilities, state.noise_variance,
-                                  prepared.hypotheses, dtype=np.dtype(self.dtype))
+                                  prepared.hypotheses, dtype=run.dtype)
         stats = estep_statistics(prepared.data, model, n_jobs=n_jobs,
                                  working_memory=self.working_memory)
         if not (np.isfinite(stats.loglik) and np.all(np.isfinite(state.coef))):
@@ -187,5 +257,160 @@ class ApproxEMEstimator(BaseMTDEstimator):
         floor = 1e-12 * max(stats.patch_sq / (stats.n_patches * d), 1e-300)
         coef, rho, sigma2 = m_step(stats, state.shift_probabilities, prepared.hypotheses,
                                    prepared.estimate_noise, floor)
-        return InitialState(coef, rho, sigma2 if prepared.estimate_noise
-                            else state.noise_variance)
+        return _EMState(coef, rho, sigma2 if prepared.estimate_noise else state.noise_variance,
+                        getattr(state, "run", None))
+
+    def _step(self, prepared, state, objective, stats, n_jobs):
+        run = state.run
+        run.n_iter += 1
+        if self.acceleration == "squarem":
+            new = _squarem_cycle(self, prepared, state, objective, stats, n_jobs)
+        else:
+            new = super()._step(prepared, state, objective, stats, n_jobs)
+        state, new_objective, stats = new
+        if run.finish and run.dtype == np.float32:
+            resolution = _float32_resolution(prepared.data, state, stats, new_objective)
+            if new_objective - objective < max(self.tol, resolution):
+                # float32 gains are at its rounding level: finish in float64
+                run.dtype = np.dtype(np.float64)
+                run.float64_from = run.n_iter
+                run.incomparable = True
+                new_objective, stats = self._e_step(prepared, state, n_jobs)
+        return state, new_objective, stats
+
+    def _gain(self, previous, objective, state):
+        run = state.run
+        if run.incomparable:   # the objective just changed precision: not a gain
+            run.incomparable = False
+            return np.inf
+        return objective - previous
+
+
+_ACCELERATIONS = (None, "squarem")
+
+#: Above this estimated float32 error of the logits (relative posterior error),
+#: ``dtype="auto"`` runs in float64 from the start: the expansion
+#: ``||P||**2 - 2 P.T + ||T||**2`` cancels when the patch energy is much larger
+#: than ``sigma**2`` (high SNR), and float32 keeps ~7 digits of each term.
+_FLOAT32_MAX_ERROR = 1e-3
+
+
+def _float32_resolution(data, state, stats=None, objective=None):
+    """Rounding level of float32 E-steps for ``state``.
+
+    Without ``stats``: the float32 error of the logits, ``eps * energy / (2 sigma**2)``
+    with the mean patch energy (the terms of the expansion that cancel).
+    With ``stats``: the resolution of the mean log-likelihood per patch,
+    ``eps * (|objective| + energy / (2 sigma**2)) / sqrt(N_d)`` (independent
+    rounding errors of the N_d patch terms).
+    """
+    eps = np.finfo(np.float32).eps
+    if stats is None:
+        n = min(data.n_patches, 4096)
+        P = data.get(0, n)
+        energy = float(np.einsum("ij,ij->", P, P)) / n
+        return eps * energy / (2.0 * state.noise_variance)
+    energy = stats.patch_sq / stats.n_patches
+    return eps * (abs(objective) + energy / (2.0 * state.noise_variance)) / np.sqrt(
+        stats.n_patches)
+
+
+@dataclass
+class _Run:
+    """Bookkeeping of one start (shared by the states of the start)."""
+
+    dtype: np.dtype
+    finish: bool = False          # dtype="auto": switch float32 -> float64
+    n_e_steps: int = 0
+    n_iter: int = 0
+    float64_from: int = None      # iteration of the switch, None if none
+    incomparable: bool = False
+    step_max: float = 1.0         # SQUAREM
+
+
+@dataclass
+class _EMState(InitialState):
+    """An :class:`InitialState` that carries its start's bookkeeping."""
+
+    run: _Run = None
+
+
+# ---------------------------------------------------------------------------
+# SQUAREM
+#: SQUAREM's step bounds and the factor of the adaptive maximum step
+#: (Varadhan & Roland 2008, section 6: step.min0 = 1, step.max0 = 1, mstep = 4).
+_STEP_MIN, _STEP_MAX0, _MSTEP = 1.0, 1.0, 4.0
+
+
+class _Coordinates:
+    """Unconstrained coordinates of (alpha, rho, sigma**2) for extrapolation:
+    ``alpha`` as is, ``log rho`` on the support of ``rho`` (back through a
+    softmax, so ``rho`` stays on the simplex and zeros stay zero) and
+    ``log sigma**2`` when it is estimated."""
+
+    def __init__(self, state, estimate_noise):
+        self.support = np.flatnonzero(np.ravel(state.shift_probabilities) > 0)
+        self.shape = np.shape(state.shift_probabilities)
+        self.p = np.size(state.coef)
+        self.estimate_noise = estimate_noise
+        self.noise_variance = state.noise_variance
+
+    def encode(self, state):
+        rho = np.ravel(state.shift_probabilities)[self.support]
+        parts = [np.asarray(state.coef, dtype=np.float64),
+                 np.log(np.maximum(rho, np.finfo(np.float64).tiny))]
+        if self.estimate_noise:
+            parts.append([np.log(state.noise_variance)])
+        return np.concatenate(parts)
+
+    def decode(self, x, run):
+        p, m = self.p, self.support.size
+        logr = x[p:p + m]
+        r = np.exp(logr - logr.max())
+        rho = np.zeros(int(np.prod(self.shape)))
+        rho[self.support] = r / r.sum()
+        sigma2 = float(np.exp(x[-1])) if self.estimate_noise else self.noise_variance
+        return _EMState(x[:p].copy(), rho.reshape(self.shape), sigma2, run)
+
+
+def _squarem_cycle(est, prepared, state, objective, stats, n_jobs):
+    """One SQUAREM cycle (scheme S3) with the monotone safeguard: 3 E-steps
+    (2 when the step is 1).
+
+    ``x1 = F(x0)`` and ``x2 = F(x1)`` cost one E-step (at ``x1``; the one at
+    ``x0`` is the previous cycle's last).  The extrapolated point ``x'`` is
+    accepted when its log-likelihood (the E-step that its stabilizing EM step
+    needs anyway) is not below ``x0``'s; the cycle then ends at ``F(x')``,
+    which EM's monotonicity keeps at least as good.  Otherwise it ends at
+    ``x2 = F(F(x0))`` and the maximum step shrinks.  The last E-step (at the
+    end point) gives the cycle's log-likelihood and the next cycle's first map.
+    """
+    run = state.run
+    x1 = est._m_step(prepared, state, stats)
+    l1, s1 = est._e_step(prepared, x1, n_jobs)
+    x2 = est._m_step(prepared, x1, s1)
+    coords = _Coordinates(state, prepared.estimate_noise)
+    v0, v1, v2 = coords.encode(state), coords.encode(x1), coords.encode(x2)
+    r = v1 - v0
+    v = v2 - 2.0 * v1 + v0
+    nr, nv = np.linalg.norm(r), np.linalg.norm(v)
+    step = float(np.clip(nr / nv, _STEP_MIN, run.step_max)) if (
+        np.isfinite(nr) and np.isfinite(nv) and nv > 0) else _STEP_MIN   # -alpha
+    end = x2
+    if abs(step - 1.0) >= 0.01:   # alpha = -1 would be x2 = F(F(x0)) itself
+        lp = np.nan
+        try:
+            xp = coords.decode(v0 + 2.0 * step * r + step * step * v, run)
+            lp, sp = est._e_step(prepared, xp, n_jobs)
+        except (FloatingPointError, ValueError, np.linalg.LinAlgError):
+            pass
+        if np.isfinite(lp) and lp >= objective:
+            end = est._m_step(prepared, xp, sp)        # the stabilizing EM step
+            if step == run.step_max:
+                run.step_max *= _MSTEP
+        elif step == run.step_max:   # worse: fall back to F(F(x0)), shrink the step
+            run.step_max = max(_STEP_MAX0, run.step_max / _MSTEP)
+    elif step == run.step_max:
+        run.step_max *= _MSTEP
+    new_objective, new_stats = est._e_step(prepared, end, n_jobs)
+    return end, new_objective, new_stats

@@ -46,7 +46,7 @@ def _grid_measurement(coef, basis, size, K, sigma2, seed):
        K=st.integers(1, 8), fixed_noise=st.booleans())
 def test_log_likelihood_never_decreases(basis, coef, seed, snr, K, fixed_noise):
     X, truth = make_measurement(coef, basis, 80, snr=snr, random_state=seed)
-    em = ApproxEMEstimator(L, basis=basis, rotations=K, max_iter=15, tol=0.0,
+    em = ApproxEMEstimator(L, basis=basis, rotations=K, max_iter=15, tol=0.0, dtype=np.float64,
                            noise_variance=truth.noise_variance if fixed_noise else None,
                            random_state=seed)
     with warnings.catch_warnings():
@@ -73,7 +73,8 @@ def test_warm_start_steps_are_monotone(basis, coef):
 
 def test_results_do_not_depend_on_n_jobs_or_chunk_size(basis, coef):
     X, _ = make_measurement(coef, basis, 150, snr=3, random_state=4)
-    kw = dict(basis=basis, rotations=6, max_iter=8, tol=0.0, random_state=7)
+    # float64: chunking changes float32 sums at float32's rounding level
+    kw = dict(basis=basis, rotations=6, max_iter=8, tol=0.0, random_state=7, dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ref = ApproxEMEstimator(L, **kw).fit(X)
@@ -87,6 +88,13 @@ def test_results_do_not_depend_on_n_jobs_or_chunk_size(basis, coef):
                                    rtol=1e-10, atol=1e-14)
         assert np.isclose(other.noise_variance_, ref.noise_variance_, rtol=1e-10)
     assert np.array_equal(others[-1].coef_, ref.coef_)  # same settings: bit-identical
+    # the default (float32 E-steps, SQUAREM): n_jobs does not change a bit
+    kw.pop("dtype")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = ApproxEMEstimator(L, **kw).fit(X)
+        b = ApproxEMEstimator(L, n_jobs=2, **kw).fit(X)
+    assert np.array_equal(a.coef_, b.coef_) and a.n_e_steps_ == b.n_e_steps_
 
 
 def test_noise_free_recovery_and_detection(basis, coef):
@@ -385,3 +393,60 @@ def test_numerical_failure_is_reported_not_returned(basis, coef):
     with pytest.raises(FloatingPointError, match="not finite: scale the measurement"):
         with np.errstate(all="ignore"):
             em.fit(X * 1e20)
+
+
+# ------------------------------------------------------ time to accuracy
+def _fit(X, basis, **kw):
+    params = dict(basis=basis, rotations=4, max_iter=2000, tol=1e-10, random_state=0,
+                  dtype=np.float64, acceleration=None)
+    params.update(kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return ApproxEMEstimator(L, **params).fit(X)
+
+
+@pytest.fixture(scope="module")
+def small_problem(basis, coef):
+    X, _ = make_measurement(coef, basis, 100, snr=10, random_state=11)
+    return X, _fit(X, basis)
+
+
+def _assert_monotone(em):
+    h = np.asarray(em.log_likelihood_history_)
+    start = em.float64_from_iter_ or 0
+    # monotone within each precision (float32 rounding level before the switch)
+    assert np.all(np.diff(h[start + 1:]) >= -1e-12 * np.abs(h).max())
+    if start:
+        assert np.all(np.diff(h[:start + 1]) >= -1e-6 * np.abs(h).max())
+
+
+@pytest.mark.parametrize("kw", [dict(acceleration="squarem"),
+                                dict(acceleration="squarem", dtype="auto"),
+                                dict(dtype="auto", tol=1e-8)])
+def test_variants_reach_the_plain_fixed_point_monotonically(basis, small_problem, kw):
+    X, plain = small_problem
+    other = _fit(X, basis, **kw)
+    assert plain.converged_ and other.converged_
+    _assert_monotone(other)
+    # plain EM crawls: at its stop it is still ~1e-8 below the fixed point
+    assert abs(other.lower_bound_ - plain.lower_bound_) < (1e-7 if other.tol < 1e-9 else 1e-5)
+    np.testing.assert_allclose(other.coef_, plain.coef_, atol=5e-3 * np.abs(plain.coef_).max())
+
+
+def test_squarem_saves_e_steps_and_counts_them(basis, small_problem):
+    X, plain = small_problem
+    sq = _fit(X, basis, acceleration="squarem")
+    assert plain.n_e_steps_ == plain.n_iter_ + 1          # one E-step per iteration + start
+    assert sq.n_iter_ + 1 <= sq.n_e_steps_ <= 3 * sq.n_iter_ + 1
+    assert sq.n_e_steps_ < plain.n_e_steps_ / 2
+    assert sq.lower_bound_ >= plain.lower_bound_ - 1e-12
+
+
+def test_auto_precision_finishes_in_float64(basis, small_problem):
+    X, plain = small_problem
+    em = _fit(X, basis, dtype="auto", tol=1e-8)
+    assert em.float64_from_iter_ is not None and em.float64_from_iter_ < em.n_iter_
+    # high SNR: float32 logits would cancel, so "auto" runs in float64 throughout
+    X_hi, _ = make_measurement(plain.coef_, basis, 60, snr=1e6, random_state=0)
+    hi = _fit(X_hi, basis, dtype="auto", max_iter=3)
+    assert hi.float64_from_iter_ is None and hi.n_e_steps_ == 4
