@@ -71,12 +71,22 @@ class ApproxEMEstimator(BaseMTDEstimator):
         where ``||P||**2 - 2 P.T + ||T||**2`` cancels) it runs in float64
         throughout.  ``numpy.float32`` runs every E-step in float32 (its
         gains near convergence are rounding noise).
-    acceleration : {"squarem", None}, default="squarem"
+    acceleration : {"squarem", "incremental", None}, default="squarem"
         ``None``: plain EM, one E-step and one M-step per iteration.
         ``"squarem"``: SQUAREM (Varadhan & Roland, 2008), scheme S3, on the
         EM map of ``(alpha, log rho, log sigma**2)`` with the monotone
         safeguard and the adaptive maximum step of the paper; one iteration
         is one cycle of 3 E-steps (2 when the step is 1).
+        ``"incremental"``: for large measurements, incremental EM (Neal &
+        Hinton, 1998) first: the patches are split into blocks of 8192
+        (fewer than two blocks: plain SQUAREM); each iteration is one pass
+        that runs an M-step before every block's E-step, so a pass moves the
+        parameters once per block.  When a pass gains less than 1e-3 per
+        patch (or after 20 passes) one batch E-step ends the phase and
+        SQUAREM cycles finish at batch EM's fixed point.  The history holds,
+        for a pass, the sum of the blocks' log-likelihoods each at its own
+        E-step's parameters (not promised monotone); from the batch E-step
+        on, the log-likelihood.
     refinement : None, default=None
         Reserved for adaptive oversampling of the rotations; only ``None``
         (the ``K``-point grid) is implemented.
@@ -160,6 +170,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
     S. Kreymer, A. Singer, T. Bendory, "An approximate expectation-maximization
     for two-dimensional multi-target detection".
 
+    R. M. Neal, G. E. Hinton, "A view of the EM algorithm that justifies
+    incremental, sparse, and other variants", in Learning in Graphical
+    Models, 1998.
+
     R. Varadhan, C. Roland, "Simple and globally convergent methods for
     accelerating the convergence of any EM algorithm", Scand. J. Statist.
     35:335-353, 2008.
@@ -237,12 +251,21 @@ class ApproxEMEstimator(BaseMTDEstimator):
         return res
 
     def _e_step(self, prepared, state, n_jobs):
-        run = state.run if isinstance(state, _EMState) else _Run(np.dtype(self.dtype))
+        run = state.run
         run.n_e_steps += 1
         model = build_patch_model(state.coef, state.shift_probabilities, state.noise_variance,
                                   prepared.hypotheses, dtype=run.dtype)
-        stats = estep_statistics(prepared.data, model, n_jobs=n_jobs,
-                                 working_memory=self.working_memory)
+        if self.acceleration == "incremental" and run.incremental and run.blocks is None:
+            # the first E-step keeps each block's statistics (same work)
+            run.ranges = _blocks(prepared.data.n_patches)
+            run.blocks = [estep_statistics(prepared.data, model, subset=rng, n_jobs=n_jobs,
+                                           working_memory=self.working_memory)
+                          for rng in run.ranges]
+            stats = _sum_blocks(run.blocks)
+            run.incremental = len(run.ranges) > 1
+        else:
+            stats = estep_statistics(prepared.data, model, n_jobs=n_jobs,
+                                     working_memory=self.working_memory)
         if not (np.isfinite(stats.loglik) and np.all(np.isfinite(state.coef))):
             raise FloatingPointError(
                 "the EM's log-likelihood or coefficients are not finite: scale the "
@@ -263,12 +286,14 @@ class ApproxEMEstimator(BaseMTDEstimator):
     def _step(self, prepared, state, objective, stats, n_jobs):
         run = state.run
         run.n_iter += 1
-        if self.acceleration == "squarem":
+        if self.acceleration == "incremental" and run.incremental:
+            new = _incremental_pass(self, prepared, state, objective, stats, n_jobs)
+        elif self.acceleration in ("squarem", "incremental"):
             new = _squarem_cycle(self, prepared, state, objective, stats, n_jobs)
         else:
             new = super()._step(prepared, state, objective, stats, n_jobs)
         state, new_objective, stats = new
-        if run.finish and run.dtype == np.float32:
+        if run.finish and run.dtype == np.float32 and not run.incomparable:
             resolution = _float32_resolution(prepared.data, state, stats, new_objective)
             if new_objective - objective < max(self.tol, resolution):
                 # float32 gains are at its rounding level: finish in float64
@@ -286,7 +311,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         return objective - previous
 
 
-_ACCELERATIONS = (None, "squarem")
+_ACCELERATIONS = (None, "squarem", "incremental")
 
 #: Above this estimated float32 error of the logits (relative posterior error),
 #: ``dtype="auto"`` runs in float64 from the start: the expansion
@@ -326,6 +351,9 @@ class _Run:
     float64_from: int = None      # iteration of the switch, None if none
     incomparable: bool = False
     step_max: float = 1.0         # SQUAREM
+    incremental: bool = True      # incremental EM: still in the incremental phase
+    ranges: list = None           # incremental EM: the blocks' patch ranges
+    blocks: list = None           # incremental EM: each block's statistics
 
 
 @dataclass
@@ -414,3 +442,62 @@ def _squarem_cycle(est, prepared, state, objective, stats, n_jobs):
         run.step_max *= _MSTEP
     new_objective, new_stats = est._e_step(prepared, end, n_jobs)
     return end, new_objective, new_stats
+
+
+# ---------------------------------------------------------------------------
+# incremental EM
+#: Patches per block of the incremental EM (a block's E-step is then long
+#: enough to keep both threads busy); fewer than two blocks: plain passes.
+_BLOCK_PATCHES = 8192
+#: The incremental phase ends when a pass gains less than this per patch (or
+#: after _MAX_PASSES passes); batch SQUAREM cycles then finish.
+_INCREMENTAL_GAIN, _MAX_PASSES = 1e-3, 20
+
+
+def _sum_blocks(blocks):
+    total = blocks[0]
+    for block in blocks[1:]:
+        total = total + block
+    return total
+
+
+def _blocks(n_patches):
+    """Contiguous patch ranges of the incremental EM (independent of ``n_jobs``)."""
+    n_blocks = max(1, n_patches // _BLOCK_PATCHES)
+    edges = np.linspace(0, n_patches, n_blocks + 1).round().astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def _incremental_pass(est, prepared, state, objective, stats, n_jobs):
+    """One pass of incremental EM (Neal & Hinton 1998) over the blocks.
+
+    Before each block: an M-step from the total statistics; then the block's
+    E-step at the new parameters, swapped into the total.  The pass's
+    objective is the sum of the blocks' log-likelihoods, each at the
+    parameters of its own E-step.  When a pass gains little, one batch E-step
+    at the current parameters ends the incremental phase (its objective is the
+    true log-likelihood, not comparable with the passes').
+    """
+    run = state.run
+    total = stats
+    for b, rng in enumerate(run.ranges):
+        state = est._m_step(prepared, state, total)
+        model = build_patch_model(state.coef, state.shift_probabilities, state.noise_variance,
+                                  prepared.hypotheses, dtype=run.dtype)
+        block = estep_statistics(prepared.data, model, subset=rng, n_jobs=n_jobs,
+                                 working_memory=est.working_memory)
+        run.blocks[b] = block
+        # swap the block into the total; re-summed in block order, since
+        # total - old + new cancels (weights ~0 in the other blocks go negative)
+        total = _sum_blocks(run.blocks)
+    run.n_e_steps += 1   # one pass over the data
+    pass_objective = total.loglik / total.n_patches
+    if (pass_objective - objective < _INCREMENTAL_GAIN
+            or run.n_iter >= _MAX_PASSES):
+        run.incremental = False
+        run.blocks = None
+        run.incomparable = True
+        state = est._m_step(prepared, state, total)
+        new_objective, stats = est._e_step(prepared, state, n_jobs)
+        return state, new_objective, stats
+    return state, pass_objective, total

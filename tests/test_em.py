@@ -450,3 +450,21 @@ def test_auto_precision_finishes_in_float64(basis, small_problem):
     X_hi, _ = make_measurement(plain.coef_, basis, 60, snr=1e6, random_state=0)
     hi = _fit(X_hi, basis, dtype="auto", max_iter=3)
     assert hi.float64_from_iter_ is None and hi.n_e_steps_ == 4
+
+
+def test_incremental_em_reaches_the_batch_fixed_point(basis, small_problem, monkeypatch):
+    import mtdlearn.em as em_module
+
+    monkeypatch.setattr(em_module, "_BLOCK_PATCHES", 100)   # 4 blocks of the 400 patches
+    X, plain = small_problem
+    em = _fit(X, basis, acceleration="incremental")
+    assert em.converged_
+    assert abs(em.lower_bound_ - plain.lower_bound_) < 1e-7
+    np.testing.assert_allclose(em.coef_, plain.coef_, atol=5e-3 * np.abs(plain.coef_).max())
+    h = np.asarray(em.log_likelihood_history_)
+    assert h[1] > plain.log_likelihood_history_[1]           # a pass beats one EM step
+    # monotone once the batch phase has started (after the passes' histories)
+    batch = np.flatnonzero(np.diff(h) < 0)
+    assert batch.size <= 1
+    tail = h[(batch[0] + 1 if batch.size else 0):]
+    assert np.all(np.diff(tail) >= -1e-12 * np.abs(h).max())
