@@ -78,7 +78,7 @@ html_theme_options = {
     "description": "Two-dimensional multi-target detection with scikit-learn conventions",
     "fixed_sidebar": True,
 }
-html_static_path = []
+html_static_path = ["_static"]
 
 
 # -- hooks ---------------------------------------------------------------------

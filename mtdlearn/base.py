@@ -62,6 +62,10 @@ class BaseMTDEstimator(BaseEstimator):
     ``_step(prepared, state, objective, stats, n_jobs)``
         One iteration, ``(state, objective, stats)``; by default an M-step
         and an E-step.  Accelerated or incremental variants override it.
+    ``_gain(previous, objective, state)``
+        The gain of the last iteration tested against ``tol``; by default
+        ``objective - previous``.  A variant whose objective changes
+        definition between iterations (a precision switch) overrides it.
     ``_run_start(prepared, state, seed, n_jobs)``
         One start: by default the loop above, until the gain of the
         objective is below ``tol`` or ``max_iter`` iterations; a subclass
@@ -221,6 +225,10 @@ class BaseMTDEstimator(BaseEstimator):
         objective, stats = self._e_step(prepared, state, n_jobs)
         return state, objective, stats
 
+    def _gain(self, previous, objective, state):
+        """The gain of the last iteration, tested against ``tol`` (hook of the loop)."""
+        return objective - previous
+
     def _run_start(self, prepared, state, seed, n_jobs):
         """Iterate from ``state`` until the gain is below ``tol`` or ``max_iter``."""
         name = self._verbose_name
@@ -235,7 +243,7 @@ class BaseMTDEstimator(BaseEstimator):
         for n_iter in range(1, self.max_iter + 1):
             t0 = time.perf_counter()
             state, objective, stats = self._step(prepared, state, objective, stats, n_jobs)
-            gain = objective - history[-1]
+            gain = self._gain(history[-1], objective, state)
             history.append(objective)
             if self.verbose:
                 print(f"[{name}] iter {n_iter}  log-likelihood {objective:.10g}  "

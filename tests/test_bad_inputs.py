@@ -164,10 +164,10 @@ ESTIMATOR_PARAM_CASES = [
 
 ESTIMATOR_ONLY_CASES = [
     case(lambda: em(dtype=np.int32).fit(X), ValueError,
-         r"^dtype must be numpy.float64 or numpy.float32", id="em-dtype=int32"),
+         r"^dtype must be 'auto', numpy.float64 or numpy.float32", id="em-dtype=int32"),
     case(lambda: em(dtype="float16").fit(X), ValueError,
-         r"^dtype must be numpy.float64 or numpy.float32, got 'float16'", id="em-dtype=float16"),
-    case(lambda: em(dtype="nonsense").fit(X), ValueError, r"^dtype must be numpy.float64",
+         r"^dtype must be 'auto', numpy.float64 or numpy.float32, got 'float16'", id="em-dtype=float16"),
+    case(lambda: em(dtype="nonsense").fit(X), ValueError, r"^dtype must be 'auto', numpy.float64",
          id="em-dtype=unknown"),
     case(lambda: em(warm_start="yes").fit(X), TypeError, r"^warm_start must be a bool",
          id="em-warm_start=str"),

@@ -46,7 +46,7 @@ def _grid_measurement(coef, basis, size, K, sigma2, seed):
        K=st.integers(1, 8), fixed_noise=st.booleans())
 def test_log_likelihood_never_decreases(basis, coef, seed, snr, K, fixed_noise):
     X, truth = make_measurement(coef, basis, 80, snr=snr, random_state=seed)
-    em = ApproxEMEstimator(L, basis=basis, rotations=K, max_iter=15, tol=0.0,
+    em = ApproxEMEstimator(L, basis=basis, rotations=K, max_iter=15, tol=0.0, dtype=np.float64,
                            noise_variance=truth.noise_variance if fixed_noise else None,
                            random_state=seed)
     with warnings.catch_warnings():
@@ -73,7 +73,8 @@ def test_warm_start_steps_are_monotone(basis, coef):
 
 def test_results_do_not_depend_on_n_jobs_or_chunk_size(basis, coef):
     X, _ = make_measurement(coef, basis, 150, snr=3, random_state=4)
-    kw = dict(basis=basis, rotations=6, max_iter=8, tol=0.0, random_state=7)
+    # float64: chunking changes float32 sums at float32's rounding level
+    kw = dict(basis=basis, rotations=6, max_iter=8, tol=0.0, random_state=7, dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ref = ApproxEMEstimator(L, **kw).fit(X)
@@ -87,6 +88,13 @@ def test_results_do_not_depend_on_n_jobs_or_chunk_size(basis, coef):
                                    rtol=1e-10, atol=1e-14)
         assert np.isclose(other.noise_variance_, ref.noise_variance_, rtol=1e-10)
     assert np.array_equal(others[-1].coef_, ref.coef_)  # same settings: bit-identical
+    # the default (float32 E-steps, SQUAREM): n_jobs does not change a bit
+    kw.pop("dtype")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = ApproxEMEstimator(L, **kw).fit(X)
+        b = ApproxEMEstimator(L, n_jobs=2, **kw).fit(X)
+    assert np.array_equal(a.coef_, b.coef_) and a.n_e_steps_ == b.n_e_steps_
 
 
 def test_noise_free_recovery_and_detection(basis, coef):
@@ -387,3 +395,95 @@ def test_numerical_failure_is_reported_not_returned(basis, coef):
     with pytest.raises(FloatingPointError, match="not finite: scale the measurement"):
         with np.errstate(all="ignore"):
             em.fit(X * 1e20)
+
+
+# ------------------------------------------------------ time to accuracy
+def _fit(X, basis, **kw):
+    params = dict(basis=basis, rotations=4, max_iter=2000, tol=1e-10, random_state=0,
+                  dtype=np.float64, acceleration=None)
+    params.update(kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return ApproxEMEstimator(L, **params).fit(X)
+
+
+@pytest.fixture(scope="module")
+def small_problem(basis, coef):
+    X, _ = make_measurement(coef, basis, 100, snr=10, random_state=11)
+    return X, _fit(X, basis)
+
+
+def _assert_monotone(em):
+    h = np.asarray(em.log_likelihood_history_)
+    start = em.float64_from_iter_ or 0
+    # monotone within each precision (float32 rounding level before the switch)
+    assert np.all(np.diff(h[start + 1:]) >= -1e-12 * np.abs(h).max())
+    if start:
+        assert np.all(np.diff(h[:start + 1]) >= -1e-6 * np.abs(h).max())
+
+
+@pytest.mark.parametrize("kw", [dict(acceleration="squarem"),
+                                dict(acceleration="squarem", dtype="auto"),
+                                dict(dtype="auto", tol=1e-8)])
+def test_variants_reach_the_plain_fixed_point_monotonically(basis, small_problem, kw):
+    X, plain = small_problem
+    other = _fit(X, basis, **kw)
+    assert plain.converged_ and other.converged_
+    _assert_monotone(other)
+    # plain EM crawls: at its stop it is still ~1e-8 below the fixed point
+    assert abs(other.lower_bound_ - plain.lower_bound_) < (1e-7 if other.tol < 1e-9 else 1e-5)
+    np.testing.assert_allclose(other.coef_, plain.coef_, atol=5e-3 * np.abs(plain.coef_).max())
+
+
+def test_squarem_saves_e_steps_and_counts_them(basis, small_problem):
+    X, plain = small_problem
+    sq = _fit(X, basis, acceleration="squarem")
+    assert plain.n_e_steps_ == plain.n_iter_ + 1          # one E-step per iteration + start
+    assert sq.n_iter_ + 1 <= sq.n_e_steps_ <= 3 * sq.n_iter_ + 1
+    assert sq.n_e_steps_ < plain.n_e_steps_ / 2
+    assert sq.lower_bound_ >= plain.lower_bound_ - 1e-12
+
+
+def test_auto_precision_finishes_in_float64(basis, small_problem):
+    X, plain = small_problem
+    em = _fit(X, basis, dtype="auto", tol=1e-8)
+    assert em.float64_from_iter_ is not None and em.float64_from_iter_ < em.n_iter_
+    # high SNR: float32 logits would cancel, so "auto" runs in float64 throughout
+    X_hi, _ = make_measurement(plain.coef_, basis, 60, snr=1e6, random_state=0)
+    hi = _fit(X_hi, basis, dtype="auto", max_iter=3)
+    assert hi.float64_from_iter_ is None and hi.n_e_steps_ == 4
+
+
+def test_incremental_em_reaches_the_batch_fixed_point(basis, small_problem, monkeypatch):
+    import mtdlearn.em as em_module
+
+    monkeypatch.setattr(em_module, "_BLOCK_PATCHES", 100)   # 4 blocks of the 400 patches
+    X, plain = small_problem
+    em = _fit(X, basis, acceleration="incremental")
+    assert em.converged_
+    assert abs(em.lower_bound_ - plain.lower_bound_) < 1e-7
+    np.testing.assert_allclose(em.coef_, plain.coef_, atol=5e-3 * np.abs(plain.coef_).max())
+    h = np.asarray(em.log_likelihood_history_)
+    assert h[1] > plain.log_likelihood_history_[1]           # a pass beats one EM step
+    # monotone once the batch phase has started (after the passes' histories)
+    batch = np.flatnonzero(np.diff(h) < 0)
+    assert batch.size <= 1
+    tail = h[(batch[0] + 1 if batch.size else 0):]
+    assert np.all(np.diff(tail) >= -1e-12 * np.abs(h).max())
+
+
+def test_refinement_reaches_the_fine_grid(basis, coef):
+    """Continuous angles at SNR 100: K=4 then 4x finer matches K=16 directly."""
+    X, _ = make_measurement(coef, basis, 150, snr=100, random_state=8)
+    kw = dict(basis=basis, max_iter=300, tol=1e-8, initializer=FixedInitializer(coef),
+              random_state=0)
+    coarse = ApproxEMEstimator(L, rotations=4, **kw).fit(X)
+    fine = ApproxEMEstimator(L, rotations=16, **kw).fit(X)
+    refined = ApproxEMEstimator(L, rotations=4, refinement=4, **kw).fit(X)
+    err = [relative_error(coef, em.coef_, basis) for em in (coarse, fine, refined)]
+    assert err[2] < 0.25 * err[0] and err[2] < 1.1 * err[1]
+    assert refined.angles_.shape == (16,) and refined.rotations_.n_rotations == 16
+    assert 0 < refined.coarse_n_iter_ < refined.n_iter_
+    assert refined.predict(X)["angle"].max() < 2 * np.pi
+    with pytest.raises(ValueError, match="refinement must be None or an int >= 2"):
+        ApproxEMEstimator(L, refinement=1).fit(X)

@@ -32,7 +32,7 @@ ALLOWED = {
     "metrics": {"_validation", "basis"},
     "base": {"_parallel", "_validation", "basis", "datasets", "hypotheses", "initializers",
              "operators", "patch_model", "patches", "rotations"},
-    "em": {"base", "hypotheses", "initializers", "patch_model"},
+    "em": {"base", "hypotheses", "initializers", "patch_model", "rotations"},
     "autocorrelation": {"base", "initializers", "moment_fit", "moments", "operators"},
     "plotting": {"_validation", "basis", "metrics"},
     "experiments": {"autocorrelation", "basis", "datasets", "em", "initializers", "metrics"},

@@ -250,3 +250,24 @@ def test_m_step_solves_normal_equations(basis, coef):
     T = pad_shift_crop(imgs_new, None).reshape(len(angles), 4 * L * L, L * L)
     resid = np.einsum("mks,mks->", w, ((P[:, None, None] - T[None]) ** 2).sum(-1))
     assert np.isclose(s2, resid / P.size, rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-6)])
+def test_exponent_floor_does_not_change_the_statistics(monkeypatch, dtype, rtol):
+    # at high SNR most exponents are far below -708 (float64) / -87 (float32),
+    # where exp is slow; the floor must not move the statistics
+    import mtdlearn.patch_model as pm
+
+    basis = FourierBesselBasis(L, n_coefficients=10)
+    coef = make_target(basis, random_state=1)
+    X, truth = make_measurement(coef, basis, 60, snr=500, random_state=1)
+    model = build_patch_model(coef, density_to_shift_probabilities(0.04, L),
+                              truth.noise_variance, _space(basis, np.arange(4) * np.pi / 2),
+                              dtype=dtype)
+    data = PatchData([X], L)
+    floored = estep_statistics(data, model, chunk=16)
+    monkeypatch.setitem(pm._FLOOR, np.dtype(dtype), -np.inf)
+    plain = estep_statistics(data, model, chunk=16)
+    for name in ("weights", "weighted_patches", "loglik", "weight_empty"):
+        a, b = np.asarray(getattr(floored, name)), np.asarray(getattr(plain, name))
+        np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.max(np.abs(b)), err_msg=name)

@@ -44,6 +44,7 @@ def run_case(seed, size, snr, K, fixed, init, dtype):
     em = ApproxEMEstimator(
         5, basis=basis, rotations=K, max_iter=30, tol=1e-10, random_state=seed,
         noise_variance=truth.noise_variance if fixed else None, dtype=np.dtype(dtype),
+        acceleration=None, refinement=None,  # the plain algorithm (wave-2 defaults differ)
         initializer=AutocorrelationInitializer(n_init=2) if init == "autocorrelation" else None)
     import warnings
 

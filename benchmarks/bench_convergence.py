@@ -1,0 +1,143 @@
+"""Time to accuracy of the approximate EM's variants.
+
+For each variant this prints, and plots to a PNG, the relative error of the
+coefficients and the mean log-likelihood per patch against wall time, from
+the same autocorrelation-analysis start, with the same stopping rule (gain of
+the mean log-likelihood per patch below ``--tol``, default 1e-8):
+
+* ``plain``   -- float64, one E-step + one M-step per iteration (wave 1);
+* ``float32`` -- every E-step in float32;
+* ``auto``    -- ``dtype="auto"``: float32 E-steps, float64 finish;
+* ``squarem`` -- SQUAREM (S3) in float64;
+* ``incremental`` -- incremental EM passes (blocks of 8192 patches), then
+  SQUAREM, ``dtype="auto"``;
+* ``default`` -- the estimator's defaults (``dtype="auto"``, SQUAREM).
+
+Settings are the demo's (L=5, 10 coefficients, density 0.04, SNR 5, K=16,
+N=1000) unless told otherwise; ``--quick`` runs N=400, K=8.  Every timing is
+the minimum over ``--repeats`` runs (the machine may be shared).
+
+Usage::
+
+    python benchmarks/bench_convergence.py --quick
+    python benchmarks/bench_convergence.py --size 1000 --rotations 16
+    python benchmarks/bench_convergence.py --size 4000 --rotations 16 --repeats 1
+"""
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+
+from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator, FixedInitializer,
+                      FourierBesselBasis, make_measurement, make_target, relative_error)
+
+VARIANTS = {
+    "plain": dict(dtype=np.float64, acceleration=None),
+    "float32": dict(dtype=np.float32, acceleration=None),
+    "auto": dict(dtype="auto", acceleration=None),
+    "squarem": dict(dtype=np.float64, acceleration="squarem"),
+    "incremental": dict(acceleration="incremental"),
+    "default": dict(),
+}
+
+
+class _Traced(ApproxEMEstimator):
+    """Records (seconds since the start, error, log-likelihood) after each iteration."""
+
+    def _run_start(self, prepared, state, seed, n_jobs):
+        self._trace = [(0.0, relative_error(self._truth, state.coef, self.basis_), np.nan)]
+        self._t0 = time.perf_counter()
+        return super()._run_start(prepared, state, seed, n_jobs)
+
+    def _step(self, prepared, state, objective, stats, n_jobs):
+        state, objective, stats = super()._step(prepared, state, objective, stats, n_jobs)
+        t = time.perf_counter() - self._t0
+        self._trace.append((t, relative_error(self._truth, state.coef, self.basis_),
+                            objective))
+        return state, objective, stats
+
+
+def run(args):
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    coef = make_target(basis, random_state=args.seed)
+    X, truth = make_measurement(coef, basis, args.size, density=0.04, snr=args.snr,
+                                random_state=args.seed)
+    ac = AutocorrelationEstimator(5, basis=basis, noise_variance=truth.noise_variance,
+                                  random_state=args.seed).fit(X)
+    init = FixedInitializer(ac.coef_, ac.shift_probabilities_)
+    print(f"N={args.size} SNR {args.snr} K={args.rotations} tol {args.tol:g}, "
+          f"n_jobs={args.n_jobs}, min of {args.repeats} run(s); autocorrelation start error "
+          f"{relative_error(coef, ac.coef_, basis):.5f}")
+    print(f"{'variant':9s} {'error':>8s} {'log-lik':>16s} {'iter':>5s} {'E-steps':>7s} "
+          f"{'time s':>8s} {'s/E-step':>8s}")
+    results = {}
+    for name in args.variants:
+        best = None
+        for _ in range(args.repeats):
+            em = _Traced(5, basis=basis, rotations=args.rotations,
+                         noise_variance=truth.noise_variance, initializer=init,
+                         max_iter=args.max_iter, tol=args.tol, random_state=args.seed,
+                         n_jobs=args.n_jobs, **VARIANTS[name])
+            em._truth = coef
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                em.fit(X)
+            if best is None or em._trace[-1][0] < best._trace[-1][0]:
+                best = em
+        results[name] = best
+        t = best._trace[-1][0]
+        print(f"{name:9s} {relative_error(coef, best.coef_, basis):8.5f} "
+              f"{best.lower_bound_:16.10f} {best.n_iter_:5d} {best.n_e_steps_:7d} {t:8.1f} "
+              f"{t / best.n_e_steps_:8.3f}"
+              + ("" if best.converged_ else "  (not converged)"), flush=True)
+    if "plain" in results:
+        ref = results["plain"]._trace[-1][0]
+        print("wall time relative to plain: " + ", ".join(
+            f"{name} {em._trace[-1][0] / ref:.2f}" for name, em in results.items()))
+    if args.figure:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        final = max(em.lower_bound_ for em in results.values())
+        for name, em in results.items():
+            tr = np.asarray(em._trace)
+            ax1.plot(tr[:, 0], tr[:, 1], label=name)
+            ax2.semilogy(tr[1:, 0], np.maximum(final - tr[1:, 2], 1e-12), label=name)
+        ax1.set(xlabel="wall time (s)", ylabel="relative error", title="error")
+        ax2.set(xlabel="wall time (s)", ylabel="best log-lik - log-lik (per patch)",
+                title="log-likelihood gap")
+        ax1.legend()
+        fig.suptitle(f"time to accuracy: N={args.size}, SNR {args.snr}, K={args.rotations}")
+        fig.tight_layout()
+        fig.savefig(args.figure, dpi=100)
+        print(f"wrote {args.figure}")
+    return results
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=1000)
+    p.add_argument("--rotations", type=int, default=16)
+    p.add_argument("--snr", type=float, default=5.0)
+    p.add_argument("--tol", type=float, default=1e-8)
+    p.add_argument("--max-iter", type=int, default=3000)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--n-jobs", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--figure", default="time_to_accuracy.png")
+    p.add_argument("--quick", action="store_true", help="N=400, K=8")
+    args = p.parse_args(argv)
+    args.variants = args.variants.split(",")
+    if args.quick:
+        args.size, args.rotations = 400, 8
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
