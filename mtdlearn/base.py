@@ -15,7 +15,7 @@ import time
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator, DensityMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
@@ -32,7 +32,7 @@ from .rotations import check_rotation_grid
 __all__ = ["BaseMTDEstimator"]
 
 
-class BaseMTDEstimator(BaseEstimator):
+class BaseMTDEstimator(DensityMixin, BaseEstimator):
     """Base class of the multi-target detection estimators.
 
     Owns what both estimators share: input validation (one measurement,
@@ -77,6 +77,39 @@ class BaseMTDEstimator(BaseEstimator):
 
     #: Prefix of the verbose lines.
     _verbose_name = "MTD"
+
+    def __sklearn_tags__(self):
+        """The estimator's tags for scikit-learn (``sklearn.utils.get_tags``).
+
+        A density estimator (``score`` is a log-likelihood) without targets.
+        Its input is one measurement (a 2-D array, **not** a table of
+        samples by features: rows and columns are pixels) or a stack of
+        measurements (3-D); dense, finite, of any sign.  It needs ``fit``;
+        with a ``random_state`` it is deterministic.
+
+        Returns
+        -------
+        tags : sklearn.utils.Tags
+            The tags.
+
+        Examples
+        --------
+        >>> from sklearn.utils import get_tags
+        >>> from mtdlearn import ApproxEMEstimator
+        >>> tags = get_tags(ApproxEMEstimator(5))
+        >>> tags.estimator_type, tags.input_tags.three_d_array, tags.target_tags.required
+        ('density_estimator', True, False)
+        """
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True     # one measurement (N1, N2)
+        tags.input_tags.three_d_array = True   # a stack (n, N1, N2)
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        tags.input_tags.positive_only = False  # Gaussian noise: any sign
+        tags.target_tags.required = False      # no y
+        tags.requires_fit = True
+        tags.non_deterministic = False
+        return tags
     #: Whether the estimator continues from its previous fit (``warm_start``).
     _warm = False
 

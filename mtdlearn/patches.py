@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse
 from sklearn import get_config
 
-from ._validation import check_array_float, check_int, check_real
+from ._validation import ComplexDataError, check_array_float, check_int, check_real
 from .io import read_measurement
 
 __all__ = ["check_measurements", "patch_grid_shape", "tile", "extract_patches", "PatchData", "as_patch_source",
@@ -33,6 +33,44 @@ def _all_finite(arr, block_bytes=2**24):
     (100 MB for a 10000 x 10000 measurement)."""
     rows = max(1, block_bytes // max(1, arr.shape[1] * arr.itemsize))
     return all(np.isfinite(arr[r:r + rows]).all() for r in range(0, arr.shape[0], rows))
+
+
+def _numeric(arr, label):
+    """``arr`` as a real numeric array; an object array of numbers becomes float64.
+
+    Messages follow scikit-learn's (its estimator checks look for them):
+    "Complex data not supported", and numpy's "argument must be a string or
+    a real number" for an object array holding something else.
+    """
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{label} must be numeric, got dtype object holding a "
+                            f"non-number: {exc}") from None
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ComplexDataError(f"{label} must be real-valued, got dtype {arr.dtype} "
+                               "(Complex data not supported)")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
+    return arr
+
+
+def _too_small_message(label, shape, image_size):
+    """Name the short axis in scikit-learn's words too (rows are its samples,
+    columns its features), so that its estimator checks recognize the error."""
+    L = image_size
+    if shape[0] < L:
+        axis = f"{shape[0]} rows, i.e. {shape[0]} sample(s)"
+    else:
+        axis = f"{shape[1]} columns, i.e. {shape[1]} feature(s)"
+    return (f"{label} of shape {shape} is smaller than one {L}x{L} patch: {axis} "
+            f"(shape={shape}) while a minimum of {L} is required.")
+
+
+def _non_finite_kind(arr):
+    """scikit-learn's wording of what is not finite (called only on failure)."""
+    return "Input contains NaN" if np.isnan(arr).any() else "Input contains infinity"
 
 
 def check_measurements(X, image_size, name="X"):
@@ -78,7 +116,8 @@ def check_measurements(X, image_size, name="X"):
         else:
             raise ValueError(
                 f"{name} must be one measurement (N1, N2), a stack (n, N1, N2) or a "
-                f"sequence of 2-D arrays; got an array of shape {arr.shape}"
+                f"sequence of 2-D arrays; got an array of shape {arr.shape}. "
+                "Reshape your data to (N1, N2) or (n, N1, N2)."
             )
     elif isinstance(X, (list, tuple)):
         items = list(X)
@@ -97,20 +136,14 @@ def check_measurements(X, image_size, name="X"):
             if item.ndim == 3:  # a stack stored in one file
                 out.extend(check_measurements(item, image_size, name=label))
                 continue
-        arr = np.asarray(item)
-        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-            raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
-        if np.issubdtype(arr.dtype, np.complexfloating):
-            raise TypeError(f"{label} must be real-valued, got dtype {arr.dtype}")
+        arr = _numeric(np.asarray(item), label)
         if arr.ndim != 2:
             raise ValueError(f"{label} must be a 2-D measurement, got shape {arr.shape}")
         if min(arr.shape) < image_size:
-            raise ValueError(
-                f"{label} of shape {arr.shape} is smaller than one "
-                f"{image_size}x{image_size} patch"
-            )
+            raise ValueError(_too_small_message(label, arr.shape, image_size))
         if not _all_finite(arr):
-            raise ValueError(f"{label} must contain only finite values (found NaN or inf)")
+            raise ValueError(f"{label} must contain only finite values "
+                             f"({_non_finite_kind(arr)})")
         out.append(arr)
     return out
 
