@@ -4,6 +4,7 @@ protocol, and the per-fit sharing of data-derived quantities."""
 import numpy as np
 import pytest
 
+import mtdlearn
 from mtdlearn import FourierBesselBasis, make_target
 
 L = 5
@@ -105,3 +106,50 @@ def test_shared_unfitted_and_bad_input(make, problem):
     _fit(est, problem[2])
     with pytest.raises(ValueError, match="smaller than one"):
         est.score(np.zeros((3, 3)))
+
+
+# ---------------------------------------------------------------------------
+# persistence: pickle, joblib and skops round trips
+def _same_predictions(a, b, X):
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    np.testing.assert_array_equal(a.score_samples(X), b.score_samples(X))
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    np.testing.assert_array_equal(a.sample(30, random_state=0)[0],
+                                  b.sample(30, random_state=0)[0])
+    for name in ("coef_", "shift_probabilities_", "image_"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_persistence_pickle_and_joblib(make, problem, tmp_path):
+    import joblib
+
+    basis, coef, X, truth = problem
+    est = _fit(make(basis), X[:2])
+    _same_predictions(est, pickle.loads(pickle.dumps(est)), X[2])
+    joblib.dump(est, tmp_path / "est.joblib")
+    _same_predictions(est, joblib.load(tmp_path / "est.joblib"), X[2])
+
+
+@pytest.mark.parametrize("make", ESTIMATORS + [
+    lambda basis: ApproxEMEstimator(
+        L, basis=basis, rotations=4, max_iter=3, dtype=np.float32,
+        random_state=np.random.default_rng(0),
+        initializer=mtdlearn.FixedInitializer(np.ones(basis.n_functions)))],
+    ids=IDS + ["em-float32-fixed-init"])
+def test_persistence_skops(make, problem):
+    sio = pytest.importorskip("skops.io")
+    basis, coef, X, truth = problem
+    est = _fit(make(basis), X[:2])
+    blob = sio.dumps(est)
+    untrusted = sio.get_untrusted_types(data=blob)
+    # nothing but our own classes needs trusting (numpy, builtins are skops' defaults)
+    assert untrusted and all(t.startswith("mtdlearn.") for t in untrusted), untrusted
+    with pytest.raises(sio.exceptions.UntrustedTypesFoundException):
+        sio.loads(blob)
+    again = sio.loads(blob, trusted=untrusted)
+    assert type(again) is type(est)
+    params, loaded = est.get_params(), again.get_params()
+    assert params.keys() == loaded.keys()
+    assert all(repr(loaded[k]) == repr(v) for k, v in params.items() if k != "random_state")
+    _same_predictions(est, again, X[2])
