@@ -138,7 +138,15 @@ class AutocorrelationEstimator(BaseMTDEstimator):
         return data.memoize(measurement_autocorrelations, self.basis_.image_size,
                             working_memory=self.working_memory, n_jobs=self.n_jobs)
 
-    def _run_start(self, data, state, seed, n_jobs):
+    def _start_extra(self, data, objective, history):
+        extra = {"cost_": -objective}
+        if data is not None:
+            extra["autocorrelations_"] = data
+        return extra
+
+    def _run_start(self, data, state, seed, n_jobs, resume=None, callback=None):
+        # one quasi-Newton solve on L**4 numbers: a start runs in one piece,
+        # so a checkpoint holds finished starts only (callback is never called)
         basis = self.basis_
         L = basis.image_size
         density0 = shift_probabilities_to_density(state.shift_probabilities)
@@ -161,8 +169,8 @@ class AutocorrelationEstimator(BaseMTDEstimator):
             "shift_probabilities": density_to_shift_probabilities(res.density, L),
             "noise_variance": max(float(res.noise_variance), np.finfo(float).tiny),
             "objective": -float(res.cost), "n_iter": int(res.n_iter),
-            "converged": bool(res.converged),
-            "extra": {"autocorrelations_": data, "cost_": float(res.cost)},
+            "converged": bool(res.converged), "history": [],
+            "extra": self._start_extra(data, -float(res.cost), []),
         }
 
 

@@ -11,8 +11,10 @@ A subclass provides its own steps through small hooks; a variant of the EM
 (accelerated, incremental) overrides one hook, :meth:`_step`.
 """
 
+import os
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin, clone
@@ -22,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._parallel import check_n_jobs, ordered_map
 from ._validation import check_int, check_random_generator, check_real
 from .basis import FourierBesselBasis, check_basis
+from .checkpoint import FitCheckpoint, StartRecord, hash_measurements, hash_params
 from .datasets import make_measurement
 from .initializers import InitialState, RandomInitializer
 from .operators import check_shift_probabilities, shift_probabilities_to_density
@@ -30,6 +33,18 @@ from .patches import as_patch_source
 from .rotations import check_rotation_grid
 
 __all__ = ["BaseMTDEstimator"]
+
+
+def _check_checkpoint_path(checkpoint):
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path (str or path-like), got "
+                        f"{type(checkpoint).__name__}")
+    path = Path(checkpoint)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"checkpoint {path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory; give a file path")
+    return path
 
 
 class BaseMTDEstimator(DensityMixin, BaseEstimator):
@@ -61,10 +76,16 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
     ``_step(prepared, state, objective, stats, n_jobs)``
         One iteration, ``(state, objective, stats)``; by default an M-step
         and an E-step.  Accelerated or incremental variants override it.
-    ``_run_start(prepared, state, seed, n_jobs)``
+    ``_run_start(prepared, state, seed, n_jobs, resume, callback)``
         One start: by default the loop above, until the gain of the
-        objective is below ``tol`` or ``max_iter`` iterations; a subclass
-        without E/M steps (autocorrelation analysis) overrides it.
+        objective is below ``tol`` or ``max_iter`` iterations, calling
+        ``callback(state, n_iter, history)`` after every iteration (the
+        checkpoint) and continuing a saved start when given
+        ``resume=(n_iter, history)``; a subclass without E/M steps
+        (autocorrelation analysis) overrides it.
+    ``_start_extra(prepared, objective, history)``
+        The fitted attributes a start adds beyond the model (by default
+        ``log_likelihood_history_`` and ``lower_bound_``).
 
     Examples
     --------
@@ -155,7 +176,7 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         return None if self.noise_variance is None else float(self.noise_variance)
 
     # -- fit ----------------------------------------------------------------
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, checkpoint=None):
         """Estimate the model from measurements.
 
         Parameters
@@ -168,6 +189,20 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
             modified.
         y : None
             Ignored; present for scikit-learn compatibility.
+        checkpoint : str or path-like, default=None
+            A file (conventionally ``.npz``) where the state of the fit is
+            saved, atomically, after every iteration and at the end (a
+            :class:`~mtdlearn.checkpoint.FitCheckpoint`).  If the file
+            exists, the fit resumes from it, and the result is
+            bit-identical to that of an uninterrupted fit; a checkpoint
+            written for other measurements or other settings (any parameter
+            but ``n_jobs`` and ``verbose``) raises ``ValueError``.  A
+            complete checkpoint gives its result at once; delete the file to
+            fit afresh.  With a checkpoint the starts run one after another,
+            each with ``n_jobs`` threads.  It is an argument of ``fit``, not
+            an estimator parameter, because the file belongs to one fit on
+            one data set: ``clone`` and model selection must not hand it to
+            other fits.
 
         Returns
         -------
@@ -193,42 +228,112 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         """
         L = self._validate_params()
         data = as_patch_source(X, L)
-        prepared = self._prepare(data)
-        rng = check_random_generator(self.random_state)
         warm = self._warm and hasattr(self, "coef_")
-        n_init = 1 if warm else int(self.n_init)
-        seeds = rng.integers(np.iinfo(np.int32).max, size=n_init)
         fixed = self._fixed_noise_variance()
         if warm:
-            states = [self._check_state(InitialState(
+            warm_state = self._check_state(InitialState(
                 self.coef_.copy(), self.shift_probabilities_.copy(),
                 float(self.noise_variance_) if fixed is None else fixed),
-                source="the previous fit (warm_start)")]
+                source="the previous fit (warm_start)")
+        if checkpoint is not None:
+            path = _check_checkpoint_path(checkpoint)
+            # before random_state (a Generator) is drawn from
+            params_hash = hash_params(self, extra=None if not warm else [
+                warm_state.coef, warm_state.shift_probabilities, warm_state.noise_variance])
+        prepared = self._prepare(data)
+        rng = check_random_generator(self.random_state)
+        n_init = 1 if warm else int(self.n_init)
+        seeds = rng.integers(np.iinfo(np.int32).max, size=n_init)
+        if warm:
+            def first_state(seed):
+                return warm_state
         else:
             init = self._check_initializer()
-            states = [self._check_state(init.initialize(data, self.basis_, fixed,
-                                                        np.random.default_rng(seed)))
-                      for seed in seeds]
-        # one start uses n_jobs inside; several run in parallel, one thread each
-        inner, outer = (self.n_jobs, 1) if n_init == 1 else (1, self.n_jobs)
-        results = list(ordered_map(
-            lambda st, s: self._run_start(prepared, st, s, inner), zip(states, seeds),
-            n_jobs=outer, limit_blas=False, verbose=max(self.verbose - 1, 0)))
-        best = max(range(n_init), key=lambda i: results[i]["objective"])
+
+            def first_state(seed):
+                return self._check_state(init.initialize(data, self.basis_, fixed,
+                                                         np.random.default_rng(seed)))
+        if checkpoint is None:
+            states = [first_state(seed) for seed in seeds]
+            # one start uses n_jobs inside; several run in parallel, one thread each
+            inner, outer = (self.n_jobs, 1) if n_init == 1 else (1, self.n_jobs)
+            results = list(ordered_map(
+                lambda st, s: self._run_start(prepared, st, s, inner), zip(states, seeds),
+                n_jobs=outer, limit_blas=False, verbose=max(self.verbose - 1, 0)))
+        else:
+            results = self._run_checkpointed(path, params_hash, data, prepared, seeds,
+                                             first_state)
+        best = max(range(len(results)), key=lambda i: results[i]["objective"])
         res = results[best]
-        self.coef_ = res["coef"]
-        self.shift_probabilities_ = res["shift_probabilities"].reshape(2 * L, 2 * L)
+        self._set_fitted(res, data.n_patches)
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(self._convergence_message(res), ConvergenceWarning, stacklevel=2)
+        return self
+
+    def _set_fitted(self, res, n_patches):
+        """Set the fitted attributes from a start's result."""
+        L = self.basis_.image_size
+        self.coef_ = np.asarray(res["coef"], dtype=np.float64)
+        self.shift_probabilities_ = np.asarray(res["shift_probabilities"]).reshape(2 * L, 2 * L)
         self.noise_variance_ = float(res["noise_variance"])
         self.density_ = shift_probabilities_to_density(self.shift_probabilities_)
         self.image_ = self.basis_.evaluate(self.coef_)
         self.n_iter_ = int(res["n_iter"])
         self.converged_ = bool(res["converged"])
-        self.n_patches_ = data.n_patches
+        self.n_patches_ = int(n_patches)
         for key, value in res.get("extra", {}).items():
             setattr(self, key, value)
-        if not self.converged_ and self.max_iter > 0:
-            warnings.warn(self._convergence_message(res), ConvergenceWarning, stacklevel=2)
-        return self
+
+    def _run_checkpointed(self, path, params_hash, data, prepared, seeds, first_state):
+        """Run the starts one after another, saving a checkpoint after every iteration."""
+        name = type(self).__name__
+        data_hash = data.memoize(hash_measurements)
+        if path.exists():
+            ckpt = FitCheckpoint.load(path).check(name, params_hash, data_hash, path)
+        else:
+            ckpt = FitCheckpoint(name, params_hash, data_hash, seeds, data.n_patches)
+        results = [self._record_result(prepared, record) for record in ckpt.starts]
+
+        def save_progress(state, n_iter, history):
+            ckpt.current = StartRecord(state.coef, state.shift_probabilities,
+                                       state.noise_variance, n_iter, list(history),
+                                       history[-1], False)
+            ckpt.save(path)
+
+        for seed in ckpt.seeds[len(ckpt.starts):]:
+            if ckpt.current is not None:  # resume the start the file was saved in
+                state = self._resume_state(ckpt.current, path)
+                resume = (ckpt.current.n_iter, ckpt.current.history)
+            else:
+                state, resume = first_state(seed), None
+            res = self._run_start(prepared, state, seed, self.n_jobs, resume=resume,
+                                  callback=save_progress)
+            ckpt.starts.append(StartRecord(
+                res["coef"], res["shift_probabilities"], res["noise_variance"], res["n_iter"],
+                res["history"], res["objective"], res["converged"]))
+            ckpt.current = None
+            ckpt.save(path)
+            results.append(res)
+        return results
+
+    def _resume_state(self, record, path):
+        """The state saved in a checkpoint, exactly (not renormalized as a start is)."""
+        coef = np.asarray(record.coef, dtype=np.float64)
+        rho = np.asarray(record.shift_probabilities, dtype=np.float64)
+        L = self.basis_.image_size
+        if coef.shape != (self.basis_.n_functions,) or rho.size != 4 * L * L:
+            raise ValueError(f"checkpoint {path} holds coef of shape {coef.shape} and "
+                             f"shift_probabilities of shape {rho.shape}, expected "
+                             f"({self.basis_.n_functions},) and ({2 * L}, {2 * L})")
+        return InitialState(coef, rho, float(record.noise_variance))
+
+    def _record_result(self, prepared, record):
+        """A start's result (as ``_run_start`` returns it) from a checkpoint record."""
+        return {"coef": record.coef, "shift_probabilities": record.shift_probabilities,
+                "noise_variance": record.noise_variance, "objective": record.objective,
+                "n_iter": record.n_iter, "converged": record.converged,
+                "history": list(record.history),
+                "extra": self._start_extra(prepared, record.objective, record.history)}
 
     # -- one start: the loop ------------------------------------------------
     def _prepare(self, data):
@@ -249,18 +354,42 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         objective, stats = self._e_step(prepared, state, n_jobs)
         return state, objective, stats
 
-    def _run_start(self, prepared, state, seed, n_jobs):
-        """Iterate from ``state`` until the gain is below ``tol`` or ``max_iter``."""
+    def _start_extra(self, prepared, objective, history):
+        """Fitted attributes of a start beyond the model (hook): the EM's history.
+
+        ``prepared`` is ``None`` when a checkpoint is restored without data.
+        """
+        return {"log_likelihood_history_": list(history), "lower_bound_": objective}
+
+    def _run_start(self, prepared, state, seed, n_jobs, resume=None, callback=None):
+        """Iterate from ``state`` until the gain is below ``tol`` or ``max_iter``.
+
+        ``resume=(n_iter, history)`` continues a start saved after
+        ``n_iter`` iterations at ``state`` (the statistics are recomputed
+        from it, bit for bit); ``callback(state, n_iter, history)`` is called
+        after every iteration.
+        """
         name = self._verbose_name
         t0 = time.perf_counter()
-        objective, stats = self._e_step(prepared, state, n_jobs)
-        history = [objective]
-        if self.verbose:
-            print(f"[{name}] iter 0  log-likelihood {objective:.10g}  "
-                  f"({time.perf_counter() - t0:.2f} s)")
+        if resume is None:
+            n_done = 0
+            objective, stats = self._e_step(prepared, state, n_jobs)
+            history = [objective]
+            if self.verbose:
+                print(f"[{name}] iter 0  log-likelihood {objective:.10g}  "
+                      f"({time.perf_counter() - t0:.2f} s)")
+        else:
+            n_done, history = int(resume[0]), list(resume[1])
+            converged = n_done >= 1 and history[-1] - history[-2] < self.tol
+            if converged or n_done >= self.max_iter:  # it had finished
+                return self._start_result(prepared, state, history, n_done, converged)
+            objective, stats = self._e_step(prepared, state, n_jobs)
+            if self.verbose:
+                print(f"[{name}] resumed after iter {n_done}  log-likelihood "
+                      f"{objective:.10g}  ({time.perf_counter() - t0:.2f} s)")
         converged = False
-        n_iter = 0
-        for n_iter in range(1, self.max_iter + 1):
+        n_iter = n_done
+        for n_iter in range(n_done + 1, self.max_iter + 1):
             t0 = time.perf_counter()
             state, objective, stats = self._step(prepared, state, objective, stats, n_jobs)
             gain = objective - history[-1]
@@ -268,14 +397,19 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
             if self.verbose:
                 print(f"[{name}] iter {n_iter}  log-likelihood {objective:.10g}  "
                       f"gain {gain:.3e}  ({time.perf_counter() - t0:.2f} s)")
+            if callback is not None:
+                callback(state, n_iter, history)
             if gain < self.tol:
                 converged = True
                 break
+        return self._start_result(prepared, state, history, n_iter, converged)
+
+    def _start_result(self, prepared, state, history, n_iter, converged):
         return {
             "coef": state.coef, "shift_probabilities": state.shift_probabilities,
-            "noise_variance": state.noise_variance, "objective": objective,
-            "n_iter": n_iter, "converged": converged,
-            "extra": {"log_likelihood_history_": history, "lower_bound_": objective},
+            "noise_variance": state.noise_variance, "objective": history[-1],
+            "n_iter": n_iter, "converged": converged, "history": history,
+            "extra": self._start_extra(prepared, history[-1], history),
         }
 
     def _check_state(self, state, source="initializer"):

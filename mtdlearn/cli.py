@@ -122,10 +122,15 @@ def _cmd_fit(args):
                out / "estimate.png"]
     if any(t.resolve() in inputs for t in targets):
         raise _CLIError("output-dir would overwrite an input file; choose another directory")
+    if args.checkpoint is not None:
+        if Path(args.checkpoint).resolve() in inputs:
+            raise _CLIError("--checkpoint would overwrite an input file; choose another path")
+        Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        est.fit(list(args.inputs))  # read-only: .npy memory-mapped, .mrc via mrcfile
+        # read-only: .npy memory-mapped, .mrc via mrcfile
+        est.fit(list(args.inputs), checkpoint=args.checkpoint)
     elapsed = time.perf_counter() - t0
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
@@ -303,6 +308,9 @@ def _build_parser():
     p.add_argument("--n-jobs", type=int, default=None, help="threads (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="save the state of the fit to PATH (.npz) after every iteration; "
+                        "running the same command again resumes from it (default: none)")
     p.set_defaults(func=_cmd_fit)
     return parser
 
