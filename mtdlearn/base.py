@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin, clone
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 from sklearn.utils.validation import check_is_fitted
 
 from ._parallel import check_n_jobs, ordered_map
@@ -29,10 +29,33 @@ from .datasets import make_measurement
 from .initializers import InitialState, RandomInitializer
 from .operators import check_shift_probabilities, shift_probabilities_to_density
 from .patch_model import HypothesisSpace, build_patch_model, estep_per_patch
-from .patches import as_patch_source
+from .patches import as_patch_source, patch_grid_shape
 from .rotations import check_rotation_grid
 
 __all__ = ["BaseMTDEstimator"]
+
+
+def _max_abs(measurements, image_size=None, block_bytes=2**24):
+    """Largest absolute value of the measurements (of their patch grids, given
+    ``image_size``), read in blocks of rows."""
+    top = 0.0
+    for M in measurements:
+        if image_size is not None:
+            nr, nc = patch_grid_shape(M.shape, image_size)
+            M = M[:nr * image_size, :nc * image_size]
+        rows = max(1, block_bytes // max(1, M.shape[1] * M.itemsize))
+        for r0 in range(0, M.shape[0], rows):
+            block = M[r0:r0 + rows]
+            top = max(top, abs(float(block.max())), abs(float(block.min())))
+    return top
+
+
+def _scale_bounds(power, n_values, dtype=np.float64):
+    """Range of ``max|x|`` whose ``power``-th powers, summed over ``n_values``
+    terms in ``dtype``, neither overflow nor fall within ``1e12`` of underflow."""
+    info = np.finfo(dtype)
+    return ((float(info.tiny) * 1e12) ** (1.0 / power),
+            (float(info.max) / (64.0 * n_values)) ** (1.0 / power))
 
 
 def _check_checkpoint_path(checkpoint):
@@ -172,6 +195,39 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
                             f"got {type(init).__name__}")
         return init
 
+    def _n_parameters(self):
+        """Number of free parameters of the fitted model (hook)."""
+        raise NotImplementedError
+
+    def _scale_bounds(self, data):
+        """The range of ``max|X|`` the arithmetic of the fit holds (hook).
+
+        By default that of sums of squares over all the pixels, in float64.
+        """
+        return _scale_bounds(2, sum(M.size for M in data.measurements))
+
+    #: Whether the fit reads the pixels outside the patch grid (the margins).
+    _reads_margins = False
+
+    def _check_data(self, data, bounds, fitting=True, name="X"):
+        """Refuse data that is zero where the fit reads it, or whose scale float
+        arithmetic cannot hold; say how to fix it."""
+        L = data.image_size
+        top = data.memoize(_max_abs, None if self._reads_margins and fitting else L)
+        low, high = bounds
+        if top == 0.0:
+            if fitting:
+                where = "everywhere" if self._reads_margins else f"in every {L}x{L} patch"
+                raise ValueError(f"{name} is zero {where}: there is nothing to fit")
+            return
+        if not low <= top <= high:
+            what = "large" if top > high else "small"
+            raise ValueError(
+                f"{name} holds values up to {top:.3g} in magnitude, too {what} for the "
+                f"floating-point arithmetic of {type(self).__name__} (it handles "
+                f"{low:.1g} to {high:.1g}): scale the measurement, e.g. divide it by its "
+                "standard deviation")
+
     def _fixed_noise_variance(self):
         return None if self.noise_variance is None else float(self.noise_variance)
 
@@ -227,7 +283,16 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         ((10,), (10, 10), True)
         """
         L = self._validate_params()
+        init = self._check_initializer()
         data = as_patch_source(X, L)
+        self._check_data(data, self._scale_bounds(data))
+        n_params, n_values = self._n_parameters(), data.n_patches * L * L
+        if n_values < n_params:
+            warnings.warn(
+                f"X holds {data.n_patches} patch(es) of {L}x{L} pixels, {n_values} numbers "
+                f"for the {n_params} parameters of the model: the estimate is not "
+                "determined by the data. Give more or larger measurements, or fewer "
+                "basis functions.", DataDimensionalityWarning, stacklevel=2)
         warm = self._warm and hasattr(self, "coef_")
         fixed = self._fixed_noise_variance()
         if warm:
@@ -248,8 +313,6 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
             def first_state(seed):
                 return warm_state
         else:
-            init = self._check_initializer()
-
             def first_state(seed):
                 return self._check_state(init.initialize(data, self.basis_, fixed,
                                                          np.random.default_rng(seed)))
@@ -437,6 +500,8 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
     def _per_patch(self, X):
         check_is_fitted(self, "coef_")
         data = as_patch_source(X, self.basis_.image_size)
+        self._check_data(data, _scale_bounds(2, sum(M.size for M in data.measurements)),
+                         fitting=False)
         model = build_patch_model(self.coef_, self.shift_probabilities_, self.noise_variance_,
                                   self._hypotheses())
         out = estep_per_patch(data, model, n_jobs=self.n_jobs,

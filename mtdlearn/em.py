@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import BaseMTDEstimator
+from .base import BaseMTDEstimator, _scale_bounds
 from .initializers import InitialState
-from .patch_model import HypothesisSpace, build_patch_model, estep_statistics, m_step
+from .patch_model import (HypothesisSpace, build_patch_model, estep_statistics, m_step,
+                          noise_variance_floor)
 
 __all__ = ["ApproxEMEstimator"]
 
@@ -164,6 +165,16 @@ class ApproxEMEstimator(BaseMTDEstimator):
         if dt not in (np.float64, np.float32):
             raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {self.dtype!r}")
 
+    def _n_parameters(self):
+        L = self.basis_.image_size
+        return self.basis_.n_functions + 4 * L * L - 1 + (self.noise_variance is None)
+
+    def _scale_bounds(self, data):
+        # float64 sums over all pixels; the E-step's own dtype within a patch
+        low, high = super()._scale_bounds(data)
+        low_e, high_e = _scale_bounds(2, self.basis_.image_size ** 2, np.dtype(self.dtype))
+        return max(low, low_e), min(high, high_e)
+
     def _prepare(self, data):
         return _EMData(data, HypothesisSpace(self.basis_, self.angles_),
                        self.noise_variance is None)
@@ -184,7 +195,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         # the likelihood is unbounded as sigma^2 -> 0 on data the model fits
         # exactly; keep sigma^2 above a negligible fraction of the patch energy
         d = prepared.hypotheses.image_size ** 2
-        floor = 1e-12 * max(stats.patch_sq / (stats.n_patches * d), 1e-300)
+        floor = noise_variance_floor(stats.patch_sq / (stats.n_patches * d))
         coef, rho, sigma2 = m_step(stats, state.shift_probabilities, prepared.hypotheses,
                                    prepared.estimate_noise, floor)
         return InitialState(coef, rho, sigma2 if prepared.estimate_noise

@@ -29,7 +29,8 @@ from .operators import (empty_shifts, gather_adjoint, nonempty_shifts, shift_gat
 from .patches import chunk_rows
 
 __all__ = ["HypothesisSpace", "PatchModel", "build_patch_model", "Statistics",
-           "estep_statistics", "estep_per_patch", "m_step", "chunk_size"]
+           "estep_statistics", "estep_per_patch", "m_step", "chunk_size",
+           "noise_variance_floor"]
 
 #: A chunk's c x H block of posteriors is kept near this size so it stays in
 #: cache between the GEMM, the exp, the row sums and the second GEMM (measured
@@ -837,6 +838,34 @@ def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, workin
 
 # ---------------------------------------------------------------------------
 # the M-step
+def noise_variance_floor(mean_square):
+    """The smallest noise variance the model is given: ``1e-12`` of the mean square pixel.
+
+    The likelihood grows without bound as ``sigma**2 -> 0`` on data the
+    model fits exactly (noise-free measurements), and ``1 / sigma**2``
+    overflows; both estimators keep their estimate of ``sigma**2`` above
+    this negligible fraction of the data's energy.
+
+    Parameters
+    ----------
+    mean_square : float
+        Mean squared pixel value of the data (``a2[0, 0]``, or the patches'
+        energy per pixel).
+
+    Returns
+    -------
+    floor : float
+        ``1e-12 * max(mean_square, 1e-300)``.
+
+    Examples
+    --------
+    >>> from mtdlearn.patch_model import noise_variance_floor
+    >>> noise_variance_floor(2.0)
+    2e-12
+    """
+    return 1e-12 * max(float(mean_square), 1e-300)
+
+
 def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_floor=0.0):
     """Run one M-step from the sufficient statistics (eq. 16 and 18).
 

@@ -31,7 +31,7 @@ EXPECTED_FAILED_CHECKS = {
     "check_n_features_in_after_fitting": "measurements of any size are accepted: there is "
                                          "no n_features_in_ to enforce",
     "check_estimators_pickle": "compares predict's structured detections numerically "
-                               "(pickling is tested in test_persistence.py)",
+                               "(pickle, joblib, skops: test_base.py)",
     "check_methods_sample_order_invariance": "rows are pixels, not samples: predict returns "
                                              "one detection per non-empty patch",
     "check_methods_subset_invariance": "predicts on single rows, smaller than one patch",
