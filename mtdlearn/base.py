@@ -28,7 +28,8 @@ from .checkpoint import FitCheckpoint, StartRecord, hash_measurements, hash_para
 from .datasets import make_measurement
 from .initializers import InitialState, RandomInitializer
 from .operators import check_shift_probabilities, shift_probabilities_to_density
-from .patch_model import HypothesisSpace, build_patch_model, estep_per_patch
+from .patch_model import (HypothesisSpace, build_patch_model, estep_detections,
+                          estep_loglik, estep_per_patch)
 from .patches import as_patch_source, patch_grid_shape
 from .rotations import check_rotation_grid
 
@@ -497,16 +498,19 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
     def _hypotheses(self):
         return HypothesisSpace(self.basis_, self.angles_)
 
-    def _per_patch(self, X):
+    def _patch_model(self, X):
+        """The patches of ``X`` and the fitted model, for the per-patch E-steps."""
         check_is_fitted(self, "coef_")
         data = as_patch_source(X, self.basis_.image_size)
         self._check_data(data, _scale_bounds(2, sum(M.size for M in data.measurements)),
                          fitting=False)
         model = build_patch_model(self.coef_, self.shift_probabilities_, self.noise_variance_,
                                   self._hypotheses())
-        out = estep_per_patch(data, model, n_jobs=self.n_jobs,
-                              working_memory=self.working_memory)
-        return data, model, out
+        return data, model, dict(n_jobs=self.n_jobs, working_memory=self.working_memory)
+
+    def _per_patch(self, X):
+        data, model, options = self._patch_model(X)
+        return data, model, estep_per_patch(data, model, **options)
 
     def score_samples(self, X):
         """Compute the approximate log-likelihood of each patch.
@@ -571,7 +575,8 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         >>> bool(np.isclose(em.score(X), em.lower_bound_))  # EM's final objective
         True
         """
-        return float(np.mean(self.score_samples(X)))
+        data, model, options = self._patch_model(X)  # streamed: memory does not grow with X
+        return estep_loglik(data, model, **options) / data.n_patches
 
     def predict_proba(self, X):
         """Compute each patch's posterior probability of holding (part of) a copy.
@@ -641,9 +646,9 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         >>> detections.dtype.names
         ('measurement', 'row', 'col', 'angle', 'probability')
         """
-        data, model, (_, best, best_p, _) = self._per_patch(X)
-        keep = np.flatnonzero(best >= 0)
-        k, d0, d1 = model.hypotheses.decode(best[keep])
+        data, model, options = self._patch_model(X)
+        keep, best, best_p = estep_detections(data, model, **options)
+        k, d0, d1 = model.hypotheses.decode(best)
         meas, r0, c0 = data.locate(keep)
         out = np.empty(len(keep), dtype=[("measurement", np.int64), ("row", np.int64),
                                          ("col", np.int64), ("angle", np.float64),
@@ -652,7 +657,7 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         out["row"] = r0 + d0
         out["col"] = c0 + d1
         out["angle"] = self.angles_[k]
-        out["probability"] = best_p[keep]
+        out["probability"] = best_p
         return out
 
     def sample(self, size, n_measurements=None, random_state=None):

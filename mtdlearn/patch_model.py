@@ -29,7 +29,8 @@ from .operators import (empty_shifts, gather_adjoint, nonempty_shifts, shift_gat
 from .patches import chunk_rows
 
 __all__ = ["HypothesisSpace", "PatchModel", "build_patch_model", "Statistics",
-           "estep_statistics", "estep_per_patch", "m_step", "chunk_size",
+           "estep_statistics", "estep_per_patch", "estep_loglik", "estep_detections",
+           "m_step", "chunk_size",
            "noise_variance_floor"]
 
 #: A chunk's c x H block of posteriors is kept near this size so it stays in
@@ -830,10 +831,141 @@ def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, workin
     >>> loglik.shape, best.shape
     ((400,), (400,))
     """
+    start, stop = (0, data.n_patches) if subset is None else subset
+    out = None
+    for a, b, part in _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory,
+                                       tasks_per_block):
+        if out is None:  # the outputs, filled task by task: no second copy
+            out = [np.empty(stop - start, dtype=p.dtype) for p in part]
+        for o, p in zip(out, part):
+            o[a - start:b - start] = p
+    return tuple(out)
+
+
+def _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory, tasks_per_block):
+    """Yield ``(start, stop, (loglik, best, best_p, p_empty))`` task by task, in order."""
     chunk, ranges = _tasks(data, model, subset, chunk, working_memory, tasks_per_block)
-    parts = list(ordered_map(lambda a, b: _per_patch_range(data, model, a, b, chunk),
-                             ranges, n_jobs))
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
+    parts = ordered_map(lambda a, b: _per_patch_range(data, model, a, b, chunk), ranges, n_jobs)
+    for (a, b), part in zip(ranges, parts):
+        yield a, b, part
+
+
+def estep_loglik(data, model, subset=None, *, chunk=None, n_jobs=None, working_memory=None,
+                 tasks_per_block=8):
+    """Sum the log-likelihoods of the patches (eq. 5), in memory independent of their number.
+
+    The E-step of :func:`estep_per_patch`, reduced task by task in a fixed
+    order (so the sum does not depend on ``n_jobs``); nothing of the size
+    of the data is kept.  Used by ``score``.
+
+    Parameters
+    ----------
+    data : PatchData
+        The patches.
+    model : PatchModel
+        The parameters (:func:`build_patch_model`).
+    subset : (int, int), default=None
+        Only the patches ``start..stop-1``; ``None`` means all.
+    chunk : int, default=None
+        Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
+    n_jobs : int, default=None
+        Threads over the tasks; ``None`` is 1.
+    working_memory : float, default=None
+        Budget in MiB per thread for choosing ``chunk``.
+    tasks_per_block : int, default=8
+        Chunks per joblib task.
+
+    Returns
+    -------
+    log_likelihood : float
+        ``sum_m log p(M_m | alpha, rho)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
+    ...                       make_target)
+    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> from mtdlearn.patch_model import (HypothesisSpace, build_patch_model, estep_loglik,
+    ...                                   estep_per_patch)
+    >>> from mtdlearn.patches import PatchData
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = make_target(basis, random_state=0)
+    >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
+    >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
+    >>> model = build_patch_model(coef, density_to_shift_probabilities(0.04, 5),
+    ...                           truth.noise_variance, space)
+    >>> total = estep_loglik(PatchData([X], 5), model, chunk=64)
+    >>> bool(np.isclose(total, estep_per_patch(PatchData([X], 5), model)[0].sum()))
+    True
+    """
+    total = 0.0
+    for _, _, (ll, _, _, _) in _per_patch_parts(data, model, subset, chunk, n_jobs,
+                                                working_memory, tasks_per_block):
+        total += float(ll.sum())
+    return total
+
+
+def estep_detections(data, model, subset=None, *, chunk=None, n_jobs=None, working_memory=None,
+                     tasks_per_block=8):
+    """Find the patches whose maximum-a-posteriori hypothesis is not empty.
+
+    The E-step of :func:`estep_per_patch`, keeping, task by task, only the
+    patches that hold a detection: memory grows with the detections, not
+    with the patches.  Used by ``predict``.
+
+    Parameters
+    ----------
+    data : PatchData
+        The patches.
+    model : PatchModel
+        The parameters (:func:`build_patch_model`).
+    subset : (int, int), default=None
+        Only the patches ``start..stop-1``; ``None`` means all.
+    chunk : int, default=None
+        Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
+    n_jobs : int, default=None
+        Threads over the tasks; ``None`` is 1.
+    working_memory : float, default=None
+        Budget in MiB per thread for choosing ``chunk``.
+    tasks_per_block : int, default=8
+        Chunks per joblib task.
+
+    Returns
+    -------
+    patch : ndarray of shape (n_detections,), int
+        Indices of the patches whose MAP hypothesis is not empty, ascending.
+    best : ndarray of shape (n_detections,), int
+        Their MAP hypothesis (see :class:`HypothesisSpace`).
+    best_posterior : ndarray of shape (n_detections,)
+        Its posterior probability.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
+    ...                       make_target)
+    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> from mtdlearn.patch_model import (HypothesisSpace, build_patch_model,
+    ...                                   estep_detections, estep_per_patch)
+    >>> from mtdlearn.patches import PatchData
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = make_target(basis, random_state=0)
+    >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
+    >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
+    >>> model = build_patch_model(coef, density_to_shift_probabilities(0.04, 5),
+    ...                           truth.noise_variance, space)
+    >>> patch, best, best_p = estep_detections(PatchData([X], 5), model, chunk=64)
+    >>> full = estep_per_patch(PatchData([X], 5), model)[1]
+    >>> bool(np.array_equal(patch, np.flatnonzero(full >= 0)))
+    True
+    """
+    kept = []
+    for a, _, (_, best, best_p, _) in _per_patch_parts(data, model, subset, chunk, n_jobs,
+                                                       working_memory, tasks_per_block):
+        keep = np.flatnonzero(best >= 0)
+        kept.append((keep + a, best[keep], best_p[keep]))
+    return tuple(np.concatenate([k[i] for k in kept]) for i in range(3))
 
 
 # ---------------------------------------------------------------------------
