@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mtdlearn demo
+	$(BIN)/mtdlearn demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -34,7 +34,8 @@ import tracemalloc
 import numpy as np
 
 from mtdlearn import FourierBesselBasis
-from mtdlearn.autocorrelation import fit_autocorrelations, measurement_autocorrelations
+from mtdlearn.moment_fit import fit_autocorrelations
+from mtdlearn.moments import measurement_autocorrelations
 from mtdlearn.datasets import make_measurement, make_target
 from mtdlearn.metrics import relative_error
 

@@ -30,9 +30,10 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from mtdlearn import FourierBesselBasis, make_measurement, make_target
-from mtdlearn.base import PatchData, build_patch_model, chunk_size, estep_statistics
-from mtdlearn.em import _mstep_tables, m_step
+from mtdlearn.hypotheses import HypothesisSpace
 from mtdlearn.operators import density_to_shift_probabilities
+from mtdlearn.patch_model import build_patch_model, chunk_size, estep_statistics, m_step
+from mtdlearn.patches import PatchData
 
 
 def roofline(n_patches, H, d, chunk, n_jobs):
@@ -58,11 +59,11 @@ def roofline(n_patches, H, d, chunk, n_jobs):
         return time.perf_counter() - t0
 
 
-def em_iteration(data, coef, rho, sigma2, basis, angles, chunk, tables, n_jobs):
+def em_iteration(data, coef, rho, sigma2, space, chunk, n_jobs):
     t0 = time.perf_counter()
-    model = build_patch_model(coef, rho, sigma2, basis, angles)
-    stats = estep_statistics(data, model, chunk, n_jobs=n_jobs)
-    m_step(stats, rho, basis, angles, tables, estimate_noise=True)
+    model = build_patch_model(coef, rho, sigma2, space)
+    stats = estep_statistics(data, model, chunk=chunk, n_jobs=n_jobs)
+    m_step(stats, rho, space, estimate_noise=True)
     return time.perf_counter() - t0
 
 
@@ -87,11 +88,11 @@ def main():
             angles = 2 * np.pi * np.arange(K) / K
             H = K * (2 * L - 1) ** 2 + 1
             chunk = chunk_size(H - 1, L)
-            tables = _mstep_tables(basis, angles)
+            space = HypothesisSpace(basis, angles)   # caches the M-step's tables
             for jobs in args.jobs:
                 tracemalloc.start()
-                t_it = min(em_iteration(data, coef, rho, truth.noise_variance, basis, angles,
-                                        chunk, tables, jobs) for _ in range(args.repeat))
+                t_it = min(em_iteration(data, coef, rho, truth.noise_variance, space, chunk, jobs)
+                           for _ in range(args.repeat))
                 peak = tracemalloc.get_traced_memory()[1] / 2**20
                 tracemalloc.stop()
                 t_roof = min(roofline(data.n_patches, H - 1, L * L, chunk, jobs)

@@ -65,6 +65,8 @@ def task_ranges(n, step, block):
 
     It depends on the chunk size only, never on ``n_jobs``.
     """
+    if n == 0:
+        return []
     return [(b.start, b.stop) for b in gen_batches(n, step * block)]
 
 

@@ -93,3 +93,17 @@ def check_random_generator(random_state):
         "random_state must be None, an int, a numpy Generator or RandomState, "
         f"got {type(random_state).__name__}"
     )
+
+
+def _row_blocks(arr, block_bytes):
+    """Row blocks of a 2-D array of at most ``block_bytes`` (one row at least)."""
+    rows = max(1, block_bytes // max(1, arr.shape[1] * arr.itemsize))
+    return (arr[r:r + rows] for r in range(0, arr.shape[0], rows))
+
+
+def _all_finite(arr, block_bytes=2**24):
+    """``np.isfinite(arr).all()`` in row blocks: no full-size boolean temporary
+    (100 MB for a 10000 x 10000 measurement)."""
+    if not np.issubdtype(arr.dtype, np.inexact):
+        return True
+    return all(np.isfinite(block).all() for block in _row_blocks(arr, block_bytes))

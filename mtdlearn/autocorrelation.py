@@ -10,7 +10,7 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 
 from .base import BaseMTDEstimator, _scale_bounds
-from .initializers import InitialState, _ParamsMixin
+from .initializers import InitialState, _check_initialize_args, _ParamsMixin
 from .moment_fit import autocorrelation_cost_and_grad, fit_autocorrelations
 from .moments import measurement_autocorrelations
 from .operators import density_to_shift_probabilities, shift_probabilities_to_density
@@ -25,8 +25,8 @@ class AutocorrelationEstimator(BaseMTDEstimator):
     The paper's baseline (§3): fits the density ``gamma``, the coefficients
     ``alpha`` and, optionally, the noise variance by matching the first three
     autocorrelations of the measurement with those of the model, averaged
-    over uniform rotations (the design page, "Autocorrelation analysis"), with L-BFGS-B and the analytic
-    gradient.  The measurement is read once; the fit works on ``L**4``
+    over uniform rotations (:doc:`/design`, "Autocorrelation analysis"),
+    with L-BFGS-B and the analytic gradient.  The measurement is read once; the fit works on ``L**4``
     numbers, whatever the measurement size.
 
     The fitted model is the same generative model as
@@ -82,7 +82,7 @@ class AutocorrelationEstimator(BaseMTDEstimator):
     noise_variance_ : float
         Estimated ``sigma**2``, or the fixed ``noise_variance``.
     autocorrelations_ : tuple (a1, a2, a3)
-        The measured autocorrelations (see :func:`measurement_autocorrelations`).
+        The measured autocorrelations (see :func:`~mtdlearn.moments.measurement_autocorrelations`).
     cost_ : float
         Final value of the least-squares cost.
     n_iter_ : int
@@ -102,7 +102,7 @@ class AutocorrelationEstimator(BaseMTDEstimator):
     See Also
     --------
     ApproxEMEstimator : The approximate EM, more accurate at the same data.
-    mtdlearn.initializers.AutocorrelationInitializer : Starts the EM from this estimate.
+    mtdlearn.AutocorrelationInitializer : Starts the EM from this estimate.
 
     Examples
     --------
@@ -250,6 +250,7 @@ class AutocorrelationInitializer(_ParamsMixin):
         >>> state.coef.shape, state.shift_probabilities.shape
         ((10,), (10, 10))
         """
+        _check_initialize_args(measurements, basis, noise_variance, random_state)
         seed = int(random_state.integers(np.iinfo(np.int32).max))
         est = AutocorrelationEstimator(basis.image_size, basis=basis, n_init=self.n_init,
                                        noise_variance=noise_variance,

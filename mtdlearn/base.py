@@ -8,13 +8,11 @@ convergence test, verbose line, history), the choice of the best start,
 and ``score``, ``score_samples``, ``predict``, ``predict_proba`` and
 ``sample`` under the shared generative model (:mod:`mtdlearn.patch_model`).
 A subclass provides its own steps through small hooks; a variant of the EM
-(accelerated, incremental) overrides one hook, :meth:`_step`.
+(accelerated, incremental) overrides one hook, ``_step``.
 """
 
-import os
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin, clone
@@ -24,31 +22,17 @@ from sklearn.utils.validation import check_is_fitted
 from ._parallel import check_n_jobs, ordered_map
 from ._validation import check_int, check_random_generator, check_real
 from .basis import FourierBesselBasis, check_basis
-from .checkpoint import FitCheckpoint, StartRecord, hash_measurements, hash_params
+from .checkpoint import check_checkpoint_path, hash_params, run_checkpointed
 from .datasets import make_measurement
 from .initializers import InitialState, RandomInitializer
 from .operators import check_shift_probabilities, shift_probabilities_to_density
-from .patch_model import (HypothesisSpace, build_patch_model, estep_detections,
-                          estep_loglik, estep_per_patch)
-from .patches import as_patch_source, patch_grid_shape
+from .hypotheses import HypothesisSpace
+from .patch_model import build_patch_model, estep_statistics
+from .posteriors import estep_detections, estep_per_patch
+from .patches import _max_abs, as_patch_source
 from .rotations import check_rotation_grid
 
 __all__ = ["BaseMTDEstimator"]
-
-
-def _max_abs(measurements, image_size=None, block_bytes=2**24):
-    """Largest absolute value of the measurements (of their patch grids, given
-    ``image_size``), read in blocks of rows."""
-    top = 0.0
-    for M in measurements:
-        if image_size is not None:
-            nr, nc = patch_grid_shape(M.shape, image_size)
-            M = M[:nr * image_size, :nc * image_size]
-        rows = max(1, block_bytes // max(1, M.shape[1] * M.itemsize))
-        for r0 in range(0, M.shape[0], rows):
-            block = M[r0:r0 + rows]
-            top = max(top, abs(float(block.max())), abs(float(block.min())))
-    return top
 
 
 def _scale_bounds(power, n_values, dtype=np.float64):
@@ -57,18 +41,6 @@ def _scale_bounds(power, n_values, dtype=np.float64):
     info = np.finfo(dtype)
     return ((float(info.tiny) * 1e12) ** (1.0 / power),
             (float(info.max) / (64.0 * n_values)) ** (1.0 / power))
-
-
-def _check_checkpoint_path(checkpoint):
-    if not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"checkpoint must be a path (str or path-like), got "
-                        f"{type(checkpoint).__name__}")
-    path = Path(checkpoint)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"checkpoint {path}: directory {path.parent} does not exist")
-    if path.is_dir():
-        raise ValueError(f"checkpoint {path} is a directory; give a file path")
-    return path
 
 
 class BaseMTDEstimator(DensityMixin, BaseEstimator):
@@ -190,6 +162,9 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         init = self.initializer
         if init is None:
             return RandomInitializer()
+        if isinstance(init, type):
+            raise TypeError(f"initializer must be an instance, got the class {init.__name__}; "
+                            f"pass {init.__name__}()")
         if not hasattr(init, "initialize"):
             raise TypeError("initializer must have an initialize(measurements, basis, "
                             "noise_variance, random_state) method, "
@@ -283,8 +258,12 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         >>> em.coef_.shape, em.shift_probabilities_.shape, em.converged_
         ((10,), (10, 10), True)
         """
+        # every parameter is checked before the data are read
         L = self._validate_params()
-        init = self._check_initializer()
+        rng = check_random_generator(self.random_state)
+        warm = self._warm and hasattr(self, "coef_")
+        init = None if warm else self._check_initializer()
+        path = None if checkpoint is None else check_checkpoint_path(checkpoint)
         data = as_patch_source(X, L)
         self._check_data(data, self._scale_bounds(data))
         n_params, n_values = self._n_parameters(), data.n_patches * L * L
@@ -294,7 +273,6 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
                 f"for the {n_params} parameters of the model: the estimate is not "
                 "determined by the data. Give more or larger measurements, or fewer "
                 "basis functions.", DataDimensionalityWarning, stacklevel=2)
-        warm = self._warm and hasattr(self, "coef_")
         fixed = self._fixed_noise_variance()
         if warm:
             warm_state = self._check_state(InitialState(
@@ -302,12 +280,10 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
                 float(self.noise_variance_) if fixed is None else fixed),
                 source="the previous fit (warm_start)")
         if checkpoint is not None:
-            path = _check_checkpoint_path(checkpoint)
             # before random_state (a Generator) is drawn from
             params_hash = hash_params(self, extra=None if not warm else [
                 warm_state.coef, warm_state.shift_probabilities, warm_state.noise_variance])
         prepared = self._prepare(data)
-        rng = check_random_generator(self.random_state)
         n_init = 1 if warm else int(self.n_init)
         seeds = rng.integers(np.iinfo(np.int32).max, size=n_init)
         if warm:
@@ -325,8 +301,8 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
                 lambda st, s: self._run_start(prepared, st, s, inner), zip(states, seeds),
                 n_jobs=outer, limit_blas=False, verbose=max(self.verbose - 1, 0)))
         else:
-            results = self._run_checkpointed(path, params_hash, data, prepared, seeds,
-                                             first_state)
+            results = run_checkpointed(self, path, params_hash, data, prepared, seeds,
+                                       first_state)
         best = max(range(len(results)), key=lambda i: results[i]["objective"])
         res = results[best]
         self._set_fitted(res, data.n_patches)
@@ -347,57 +323,6 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         self.n_patches_ = int(n_patches)
         for key, value in res.get("extra", {}).items():
             setattr(self, key, value)
-
-    def _run_checkpointed(self, path, params_hash, data, prepared, seeds, first_state):
-        """Run the starts one after another, saving a checkpoint after every iteration."""
-        name = type(self).__name__
-        data_hash = data.memoize(hash_measurements)
-        if path.exists():
-            ckpt = FitCheckpoint.load(path).check(name, params_hash, data_hash, path)
-        else:
-            ckpt = FitCheckpoint(name, params_hash, data_hash, seeds, data.n_patches)
-        results = [self._record_result(prepared, record) for record in ckpt.starts]
-
-        def save_progress(state, n_iter, history):
-            ckpt.current = StartRecord(state.coef, state.shift_probabilities,
-                                       state.noise_variance, n_iter, list(history),
-                                       history[-1], False)
-            ckpt.save(path)
-
-        for seed in ckpt.seeds[len(ckpt.starts):]:
-            if ckpt.current is not None:  # resume the start the file was saved in
-                state = self._resume_state(ckpt.current, path)
-                resume = (ckpt.current.n_iter, ckpt.current.history)
-            else:
-                state, resume = first_state(seed), None
-            res = self._run_start(prepared, state, seed, self.n_jobs, resume=resume,
-                                  callback=save_progress)
-            ckpt.starts.append(StartRecord(
-                res["coef"], res["shift_probabilities"], res["noise_variance"], res["n_iter"],
-                res["history"], res["objective"], res["converged"]))
-            ckpt.current = None
-            ckpt.save(path)
-            results.append(res)
-        return results
-
-    def _resume_state(self, record, path):
-        """The state saved in a checkpoint, exactly (not renormalized as a start is)."""
-        coef = np.asarray(record.coef, dtype=np.float64)
-        rho = np.asarray(record.shift_probabilities, dtype=np.float64)
-        L = self.basis_.image_size
-        if coef.shape != (self.basis_.n_functions,) or rho.size != 4 * L * L:
-            raise ValueError(f"checkpoint {path} holds coef of shape {coef.shape} and "
-                             f"shift_probabilities of shape {rho.shape}, expected "
-                             f"({self.basis_.n_functions},) and ({2 * L}, {2 * L})")
-        return InitialState(coef, rho, float(record.noise_variance))
-
-    def _record_result(self, prepared, record):
-        """A start's result (as ``_run_start`` returns it) from a checkpoint record."""
-        return {"coef": record.coef, "shift_probabilities": record.shift_probabilities,
-                "noise_variance": record.noise_variance, "objective": record.objective,
-                "n_iter": record.n_iter, "converged": record.converged,
-                "history": list(record.history),
-                "extra": self._start_extra(prepared, record.objective, record.history)}
 
     # -- one start: the loop ------------------------------------------------
     def _prepare(self, data):
@@ -575,8 +500,9 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         >>> bool(np.isclose(em.score(X), em.lower_bound_))  # EM's final objective
         True
         """
-        data, model, options = self._patch_model(X)  # streamed: memory does not grow with X
-        return estep_loglik(data, model, **options) / data.n_patches
+        data, model, options = self._patch_model(X)
+        # reduced chunk by chunk: memory does not grow with X
+        return estep_statistics(data, model, **options).loglik / data.n_patches
 
     def predict_proba(self, X):
         """Compute each patch's posterior probability of holding (part of) a copy.
@@ -648,15 +574,17 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         """
         data, model, options = self._patch_model(X)
         keep, best, best_p = estep_detections(data, model, **options)
-        k, d0, d1 = model.hypotheses.decode(best)
-        meas, r0, c0 = data.locate(keep)
         out = np.empty(len(keep), dtype=[("measurement", np.int64), ("row", np.int64),
                                          ("col", np.int64), ("angle", np.float64),
                                          ("probability", np.float64)])
-        out["measurement"] = meas
-        out["row"] = r0 + d0
-        out["col"] = c0 + d1
-        out["angle"] = self.angles_[k]
+        for a in range(0, len(keep), 2**16):  # temporaries of a block, not of the output
+            sl = slice(a, a + 2**16)
+            k, d0, d1 = model.hypotheses.decode(best[sl])
+            meas, r0, c0 = data.locate(keep[sl])
+            out["measurement"][sl] = meas
+            out["row"][sl] = r0 + d0
+            out["col"][sl] = c0 + d1
+            out["angle"][sl] = self.angles_[k]
         out["probability"] = best_p
         return out
 

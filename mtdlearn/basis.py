@@ -402,8 +402,8 @@ class FourierBesselBasis:
         coef : array-like of shape (p,)
             Coefficients of one image.
         x, y : array-like
-            Coordinates in pixels relative to the centre (``x`` along columns,
-            ``y`` along rows), broadcast together.  Points at
+            Finite coordinates in pixels relative to the centre (``x`` along
+            columns, ``y`` along rows), broadcast together.  Points at
             ``hypot(x, y) >= radius`` give zero.
 
         Returns
@@ -424,7 +424,13 @@ class FourierBesselBasis:
         coef = self._check_coef(coef)
         if coef.ndim != 1:
             raise ValueError(f"coef must be one-dimensional here, got shape {coef.shape}")
-        x, y = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        x = check_array_float(x, "x")
+        y = check_array_float(y, "y")
+        try:
+            x, y = np.broadcast_arrays(x, y)
+        except ValueError:
+            raise ValueError(f"x and y must broadcast together, got shapes {x.shape} and "
+                             f"{y.shape}") from None
         vals = self._eval_points(x.ravel(), y.ravel()) @ coef
         return vals.reshape(x.shape)
 

@@ -34,7 +34,8 @@ import numpy as np
 
 from .initializers import InitialState
 
-__all__ = ["FitCheckpoint", "StartRecord", "hash_measurements", "hash_params"]
+__all__ = ["FitCheckpoint", "StartRecord", "check_checkpoint_path", "hash_measurements",
+           "hash_params", "run_checkpointed"]
 
 #: Version of the file layout; bumped when it changes incompatibly.
 FORMAT_VERSION = 1
@@ -498,3 +499,134 @@ class FitCheckpoint:
             "extra": estimator._start_extra(None, record.objective, record.history)},
             self.n_patches)
         return estimator
+
+
+def check_checkpoint_path(checkpoint):
+    """Validate the ``checkpoint`` argument of ``fit``: a file path in an existing directory.
+
+    Parameters
+    ----------
+    checkpoint : str or path-like
+        The path.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The path.
+
+    Raises
+    ------
+    TypeError
+        If it is not a path.
+    FileNotFoundError
+        If its directory does not exist.
+    ValueError
+        If it is a directory.
+
+    Examples
+    --------
+    >>> from mtdlearn.checkpoint import check_checkpoint_path
+    >>> check_checkpoint_path("fit.npz").name
+    'fit.npz'
+    """
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path (str or path-like), got "
+                        f"{type(checkpoint).__name__}")
+    path = Path(checkpoint)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"checkpoint {path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory; give a file path")
+    return path
+
+
+def run_checkpointed(estimator, path, params_hash, data, prepared, seeds, first_state):
+    """Run an estimator's starts one after another, checkpointing every iteration.
+
+    The engine of ``fit(X, checkpoint=path)``: it loads ``path`` if it
+    exists (refusing another estimator's, data's or settings'), takes the
+    finished starts' results from it, resumes the running start from its
+    saved state (exactly: the state is not renormalized as a start's is),
+    runs the remaining starts, and saves after every iteration
+    (``estimator._run_start``'s callback) and after every start.
+
+    Parameters
+    ----------
+    estimator : BaseMTDEstimator
+        The estimator being fitted (its ``_run_start`` and ``_start_extra``
+        hooks are used).
+    path : pathlib.Path
+        The checkpoint file (:func:`check_checkpoint_path`).
+    params_hash : str
+        :func:`hash_params` of the estimator (and of a warm start's state).
+    data : PatchData
+        The measurements.
+    prepared : object
+        What the estimator's starts share (its ``_prepare(data)``).
+    seeds : ndarray of int
+        The seeds of the starts, used when the file does not exist yet.
+    first_state : callable
+        ``first_state(seed)``: the initial state of a start.
+
+    Returns
+    -------
+    results : list of dict
+        Each start's result, as ``_run_start`` returns it.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from mtdlearn import ApproxEMEstimator, FourierBesselBasis, make_measurement
+    >>> from mtdlearn import make_target
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
+    ...                             snr=10, random_state=0)
+    >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200, random_state=0)
+    >>> with tempfile.TemporaryDirectory() as tmp:  # fit calls run_checkpointed
+    ...     em = em.fit(X, checkpoint=os.path.join(tmp, "fit.npz"))
+    """
+    name = type(estimator).__name__
+    data_hash = data.memoize(hash_measurements)
+    if path.exists():
+        ckpt = FitCheckpoint.load(path).check(name, params_hash, data_hash, path)
+    else:
+        ckpt = FitCheckpoint(name, params_hash, data_hash, seeds, data.n_patches)
+
+    def result(record):
+        return {"coef": record.coef, "shift_probabilities": record.shift_probabilities,
+                "noise_variance": record.noise_variance, "objective": record.objective,
+                "n_iter": record.n_iter, "converged": record.converged,
+                "history": list(record.history),
+                "extra": estimator._start_extra(prepared, record.objective, record.history)}
+
+    def save_progress(state, n_iter, history):
+        ckpt.current = StartRecord(state.coef, state.shift_probabilities, state.noise_variance,
+                                   n_iter, list(history), history[-1], False)
+        ckpt.save(path)
+
+    results = [result(record) for record in ckpt.starts]
+    basis = estimator.basis_
+    L = basis.image_size
+    for seed in ckpt.seeds[len(ckpt.starts):]:
+        if ckpt.current is not None:  # resume the start the file was saved in
+            record = ckpt.current
+            coef = np.asarray(record.coef, dtype=np.float64)
+            rho = np.asarray(record.shift_probabilities, dtype=np.float64)
+            if coef.shape != (basis.n_functions,) or rho.size != 4 * L * L:
+                raise ValueError(f"checkpoint {path} holds coef of shape {coef.shape} and "
+                                 f"shift_probabilities of shape {rho.shape}, expected "
+                                 f"({basis.n_functions},) and ({2 * L}, {2 * L})")
+            state = InitialState(coef, rho, float(record.noise_variance))
+            resume = (record.n_iter, record.history)
+        else:
+            state, resume = first_state(seed), None
+        res = estimator._run_start(prepared, state, seed, estimator.n_jobs, resume=resume,
+                                   callback=save_progress)
+        ckpt.starts.append(StartRecord(
+            res["coef"], res["shift_probabilities"], res["noise_variance"], res["n_iter"],
+            res["history"], res["objective"], res["converged"]))
+        ckpt.current = None
+        ckpt.save(path)
+        results.append(res)
+    return results

@@ -1,11 +1,19 @@
 """Command line: ``mtdlearn demo``, ``mtdlearn simulate``, ``mtdlearn fit``.
 
 Every command has ``--help``.  Bad arguments and unreadable files give a
-one-line error on stderr and a non-zero exit status, never a traceback.
+one-line error on stderr and exit status 2, never a traceback.
+
+Files the commands write: an existing file is never replaced unless
+``--overwrite`` is given (an input file never is), every output is checked
+before any work starts, and each is written to a temporary file in its own
+directory, then moved into place (``os.replace``), so that no output is ever
+left half-written.
 """
 
 import argparse
 import json
+import os
+import secrets
 import sys
 import time
 import warnings
@@ -40,25 +48,109 @@ def _positive_float(text):
     return value
 
 
-def _save_image_png(image, path, title):
+def _check_outputs(paths, overwrite, inputs=()):
+    """Refuse, before any work, outputs that would replace an input file, a
+    directory, or (without ``overwrite``) an existing file."""
+    inputs = {Path(p).resolve() for p in inputs}
+    for path in paths:
+        path = Path(path)
+        if path.resolve() in inputs:
+            raise _CLIError(f"{path} is an input file and would be overwritten; "
+                            "choose another output")
+        if path.is_dir():
+            raise _CLIError(f"{path} is a directory; expected a file path")
+        if path.exists() and not overwrite:
+            raise _CLIError(f"{path} exists; pass --overwrite to replace it")
+
+
+def _write_files(writers, overwrite):
+    """Write ``{path: write(binary_file)}`` with nothing half-written.
+
+    Every file is first written in full to a temporary file beside its
+    target (``.<name>.<random>.tmp``, created with the usual permissions),
+    then moved into place: ``os.replace`` with ``overwrite``, else a hard
+    link that fails if the target appeared meanwhile (so an existing file is
+    never replaced).  On any error the temporary files are removed.
+    """
+    temps = {}
+    try:
+        for path, write in writers.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+            temps[path] = tmp
+            with open(tmp, "xb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for path, tmp in temps.items():
+            if overwrite:
+                os.replace(tmp, path)
+                continue
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise _CLIError(f"{path} exists; pass --overwrite to replace it") from None
+            except OSError:  # no hard links on this file system
+                if path.exists():
+                    raise _CLIError(f"{path} exists; pass --overwrite to replace it") from None
+                os.replace(tmp, path)
+            else:
+                os.unlink(tmp)
+    finally:
+        for tmp in temps.values():
+            if tmp.exists():
+                tmp.unlink()
+
+
+def _npy_writer(array):
+    return lambda fh: np.save(fh, array, allow_pickle=False)
+
+
+def _bytes_writer(data):
+    return lambda fh: fh.write(data)
+
+
+def _text_writer(text):
+    return _bytes_writer(text.encode("utf-8"))
+
+
+def _pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, or None if not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print(f"matplotlib is not installed: {path} not written "
-              "(pip install mtdlearn[plot])", file=sys.stderr)
-        return False
+        return None
+    return plt
+
+
+def _png_bytes(fig, plt):
+    """Render and close ``fig``."""
+    import io
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def _image_png(image, title):
+    """The PNG of ``image`` as bytes, or None without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return None
     fig, ax = plt.subplots(figsize=(3.2, 3.2))
     im = ax.imshow(image, cmap="viridis")
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
     fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return True
+    return _png_bytes(fig, plt)
 
 
 # ---------------------------------------------------------------------------
@@ -69,12 +161,12 @@ def _cmd_simulate(args):
     out = Path(args.output)
     if out.suffix != ".npy":
         raise _CLIError(f"output must end in .npy, got {out}")
+    truth_path = out.with_suffix(".truth.json")
+    _check_outputs([out, truth_path], args.overwrite)
     basis = FourierBesselBasis(args.image_size, n_coefficients=args.n_coefficients)
     coef = make_target(basis, random_state=args.seed)
     X, truth = make_measurement(coef, basis, args.size, density=args.density, snr=args.snr,
                                 n_measurements=args.n_measurements, random_state=args.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, X)
     meta = {
         "image_size": basis.image_size,
         "n_coefficients": basis.n_functions,
@@ -87,8 +179,8 @@ def _cmd_simulate(args):
         "measurement": truth.measurement.tolist(),
         "seed": args.seed,
     }
-    truth_path = out.with_suffix(".truth.json")
-    truth_path.write_text(json.dumps(meta))
+    _write_files({out: _npy_writer(X), truth_path: _text_writer(json.dumps(meta))},
+                 args.overwrite)
     print(f"wrote {out} (shape {X.shape}) and {truth_path}: {truth.n_copies} copies, "
           f"density {truth.density:.4f}, noise variance {truth.noise_variance:.4g}")
 
@@ -117,26 +209,23 @@ def _cmd_fit(args):
     basis = FourierBesselBasis(args.image_size, n_coefficients=args.n_coefficients)
     est = _make_estimator(args, basis, verbose=0 if args.quiet else 1)
     out = Path(args.output_dir)
-    inputs = {Path(p).resolve() for p in args.inputs}
+    if out.exists() and not out.is_dir():
+        raise _CLIError(f"output-dir {out} is not a directory")
     targets = [out / "estimate.npy", out / "coef.npy", out / "params.json",
                out / "estimate.png"]
-    if any(t.resolve() in inputs for t in targets):
-        raise _CLIError("output-dir would overwrite an input file; choose another directory")
+    _check_outputs(targets, args.overwrite, inputs=args.inputs)
     if args.checkpoint is not None:
-        if Path(args.checkpoint).resolve() in inputs:
+        if Path(args.checkpoint).resolve() in {Path(p).resolve() for p in args.inputs}:
             raise _CLIError("--checkpoint would overwrite an input file; choose another path")
         Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # read-only: .npy memory-mapped, .mrc via mrcfile
+        # .npy and .mrc memory-mapped read-only
         est.fit(list(args.inputs), checkpoint=args.checkpoint)
     elapsed = time.perf_counter() - t0
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "estimate.npy", est.image_)
-    np.save(out / "coef.npy", est.coef_)
     params = {
         "estimator": type(est).__name__,
         "inputs": [str(p) for p in args.inputs],
@@ -157,13 +246,20 @@ def _cmd_fit(args):
         params["log_likelihood"] = est.log_likelihood_history_[-1]
     if hasattr(est, "cost_"):
         params["cost"] = est.cost_
-    (out / "params.json").write_text(json.dumps(params, indent=1))
-    _save_image_png(est.image_, out / "estimate.png",
-                    f"{type(est).__name__}\nL={basis.image_size}, {basis.n_functions} coef.")
+    writers = {targets[0]: _npy_writer(est.image_), targets[1]: _npy_writer(est.coef_),
+               targets[2]: _text_writer(json.dumps(params, indent=1))}
+    png = _image_png(est.image_,
+                     f"{type(est).__name__}\nL={basis.image_size}, {basis.n_functions} coef.")
+    if png is None:
+        print(f"matplotlib is not installed: {targets[3]} not written "
+              "(pip install mtdlearn[plot])", file=sys.stderr)
+    else:
+        writers[targets[3]] = _bytes_writer(png)
+    _write_files(writers, args.overwrite)
     print(f"fitted {type(est).__name__} on {len(args.inputs)} file(s), "
           f"{est.n_patches_} patches in {elapsed:.2f} s: density {est.density_:.4f}, "
-          f"noise variance {est.noise_variance_:.4g}; wrote {out}/estimate.npy, coef.npy, "
-          "params.json, estimate.png")
+          f"noise variance {est.noise_variance_:.4g}; wrote "
+          + ", ".join(str(p) for p in writers))
 
 
 def _cmd_demo(args):
@@ -176,6 +272,8 @@ def _cmd_demo(args):
     from .initializers import FixedInitializer
     from .metrics import relative_error
 
+    if args.figure:
+        _check_outputs([args.figure], args.overwrite)
     print(f"mtdlearn demo: the paper's settings (L=5, 10 coefficients, density 0.04, "
           f"SNR {args.snr}), N={args.size}, K={args.rotations}")
     basis = FourierBesselBasis(5, n_coefficients=10)
@@ -211,22 +309,16 @@ def _cmd_demo(args):
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  peak memory   {rss:.0f} MB (resident)")
     if args.figure:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            from .plotting import plot_images
-        except ImportError:
+        plt = _pyplot()
+        if plt is None:
             print("  matplotlib is not installed: no figure written", file=sys.stderr)
             return
+        from .plotting import plot_images
+
         fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
         plot_images(coef, [ac.coef_, em.coef_], basis,
                     labels=["autocorrelation", "approximate EM"], axes=axes)
-        Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.figure, dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        _write_files({Path(args.figure): _bytes_writer(_png_bytes(fig, plt))}, args.overwrite)
         print(f"  figure        {args.figure}")
 
 
@@ -263,12 +355,15 @@ def _build_parser():
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--figure", default="out/demo.png",
                    help="figure path (default out/demo.png; '' for none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the figure if it exists (default: refuse)")
     p.add_argument("--verbose", type=int, default=0, help="EM verbosity (default 0)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("simulate", help="write a simulated measurement and its ground truth",
                        description="Write a simulated measurement (.npy) and its ground truth "
-                                   "(.truth.json beside it).")
+                                   "(.truth.json beside it).  Existing files are not "
+                                   "replaced unless --overwrite is given.")
     p.add_argument("output", help="output .npy path")
     p.add_argument("--size", type=_positive_int, default=1000,
                    help="measurement side N (default 1000)")
@@ -280,6 +375,9 @@ def _build_parser():
     p.add_argument("--density", type=float, default=0.04, help="density gamma (default 0.04)")
     p.add_argument("--snr", type=_positive_float, default=None, help="SNR (default: no noise)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the .npy and .truth.json files if they exist "
+                        "(default: refuse)")
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("fit", help="estimate the image from measurements (.npy or .mrc)",
@@ -287,14 +385,18 @@ def _build_parser():
                                    ".mrc micrographs via the mrcfile package) and write "
                                    "estimate.npy (image), coef.npy, params.json and "
                                    "estimate.png to the output directory.  Input files are "
-                                   "opened read-only.")
+                                   "opened read-only and never overwritten; existing "
+                                   "outputs are not replaced unless --overwrite is given.  "
+                                   "By default the EM starts from autocorrelation analysis "
+                                   "and uses all cores.")
     p.add_argument("inputs", nargs="+", help="measurement files (.npy or .mrc)")
     p.add_argument("--output-dir", default="mtdlearn-fit", help="output directory "
                    "(default ./mtdlearn-fit)")
     p.add_argument("--estimator", choices=["em", "autocorrelation"], default="em",
                    help="approximate EM (default) or autocorrelation analysis")
-    p.add_argument("--init", choices=["random", "autocorrelation"], default="random",
-                   help="EM initialization (default random)")
+    p.add_argument("--init", choices=["autocorrelation", "random"], default="autocorrelation",
+                   help="EM start: autocorrelation analysis of the data (default) or a "
+                        "random image")
     p.add_argument("--image-size", type=_positive_int, default=5, help="image side L (default 5)")
     p.add_argument("--n-coefficients", type=_positive_int, default=10,
                    help="basis coefficients (default 10)")
@@ -305,8 +407,12 @@ def _build_parser():
     p.add_argument("--n-init", type=_positive_int, default=1, help="random starts (default 1)")
     p.add_argument("--max-iter", type=int, default=100, help="EM iterations (default 100)")
     p.add_argument("--tol", type=float, default=1e-6, help="EM tolerance (default 1e-6)")
-    p.add_argument("--n-jobs", type=int, default=None, help="threads (default 1)")
+    p.add_argument("--n-jobs", type=int, default=-1,
+                   help="threads (default -1: all cores; 1 for one)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs in --output-dir (default: refuse; input "
+                        "files are never replaced)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration lines")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="save the state of the fit to PATH (.npz) after every iteration; "

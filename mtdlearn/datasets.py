@@ -7,7 +7,7 @@ import numpy as np
 
 from ._validation import (check_array_float, check_int, check_random_generator,
                           check_real)
-from .basis import FourierBesselBasis
+from .basis import check_basis
 
 __all__ = ["make_target", "make_measurement", "MeasurementTruth", "place_copies",
            "render_copies", "snr_to_noise_variance"]
@@ -52,8 +52,7 @@ def make_target(basis, norm=10.0, random_state=None):
 
 
 def _check_basis(basis):
-    if not isinstance(basis, FourierBesselBasis):
-        raise TypeError(f"basis must be a FourierBesselBasis, got {type(basis).__name__}")
+    check_basis(basis)
 
 
 def snr_to_noise_variance(coef, basis, snr):
@@ -76,6 +75,12 @@ def snr_to_noise_variance(coef, basis, snr):
     noise_variance : float
         ``sigma**2``.
 
+    Raises
+    ------
+    ValueError
+        If ``snr`` is not a finite number ``> 0``, or ``coef`` describes a
+        zero image (its SNR is undefined).
+
     Examples
     --------
     >>> import numpy as np
@@ -87,15 +92,21 @@ def snr_to_noise_variance(coef, basis, snr):
     >>> bool(np.isclose(snr_to_noise_variance(coef, basis, 2.0), energy / (25 * 2.0)))
     True
     """
+    _check_basis(basis)
+    snr = check_real(snr, "snr", minimum=0.0, strict=True)
     F = basis.evaluate(coef)
-    return float(np.sum(F**2) / (basis.image_size**2 * snr))
+    energy = float(np.sum(F**2))
+    if energy == 0.0:
+        raise ValueError("coef describes a zero image, whose SNR is undefined: give "
+                         "noise_variance instead of snr")
+    return energy / (basis.image_size**2 * snr)
 
 
 @dataclass
 class MeasurementTruth:
     """Ground truth of a simulated measurement.
 
-    Returned by :func:`make_measurement` (and by the estimators' ``sample``).
+    Returned by :func:`~mtdlearn.make_measurement` (and by the estimators' ``sample``).
     Every constructor parameter is kept as an attribute of the same name.
 
     Parameters
@@ -147,7 +158,7 @@ class MeasurementTruth:
     noise_variance: float
     density: float
     coef: np.ndarray
-    basis: FourierBesselBasis
+    basis: object
     shape: tuple
     _clean: np.ndarray = field(default=None, repr=False)
 

@@ -12,8 +12,8 @@ import numpy as np
 
 from .base import BaseMTDEstimator, _scale_bounds
 from .initializers import InitialState
-from .patch_model import (HypothesisSpace, build_patch_model, estep_statistics, m_step,
-                          noise_variance_floor)
+from .hypotheses import HypothesisSpace
+from .patch_model import build_patch_model, estep_statistics, m_step, noise_variance_floor
 
 __all__ = ["ApproxEMEstimator"]
 
@@ -113,7 +113,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
     Each iteration is one E-step (eq. 10-12) and one M-step (eq. 16, 18),
     computed as two GEMMs per chunk of patches over the
     ``H = K (2L-1)**2 + 1`` hypotheses (all empty shifts merged into one);
-    see the design page, "The E-step".  Memory is bounded by the chunk size, not by the
+    see :doc:`/design`, "The E-step".  Memory is bounded by the chunk size, not by the
     number of patches.
 
     References
@@ -161,9 +161,15 @@ class ApproxEMEstimator(BaseMTDEstimator):
         return bool(self.warm_start)
 
     def _check_params(self):
-        dt = np.dtype(self.dtype)
-        if dt not in (np.float64, np.float32):
+        try:
+            dt = np.dtype(self.dtype)
+        except TypeError:
+            dt = None
+        if dt is None or dt not in (np.dtype(np.float64), np.dtype(np.float32)):
             raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {self.dtype!r}")
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise TypeError(f"warm_start must be a bool, got {type(self.warm_start).__name__} "
+                            f"{self.warm_start!r}")
 
     def _n_parameters(self):
         L = self.basis_.image_size

@@ -1,7 +1,7 @@
 """Initializers: where an estimator's iterations start.
 
-Protocol
---------
+.. rubric:: Protocol
+
 An initializer is an object with a method::
 
     initialize(measurements, basis, noise_variance, random_state) -> InitialState
@@ -30,6 +30,7 @@ import numpy as np
 from scipy import stats
 
 from ._validation import check_array_float, check_real
+from .basis import check_basis
 from .operators import check_shift_probabilities, density_to_shift_probabilities, max_density
 from .patches import PatchData, as_patch_source, patch_grid_shape, tile
 
@@ -283,6 +284,20 @@ def data_statistics(measurements, image_size, chunk_rows=1024, block_bytes=2**22
     return total / count, total_sq / count, sigma2
 
 
+def _check_initialize_args(measurements, basis, noise_variance, random_state,
+                           random=True):
+    """Check the arguments of an ``initialize`` call (the protocol above)."""
+    check_basis(basis)
+    if random and not isinstance(random_state, np.random.Generator):
+        raise TypeError("random_state must be a numpy.random.Generator, got "
+                        f"{type(random_state).__name__}")
+    if not isinstance(measurements, PatchData) and (
+            isinstance(measurements, np.ndarray) or not len(measurements)):
+        raise ValueError("measurements must be a PatchData or a non-empty list of 2-D arrays")
+    if noise_variance is not None:
+        check_real(noise_variance, "noise_variance", minimum=0.0, strict=True)
+
+
 def _data_statistics(measurements, image_size):
     """:func:`data_statistics` of an initializer's ``measurements``, once per data set."""
     if not isinstance(measurements, PatchData):
@@ -380,6 +395,7 @@ class RandomInitializer(_ParamsMixin):
         >>> state.coef.shape, state.shift_probabilities.shape
         ((10,), (10, 10))
         """
+        _check_initialize_args(measurements, basis, noise_variance, random_state)
         rng = random_state
         L = basis.image_size
         image = rng.uniform(0.0, 1.0, size=(L, L))
@@ -458,6 +474,8 @@ class FixedInitializer(_ParamsMixin):
         >>> np.array_equal(state.coef, coef), state.noise_variance
         (True, 0.5)
         """
+        _check_initialize_args(measurements, basis, noise_variance, random_state,
+                               random=False)
         L = basis.image_size
         coef = check_array_float(self.coef, "coef", ndim=1).copy()
         if coef.shape[0] != basis.n_functions:

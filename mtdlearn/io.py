@@ -1,18 +1,127 @@
 """Reading measurements from files (read-only: input files are never modified)."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ._validation import _all_finite
+
 __all__ = ["read_measurement"]
+
+_NPY_MAGIC = b"\x93NUMPY"
+_MRC_SUFFIXES = (".mrc", ".mrcs", ".map")
+_EXPECTED = "a 2-D measurement or a 3-D stack of real numbers"
+
+
+def _check_array(arr, path, what):
+    """The checks that need only the header: dtype, dimensions, size."""
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{path} holds an array of dtype {arr.dtype}; expected {_EXPECTED} "
+                         f"({what})")
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{path} holds an array of shape {arr.shape}; expected {_EXPECTED} "
+                         f"({what})")
+    if arr.size == 0:
+        raise ValueError(f"{path} holds an empty array of shape {arr.shape}; expected "
+                         f"{_EXPECTED} ({what})")
+    return arr
+
+
+def _open_npy(path):
+    with open(path, "rb") as fh:
+        magic = fh.read(len(_NPY_MAGIC))
+    if magic != _NPY_MAGIC:
+        what = "the file is empty" if not magic else "no NumPy header"
+        raise ValueError(f"cannot read {path} as a .npy array ({what}); expected a file "
+                         f"written by numpy.save holding {_EXPECTED}")
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            dtype = read_header(fh)[2]
+    except (ValueError, OSError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"cannot read {path} as a .npy array ({reason}); expected a "
+                         f"complete file written by numpy.save holding {_EXPECTED}") from None
+    if dtype.hasobject:
+        raise ValueError(f"{path} holds pickled Python objects (dtype {dtype}), which are "
+                         f"never loaded; expected {_EXPECTED} (.npy file)")
+    try:
+        # never allow_pickle: unpickling can run arbitrary code
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"cannot read {path} as a .npy array ({reason}); expected a "
+                         f"complete file written by numpy.save holding {_EXPECTED}") from None
+    if not isinstance(arr, np.ndarray):  # pragma: no cover - np.load of .npy gives arrays
+        raise ValueError(f"cannot read {path} as a .npy array; expected {_EXPECTED}")
+    return _check_array(arr, path, ".npy file")
+
+
+def _open_mrc(path):
+    try:
+        import mrcfile
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "reading .mrc files needs the 'mrcfile' package: pip install mrcfile"
+        ) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            # Read-only memory map: mrcfile opens the file "rb" and maps it
+            # with numpy.memmap(mode="r"); nothing can be written.  The
+            # mapping holds its own reference to the file, so the array stays
+            # valid after the MrcFile is closed (tests/test_io.py checks it).
+            with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
+                data = mrc.data
+        except (ValueError, OSError, EOFError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"cannot read {path} as an MRC file ({reason}); expected "
+                             f"{_EXPECTED}") from None
+    problems = "; ".join(dict.fromkeys(str(w.message) for w in caught))
+    if data is None:
+        raise ValueError(f"cannot read {path} as an MRC file ({problems or 'no data block'}); "
+                         f"expected {_EXPECTED}")
+    if np.issubdtype(data.dtype, np.complexfloating):
+        raise ValueError(f"{path} holds complex MRC data (dtype {data.dtype}); expected "
+                         f"{_EXPECTED} (MRC file)")
+    if data.ndim == 3 and data.shape[0] == 1:
+        data = data[0]
+    data = _check_array(data, path, "MRC file" + (f": {problems}" if problems else ""))
+    if problems:
+        # permissive: a non-conforming header whose data block is readable
+        warnings.warn(f"{path}: MRC header problems, data read anyway: {problems}",
+                      RuntimeWarning, stacklevel=3)
+    return data
+
+
+def _open_measurement(path):
+    """Open ``path`` read-only and check its header (type, dtype, shape), not
+    its values.  Returns the memory-mapped array."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"measurement file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return _open_npy(path)
+    if suffix in _MRC_SUFFIXES:
+        return _open_mrc(path)
+    raise ValueError(f"unsupported measurement file type {suffix!r} for {path}: "
+                     "expected .npy or .mrc")
 
 
 def read_measurement(path):
     """Read one measurement from a ``.npy`` or ``.mrc`` file, read-only.
 
-    ``.npy`` files are memory-mapped read-only; ``.mrc`` files (cryo-EM
-    micrographs) need the optional ``mrcfile`` package and are opened in
-    read-only mode.  A 3-D MRC file with one section is squeezed to 2-D.
+    Both kinds of file are memory-mapped read-only and returned in the
+    file's own dtype: nothing is read until it is used, and the estimators
+    convert the data to float64 chunk by chunk.  ``.mrc`` files (cryo-EM
+    micrographs) need the optional ``mrcfile`` package and are opened with
+    ``mrcfile.mmap(path, mode="r", permissive=True)``; a 3-D MRC file with
+    one section is squeezed to 2-D.  Nothing ever writes to the file.  The
+    file is scanned once, block by block, for NaN and infinite values.
 
     Parameters
     ----------
@@ -21,15 +130,20 @@ def read_measurement(path):
 
     Returns
     -------
-    measurement : ndarray of shape (N1, N2) (or a stack for 3-D ``.npy``)
-        A read-only ``numpy.memmap`` for ``.npy``; a float64 array for MRC.
+    measurement : numpy.memmap of shape (N1, N2) or (n, N1, N2)
+        A read-only memory map of a 2-D measurement or a 3-D stack, of an
+        integer or floating dtype.
 
     Raises
     ------
     FileNotFoundError
         If ``path`` is not a file.
     ValueError
-        If the file cannot be read or has another suffix.
+        If the file has another suffix, or cannot be read as what is
+        expected: an empty, truncated or corrupt file, pickled (object)
+        data (never unpickled), a dtype that is not real numbers, an array
+        that is not 2-D or 3-D, an empty array, or NaN or infinite values.
+        The message names the path and what was expected.
 
     Examples
     --------
@@ -39,35 +153,15 @@ def read_measurement(path):
     >>> from mtdlearn.io import read_measurement
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     path = os.path.join(tmp, "measurement.npy")
-    ...     np.save(path, np.zeros((40, 40)))
+    ...     np.save(path, np.zeros((40, 40), dtype=np.float32))
     ...     M = read_measurement(path)
-    ...     print(M.shape, M.flags.writeable)
+    ...     print(M.shape, M.dtype, M.flags.writeable)
     ...     del M
-    (40, 40) False
+    (40, 40) float32 False
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"measurement file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise ValueError(f"cannot read {path} as a .npy array: {exc}") from None
-    if suffix in (".mrc", ".mrcs", ".map"):
-        try:
-            import mrcfile
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "reading .mrc files needs the 'mrcfile' package: pip install mrcfile"
-            ) from None
-        try:
-            with mrcfile.open(path, mode="r", permissive=True) as mrc:
-                data = np.array(mrc.data, dtype=np.float64)
-        except (ValueError, OSError) as exc:
-            raise ValueError(f"cannot read {path} as an MRC file: {exc}") from None
-        if data.ndim == 3 and data.shape[0] == 1:
-            data = data[0]
-        return data
-    raise ValueError(f"unsupported measurement file type {suffix!r} for {path}: "
-                     "expected .npy or .mrc")
+    arr = _open_measurement(path)
+    blocks = arr if arr.ndim == 3 else [arr]
+    if not all(_all_finite(block) for block in blocks):
+        raise ValueError(f"{Path(path)} holds NaN or infinite values; expected "
+                         f"{_EXPECTED} with only finite values")
+    return arr

@@ -69,7 +69,7 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     """Weighted least-squares misfit of the autocorrelations, and its gradient.
 
     ``cost = R1**2 / 2 + ||R2||**2 / (2 L**2) + ||R3||**2 / (2 L**4)`` with
-    ``Rk = model_k - measured_k`` (:func:`model_autocorrelations`).  The
+    ``Rk = model_k - measured_k`` (:func:`~mtdlearn.moments.model_autocorrelations`).  The
     gradient is analytic: the model is linear in ``gamma`` and
     ``sigma**2``, and the rotated images are linear in ``coef``, so the chain
     rule runs through ``F_phi -> (sum, ac2, ac3)`` (first and second factor
@@ -86,14 +86,14 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     noise_variance : float
         ``sigma**2 >= 0``.
     measured : tuple (a1, a2, a3)
-        Measured autocorrelations, as from :func:`measurement_autocorrelations`.
+        Measured autocorrelations, as from :func:`~mtdlearn.moments.measurement_autocorrelations`.
     basis : basis object
         The steerable basis.
     estimate_noise : bool, default=False
         Whether ``noise_variance`` is a free parameter; if not, its gradient
         is returned as ``0.0``.
     n_angles : int, default=None
-        See :func:`model_autocorrelations`.
+        See :func:`~mtdlearn.moments.model_autocorrelations`.
 
     Returns
     -------
@@ -159,7 +159,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     Parameters
     ----------
     measured : tuple (a1, a2, a3)
-        Measured autocorrelations, as from :func:`measurement_autocorrelations`.
+        Measured autocorrelations, as from :func:`~mtdlearn.moments.measurement_autocorrelations`.
     basis : basis object
         The steerable basis of the coefficients.
     density0 : float
@@ -177,7 +177,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     tol : float, default=1e-14
         L-BFGS-B's ``ftol`` and ``gtol`` on the scaled problem.
     n_angles : int, default=None
-        See :func:`model_autocorrelations`.
+        See :func:`~mtdlearn.moments.model_autocorrelations`.
 
     Returns
     -------

@@ -1,11 +1,11 @@
 """Autocorrelations of measurements and of the model, their misfit and its fit.
 
 Autocorrelation analysis (the baseline of the paper, and the initializer of
-the EM; :class:`~mtdlearn.AutocorrelationEstimator`) matches the first three autocorrelations of the measurement with those
-predicted by the model, averaged over the unknown rotations and positions.
+the EM; :class:`~mtdlearn.AutocorrelationEstimator`) matches the first
+three autocorrelations of the measurement with those predicted by the model, averaged over the unknown rotations and positions.
 
-Notes
------
+.. rubric:: Notes
+
 Shifts are *forward* shifts ``s = (s_row, s_col)`` in ``[0, L)**2``.
 
 * Measurement (:func:`measurement_autocorrelations`)::
@@ -46,7 +46,7 @@ import functools
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._parallel import ordered_map
+from ._parallel import check_n_jobs, ordered_map
 from ._validation import check_array_float, check_int, check_real
 from .basis import check_basis, rotated_evaluation
 from .operators import gather_adjoint, max_density
@@ -272,8 +272,9 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
     (3.0, 2.0, 2.0)
     """
     L = check_int(image_size, "image_size", minimum=1)
-    measurements = check_measurements(X, L)
     working_memory = resolve_working_memory(working_memory)
+    check_n_jobs(n_jobs)
+    measurements = check_measurements(X, L)
     LL = L * L
 
     # pixels per tile: 2 (L*L)-row buffers plus the padded input block
@@ -434,7 +435,8 @@ def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None):
     """Compute the autocorrelations the model predicts for well-separated copies.
 
     With ``F_phi = basis.evaluate(basis.rotate(coef, phi))``, density
-    ``gamma`` and noise variance ``sigma**2`` (the design page, "Autocorrelation analysis")::
+    ``gamma`` and noise variance ``sigma**2`` (:doc:`/design`, "Autocorrelation
+    analysis")::
 
         a1         = gamma / L**2 * E_phi[sum_x F_phi[x]]
         a2[s]      = gamma / L**2 * E_phi[ac2(F_phi)][s] + sigma**2 delta(s)

@@ -15,7 +15,7 @@ Shifts are indexed flat, ``s = l_0 * 2L + l_1``, in ``0 .. 4L**2 - 1``.
 
 import numpy as np
 
-from ._validation import check_array_float, check_int
+from ._validation import check_array_float, check_int, check_real
 
 __all__ = [
     "pad_shift_crop",
@@ -382,7 +382,7 @@ def max_density(image_size):
     >>> max_density(5) == 25 / 81
     True
     """
-    L = int(image_size)
+    L = check_int(image_size, "image_size", minimum=1)
     return L * L / (2 * L - 1) ** 2
 
 
@@ -409,11 +409,18 @@ def density_to_shift_probabilities(density, image_size):
     --------
     >>> from mtdlearn.operators import density_to_shift_probabilities
     >>> rho = density_to_shift_probabilities(0.04, 5)
-    >>> rho.shape, round(float(rho.sum()), 12), round(float(rho[0, 0]), 12)
-    ((10, 10), 1.0, 0.0016)
+    >>> rho.shape
+    (10, 10)
+    >>> bool(rho[0, 0] == 0.04 / 25)  # gamma / L**2 on each non-empty shift
+    True
+
+    The sum is one up to rounding (100 terms: at most ``100 * 2**-53``):
+
+    >>> bool(abs(rho.sum() - 1.0) < 1e-14)
+    True
     """
     L = check_int(image_size, "image_size", minimum=1)
-    gamma = float(density)
+    gamma = check_real(density, "density")
     if not (0.0 <= gamma <= max_density(L)):
         raise ValueError(f"density must lie in [0, {max_density(L):.6g}] for image_size={L}, "
                          f"got {gamma}")
@@ -447,11 +454,15 @@ def shift_probabilities_to_density(shift_probabilities):
     >>> from mtdlearn.operators import (density_to_shift_probabilities,
     ...                                 shift_probabilities_to_density)
     >>> rho = density_to_shift_probabilities(0.04, 5)
-    >>> round(shift_probabilities_to_density(rho), 12)
-    0.04
+    >>> gamma = shift_probabilities_to_density(rho)  # 0.04 up to rounding:
+    >>> bool(abs(gamma - 0.04) < 1e-15)  # a sum of 81 terms, < 81 * 2**-53 relative
+    True
     """
-    rho = np.asarray(shift_probabilities, dtype=np.float64)
+    rho = check_array_float(shift_probabilities, "shift_probabilities", ndim=2)
     L = rho.shape[-1] // 2
+    if L < 1 or rho.shape != (2 * L, 2 * L):
+        raise ValueError("shift_probabilities must have shape (2L, 2L) for an image size L, "
+                         f"got {rho.shape}")
     ne = nonempty_shifts(L)
     return float(rho.reshape(-1)[ne].sum() * L * L / ne.size)
 

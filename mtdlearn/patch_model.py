@@ -8,315 +8,31 @@ approximate log-likelihood (eq. 5) treats the patches as independent.
 
 Computation (:doc:`/design`, "The E-step"): the hypotheses ``h = (k, l)``
 over the non-empty shifts, plus one merged empty hypothesis, are laid out
-by :class:`HypothesisSpace`; templates ``T_h`` form an ``H x L**2`` matrix
-and ``||P_m - T_h||**2 = ||P_m||**2 - 2 P_m . T_h + ||T_h||**2`` is one
-GEMM per chunk of patches, followed by a row-wise log-sum-exp.  Nothing of
+by :class:`~mtdlearn.hypotheses.HypothesisSpace`; templates ``T_h`` form an
+``H x L**2`` matrix, and ``||P_m - T_h||**2 = ||P_m||**2 - 2 P_m . T_h +
+||T_h||**2`` is one GEMM per chunk of patches, followed by a row-wise log-sum-exp.  Nothing of
 size ``N_d x H`` outlives a chunk: the chunks are reduced to
 :class:`Statistics`, from which :func:`m_step` computes the next
 parameters (eq. 16, 18).
 """
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 
 from ._parallel import ordered_map, task_ranges
-from .basis import rotated_evaluation
-from .operators import (empty_shifts, gather_adjoint, nonempty_shifts, shift_gather_index,
-                        shift_to_offset)
+from .hypotheses import HypothesisSpace
 from .patches import chunk_rows
 
-__all__ = ["HypothesisSpace", "PatchModel", "build_patch_model", "Statistics",
-           "estep_statistics", "estep_per_patch", "estep_loglik", "estep_detections",
-           "m_step", "chunk_size",
-           "noise_variance_floor"]
+__all__ = ["PatchModel", "build_patch_model", "Statistics", "estep_statistics", "m_step",
+           "noise_variance_floor", "chunk_size"]
 
 #: A chunk's c x H block of posteriors is kept near this size so it stays in
 #: cache between the GEMM, the exp, the row sums and the second GEMM (measured
 #: best among 1, 2, 4 and 8 MiB on the 2-core machine); the memory budget can
 #: only lower it.
 CACHE_BYTES = 4 * 2**20
-
-
-# ---------------------------------------------------------------------------
-# the hypotheses
-class HypothesisSpace:
-    """The hypotheses of the E-step: their layout, priors, decoding and maps.
-
-    Hypothesis ``h = k * S + j`` pairs rotation ``k`` of the grid (eq. 8)
-    with the ``j``-th non-empty shift (``S = (2L-1)**2`` of them, in
-    increasing flat order ``l_0 * 2L + l_1``): rotation-major.  The ``4L-1``
-    empty shifts all give the same (empty) patch and form one merged
-    hypothesis, kept apart.  This class is the one owner of that layout:
-    everything that builds templates, priors or per-hypothesis tables, or
-    decodes a hypothesis index, asks it.
-
-    Parameters
-    ----------
-    basis : basis object
-        The basis of the coefficients (see :func:`mtdlearn.basis.check_basis`).
-    angles : array-like of shape (K,)
-        The rotation grid, in radians.
-
-    Attributes
-    ----------
-    basis : basis object
-        The basis.
-    angles : ndarray of shape (K,)
-        The rotation grid.
-    image_size : int
-        ``L``.
-    n_rotations : int
-        ``K``.
-    shifts : ndarray of shape (S,)
-        Flat indices of the non-empty shifts.
-    empty : ndarray of shape (4L-1,)
-        Flat indices of the empty shifts.
-    n_shifts : int
-        ``S = (2L-1)**2``.
-    n_hypotheses : int
-        ``H = K * S`` non-empty hypotheses (the merged empty one not counted).
-
-    Examples
-    --------
-    >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.patch_model import HypothesisSpace
-    >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0, 3.14159])
-    >>> space.n_hypotheses, space.n_shifts, space.empty.size
-    (162, 81, 19)
-    """
-
-    def __init__(self, basis, angles):
-        self.basis = basis
-        self.angles = np.asarray(angles, dtype=np.float64)
-        self.image_size = L = int(basis.image_size)
-        self.n_rotations = int(self.angles.size)
-        self.shifts = nonempty_shifts(L)
-        self.empty = empty_shifts(L)
-        self.n_shifts = int(self.shifts.size)
-        self.n_hypotheses = self.n_rotations * self.n_shifts
-
-    @property
-    def rotation_index(self):
-        """Rotation index ``k`` of each non-empty hypothesis, shape ``(H,)``.
-
-        Examples
-        --------
-        >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.patch_model import HypothesisSpace
-        >>> HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0]).rotation_index[[0, 81]]
-        array([0, 1])
-        """
-        return np.repeat(np.arange(self.n_rotations), self.n_shifts)
-
-    @property
-    def shift_index(self):
-        """Flat shift index ``l_0 * 2L + l_1`` of each non-empty hypothesis, shape ``(H,)``.
-
-        Examples
-        --------
-        >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.patch_model import HypothesisSpace
-        >>> HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0]).shift_index[[0, 81]]
-        array([0, 0])
-        """
-        return np.tile(self.shifts, self.n_rotations)
-
-    def per_rotation(self, values):
-        """View per-hypothesis values as ``(K, S, ...)``.
-
-        Parameters
-        ----------
-        values : ndarray of shape (H, ...)
-            One entry per non-empty hypothesis.
-
-        Returns
-        -------
-        values : ndarray of shape (K, S, ...)
-            The same values, rotation by shift.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.patch_model import HypothesisSpace
-        >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0])
-        >>> space.per_rotation(np.zeros(space.n_hypotheses)).shape
-        (2, 81)
-        """
-        return values.reshape((self.n_rotations, self.n_shifts) + values.shape[1:])
-
-    def decode(self, hypothesis):
-        """Rotation index and copy offset of non-empty hypotheses.
-
-        A copy at shift ``l`` of a patch has its top-left corner at offset
-        ``d = (-l) mod 2L``, mapped to ``[-(L-1), L-1]``, from the patch's
-        top-left corner.
-
-        Parameters
-        ----------
-        hypothesis : array-like of int
-            Indices in ``[0, H)``.
-
-        Returns
-        -------
-        rotation : ndarray of int
-            Rotation index ``k`` (angle ``angles[k]``).
-        row_offset : ndarray of int
-            Row offset ``d_0`` of the copy.
-        col_offset : ndarray of int
-            Column offset ``d_1`` of the copy.
-
-        Examples
-        --------
-        >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.patch_model import HypothesisSpace
-        >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0])
-        >>> space.decode([0, 82])
-        (array([0, 1]), array([0, 0]), array([ 0, -1]))
-        """
-        h = np.asarray(hypothesis, dtype=np.int64)
-        L = self.image_size
-        s = self.shifts[h % self.n_shifts]
-        return (h // self.n_shifts, shift_to_offset(s // (2 * L), L),
-                shift_to_offset(s % (2 * L), L))
-
-    def log_prior(self, shift_probabilities):
-        """Log prior of every hypothesis (eq. 12).
-
-        Parameters
-        ----------
-        shift_probabilities : array-like of shape (2L, 2L)
-            ``rho``.
-
-        Returns
-        -------
-        log_prior : ndarray of shape (H,)
-            ``log rho_l - log K``; ``-inf`` where ``rho_l = 0``.
-        log_prior_empty : float
-            Log of the total mass of the empty shifts.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.patch_model import HypothesisSpace
-        >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0])
-        >>> lp, lp_empty = space.log_prior(np.full((10, 10), 0.01))
-        >>> lp.shape, bool(np.allclose(lp, np.log(0.005)))
-        ((162,), True)
-        """
-        rho = np.asarray(shift_probabilities, dtype=np.float64).reshape(-1)
-        with np.errstate(divide="ignore"):
-            lp = np.tile(np.log(rho[self.shifts]) - np.log(self.n_rotations), self.n_rotations)
-            lp_empty = float(np.log(rho[self.empty].sum()))
-        return lp, lp_empty
-
-    def templates(self, coef):
-        """All non-empty templates ``T_h = C T_l Z F_{phi_k}`` (eq. 6-7).
-
-        Parameters
-        ----------
-        coef : array-like of shape (p,)
-            Image coefficients ``alpha``.
-
-        Returns
-        -------
-        templates : ndarray of shape (H, L*L)
-            Flattened templates in hypothesis order.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.patch_model import HypothesisSpace
-        >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0])
-        >>> space.templates(np.ones(10)).shape
-        (162, 25)
-        """
-        K, d = self.n_rotations, self.image_size ** 2
-        images = self.basis.evaluate(self.basis.rotate(coef, self.angles)).reshape(K, -1)
-        ext = np.concatenate([images, np.zeros((K, 1))], axis=1)
-        return ext[:, self.gather_index].reshape(-1, d)
-
-    @functools.cached_property
-    def gather_index(self):
-        """Gather table of the non-empty shifts, ``(S, L*L)``.
-
-        ``T_{k, j}.ravel() = append(F_k.ravel(), 0)[gather_index[j]]``
-        (see :func:`mtdlearn.operators.shift_gather_index`).
-
-        Examples
-        --------
-        >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.patch_model import HypothesisSpace
-        >>> HypothesisSpace(FourierBesselBasis(5), [0.0]).gather_index.shape
-        (81, 25)
-        """
-        return shift_gather_index(self.image_size, self.shifts)
-
-    @functools.cached_property
-    def visibility(self):
-        """Which image pixels each non-empty shift shows, ``(S, L*L)`` of 0/1.
-
-        Examples
-        --------
-        >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.patch_model import HypothesisSpace
-        >>> vis = HypothesisSpace(FourierBesselBasis(5), [0.0]).visibility
-        >>> vis.shape, float(vis[0].sum())  # shift (0, 0) shows the whole image
-        ((81, 25), 25.0)
-        """
-        d = self.image_size ** 2
-        vis = np.zeros((self.n_shifts, d + 1))
-        np.put_along_axis(vis, self.gather_index, 1.0, axis=1)
-        return vis[:, :d]
-
-    @functools.cached_property
-    def rotated_evaluation(self):
-        """``B R(phi_k)`` for every rotation, ``(K, L*L, p)``.
-
-        With the shifts' gather it gives the linear maps ``A_h`` of the
-        M-step: ``T_h = A_h alpha``.
-
-        Examples
-        --------
-        >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.patch_model import HypothesisSpace
-        >>> HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0]).rotated_evaluation.shape
-        (2, 25, 10)
-        """
-        return rotated_evaluation(self.basis, self.angles)
-
-    def adjoint(self, weighted_patches):
-        """Scatter per-hypothesis patches back to each rotation's image pixels.
-
-        Applies ``sum_l (C T_l Z)^T`` within each rotation: the adjoint of
-        the shifts, used by the M-step on ``S = w^T P``.
-
-        Parameters
-        ----------
-        weighted_patches : ndarray of shape (H, L*L)
-            One patch-sized array per hypothesis.
-
-        Returns
-        -------
-        images : ndarray of shape (K, L*L)
-            Per rotation, the sum of the patches mapped back to the image.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.patch_model import HypothesisSpace
-        >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0])
-        >>> space.adjoint(np.ones((81, 25))).reshape(5, 5)[0]  # corner pixel seen 25 times
-        array([25., 25., 25., 25., 25.])
-        """
-        d = self.image_size ** 2
-        return gather_adjoint(self.per_rotation(weighted_patches), self.gather_index, d)
 
 
 def chunk_size(n_hypotheses, image_size, working_memory=None, itemsize=8):
@@ -376,7 +92,7 @@ class PatchModel:
     it gives ``-||P - T_h||**2 / (2 sigma**2) + log prior_h - c`` for every
     non-empty hypothesis at once.  ``c`` (``shift``) is the largest log prior,
     so every exponent is ``<= 0`` (never an exp of an unshifted value).
-    Hypotheses are laid out by ``hypotheses`` (:class:`HypothesisSpace`); the
+    Hypotheses are laid out by ``hypotheses`` (:class:`~mtdlearn.hypotheses.HypothesisSpace`); the
     empty hypothesis has log prior ``log_prior_empty`` (total mass of the
     empty shifts).  Built by :func:`build_patch_model`.
 
@@ -409,7 +125,8 @@ class PatchModel:
     >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis, UniformRotationGrid
     >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.patch_model import HypothesisSpace, build_patch_model
+    >>> from mtdlearn.hypotheses import HypothesisSpace
+    >>> from mtdlearn.patch_model import build_patch_model
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
     >>> model = build_patch_model(np.ones(10), density_to_shift_probabilities(0.04, 5),
@@ -472,7 +189,8 @@ def build_patch_model(coef, shift_probabilities, noise_variance, hypotheses, dty
     >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis, UniformRotationGrid
     >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.patch_model import HypothesisSpace, build_patch_model
+    >>> from mtdlearn.hypotheses import HypothesisSpace
+    >>> from mtdlearn.patch_model import build_patch_model
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
     >>> model = build_patch_model(np.ones(10), density_to_shift_probabilities(0.04, 5),
@@ -727,7 +445,8 @@ def estep_statistics(data, model, subset=None, *, chunk=None, n_jobs=None, worki
     >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
     ...                       make_target)
     >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.patch_model import HypothesisSpace, build_patch_model, estep_statistics
+    >>> from mtdlearn.hypotheses import HypothesisSpace
+    >>> from mtdlearn.patch_model import build_patch_model, estep_statistics
     >>> from mtdlearn.patches import PatchData
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = make_target(basis, random_state=0)
@@ -750,222 +469,6 @@ def estep_statistics(data, model, subset=None, *, chunk=None, n_jobs=None, worki
         else:
             total += st
     return total
-
-
-def _per_patch_range(data, model, start, stop, step):
-    n = stop - start
-    d = model.templates.shape[1]
-    ll = np.empty(n)
-    best = np.empty(n, dtype=np.int64)
-    best_p = np.empty(n)
-    p_empty = np.empty(n)
-    Pa_buf = np.empty((min(step, n), d + 2), dtype=model.dtype)
-    E_buf = np.empty((min(step, n), model.templates.shape[0]), dtype=model.dtype)
-    for c0 in range(start, stop, step):
-        c1 = min(stop, c0 + step)
-        Pa, sq = _get_augmented(data, c0, c1, model, out=Pa_buf)
-        E, u, s, e_empty = _chunk_posteriors(Pa, sq, model, out=E_buf)
-        sl = slice(c0 - start, c1 - start)
-        ll[sl] = _patch_loglik(u, s, d, model)
-        arg = E.argmax(axis=1)
-        emax = E[np.arange(len(arg)), arg]
-        use_empty = e_empty >= emax
-        best[sl] = np.where(use_empty, -1, arg)
-        best_p[sl] = np.where(use_empty, e_empty, emax) / s
-        p_empty[sl] = e_empty / s
-    return ll, best, best_p, p_empty
-
-
-def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, working_memory=None,
-                    tasks_per_block=8):
-    """Run the E-step patch by patch: likelihoods and MAP hypotheses.
-
-    Used by ``score_samples``, ``predict`` and ``predict_proba``; chunked
-    and threaded like :func:`estep_statistics`.
-
-    Parameters
-    ----------
-    data : PatchData
-        The patches.
-    model : PatchModel
-        The parameters (:func:`build_patch_model`).
-    subset : (int, int), default=None
-        Only the patches ``start..stop-1``; ``None`` means all.
-    chunk : int, default=None
-        Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
-    n_jobs : int, default=None
-        Threads over the tasks; ``None`` is 1.
-    working_memory : float, default=None
-        Budget in MiB per thread for choosing ``chunk``.
-    tasks_per_block : int, default=8
-        Chunks per joblib task.
-
-    Returns
-    -------
-    log_likelihood : ndarray of shape (n,)
-        ``log p(M_m | alpha, rho)`` of each patch (eq. 5 terms, Gaussian
-        constant included).
-    best : ndarray of shape (n,), int
-        Index of the MAP hypothesis (see :class:`HypothesisSpace`), or
-        ``-1`` when the empty hypothesis wins.
-    best_posterior : ndarray of shape (n,)
-        Posterior probability of the MAP hypothesis.
-    empty_posterior : ndarray of shape (n,)
-        Posterior probability of the empty hypothesis.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
-    ...                       make_target)
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.patch_model import HypothesisSpace, build_patch_model, estep_per_patch
-    >>> from mtdlearn.patches import PatchData
-    >>> basis = FourierBesselBasis(5, n_coefficients=10)
-    >>> coef = make_target(basis, random_state=0)
-    >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
-    >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
-    >>> model = build_patch_model(coef, density_to_shift_probabilities(0.04, 5),
-    ...                           truth.noise_variance, space)
-    >>> loglik, best, best_p, p_empty = estep_per_patch(PatchData([X], 5), model, chunk=64)
-    >>> loglik.shape, best.shape
-    ((400,), (400,))
-    """
-    start, stop = (0, data.n_patches) if subset is None else subset
-    out = None
-    for a, b, part in _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory,
-                                       tasks_per_block):
-        if out is None:  # the outputs, filled task by task: no second copy
-            out = [np.empty(stop - start, dtype=p.dtype) for p in part]
-        for o, p in zip(out, part):
-            o[a - start:b - start] = p
-    return tuple(out)
-
-
-def _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory, tasks_per_block):
-    """Yield ``(start, stop, (loglik, best, best_p, p_empty))`` task by task, in order."""
-    chunk, ranges = _tasks(data, model, subset, chunk, working_memory, tasks_per_block)
-    parts = ordered_map(lambda a, b: _per_patch_range(data, model, a, b, chunk), ranges, n_jobs)
-    for (a, b), part in zip(ranges, parts):
-        yield a, b, part
-
-
-def estep_loglik(data, model, subset=None, *, chunk=None, n_jobs=None, working_memory=None,
-                 tasks_per_block=8):
-    """Sum the log-likelihoods of the patches (eq. 5), in memory independent of their number.
-
-    The E-step of :func:`estep_per_patch`, reduced task by task in a fixed
-    order (so the sum does not depend on ``n_jobs``); nothing of the size
-    of the data is kept.  Used by ``score``.
-
-    Parameters
-    ----------
-    data : PatchData
-        The patches.
-    model : PatchModel
-        The parameters (:func:`build_patch_model`).
-    subset : (int, int), default=None
-        Only the patches ``start..stop-1``; ``None`` means all.
-    chunk : int, default=None
-        Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
-    n_jobs : int, default=None
-        Threads over the tasks; ``None`` is 1.
-    working_memory : float, default=None
-        Budget in MiB per thread for choosing ``chunk``.
-    tasks_per_block : int, default=8
-        Chunks per joblib task.
-
-    Returns
-    -------
-    log_likelihood : float
-        ``sum_m log p(M_m | alpha, rho)``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
-    ...                       make_target)
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.patch_model import (HypothesisSpace, build_patch_model, estep_loglik,
-    ...                                   estep_per_patch)
-    >>> from mtdlearn.patches import PatchData
-    >>> basis = FourierBesselBasis(5, n_coefficients=10)
-    >>> coef = make_target(basis, random_state=0)
-    >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
-    >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
-    >>> model = build_patch_model(coef, density_to_shift_probabilities(0.04, 5),
-    ...                           truth.noise_variance, space)
-    >>> total = estep_loglik(PatchData([X], 5), model, chunk=64)
-    >>> bool(np.isclose(total, estep_per_patch(PatchData([X], 5), model)[0].sum()))
-    True
-    """
-    total = 0.0
-    for _, _, (ll, _, _, _) in _per_patch_parts(data, model, subset, chunk, n_jobs,
-                                                working_memory, tasks_per_block):
-        total += float(ll.sum())
-    return total
-
-
-def estep_detections(data, model, subset=None, *, chunk=None, n_jobs=None, working_memory=None,
-                     tasks_per_block=8):
-    """Find the patches whose maximum-a-posteriori hypothesis is not empty.
-
-    The E-step of :func:`estep_per_patch`, keeping, task by task, only the
-    patches that hold a detection: memory grows with the detections, not
-    with the patches.  Used by ``predict``.
-
-    Parameters
-    ----------
-    data : PatchData
-        The patches.
-    model : PatchModel
-        The parameters (:func:`build_patch_model`).
-    subset : (int, int), default=None
-        Only the patches ``start..stop-1``; ``None`` means all.
-    chunk : int, default=None
-        Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
-    n_jobs : int, default=None
-        Threads over the tasks; ``None`` is 1.
-    working_memory : float, default=None
-        Budget in MiB per thread for choosing ``chunk``.
-    tasks_per_block : int, default=8
-        Chunks per joblib task.
-
-    Returns
-    -------
-    patch : ndarray of shape (n_detections,), int
-        Indices of the patches whose MAP hypothesis is not empty, ascending.
-    best : ndarray of shape (n_detections,), int
-        Their MAP hypothesis (see :class:`HypothesisSpace`).
-    best_posterior : ndarray of shape (n_detections,)
-        Its posterior probability.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
-    ...                       make_target)
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.patch_model import (HypothesisSpace, build_patch_model,
-    ...                                   estep_detections, estep_per_patch)
-    >>> from mtdlearn.patches import PatchData
-    >>> basis = FourierBesselBasis(5, n_coefficients=10)
-    >>> coef = make_target(basis, random_state=0)
-    >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
-    >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
-    >>> model = build_patch_model(coef, density_to_shift_probabilities(0.04, 5),
-    ...                           truth.noise_variance, space)
-    >>> patch, best, best_p = estep_detections(PatchData([X], 5), model, chunk=64)
-    >>> full = estep_per_patch(PatchData([X], 5), model)[1]
-    >>> bool(np.array_equal(patch, np.flatnonzero(full >= 0)))
-    True
-    """
-    kept = []
-    for a, _, (_, best, best_p, _) in _per_patch_parts(data, model, subset, chunk, n_jobs,
-                                                       working_memory, tasks_per_block):
-        keep = np.flatnonzero(best >= 0)
-        kept.append((keep + a, best[keep], best_p[keep]))
-    return tuple(np.concatenate([k[i] for k in kept]) for i in range(3))
 
 
 # ---------------------------------------------------------------------------
@@ -1037,8 +540,8 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
     >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
     ...                       make_target)
     >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.patch_model import (HypothesisSpace, build_patch_model,
-    ...                                   estep_statistics, m_step)
+    >>> from mtdlearn.hypotheses import HypothesisSpace
+    >>> from mtdlearn.patch_model import build_patch_model, estep_statistics, m_step
     >>> from mtdlearn.patches import PatchData
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = make_target(basis, random_state=0)

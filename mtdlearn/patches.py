@@ -21,18 +21,36 @@ import numpy as np
 import scipy.sparse
 from sklearn import get_config
 
-from ._validation import ComplexDataError, check_array_float, check_int, check_real
-from .io import read_measurement
+from ._validation import (ComplexDataError, _row_blocks, check_array_float, check_int,
+                          check_real)
+from .io import _open_measurement
 
-__all__ = ["check_measurements", "patch_grid_shape", "tile", "extract_patches", "PatchData", "as_patch_source",
-           "chunk_rows", "resolve_working_memory"]
+__all__ = ["check_measurements", "patch_grid_shape", "tile", "extract_patches", "PatchData",
+           "as_patch_source", "chunk_rows", "resolve_working_memory"]
 
 
-def _all_finite(arr, block_bytes=2**24):
-    """``np.isfinite(arr).all()`` in row blocks: no full-size boolean temporary
-    (100 MB for a 10000 x 10000 measurement)."""
-    rows = max(1, block_bytes // max(1, arr.shape[1] * arr.itemsize))
-    return all(np.isfinite(arr[r:r + rows]).all() for r in range(0, arr.shape[0], rows))
+def _scan_values(arr, block_bytes=2**24):
+    """One blockwise pass over a 2-D array: ``(all_finite, constant)``.
+
+    ``constant`` is the value of every entry when all are equal (``None``
+    otherwise); the comparison stops at the first block that holds another
+    value, so for real data it costs one comparison of the first block.  No
+    temporary larger than a block (a memory-mapped 10000 x 10000
+    measurement is read once, 16 MB at a time).
+    """
+    if arr.size == 0:
+        return True, None
+    inexact = np.issubdtype(arr.dtype, np.inexact)
+    first = arr[0, 0]
+    constant = True
+    for block in _row_blocks(arr, block_bytes):
+        if inexact and not np.isfinite(block).all():
+            return False, None
+        if constant and (block != first).any():
+            constant = False
+            if not inexact:
+                break
+    return True, (first.item() if constant else None)
 
 
 def _numeric(arr, label):
@@ -77,8 +95,10 @@ def check_measurements(X, image_size, name="X"):
     """Validate measurements and return a list of 2-D arrays.
 
     Every measurement must hold at least one ``image_size x image_size``
-    patch and only finite values; it is checked in blocks of rows, without
-    a full-size temporary, and never copied or modified.
+    patch and only finite values, not all equal (a constant measurement,
+    e.g. all zeros, holds neither signal nor noise).  The values are checked
+    in one blockwise pass, without a full-size temporary, and never copied
+    or modified.  Errors about a file name it.
 
     Parameters
     ----------
@@ -100,11 +120,12 @@ def check_measurements(X, image_size, name="X"):
     --------
     >>> import numpy as np
     >>> from mtdlearn.patches import check_measurements
-    >>> [M.shape for M in check_measurements(np.zeros((2, 10, 12)), 5)]
+    >>> [M.shape for M in check_measurements(np.eye(12)[None, :10].repeat(2, 0), 5)]
     [(10, 12), (10, 12)]
     """
     if scipy.sparse.issparse(X):
         raise TypeError(f"{name} must be a dense array: sparse input is not supported")
+    _check_not_masked(X, name)
     if isinstance(X, (str, Path)):
         items = [X]
     elif isinstance(X, np.ndarray) or hasattr(X, "__array__"):
@@ -132,20 +153,55 @@ def check_measurements(X, image_size, name="X"):
     for i, item in enumerate(items):
         label = name if len(items) == 1 else f"{name}[{i}]"
         if isinstance(item, (str, Path)):
-            item = read_measurement(item)
-            if item.ndim == 3:  # a stack stored in one file
-                out.extend(check_measurements(item, image_size, name=label))
-                continue
-        arr = _numeric(np.asarray(item), label)
-        if arr.ndim != 2:
-            raise ValueError(f"{label} must be a 2-D measurement, got shape {arr.shape}")
-        if min(arr.shape) < image_size:
-            raise ValueError(_too_small_message(label, arr.shape, image_size))
-        if not _all_finite(arr):
-            raise ValueError(f"{label} must contain only finite values "
-                             f"({_non_finite_kind(arr)})")
-        out.append(arr)
+            # header checks only; the values are scanned once, below
+            arr = _open_measurement(item)
+            if arr.ndim == 3:  # a stack stored in one file
+                out.extend(_check_measurement(a, f"{label} ({item}, measurement {j})",
+                                              image_size) for j, a in enumerate(arr))
+            else:
+                out.append(_check_measurement(arr, f"{label} ({item})", image_size))
+            continue
+        out.append(_check_measurement(item, label, image_size))
     return out
+
+
+def _check_not_masked(X, name):
+    if isinstance(X, np.ma.MaskedArray):
+        raise TypeError(f"{name} must not be a masked array: its masked entries would be "
+                        "read as data; fill them (X.filled(value)) or crop them away")
+
+
+def _check_measurement(item, label, image_size):
+    """One 2-D measurement: dtype, shape, size, values (one blockwise pass)."""
+    _check_not_masked(item, label)
+    arr = _numeric(np.asarray(item), label)
+    if arr.ndim != 2:
+        raise ValueError(f"{label} must be a 2-D measurement, got shape {arr.shape}")
+    if min(arr.shape) < image_size:
+        raise ValueError(_too_small_message(label, arr.shape, image_size))
+    finite, constant = _scan_values(arr)
+    if not finite:
+        raise ValueError(f"{label} must contain only finite values "
+                         f"({_non_finite_kind(arr)})")
+    if constant is not None:
+        raise ValueError(f"{label} is constant (all values equal {constant!r}): it holds no "
+                         "signal or noise to fit")
+    return arr
+
+
+def _max_abs(measurements, image_size=None, block_bytes=2**24):
+    """Largest absolute value of the measurements (of their patch grids, given
+    ``image_size``), read in blocks of rows."""
+    top = 0.0
+    for M in measurements:
+        if image_size is not None:
+            nr, nc = patch_grid_shape(M.shape, image_size)
+            M = M[:nr * image_size, :nc * image_size]
+        rows = max(1, block_bytes // max(1, M.shape[1] * M.itemsize))
+        for r0 in range(0, M.shape[0], rows):
+            block = M[r0:r0 + rows]
+            top = max(top, abs(float(block.max())), abs(float(block.min())))
+    return top
 
 
 def patch_grid_shape(shape, image_size):
@@ -518,7 +574,7 @@ def as_patch_source(X, image_size, name="X"):
     ----------
     X : PatchData, array-like or sequence
         A patch source, or measurements in any form that
-        :func:`mtdlearn.base.BaseMTDEstimator.fit` accepts.
+        :meth:`mtdlearn.BaseMTDEstimator.fit` accepts.
     image_size : int
         Patch side ``L``.
     name : str, default="X"
@@ -533,7 +589,7 @@ def as_patch_source(X, image_size, name="X"):
     --------
     >>> import numpy as np
     >>> from mtdlearn.patches import as_patch_source
-    >>> as_patch_source(np.zeros((2, 10, 10)), 5).n_patches
+    >>> as_patch_source(np.random.default_rng(0).normal(size=(2, 10, 10)), 5).n_patches
     8
     """
     if isinstance(X, PatchData):

@@ -11,7 +11,7 @@ from numbers import Integral
 import numpy as np
 
 from ._validation import check_array_float, check_int
-from .basis import FourierBesselBasis
+from .basis import check_basis
 from .metrics import align_rotation
 
 __all__ = ["plot_measurement", "plot_images", "plot_convergence",
@@ -289,8 +289,7 @@ def plot_images(true_coef, estimates, basis, labels=None, axes=None):
     >>> coef = make_target(basis, random_state=0)
     >>> axes = plot_images(coef, basis.rotate(coef, 1.0), basis, labels=["rotated copy"])
     """
-    if not isinstance(basis, FourierBesselBasis):
-        raise TypeError(f"basis must be a FourierBesselBasis, got {type(basis).__name__}")
+    check_basis(basis)
     p = basis.n_functions
     true_coef = check_array_float(true_coef, "true_coef")
     if true_coef.shape != (p,):

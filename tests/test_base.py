@@ -252,7 +252,7 @@ def test_data_the_arithmetic_cannot_hold(make, problem):
     fitted = _fit(make(basis), X[0])
     with pytest.raises(ValueError, match="too large .* scale the measurement"):
         fitted.score(X[0] * 1e200)
-    assert np.isfinite(fitted.score(np.zeros((20, 20))))  # zero patches can be scored
+    assert np.isfinite(fitted.score(zero_patches))  # zero patches can be scored
 
 
 @st.composite
@@ -301,5 +301,118 @@ def test_fit_fuzz(X, which, seed):
     try:
         _fit_finite(est, X, allowed=(ConvergenceWarning, DataDimensionalityWarning))
     except ValueError as exc:  # only these data-dependent refusals
-        assert ("smaller than one 3x3 patch" in str(exc) or "nothing to fit" in str(exc)
-                or "scale the measurement" in str(exc)), str(exc)
+        assert any(reason in str(exc) for reason in (
+            "smaller than one 3x3 patch", "is constant", "nothing to fit",
+            "scale the measurement")), str(exc)
+
+
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_constant_measurement_rejected_up_front(make, problem):
+    """An all-zero or constant measurement used to reach the EM and fail
+    there with a FloatingPointError; it is rejected by the validation."""
+    basis, _, X, _ = problem
+    est = make(basis)
+    with pytest.raises(ValueError, match=r"^X is constant \(all values equal 0\.0\): it holds "
+                                         r"no signal or noise to fit$"):
+        est.fit(np.zeros((40, 40)))
+    stack = X[:3].copy()
+    stack[1] = 4.0
+    with pytest.raises(ValueError, match=r"^X\[1\] is constant \(all values equal 4\.0\)"):
+        est.fit(stack)
+    _fit(est, X)
+    with pytest.raises(ValueError, match=r"^X is constant"):
+        est.score(np.full((20, 20), -1.0))
+
+
+# ---------------------------------------------------------------------------
+# the basis protocol
+class DelegatingBasis:
+    """Not a FourierBesselBasis: forwards the basis protocol to one."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def get_params(self, deep=True):
+        return {"inner": self.inner}
+
+    def set_params(self, **params):
+        self.inner = params.get("inner", self.inner)
+        return self
+
+    image_size = property(lambda self: self.inner.image_size)
+    n_functions = property(lambda self: self.inner.n_functions)
+    frequencies = property(lambda self: self.inner.frequencies)
+    matrix = property(lambda self: self.inner.matrix)
+
+    def evaluate(self, coef):
+        return self.inner.evaluate(coef)
+
+    def expand(self, images):
+        return self.inner.expand(images)
+
+    def rotate(self, coef, angles):
+        return self.inner.rotate(coef, angles)
+
+    def rotation_matrices(self, angles):
+        return self.inner.rotation_matrices(angles)
+
+
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_any_object_with_the_basis_protocol_gives_identical_fits(make, problem):
+    basis, coef, X, truth = problem
+    plain = _fit(make(basis), X)
+    wrapped_basis = DelegatingBasis(FourierBesselBasis(L, n_coefficients=10))
+    wrapped = _fit(make(wrapped_basis), X)
+    assert isinstance(wrapped.basis_, DelegatingBasis)
+    assert wrapped.basis_ is not wrapped_basis               # cloned, never the user's object
+    assert wrapped.basis_.inner is not wrapped_basis.inner
+    for attr in ("coef_", "shift_probabilities_", "noise_variance_", "image_"):
+        np.testing.assert_array_equal(getattr(wrapped, attr), getattr(plain, attr))
+    np.testing.assert_array_equal(wrapped.score_samples(X), plain.score_samples(X))
+    assert wrapped.predict(X).tolist() == plain.predict(X).tolist()
+
+
+def test_basis_protocol_is_checked():
+    class Incomplete:
+        image_size = 5
+
+        def get_params(self, deep=True):
+            return {}
+
+    for make in ESTIMATORS:
+        est = make(None).set_params(basis=Incomplete())
+        with pytest.raises(TypeError, match="basis must follow the basis protocol.*evaluate"):
+            est.fit(np.zeros((20, 20)))
+
+
+# ---------------------------------------------------------------------------
+# what the data give is computed once per fit
+def test_data_quantities_computed_once_per_fit(monkeypatch, problem):
+    import mtdlearn.autocorrelation
+    import mtdlearn.initializers
+    from mtdlearn import AutocorrelationInitializer
+
+    basis, coef, X, truth = problem
+    calls = {"stats": 0, "moments": 0}
+    stats, moments = (mtdlearn.initializers.data_statistics,
+                      mtdlearn.autocorrelation.measurement_autocorrelations)
+
+    def counted_stats(*args, **kwargs):
+        calls["stats"] += 1
+        return stats(*args, **kwargs)
+
+    def counted_moments(*args, **kwargs):
+        calls["moments"] += 1
+        return moments(*args, **kwargs)
+
+    monkeypatch.setattr(mtdlearn.initializers, "data_statistics", counted_stats)
+    monkeypatch.setattr(mtdlearn.autocorrelation, "measurement_autocorrelations",
+                        counted_moments)
+    _fit(ApproxEMEstimator(L, basis=basis, rotations=2, max_iter=1, n_init=3,
+                           random_state=0), X)
+    assert calls == {"stats": 1, "moments": 0}
+    # the EM's autocorrelation start: the measured moments once for all EM starts
+    # (each start runs an autocorrelation fit with its own random starts)
+    _fit(ApproxEMEstimator(L, basis=basis, rotations=2, max_iter=1, n_init=3, random_state=0,
+                           initializer=AutocorrelationInitializer(n_init=2)), X)
+    assert calls["moments"] == 1

@@ -1,6 +1,9 @@
 """Tests of the ``mtdlearn`` command line (``simulate``, ``fit`` and ``demo``)."""
 
+import gc
+import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -195,29 +198,82 @@ def test_fit_reads_mrc(tmp_path, capsys):
     path = tmp_path / "micrograph.mrc"
     with mrcfile.new(path) as mrc:
         mrc.set_data(X.astype(np.float32))
-    before = path.read_bytes()
+    before = path.read_bytes(), path.stat().st_mtime_ns
     out = tmp_path / "res"
     assert run(["fit", str(path), "--output-dir", str(out), "--estimator", "autocorrelation",
                 "--quiet"]) == 0
-    assert path.read_bytes() == before
     assert json.loads((out / "params.json").read_text())["n_patches"] == 400
-    capsys.readouterr()
+    for estimator in ("em", "autocorrelation"):  # EM too, which reads the patches per chunk
+        assert run(["fit", str(path), "--output-dir", str(tmp_path / estimator),
+                    "--estimator", estimator, "--rotations", "2", "--max-iter", "2",
+                    "--quiet"]) == 0
+    gc.collect()
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before   # never written
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def _write(path, content):
+    path.write_bytes(content)
+    return path
+
+
+def _npy_bytes(arr):
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _npy(path, arr, allow_pickle=False):
+    np.save(path, arr, allow_pickle=allow_pickle)
+    return path
+
+
+_GOOD = np.random.default_rng(0).normal(size=(30, 30))
+_NAN = _GOOD.copy()
+_NAN[5, 5] = np.nan
 
 
 @pytest.mark.parametrize("make_input, match", [
     (lambda d: d / "missing.npy", "not found"),
     (lambda d: (d / "m.txt").write_text("x") and d / "m.txt", "unsupported"),
-    (lambda d: np.save(d / "bad.npy", np.full((30, 30), np.nan)) or d / "bad.npy", "finite"),
+    (lambda d: _npy(d / "bad.npy", _NAN), "must contain only finite"),
     (lambda d: np.save(d / "tiny.npy", np.zeros((3, 3))) or d / "tiny.npy", "smaller"),
-    (lambda d: (d / "junk.npy").write_bytes(b"not numpy") and d / "junk.npy", "cannot read"),
-])
+    (lambda d: _write(d / "junk.npy", b"not numpy"), "cannot read .*no NumPy header"),
+    (lambda d: _write(d / "empty.npy", b""), "cannot read .*the file is empty"),
+    (lambda d: _write(d / "cut.npy", _npy_bytes(_GOOD)[:-64]),
+     "cannot read .*expected a complete file"),
+    (lambda d: _npy(d / "obj.npy", np.array([[{}]], dtype=object), allow_pickle=True),
+     "pickled Python objects"),
+    (lambda d: _npy(d / "vector.npy", np.ones(100)), r"shape \(100,\); expected a 2-D"),
+    (lambda d: _npy(d / "four.npy", np.ones((2, 2, 10, 10))), "shape .2, 2, 10, 10.; expected"),
+    (lambda d: _npy(d / "text.npy", np.array([["a"] * 10] * 10)), "dtype <U1; expected"),
+], ids=["missing", "suffix", "nan", "small", "junk", "empty", "truncated", "pickled",
+        "1-D", "4-D", "strings"])
 def test_fit_bad_inputs_one_line(tmp_path, capsys, make_input, match):
     path = make_input(tmp_path)
+    listing = sorted(os.listdir(tmp_path))
+    before = path.read_bytes() if path.exists() else None
     assert run(["fit", str(path), "--output-dir", str(tmp_path / "res")]) == 2
     err = capsys.readouterr().err
     assert_one_line_error(err, "fit")
-    assert match in err
-    assert not (tmp_path / "res").exists()                   # nothing partial written
+    assert re.search(match, err)
+    assert path.name in err                                  # the message names the file
+    assert sorted(os.listdir(tmp_path)) == listing           # nothing partial written
+    if before is not None:
+        assert path.read_bytes() == before
+
+
+def test_fit_bad_mrc_one_line(tmp_path, capsys):
+    pytest.importorskip("mrcfile")
+    for name, content in [("empty.mrc", b""), ("zeros.mrc", b"\0" * 2000),
+                          ("junk.mrc", np.random.default_rng(0).bytes(3000))]:
+        path = _write(tmp_path / name, content)
+        assert run(["fit", str(path), "--output-dir", str(tmp_path / "res")]) == 2
+        err = capsys.readouterr().err
+        assert_one_line_error(err, "fit")
+        assert name in err and "expected" in err
+        assert path.read_bytes() == content
+    assert not (tmp_path / "res").exists()
 
 
 @pytest.mark.parametrize("extra", [["--rotations", "0"], ["--noise-variance", "-1"],
@@ -246,3 +302,141 @@ def test_demo_reports_both_estimators_and_writes_figure(tmp_path, monkeypatch, c
     assert re.search(r"approximate EM\s+error \d\.\d{4}", out)
     assert "peak memory" in out
     assert (tmp_path / "fig" / "demo.png").stat().st_size > 0
+
+
+# ---------------------------------------------------------------------------
+# outputs: never replaced without --overwrite, never half-written
+def _snapshot(directory):
+    """Every file under ``directory`` with its bytes and mtime."""
+    return {p.relative_to(directory): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("existing", ["m.npy", "m.truth.json"])
+def test_simulate_refuses_to_overwrite(tmp_path, capsys, existing):
+    (tmp_path / existing).write_bytes(b"precious")
+    before = _snapshot(tmp_path)
+    assert run(["simulate", str(tmp_path / "m.npy"), "--size", "50"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "simulate")
+    assert f"{existing} exists; pass --overwrite to replace it" in err
+    assert _snapshot(tmp_path) == before                     # neither file written
+
+
+def test_simulate_overwrite_replaces_both_files(tmp_path, capsys):
+    out = tmp_path / "m.npy"
+    assert run(["simulate", str(out), "--size", "50", "--seed", "1"]) == 0
+    first = np.load(out)
+    assert run(["simulate", str(out), "--size", "60", "--seed", "2", "--overwrite"]) == 0
+    assert np.load(out).shape == (60, 60) and first.shape == (50, 50)
+    assert json.loads((tmp_path / "m.truth.json").read_text())["seed"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npy", "m.truth.json"]
+    capsys.readouterr()
+
+
+def test_outputs_are_written_whole_or_not_at_all(tmp_path, capsys, monkeypatch):
+    """A failure while writing (here: the disk fills up half-way through the
+    .npy) leaves neither a partial output nor a temporary file, and an
+    existing file replaced with --overwrite is intact."""
+    out = tmp_path / "m.npy"
+    out.write_bytes(b"old measurement")
+    before = _snapshot(tmp_path)
+    real_save = np.save
+
+    def save_then_fail(fh, arr, **kwargs):
+        real_save(fh, arr[: len(arr) // 2], **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", save_then_fail)
+    assert run(["simulate", str(out), "--size", "50", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "simulate")
+    assert "No space left on device" in err
+    assert _snapshot(tmp_path) == before
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the command should have stopped before this")
+
+
+def test_fit_refuses_existing_outputs_before_fitting(tmp_path, capsys, monkeypatch,
+                                                     measurement_file):
+    import mtdlearn.base
+
+    monkeypatch.setattr(mtdlearn.base.BaseMTDEstimator, "fit", _must_not_run)
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "params.json").write_text("{}")
+    before = _snapshot(tmp_path)
+    assert run(["fit", str(measurement_file), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "fit")
+    assert "params.json exists; pass --overwrite to replace it" in err
+    assert _snapshot(tmp_path) == before
+
+
+def test_fit_overwrite_replaces_outputs_but_never_inputs(tmp_path, capsys, measurement_file):
+    out = tmp_path / "res"
+    argv = ["fit", str(measurement_file), "--output-dir", str(out), "--quiet",
+            "--rotations", "2", "--max-iter", "2", "--n-jobs", "1"]
+    assert run(argv) == 0
+    assert run(argv) == 2                                    # second run: outputs exist
+    assert "exists" in capsys.readouterr().err
+    assert run(argv + ["--overwrite"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["coef.npy", "estimate.npy", "estimate.png", "params.json"]
+    capsys.readouterr()
+    # an input inside the output directory is refused even with --overwrite
+    inp = out / "coef.npy"
+    np.save(inp, np.random.default_rng(0).normal(size=(40, 40)))
+    before = _snapshot(tmp_path)
+    assert run(["fit", str(inp), "--output-dir", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "fit")
+    assert "coef.npy is an input file" in err
+    assert _snapshot(tmp_path) == before
+
+
+def test_fit_output_dir_is_a_file(tmp_path, capsys, measurement_file):
+    blocker = tmp_path / "res"
+    blocker.write_text("not a directory")
+    assert run(["fit", str(measurement_file), "--output-dir", str(blocker)]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert blocker.read_text() == "not a directory"
+
+
+def test_demo_refuses_to_overwrite_figure_up_front(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    fig = tmp_path / "out" / "demo.png"
+    fig.parent.mkdir()
+    fig.write_bytes(b"old figure")
+    import mtdlearn.datasets
+
+    monkeypatch.setattr(mtdlearn.datasets, "make_measurement", _must_not_run)
+    assert run(["demo", "--size", "100"]) == 2               # before simulating anything
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "demo")
+    assert "demo.png exists; pass --overwrite" in err
+    assert fig.read_bytes() == b"old figure"
+
+
+def test_fit_defaults(tmp_path, capsys, measurement_file):
+    """`mtdlearn fit` starts the EM from autocorrelation analysis on all cores
+    by default; --init random and --n-jobs 1 choose otherwise."""
+    from mtdlearn.cli import _build_parser
+
+    args = _build_parser().parse_args(["fit", "m.npy"])
+    assert args.init == "autocorrelation" and args.n_jobs == -1 and not args.overwrite
+    args = _build_parser().parse_args(["fit", "m.npy", "--init", "random", "--n-jobs", "1"])
+    assert args.init == "random" and args.n_jobs == 1
+    assert run(["fit", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "autocorrelation analysis of the data (default)" in text
+    assert "default -1: all cores" in text and "--overwrite" in text
+    out = tmp_path / "res"
+    assert run(["fit", str(measurement_file), "--output-dir", str(out), "--quiet",
+                "--rotations", "2", "--max-iter", "2"]) == 0
+    used = json.loads((out / "params.json").read_text())["estimator_params"]
+    assert used["initializer"].startswith("AutocorrelationInitializer(")
+    assert used["n_jobs"] == -1
+    capsys.readouterr()

@@ -1,6 +1,11 @@
 """Tests of reading measurements from files (read-only)."""
 
+import gc
 import hashlib
+import io
+import os
+import pathlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +15,16 @@ from numpy.testing import assert_array_equal
 from mtdlearn.io import read_measurement
 
 
-def _digest(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def _state(path):
+    """Bytes digest and modification time: both must survive a read."""
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+
+
+def _npy_bytes(arr):
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
 
 
 @pytest.fixture
@@ -23,7 +36,7 @@ def measurement():
 def test_read_npy_memory_mapped_read_only(tmp_path, measurement, as_str):
     path = tmp_path / "m.npy"
     np.save(path, measurement)
-    before = _digest(path)
+    before = _state(path)
     out = read_measurement(str(path) if as_str else path)
     assert isinstance(out, np.memmap)
     assert not out.flags.writeable
@@ -31,7 +44,8 @@ def test_read_npy_memory_mapped_read_only(tmp_path, measurement, as_str):
     with pytest.raises(ValueError):
         out[0, 0] = 0.0
     del out
-    assert _digest(path) == before
+    gc.collect()
+    assert _state(path) == before
 
 
 def test_read_npy_stack_and_dtype(tmp_path):
@@ -44,22 +58,63 @@ def test_read_npy_stack_and_dtype(tmp_path):
     assert_array_equal(out, stack)
 
 
-def test_read_mrc(tmp_path, measurement):
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.float16])
+def test_read_mrc_memory_mapped_native_dtype(tmp_path, measurement, dtype):
     mrcfile = pytest.importorskip("mrcfile")
-    data = measurement.astype(np.float32)
+    data = (100 * measurement).astype(dtype)
     path = tmp_path / "micrograph.mrc"
     with mrcfile.new(path) as mrc:
         mrc.set_data(data)
-    before = _digest(path)
+    before = _state(path)
     out = read_measurement(path)
-    assert out.shape == (30, 40) and out.dtype == np.float64
-    assert_array_equal(out, data.astype(np.float64))
-    assert _digest(path) == before
-    # a 3-D file with one section is squeezed to 2-D
-    path3 = tmp_path / "one_section.mrc"
-    with mrcfile.new(path3) as mrc:
+    # the file's own dtype, memory-mapped, read-only: converted chunk by chunk
+    # downstream, never read whole into float64
+    assert isinstance(out, np.memmap)
+    assert out.shape == (30, 40) and out.dtype == dtype
+    assert not out.flags.writeable
+    with pytest.raises(ValueError):
+        out[0, 0] = 0
+    # mrcfile closed its MrcFile (and file object) before read_measurement
+    # returned; the numpy memmap holds its own mmap (and descriptor), so the
+    # array stays valid after a garbage collection
+    gc.collect()
+    assert_array_equal(out, data)
+    assert float(np.asarray(out, dtype=np.float64).sum()) == pytest.approx(
+        float(data.astype(np.float64).sum()))
+    del out
+    gc.collect()
+    assert _state(path) == before
+
+
+def test_read_mrc_squeezes_one_section_and_keeps_stacks(tmp_path, measurement):
+    mrcfile = pytest.importorskip("mrcfile")
+    data = measurement.astype(np.float32)
+    one = tmp_path / "one_section.mrc"
+    with mrcfile.new(one) as mrc:
         mrc.set_data(data[None])
-    assert read_measurement(path3).shape == (30, 40)
+    out = read_measurement(one)
+    assert out.shape == (30, 40) and isinstance(out, np.memmap)
+    stack = tmp_path / "stack.mrcs"
+    with mrcfile.new(stack) as mrc:
+        mrc.set_data(np.stack([data, 2 * data]))
+    assert read_measurement(stack).shape == (2, 30, 40)
+
+
+def test_read_mrc_with_header_problems_warns_and_reads(tmp_path, measurement):
+    """permissive=True: a readable data block behind a non-conforming header
+    is read, with one warning naming the file."""
+    mrcfile = pytest.importorskip("mrcfile")
+    path = tmp_path / "extra.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(measurement.astype(np.float32))
+    with open(path, "ab") as fh:
+        fh.write(b"\0" * 100)
+    before = _state(path)
+    with pytest.warns(RuntimeWarning, match=r"extra\.mrc: MRC header problems.*100 bytes"):
+        out = read_measurement(path)
+    assert_array_equal(out, measurement.astype(np.float32))
+    del out
+    assert _state(path) == before
 
 
 def test_missing_file(tmp_path):
@@ -78,18 +133,99 @@ def test_unsupported_suffix(tmp_path):
         read_measurement(path)
 
 
-def test_corrupt_files(tmp_path):
-    bad = tmp_path / "bad.npy"
-    bad.write_bytes(b"not an npy file")
-    with pytest.raises(ValueError, match="cannot read .*bad.npy as a .npy array"):
-        read_measurement(bad)
-    # object arrays need pickle, which is never allowed
-    obj = tmp_path / "obj.npy"
-    np.save(obj, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="cannot read"):
-        read_measurement(obj)
+GOOD = np.random.default_rng(1).normal(size=(30, 30))
+NAN = GOOD.copy()
+NAN[3, 4] = np.nan
+INF_STACK = np.stack([GOOD, GOOD])
+INF_STACK[1, 0, 0] = -np.inf
+
+# (file name, bytes, regex the message must match after the path)
+BAD_NPY = [
+    ("empty.npy", b"", r"the file is empty"),
+    ("header.npy", _npy_bytes(GOOD)[:20], r"expected a complete file"),
+    ("data.npy", _npy_bytes(GOOD)[:-100], r"expected a complete file"),
+    ("junk.npy", b"this is not a numpy file" * 10, r"no NumPy header"),
+    ("text.npy", b"1 2 3\n4 5 6\n", r"no NumPy header"),
+    ("record.npy", _npy_bytes(np.zeros((4, 4), dtype=[("a", "f8"), ("b", "i4")])),
+     r"dtype .*expected a 2-D measurement or a 3-D stack of real numbers"),
+    ("strings.npy", _npy_bytes(np.array([["a", "b"], ["c", "d"]])), r"dtype <U1"),
+    ("bool.npy", _npy_bytes(np.ones((10, 10), dtype=bool)), r"dtype bool"),
+    ("complex.npy", _npy_bytes(np.ones((10, 10), dtype=complex)), r"dtype complex128"),
+    ("scalar.npy", _npy_bytes(np.float64(1.0)), r"shape \(\); expected a 2-D"),
+    ("vector.npy", _npy_bytes(np.ones(100)), r"shape \(100,\); expected a 2-D"),
+    ("four_d.npy", _npy_bytes(np.ones((2, 2, 10, 10))), r"shape \(2, 2, 10, 10\)"),
+    ("no_rows.npy", _npy_bytes(np.ones((0, 10))), r"empty array of shape \(0, 10\)"),
+    ("no_slices.npy", _npy_bytes(np.ones((0, 10, 10))), r"empty array"),
+    ("nan.npy", _npy_bytes(NAN), r"NaN or infinite values; expected .* only finite"),
+    ("inf_stack.npy", _npy_bytes(INF_STACK), r"NaN or infinite values"),
+]
+
+
+@pytest.mark.parametrize("name, content, match", BAD_NPY, ids=[c[0] for c in BAD_NPY])
+def test_bad_npy_files(tmp_path, name, content, match):
+    path = tmp_path / name
+    path.write_bytes(content)
+    before = _state(path)
+    with pytest.raises(ValueError, match=f"{name}.*{match}"):
+        read_measurement(path)
+    gc.collect()
+    assert _state(path) == before
+    assert os.listdir(tmp_path) == [name]
+
+
+class _Touch:
+    """Unpickling this object creates a file: proof that nothing is unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+def test_pickled_object_array_is_never_unpickled(tmp_path):
+    marker = tmp_path / "unpickled"
+    path = tmp_path / "obj.npy"
+    np.save(path, np.array([[_Touch(marker)]], dtype=object), allow_pickle=True)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match=r"obj\.npy holds pickled Python objects \(dtype "
+                                         r"object\), which are never loaded; expected a 2-D"):
+        read_measurement(path)
+    assert not marker.exists()
+
+
+def _mrc_bytes(tmp_path, data):
+    mrcfile = pytest.importorskip("mrcfile")
+    path = tmp_path / "_template.mrc"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mrcfile warns about NaN in header statistics
+        with mrcfile.new(path, overwrite=True) as mrc:
+            mrc.set_data(data)
+    content = path.read_bytes()
+    path.unlink()
+    return content
+
+
+@pytest.mark.parametrize("name, make, match", [
+    ("empty.mrc", lambda d: b"", r"cannot read .* as an MRC file \(Couldn't read enough"),
+    ("tiny.mrc", lambda d: b"\0" * 10, r"cannot read .* as an MRC file"),
+    ("zeros.mrc", lambda d: b"\0" * 2000, r"empty array .*Map ID string not found"),
+    ("truncated.mrc", lambda d: _mrc_bytes(d, GOOD.astype(np.float32))[:-500],
+     r"cannot read .* as an MRC file \(Error opening memmap\)"),
+    ("junk.mrc", lambda d: np.random.default_rng(2).bytes(3000), r"cannot read .* MRC"),
+    ("complex.mrc", lambda d: _mrc_bytes(d, np.ones((10, 10), dtype=np.complex64)),
+     r"complex MRC data"),
+    ("nan.mrc", lambda d: _mrc_bytes(d, NAN.astype(np.float32)), r"NaN or infinite"),
+], ids=lambda v: v if isinstance(v, str) and v.endswith(".mrc") else "")
+def test_bad_mrc_files(tmp_path, name, make, match):
     pytest.importorskip("mrcfile")
-    bad_mrc = tmp_path / "bad.mrc"
-    bad_mrc.write_bytes(b"\x00" * 10)
-    with pytest.raises(ValueError, match="cannot read .*bad.mrc as an MRC file"):
-        read_measurement(bad_mrc)
+    content = make(tmp_path)
+    path = tmp_path / name
+    path.write_bytes(content)
+    before = _state(path)
+    with pytest.raises(ValueError, match=match) as info:
+        read_measurement(path)
+    assert name in str(info.value) and "expected" in str(info.value)
+    gc.collect()
+    assert _state(path) == before
+    assert os.listdir(tmp_path) == [name]

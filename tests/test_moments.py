@@ -194,7 +194,7 @@ def test_model_noise_terms_match_simulation(basis, coef, simulated):
 # input validation
 # ---------------------------------------------------------------------------
 def test_measurement_bad_input():
-    M = np.zeros((10, 10))
+    M = np.arange(100.0).reshape(10, 10)  # valid: only the argument under test is wrong
     with pytest.raises(TypeError, match="image_size"):
         measurement_autocorrelations(M, 2.5)
     with pytest.raises(ValueError, match="image_size"):
@@ -205,6 +205,8 @@ def test_measurement_bad_input():
         measurement_autocorrelations(np.zeros((4, 10)), 5)
     with pytest.raises(ValueError, match="finite"):
         measurement_autocorrelations(np.full((10, 10), np.nan), 3)
+    with pytest.raises(ValueError, match=r"X is constant \(all values equal 0\.0\)"):
+        measurement_autocorrelations(np.zeros((10, 10)), 3)
     with pytest.raises(ValueError, match="working_memory"):
         measurement_autocorrelations(M, 3, working_memory=0)
     with pytest.raises(ValueError, match="n_jobs"):

@@ -12,8 +12,10 @@ from scipy.special import logsumexp
 from mtdlearn import FourierBesselBasis, make_measurement, make_target
 from mtdlearn.operators import (density_to_shift_probabilities, empty_shifts, nonempty_shifts,
                                 pad_shift_crop)
-from mtdlearn.patch_model import (HypothesisSpace, Statistics, build_patch_model, chunk_size,
-                                  estep_per_patch, estep_statistics, m_step)
+from mtdlearn.hypotheses import HypothesisSpace
+from mtdlearn.patch_model import (Statistics, build_patch_model, chunk_size, estep_statistics,
+                                  m_step)
+from mtdlearn.posteriors import estep_per_patch
 from mtdlearn.patches import PatchData, extract_patches
 
 L = 5
@@ -250,34 +252,3 @@ def test_m_step_solves_normal_equations(basis, coef):
     resid = np.einsum("mks,mks->", w, ((P[:, None, None] - T[None]) ** 2).sum(-1))
     assert np.isclose(s2, resid / P.size, rtol=1e-9)
 
-
-def test_streamed_per_patch_reductions(basis, coef):
-    """score's sum and predict's detections, reduced task by task, agree with the
-    per-patch arrays, for any chunking and any n_jobs."""
-    from mtdlearn.patch_model import estep_detections, estep_loglik
-
-    X, _ = make_measurement(coef, basis, 120, snr=3, n_measurements=2, random_state=1)
-    data = PatchData(list(X), L)
-    model = build_patch_model(coef, density_to_shift_probabilities(0.04, L), 0.5,
-                              _space(basis, np.linspace(0, 2 * np.pi, 4, endpoint=False)))
-    ll, best, best_p, _ = estep_per_patch(data, model)
-    keep = np.flatnonzero(best >= 0)
-    assert 0 < keep.size < data.n_patches
-    for chunk, n_jobs, subset in [(None, 1, None), (7, 2, None), (16, 1, (5, 1000))]:
-        a, b = subset or (0, data.n_patches)
-        total = estep_loglik(data, model, subset, chunk=chunk, n_jobs=n_jobs, tasks_per_block=3)
-        assert np.isclose(total, ll[a:b].sum(), rtol=1e-13)
-        patch, b_, p_ = estep_detections(data, model, subset, chunk=chunk, n_jobs=n_jobs,
-                                         tasks_per_block=3)
-        inside = keep[(keep >= a) & (keep < b)]
-        assert_array_equal(patch, inside)
-        assert_array_equal(b_, best[inside])
-        # the chunk size changes the GEMM's blocking, hence the last bits
-        np.testing.assert_allclose(p_, best_p[inside], rtol=1e-12)
-        # per-patch arrays filled task by task equal the whole computation
-        part = estep_per_patch(data, model, subset, chunk=chunk, n_jobs=n_jobs,
-                               tasks_per_block=3)
-        assert_array_equal(part[1], best[a:b])
-    # the sum is reduced in a fixed order: n_jobs does not change its bits
-    assert (estep_loglik(data, model, chunk=7, n_jobs=1, tasks_per_block=3)
-            == estep_loglik(data, model, chunk=7, n_jobs=2, tasks_per_block=3))

@@ -113,7 +113,7 @@ def test_as_patch_source_reuses_and_checks():
     assert as_patch_source(data, 3).n_patches == 9
     with pytest.raises(ValueError, match=r"X\[0\] of shape \(10, 10\) is smaller"):
         as_patch_source(data, 11)
-    assert as_patch_source(np.zeros((2, 10, 10)), 5).n_patches == 8
+    assert as_patch_source(np.arange(200.0).reshape(2, 10, 10), 5).n_patches == 8
 
 
 # ------------------------------------------------------------------ chunks
@@ -147,11 +147,12 @@ def test_check_measurements_arrays():
     for i in range(3):
         assert_array_equal(out[i], stack[i])
     # sequences may hold measurements of different sizes
-    out = check_measurements([M, np.zeros((12, 7)), M.astype(np.float32)], 5)
+    out = check_measurements([M, M[:12, :7], M.astype(np.float32)], 5)
     assert [o.shape for o in out] == [(20, 30), (12, 7), (20, 30)]
     assert len(check_measurements((M,), 5)) == 1
     # integers are numbers too
-    assert check_measurements(np.ones((6, 6), dtype=np.int16), 5)[0].shape == (6, 6)
+    ints = np.arange(36, dtype=np.int16).reshape(6, 6)
+    assert check_measurements(ints, 5)[0].shape == (6, 6)
 
 
 def test_check_measurements_npy_path_read_only(tmp_path):
@@ -171,16 +172,16 @@ def test_check_measurements_npy_path_read_only(tmp_path):
 
 @pytest.mark.parametrize("X, exc, match", [
     (np.full((10, 10), np.nan), ValueError, "X must contain only finite"),
-    ([np.ones((10, 10)), np.full((10, 10), np.inf)], ValueError,
+    ([np.eye(10), np.full((10, 10), np.inf)], ValueError,
      r"X\[1\] must contain only finite"),
     (np.ones(10), ValueError, "X must be one measurement"),
     (np.ones((2, 2, 10, 10)), ValueError, "X must be one measurement"),
     ([np.ones((3, 10, 10))], ValueError, "X must be a 2-D measurement"),
-    ([np.ones((10, 10)), np.ones(10)], ValueError, r"X\[1\] must be a 2-D measurement"),
+    ([np.eye(10), np.ones(10)], ValueError, r"X\[1\] must be a 2-D measurement"),
     (np.ones((10, 10), dtype=complex), TypeError, "X must be real-valued"),
     ([np.array([["a", "b"], ["c", "d"]])], TypeError, "X must be numeric"),
     (np.ones((4, 10)), ValueError, "smaller than one 5x5 patch"),
-    ([np.ones((10, 10)), np.ones((10, 4))], ValueError, r"X\[1\] of shape \(10, 4\) is smaller"),
+    ([np.eye(10), np.ones((10, 4))], ValueError, r"X\[1\] of shape \(10, 4\) is smaller"),
     ([], ValueError, "X holds no measurement"),
     (3.0, TypeError, "X must be an array"),
     ({"a": 1}, TypeError, "X must be an array"),
@@ -234,3 +235,104 @@ def test_check_measurements_object_arrays_of_numbers():
     with pytest.raises(TypeError, match="X must be numeric, got dtype object holding a "
                                         "non-number: .*argument must be"):
         check_measurements(bad, 5)
+
+
+def test_check_measurements_names_the_file(tmp_path):
+    """Errors about the values of a file name the file; its header is checked
+    when it is opened, its values in the one blockwise pass."""
+    M = np.random.default_rng(2).normal(size=(12, 12))
+    bad = M.copy()
+    bad[7, 3] = np.nan
+    np.save(tmp_path / "good.npy", M)
+    np.save(tmp_path / "nan.npy", bad)
+    np.save(tmp_path / "stack.npy", np.stack([M, bad]))
+    np.save(tmp_path / "vector.npy", np.ones(30))
+    with pytest.raises(ValueError, match=r"X\[1\] \(.*nan\.npy\) must contain only finite"):
+        check_measurements([tmp_path / "good.npy", tmp_path / "nan.npy"], 5)
+    with pytest.raises(ValueError, match=r"X \(.*stack\.npy, measurement 1\) must contain"):
+        check_measurements(tmp_path / "stack.npy", 5)
+    with pytest.raises(ValueError, match=r"vector\.npy holds an array of shape \(30,\); "
+                                         r"expected a 2-D measurement or a 3-D stack"):
+        check_measurements([str(tmp_path / "vector.npy")], 5)
+    # a stack in one file gives one measurement per slice
+    np.save(tmp_path / "stack.npy", np.stack([M, 2 * M]))
+    out = check_measurements([tmp_path / "stack.npy", M], 5)
+    assert len(out) == 3 and not out[0].flags.writeable
+    assert_array_equal(out[1], 2 * M)
+
+
+# ----------------------------------------------------------- constant input
+@pytest.mark.parametrize("X, match", [
+    (np.zeros((10, 10)), r"^X is constant \(all values equal 0\.0\): it holds no signal or "
+                         r"noise to fit$"),
+    (np.full((10, 12), -2.5), r"^X is constant \(all values equal -2\.5\)"),
+    (np.full((10, 10), 7, dtype=np.uint8), r"^X is constant \(all values equal 7\)"),
+    (np.full((10, 10), 0.5, dtype=np.float32), r"^X is constant \(all values equal 0\.5\)"),
+    (np.stack([np.eye(10), np.ones((10, 10))]), r"^X\[1\] is constant \(all values equal 1\.0"),
+    ([np.eye(10), np.eye(10), np.zeros((8, 8))], r"^X\[2\] is constant"),
+    (np.zeros((10, 10)) * -1.0, r"is constant"),  # -0.0 == 0.0
+])
+def test_constant_measurement_rejected(X, match):
+    with pytest.raises(ValueError, match=match):
+        check_measurements(X, 5)
+
+
+def test_constant_measurement_file_named(tmp_path):
+    path = tmp_path / "blank.npy"
+    np.save(path, np.zeros((12, 12), dtype=np.float32))
+    before = _digest(path)
+    with pytest.raises(ValueError, match=r"^X \(.*blank\.npy\) is constant \(all values "
+                                         r"equal 0\.0\)"):
+        check_measurements(path, 5)
+    assert _digest(path) == before
+
+
+def test_nearly_constant_measurements_accepted():
+    for M in (np.zeros((10, 10)), np.full((10, 10), 3.0)):
+        for where in [(0, 0), (9, 9), (5, 0)]:
+            X = M.copy()
+            X[where] += 1e-300 if M[0, 0] == 0 else 1e-15
+            assert check_measurements(X, 5)[0] is X
+
+
+def test_scan_values_is_blockwise():
+    """One pass in row blocks: a difference or a NaN in the last block is seen,
+    a NaN is seen after the constant check has stopped, and no temporary
+    exceeds a block."""
+    from mtdlearn.patches import _scan_values
+
+    row = 8 * 64  # bytes per row of a (n, 64) float64 array
+    X = np.zeros((50, 64))
+    assert _scan_values(X, block_bytes=3 * row) == (True, 0.0)
+    X[-1, -1] = 1.0
+    assert _scan_values(X, block_bytes=3 * row) == (True, None)
+    X[0, 1] = 2.0                     # differs in the first block ...
+    X[-1, 0] = np.nan                 # ... and a NaN in the last one
+    assert _scan_values(X, block_bytes=3 * row) == (False, None)
+    ints = np.zeros((50, 64), dtype=np.int64)
+    assert _scan_values(ints, block_bytes=row) == (True, 0)
+    ints[49, 63] = 1
+    assert _scan_values(ints, block_bytes=row) == (True, None)
+
+
+def test_scan_values_memory_of_a_large_memmap(tmp_path):
+    """A 4000 x 4000 memory-mapped constant measurement (128 MB) is checked
+    with no full-size temporary: a full-size boolean mask would be 16 MB, the
+    masks of one 16 MB block of data are 2 MB each."""
+    import tracemalloc
+
+    path = tmp_path / "big.npy"
+    big = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(4000, 4000))
+    big[:] = 1.5
+    big.flush()
+    del big
+    X = np.load(path, mmap_mode="r")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"is constant \(all values equal 1\.5\)"):
+            check_measurements(X, 5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**23
+    del X
