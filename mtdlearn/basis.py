@@ -1,6 +1,6 @@
 """Steerable Fourier-Bessel basis (Dirichlet-Laplacian eigenfunctions on a disk).
 
-Conventions (``DESIGN.md`` §2, pinned by the tests):
+Conventions (:doc:`/design`, "Conventions"; pinned by the tests):
 
 * The image is ``L x L`` with ``L = 2n + 1``; pixel ``(i, j)`` sits at
   ``x = j - n``, ``y = i - n``, ``r = sqrt(x**2 + y**2) / radius``,
@@ -15,70 +15,16 @@ Conventions (``DESIGN.md`` §2, pinned by the tests):
   ``J_|nu|(lambda r) exp(i nu theta)``, ``nu = -nu_max..nu_max``.
 """
 
-import numpy as np
-from scipy import special
+import threading
 
+import numpy as np
+
+from ._fourier_bessel import (_FULL_PINV_MAX_FUNCTIONS, _PAPER_DEFAULT_MAX_SIZE,
+                              _least_squares_blocks, _radial_values,
+                              _reflection_parities, _select_by_bandlimit, _select_by_count)
 from ._validation import check_array_float, check_int, check_real
 
 __all__ = ["FourierBesselBasis", "check_basis", "rotated_evaluation"]
-
-
-def _bessel_roots(nu, count):
-    """First ``count`` positive roots of ``J_nu``."""
-    if count <= 0:
-        return np.empty(0)
-    return special.jn_zeros(int(nu), int(count))
-
-
-def _select_by_count(n, n_coefficients):
-    """Pairs (nu, q) chosen by the ``n_coefficients`` rule of DESIGN.md §2."""
-    # Q: number of roots of J_0 that are <= pi * n.
-    count = 1
-    while _bessel_roots(0, count + 1)[-1] <= np.pi * n:
-        count += 1
-    roots0 = _bessel_roots(0, count)
-    n_roots = int(np.sum(roots0 <= np.pi * n))
-    if n_roots == 0:
-        raise ValueError("image_size is too small to hold any basis function")
-    threshold = roots0[n_roots - 1]
-    # nu = 0 is always a candidate (its first root is lambda_{0,1} <= threshold);
-    # starting the search at 0 would give no candidate at all for L = 3.
-    nu_max = 1
-    while _bessel_roots(nu_max, 1)[0] < threshold:
-        nu_max += 1
-    candidates = []
-    for nu in range(nu_max):
-        for q, lam in enumerate(_bessel_roots(nu, n_roots), start=1):
-            candidates.append((lam, nu, q))
-    candidates.sort()
-    chosen, total = [], 0
-    for lam, nu, q in candidates:
-        if n_coefficients is not None and total >= n_coefficients:
-            break
-        chosen.append((nu, q, lam))
-        total += 1 if nu == 0 else 2
-    return chosen
-
-
-def _select_by_bandlimit(bandlimit):
-    chosen = []
-    nu = 0
-    while True:
-        roots = []
-        q = 1
-        while True:
-            lam = _bessel_roots(nu, q)[-1]
-            if lam > bandlimit:
-                break
-            roots.append((nu, q, lam))
-            q += 1
-        if not roots:
-            break
-        chosen.extend(roots)
-        nu += 1
-    chosen.sort(key=lambda t: (t[2], t[0], t[1]))
-    return chosen
-
 
 class FourierBesselBasis:
     """Steerable Fourier-Bessel basis of ``L x L`` images on a disk.
@@ -94,12 +40,12 @@ class FourierBesselBasis:
         Side ``L = 2n + 1`` of the image, odd and at least 3.
     n_coefficients : int, default=None
         Keep the first ``n_coefficients`` functions in order of ``lambda``
-        among the candidates ``nu < nu_max``, ``q <= Q`` (DESIGN.md §2);
+        among the candidates ``nu < nu_max``, ``q <= Q`` (:doc:`/design`, "Conventions");
         a cos/sin pair is never split, so the count may be one more.
     bandlimit : float, default=None
         Keep every ``(nu, q)`` with ``lambda_{nu,q} <= bandlimit`` (eq. 2).
         At most one of ``n_coefficients`` and ``bandlimit`` may be given; if
-        neither is, every candidate of the ``n_coefficients`` rule is kept.
+        neither is, see Notes for the default.
     radius : float, default=None
         Disk radius in pixels; ``None`` means ``n + 1``.
 
@@ -121,6 +67,47 @@ class FourierBesselBasis:
         Pixels strictly inside the disk (``r / radius < 1``); :meth:`expand`
         fits only these.
 
+    Notes
+    -----
+    **Default functions** (neither ``n_coefficients`` nor ``bandlimit``):
+
+    * ``image_size <= 9``: every candidate of the ``n_coefficients`` rule
+      (the paper's code): 1, 10, 27 and 60 functions for L = 3, 5, 7, 9.
+    * ``image_size >= 11``: the Nyquist band limit, ``bandlimit = pi *
+      radius``, the truncation of ASPIRE's ``FBBasis2D``.
+      ``J_nu(lambda r / radius)`` oscillates at most ``lambda / (2 pi
+      radius)`` times per pixel, so ``lambda <= pi * radius`` keeps what the
+      pixel grid resolves (half a period per pixel).  By Weyl's law about
+      ``(pi**2 / 4) radius**2 - (pi / 2) radius`` functions pass: a fraction
+      ``pi / 4`` of the ``pi radius**2`` pixels in the disk (78, 281, 1055
+      and 2633 functions for L = 11, 21, 41, 65).  The paper's rule is not
+      used there: it keeps every ``nu < nu_max`` with ``q <= Q``, more
+      functions than are independent on the pixels (L = 11: 105 functions
+      of rank 101; L = 13: 162 functions for 145 pixels).
+
+    The functions are well conditioned on the pixels:
+    ``np.linalg.cond(matrix[mask.ravel()])`` is 1.0, 2.7, 14.4, 19.1 for
+    L = 3, 5, 7, 9, then 5.2, 12.1, 14.5, 20.0 for L = 11, 21, 41, 65, and at
+    most 21.1 (L = 45) for every odd L up to 65.  It grows like
+    ``sqrt(lambda_max / lambda_min)``, the spread of the functions' norms;
+    with unit-norm columns it stays below 2.6 for L >= 11.  The default is
+    designed for ``radius <= n + 1``; with a larger radius the disk leaves
+    the image, and ``bandlimit`` should be chosen explicitly.
+
+    **Projection.** :meth:`expand` is least squares over the pixels inside
+    the disk, factored once, on the first call.  Up to 128 functions this is
+    ``np.linalg.pinv`` of the disk's matrix, as in earlier versions (fitted
+    results at the paper's sizes stay bit for bit).  Larger bases use the
+    symmetry: the pixel set is symmetric under ``x -> -x`` and ``y -> -y``,
+    each function is even or odd under both, so the problem splits into four
+    independent ones of a quarter of the size each (QR, or SVD if a block is
+    numerically rank deficient).  The evaluation matrix too is built on
+    first use, with ``J_nu`` evaluated once per distinct pixel radius and
+    ``(nu, q)``, or, when there are more distinct radii than that takes
+    Chebyshev points (the defaults from L = 25 on), at the Chebyshev points
+    only and interpolated, within 1e-14 of ``scipy.special.jv``.  Neither is
+    pickled: a pickle holds the parameters only.
+
     Examples
     --------
     >>> import numpy as np
@@ -130,6 +117,9 @@ class FourierBesselBasis:
     10
     >>> basis.evaluate(basis.rotate(np.ones(10), 0.3)).shape
     (5, 5)
+    >>> big = FourierBesselBasis(65)  # lambda <= 33 pi: 2633 functions, 3405 pixels
+    >>> bool(big.n_functions < big.mask.sum())
+    True
     """
 
     def __init__(self, image_size, n_coefficients=None, bandlimit=None, radius=None):
@@ -230,6 +220,11 @@ class FourierBesselBasis:
         self._build()
 
     def _build(self):
+        """Validate the parameters and choose the functions (cheap).
+
+        The evaluation matrix and the least-squares factors are computed on
+        first use (:attr:`matrix`, :meth:`expand`) and cached.
+        """
         L = check_int(self.image_size, "image_size", minimum=3)
         if L % 2 == 0:
             raise ValueError(f"image_size must be odd (L = 2n + 1), got {L}")
@@ -240,37 +235,52 @@ class FourierBesselBasis:
             radius = float(n + 1)
         else:
             radius = check_real(self.radius, "radius", minimum=0.0, strict=True)
+        idx = np.arange(L, dtype=np.float64) - n
+        y, x = np.meshgrid(idx, idx, indexing="ij")
+        mask = np.hypot(x, y) / radius < 1
+        n_inside = int(mask.sum())
+        # a band limit keeping more than this many functions is an error anyway
+        max_count = 4 * n_inside + 100
         if self.bandlimit is not None:
             lam = check_real(self.bandlimit, "bandlimit", minimum=0.0, strict=True)
-            chosen = _select_by_bandlimit(lam)
-            if not chosen:
+            nu, q, roots = _select_by_bandlimit(lam, max_count)
+            if nu.size == 0:
                 raise ValueError(
                     f"bandlimit={lam} is below the first root of J_0 (2.405): no function kept"
                 )
-        else:
+        elif self.n_coefficients is not None or L <= _PAPER_DEFAULT_MAX_SIZE:
             m = None
             if self.n_coefficients is not None:
                 m = check_int(self.n_coefficients, "n_coefficients", minimum=1)
-            chosen = _select_by_count(n, m)
-            available = sum(1 if nu == 0 else 2 for nu, _, _ in chosen)
+            nu, q, roots = _select_by_count(n, m)
+            available = int(np.sum(np.where(nu == 0, 1, 2)))
             if m is not None and available < m:
                 raise ValueError(
                     f"n_coefficients={m} exceeds the {available} candidate functions of "
-                    f"image_size={L} (nu < nu_max, q <= Q; DESIGN.md §2); use bandlimit "
-                    "for more"
+                    f"image_size={L} (nu < nu_max, q <= Q: the paper's rule); use "
+                    "bandlimit for more"
+                )
+        else:
+            # the Nyquist band limit of the disk (class Notes)
+            nu, q, roots = _select_by_bandlimit(np.pi * radius, max_count)
+            if nu.size == 0:
+                raise ValueError(
+                    f"radius={radius} is too small for image_size={L}: the default band "
+                    f"limit pi * radius = {np.pi * radius:.4g} is below the first root of "
+                    "J_0 (2.405); give a larger radius or an explicit bandlimit"
                 )
         self._L, self._n, self._radius = L, n, radius
 
-        freqs, qs, lams, kinds = [], [], [], []
-        for nu, q, lam in chosen:
-            if nu == 0:
-                freqs.append(0); qs.append(q); lams.append(lam); kinds.append(0)
-            else:
-                freqs += [nu, nu]; qs += [q, q]; lams += [lam, lam]; kinds += [1, 2]
-        self.frequencies = np.asarray(freqs, dtype=np.int64)
-        self.radial_indices = np.asarray(qs, dtype=np.int64)
-        self.roots = np.asarray(lams, dtype=np.float64)
-        self.kinds = np.asarray(kinds, dtype=np.int64)
+        # one nu = 0 function, or a (cos, sin) pair, per (nu, q)
+        sizes = np.where(nu == 0, 1, 2)
+        self.frequencies = np.repeat(nu, sizes).astype(np.int64)
+        self.radial_indices = np.repeat(q, sizes).astype(np.int64)
+        self.roots = np.repeat(roots, sizes).astype(np.float64)
+        kinds = np.ones(int(sizes.sum()), dtype=np.int64)
+        start = np.cumsum(sizes) - sizes
+        kinds[start[nu == 0]] = 0
+        kinds[start[nu > 0] + 1] = 2
+        self.kinds = kinds
         self.n_functions = int(self.frequencies.size)
         self.max_frequency = int(self.frequencies.max()) if self.n_functions else 0
         # index of cos / sin members of pairs, and of nu = 0 functions
@@ -278,20 +288,20 @@ class FourierBesselBasis:
         self._sin = self._cos + 1
         self._zero = np.flatnonzero(self.kinds == 0)
 
-        idx = np.arange(L, dtype=np.float64) - n
-        y, x = np.meshgrid(idx, idx, indexing="ij")
-        self._matrix = self._eval_points(x.ravel(), y.ravel())  # (L*L, p)
-        r = np.hypot(x, y).ravel() / radius
-        self.mask = (r < 1).reshape(L, L)
-        inside = self._matrix[self.mask.ravel()]
-        if inside.shape[0] < self.n_functions:
+        self.mask = mask
+        if n_inside < self.n_functions:
+            count = (f"at least {self.n_functions}" if self.n_functions > max_count
+                     else f"{self.n_functions}")
             raise ValueError(
-                f"{self.n_functions} basis functions but only {inside.shape[0]} pixels inside "
+                f"{count} basis functions but only {n_inside} pixels inside "
                 f"the disk of radius {radius}: lower bandlimit/n_coefficients or enlarge "
                 "image_size"
             )
-        # least-squares projector onto the span, computed once (stable: SVD).
-        self._pinv = np.linalg.pinv(inside)  # (p, n_inside)
+        # computed on first use, once even if threads ask together; never
+        # pickled (__getstate__ keeps the parameters only)
+        self._matrix = None
+        self._projector = None
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------
     @property
@@ -299,7 +309,8 @@ class FourierBesselBasis:
         """Evaluation matrix ``B`` of shape ``(L*L, p)``.
 
         Column ``j`` is basis function ``j`` sampled on the pixel grid
-        (row-major), so ``image.ravel() = matrix @ coef``.
+        (row-major), so ``image.ravel() = matrix @ coef``.  Computed on first
+        access and cached.
 
         Examples
         --------
@@ -312,19 +323,65 @@ class FourierBesselBasis:
         >>> np.allclose(basis.matrix @ coef, basis.evaluate(coef).ravel())
         True
         """
+        with self._lock:
+            if self._matrix is None:
+                L, n = self._L, self._n
+                idx = np.arange(L, dtype=np.float64) - n
+                y, x = np.meshgrid(idx, idx, indexing="ij")
+                self._matrix = self._eval_points(x.ravel(), y.ravel())
         return self._matrix
 
     def _eval_points(self, x, y):
+        """Every basis function at the points ``(x, y)`` (1-D), shape ``(len(x), p)``.
+
+        ``J_nu`` is evaluated once per distinct radius and ``(nu, q)`` (a cos
+        and a sin share it; on the pixel grid about one radius in eight is
+        distinct; :func:`_radial_values`), ``cos``/``sin`` once per point and
+        distinct ``nu``.  Points with ``r >= 1`` give zero.
+        """
         r = np.hypot(x, y) / self._radius
         theta = np.arctan2(y, x)
-        radial = special.jv(self.frequencies[None, :], self.roots[None, :] * r[:, None])
-        angular = np.ones_like(radial)
-        nu_theta = self.frequencies[None, :] * theta[:, None]
-        angular = np.where(self.kinds == 1, np.cos(nu_theta), angular)
-        angular = np.where(self.kinds == 2, np.sin(nu_theta), angular)
-        out = radial * angular
-        out[r >= 1] = 0.0
+        out = np.zeros((r.size, self.n_functions))
+        inside = np.flatnonzero(r < 1)
+        if inside.size == 0 or self.n_functions == 0:
+            return out
+        r_unique, r_index = np.unique(r[inside], return_inverse=True)
+        first = np.flatnonzero(self.kinds != 2)  # first function of each (nu, q)
+        pair = np.cumsum(self.kinds != 2) - 1  # function -> its (nu, q)
+        radial = _radial_values(self.frequencies[first], self.roots[first], r_unique)
+        # angular factors: cos(nu theta) and sin(nu theta) per distinct nu
+        # (cos(0 theta) = 1 for the nu = 0 functions)
+        nus, nu_index = np.unique(self.frequencies, return_inverse=True)
+        nu_theta = nus[None, :] * theta[inside][:, None]
+        angular = np.concatenate([np.cos(nu_theta), np.sin(nu_theta)], axis=1)
+        column = nu_index.ravel() + np.where(self.kinds == 2, nus.size, 0)
+        r_index = r_index.ravel()
+        # assemble a block of rows at a time, so the work stays in cache
+        step = max(1, 2**19 // max(self.n_functions, 1))
+        for start in range(0, inside.size, step):
+            rows = slice(start, start + step)
+            block = radial[np.ix_(r_index[rows], pair)]
+            block *= angular[rows][:, column]
+            out[inside[rows]] = block
         return out
+
+    def _least_squares(self):
+        """The factored least-squares problem of :meth:`expand`, cached.
+
+        ``pinv(matrix[mask.ravel()])`` for small bases, else the reflection
+        blocks of :func:`_least_squares_blocks` (see
+        ``_FULL_PINV_MAX_FUNCTIONS``).
+        """
+        with self._lock:
+            if self._projector is None and self.n_functions <= _FULL_PINV_MAX_FUNCTIONS:
+                self._projector = np.linalg.pinv(self.matrix[self.mask.ravel()])
+            elif self._projector is None:
+                n = self._n
+                i, j = np.nonzero(self.mask)  # row-major, as np.flatnonzero(mask)
+                eps_x, eps_y = _reflection_parities(self.frequencies, self.kinds)
+                self._projector = _least_squares_blocks(
+                    self.matrix, np.flatnonzero(self.mask), j - n, i - n, eps_x, eps_y)
+        return self._projector
 
     def _check_coef(self, coef, name="coef"):
         coef = check_array_float(coef, name, min_ndim=1)
@@ -360,7 +417,7 @@ class FourierBesselBasis:
         (3, 5, 5)
         """
         coef = self._check_coef(coef)
-        out = coef @ self._matrix.T
+        out = coef @ self.matrix.T
         return out.reshape(coef.shape[:-1] + (self._L, self._L))
 
     def evaluate_t(self, images):
@@ -392,7 +449,7 @@ class FourierBesselBasis:
         True
         """
         images = self._check_images(images)
-        return images.reshape(images.shape[:-2] + (-1,)) @ self._matrix
+        return images.reshape(images.shape[:-2] + (-1,)) @ self.matrix
 
     def evaluate_points(self, coef, x, y):
         """Evaluate the continuous expansion at arbitrary points.
@@ -469,8 +526,18 @@ class FourierBesselBasis:
         True
         """
         images = self._check_images(images)
+        blocks = self._least_squares()
         inside = images[..., self.mask]
-        return inside @ self._pinv.T
+        if isinstance(blocks, np.ndarray):  # the whole pseudo-inverse
+            return inside @ blocks.T
+        flat = inside.reshape(-1, inside.shape[-1])
+        # pad with a zero pixel: the repeated members of an orbit point at it
+        flat = np.concatenate([flat, np.zeros((flat.shape[0], 1))], axis=1)
+        coef = np.empty((flat.shape[0], self.n_functions))
+        for cols, gather, weights, pinv in blocks:
+            folded = np.einsum("bkj,kj->bk", flat[:, gather], weights)
+            coef[:, cols] = folded @ pinv.T
+        return coef.reshape(inside.shape[:-1] + (self.n_functions,))
 
     def rotate(self, coef, angles):
         """Rotate coefficients: those of the image rotated by ``angles``.

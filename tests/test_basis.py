@@ -18,6 +18,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy import special
 
 from mtdlearn import FourierBesselBasis
+from mtdlearn import basis as basis_module
 
 pytestmark = pytest.mark.usefixtures("single_threaded_blas")
 
@@ -83,6 +84,36 @@ def test_smallest_image_has_a_function():
     assert_array_equal(basis.radial_indices, [1])
 
 
+# The default (neither n_coefficients nor bandlimit) for L <= 9, recorded with the
+# first release: every candidate of the n_coefficients rule, (nu, q) in order of
+# lambda, each nu > 0 as a (cos, sin) pair.  L = 11 is not pinned: that rule keeps
+# 105 functions whose pixel matrix has rank 101, so it cannot be kept as a default.
+PINNED_DEFAULTS = {
+    3: [(0, 1)],
+    5: [(0, 1), (1, 1), (2, 1), (0, 2), (1, 2), (2, 2)],
+    7: [(0, 1), (1, 1), (2, 1), (0, 2), (3, 1), (1, 2), (4, 1), (2, 2), (0, 3), (3, 2),
+        (1, 3), (4, 2), (2, 3), (3, 3), (4, 3)],
+    9: [(0, 1), (1, 1), (2, 1), (0, 2), (3, 1), (1, 2), (4, 1), (2, 2), (0, 3), (5, 1),
+        (3, 2), (6, 1), (1, 3), (4, 2), (7, 1), (2, 3), (0, 4), (5, 2), (3, 3), (1, 4),
+        (6, 2), (4, 3), (2, 4), (7, 2), (5, 3), (3, 4), (6, 3), (4, 4), (7, 3), (5, 4),
+        (6, 4), (7, 4)],
+}
+
+
+@pytest.mark.parametrize("L", sorted(PINNED_DEFAULTS))
+def test_default_basis_pinned_for_small_images(L):
+    basis = FourierBesselBasis(L)
+    nu = [nu for nu, _ in PINNED_DEFAULTS[L] for _ in range(1 if nu == 0 else 2)]
+    q = [q for nu, q in PINNED_DEFAULTS[L] for _ in range(1 if nu == 0 else 2)]
+    kinds = [k for nu, _ in PINNED_DEFAULTS[L] for k in ((0,) if nu == 0 else (1, 2))]
+    assert_array_equal(basis.frequencies, nu)
+    assert_array_equal(basis.radial_indices, q)
+    assert_array_equal(basis.kinds, kinds)
+    assert_array_equal(basis.roots, [special.jn_zeros(v, k)[-1] for v, k in zip(nu, q)])
+    # the same functions as the n_coefficients rule with every candidate
+    assert_array_equal(basis.matrix, FourierBesselBasis(L, n_coefficients=len(nu)).matrix)
+
+
 @pytest.mark.parametrize("m, count", [(1, 1), (2, 3), (3, 3), (4, 5), (6, 6), (7, 8)])
 def test_pair_never_split(m, count):
     basis = FourierBesselBasis(5, n_coefficients=m)
@@ -123,6 +154,22 @@ def test_bandlimit_keeps_exactly_roots_below(bandlimit):
     assert np.all(basis.roots <= bandlimit)
     assert np.all(np.diff(basis.roots) >= 0)
 
+
+
+def test_large_bandlimit_roots_match_jn_zeros():
+    # roots come from one jn_zeros call per nu: the selection must still be every
+    # (nu, q) with lambda <= bandlimit, and the q-th root that of jn_zeros(nu, q)
+    bandlimit = np.pi * 21
+    basis = FourierBesselBasis(41, bandlimit=bandlimit)
+    table = [special.jn_zeros(nu, 25) for nu in range(70)]  # every root below 72
+    assert all(t[-1] > bandlimit for t in table) and table[-1][0] > bandlimit
+    expected = {(nu, q + 1) for nu, t in enumerate(table) for q in np.flatnonzero(t <= bandlimit)}
+    kept = set(zip(basis.frequencies.tolist(), basis.radial_indices.tolist()))
+    assert kept == expected
+    rng = np.random.default_rng(0)
+    for k in rng.choice(basis.n_functions, 40, replace=False):
+        nu, q = basis.frequencies[k], basis.radial_indices[k]
+        assert basis.roots[k] == special.jn_zeros(nu, q)[-1]
 
 # ------------------------------------------------------------- pixel grid
 def test_default_radius_and_support():
@@ -442,6 +489,12 @@ def test_equality_hash_repr():
 def test_more_functions_than_pixels_is_an_error():
     with pytest.raises(ValueError, match="only 69 pixels inside the disk"):
         FourierBesselBasis(9, bandlimit=20.0)
+    # an absurd band limit (or radius) stops counting early instead of
+    # computing Bessel roots for hours
+    with pytest.raises(ValueError, match="at least [0-9]+ basis functions but only 69 pixels"):
+        FourierBesselBasis(9, bandlimit=1e5)
+    with pytest.raises(ValueError, match="at least [0-9]+ basis functions but only 121 pixels"):
+        FourierBesselBasis(11, radius=1e4)
 
 
 def test_n_coefficients_beyond_candidates_is_an_error():
@@ -454,3 +507,211 @@ def test_set_params_invalid_value_leaves_basis_unchanged():
     with pytest.raises(ValueError, match="n_coefficients"):
         basis.set_params(n_coefficients=0)
     assert basis.n_coefficients == 10 and basis.n_functions == 10
+
+
+# ------------------------------------------ every image size, L = 3 .. 65
+# The default basis for realistic particle sizes.  Bounds measured over every
+# odd L from 3 to 65 (docs/results.rst has the table): the condition number of
+# matrix[mask] is at most 21.1 (L = 45); with unit-norm columns at most 2.59
+# (L = 45) for the Nyquist rule (L >= 11) and 6.34 (L = 9) for the paper's
+# candidates (L <= 9).  The continuous functions are orthogonal, so with unit
+# columns the conditioning measures how far pixel sampling is from that;
+# the raw number adds the spread of the functions' norms, which scale like
+# lambda**-1/2 (sqrt(lambda_max / lambda_min) = 6.6 at L = 65).  The bounds
+# below leave about 20 % of room; the pixel grid is fixed, so the measured
+# values move only by rounding.
+ALL_SIZES = list(range(3, 67, 2))
+FAST_MAX_SIZE = 41  # beyond it the matrix-based checks are marked slow
+MAX_COND = 25.0
+MAX_UNIT_COND_NYQUIST = 3.0
+MAX_UNIT_COND_PAPER = 7.5
+
+
+def _parity_labels(basis):
+    """0..3: the class of each function under x -> -x and y -> -y.
+
+    ``cos(nu theta)`` is even in y and has parity (-1)**nu in x;
+    ``sin(nu theta)`` is odd in y and has parity -(-1)**nu in x.
+    """
+    sin = basis.kinds == 2
+    odd = basis.frequencies % 2 == 1
+    return 2 * sin + (odd ^ sin)
+
+
+def _singular_values(inside, labels):
+    # functions of different parity classes are orthogonal on the (symmetric)
+    # pixel set (test_every_size_parity_classes_orthogonal), so the Gram matrix
+    # is block diagonal and its eigenvalues are those of the blocks
+    s = [np.linalg.eigvalsh(inside[:, labels == c].T @ inside[:, labels == c])
+         for c in range(4) if np.any(labels == c)]
+    return np.sqrt(np.concatenate(s))
+
+
+@pytest.mark.parametrize("L", ALL_SIZES)
+def test_default_count_never_exceeds_pixels(L):
+    basis = FourierBesselBasis(L)  # no matrix is built: cheap even at L = 65
+    n = L // 2
+    assert 1 <= basis.n_functions <= basis.mask.sum()
+    if L >= 11:
+        # the Nyquist band limit pi * radius (test_default_is_nyquist_bandlimit)
+        assert basis.roots.max() <= np.pi * (n + 1)
+        # Weyl's law: about (pi**2/4) R**2 - (pi/2) R functions, a fraction
+        # pi/4 of the disk's pi R**2 pixels
+        R = n + 1
+        assert abs(basis.n_functions - (np.pi**2 / 4 * R**2 - np.pi / 2 * R)) < 0.05 * R**2
+        assert 0.6 < basis.n_functions / basis.mask.sum() < 0.8
+
+
+@pytest.fixture(scope="module", ids=lambda L: f"L{L}", params=[
+    L if L <= FAST_MAX_SIZE else pytest.param(L, marks=pytest.mark.slow) for L in ALL_SIZES])
+def sized_basis(request):
+    """The default basis of one image size, its matrix built once for all checks."""
+    basis = FourierBesselBasis(request.param)
+    basis.matrix
+    return basis
+
+
+def test_every_size_parity_classes_orthogonal(sized_basis):
+    inside = sized_basis.matrix[sized_basis.mask.ravel()]
+    labels = _parity_labels(sized_basis)
+    scale = np.linalg.norm(inside, axis=0).max() ** 2
+    rng = np.random.default_rng(sized_basis.image_size)
+    for a in range(4):
+        for b in range(a + 1, 4):
+            va = rng.standard_normal(np.sum(labels == a))
+            vb = rng.standard_normal(np.sum(labels == b))
+            cross = (inside[:, labels == a] @ va) @ (inside[:, labels == b] @ vb)
+            assert abs(cross) <= 1e-12 * scale * np.linalg.norm(va) * np.linalg.norm(vb)
+
+
+def test_every_size_well_conditioned(sized_basis):
+    inside = sized_basis.matrix[sized_basis.mask.ravel()]
+    labels = _parity_labels(sized_basis)
+    s = _singular_values(inside, labels)
+    cond = s.max() / s.min()
+    assert cond < MAX_COND
+    if sized_basis.image_size <= 25:  # the block computation is the plain one
+        assert cond == pytest.approx(np.linalg.cond(inside), rel=1e-8)
+    unit = _singular_values(inside / np.linalg.norm(inside, axis=0), labels)
+    bound = MAX_UNIT_COND_NYQUIST if sized_basis.image_size >= 11 else MAX_UNIT_COND_PAPER
+    assert unit.max() / unit.min() < bound
+
+
+def test_every_size_expand_inverts_evaluate(sized_basis):
+    rng = np.random.default_rng(sized_basis.image_size)
+    coef = rng.standard_normal((2, sized_basis.n_functions))
+    assert_allclose(sized_basis.expand(sized_basis.evaluate(coef)), coef, rtol=0, atol=1e-9)
+
+
+def test_every_size_steerable(sized_basis):
+    # the pixel image of the rotated coefficients is the continuous expansion
+    # at the rotated points (checked at 40 random pixels inside the disk)
+    basis = sized_basis
+    rng = np.random.default_rng(basis.image_size)
+    coef = rng.standard_normal(basis.n_functions)
+    phi = rng.uniform(-np.pi, np.pi)
+    x, y = _grid(basis)
+    i, j = np.nonzero(basis.mask)
+    pick = rng.choice(i.size, size=min(40, i.size), replace=False)
+    i, j = i[pick], j[pick]
+    r, theta = np.hypot(x[i, j], y[i, j]), np.arctan2(y[i, j], x[i, j])
+    expected = basis.evaluate_points(coef, r * np.cos(theta + phi), r * np.sin(theta + phi))
+    assert_allclose(basis.evaluate(basis.rotate(coef, phi))[i, j], expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("L", [11, 45])
+def test_default_is_nyquist_bandlimit(L):
+    basis = FourierBesselBasis(L)
+    reference = FourierBesselBasis(L, bandlimit=np.pi * (L // 2 + 1))
+    assert_array_equal(basis.frequencies, reference.frequencies)
+    assert_array_equal(basis.radial_indices, reference.radial_indices)
+    assert_array_equal(basis.kinds, reference.kinds)
+
+
+@pytest.mark.parametrize("L", [27, 41, pytest.param(65, marks=pytest.mark.slow)])
+def test_large_matrix_matches_jv(L):
+    # large images interpolate J_nu(lambda r) from Chebyshev points in r;
+    # the matrix must still be jv's values (measured within 6.3e-15 up to L = 65)
+    basis = FourierBesselBasis(L)
+    x, y = _grid(basis)
+    i, j = np.nonzero(basis.mask)
+    pick = np.random.default_rng(L).choice(i.size, size=64, replace=False)
+    i, j = i[pick], j[pick]
+    r, theta = np.hypot(x[i, j], y[i, j]) / basis._radius, np.arctan2(y[i, j], x[i, j])
+    nu, kinds = basis.frequencies, basis.kinds
+    angular = np.where(kinds == 2, np.sin(nu * theta[:, None]), np.cos(nu * theta[:, None]))
+    expected = special.jv(nu, basis.roots * r[:, None]) * angular
+    assert_allclose(basis.matrix[i * L + j], expected, rtol=0, atol=1e-14)
+
+
+def test_chebyshev_radial_values_at_a_node():
+    from mtdlearn._fourier_bessel import _chebyshev_size, _radial_values
+
+    nu, lam = np.array([0, 3, 7]), np.array([2.4, 30.0, 40.0])
+    n_nodes = _chebyshev_size(lam.max())
+    node = (1 + np.cos(np.pi * 0.5 / n_nodes)) / 2  # the first Chebyshev point
+    r = np.concatenate([np.linspace(0, 0.99, n_nodes + 20), [node]])  # interpolated
+    assert_allclose(_radial_values(nu, lam, r), special.jv(nu, lam * r[:, None]),
+                    rtol=0, atol=1e-14)
+
+
+def test_default_with_other_radius_follows_it():
+    # the Nyquist rule uses the radius given: lambda <= pi * radius
+    basis = FourierBesselBasis(21, radius=8.5)
+    reference = FourierBesselBasis(21, bandlimit=np.pi * 8.5, radius=8.5)
+    assert_array_equal(basis.frequencies, reference.frequencies)
+    assert_array_equal(basis.radial_indices, reference.radial_indices)
+    with pytest.raises(ValueError, match="radius=0.5 is too small"):
+        FourierBesselBasis(11, radius=0.5)
+
+
+@pytest.mark.parametrize("blocks", [False, True], ids=["whole", "blocks"])
+def test_rank_deficient_basis_still_expands_like_pinv(blocks, monkeypatch):
+    # what the paper's rule keeps at L = 11 (the old default): 105 functions of
+    # rank 101.  expand stays the minimum-norm least-squares fit of pinv, with
+    # the whole pseudo-inverse (105 <= 128 functions) and with the reflection
+    # blocks, whose rank-deficient ones fall back to the SVD
+    if blocks:
+        monkeypatch.setattr(basis_module, "_FULL_PINV_MAX_FUNCTIONS", 0)
+    basis = FourierBesselBasis(11, n_coefficients=105)
+    inside = basis.matrix[basis.mask.ravel()]
+    assert np.linalg.matrix_rank(inside) == 101
+    image = np.random.default_rng(3).uniform(size=(2, 11, 11))
+    expected = image[:, basis.mask] @ np.linalg.pinv(inside).T
+    assert_allclose(basis.expand(image), expected, rtol=0, atol=1e-10)
+    assert isinstance(basis._least_squares(), list) == blocks
+
+
+def test_small_bases_expand_with_the_whole_pseudo_inverse():
+    # up to 128 functions expand is pinv of the whole matrix, bit for bit the
+    # arithmetic of earlier versions (the regression pins depend on it)
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    image = np.random.default_rng(4).uniform(size=(5, 5))
+    expected = image[basis.mask] @ np.linalg.pinv(basis.matrix[basis.mask.ravel()]).T
+    assert_array_equal(basis.expand(image), expected)
+
+
+@pytest.mark.parametrize("L", [15, 31])
+def test_reflection_blocks_expand_like_pinv(L):
+    # beyond 128 functions expand solves the four parity blocks; it is still
+    # the least-squares fit of pinv of the whole matrix
+    basis = FourierBesselBasis(L)
+    assert basis.n_functions > basis_module._FULL_PINV_MAX_FUNCTIONS
+    inside = basis.matrix[basis.mask.ravel()]
+    image = np.random.default_rng(L).uniform(size=(3, L, L))
+    expected = image[:, basis.mask] @ np.linalg.pinv(inside).T
+    assert_allclose(basis.expand(image), expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    assert basis.expand(image[0]).shape == (basis.n_functions,)
+
+
+def test_large_basis_pickles_cheaply():
+    basis = FourierBesselBasis(31)
+    coef = np.linspace(-1, 1, basis.n_functions)
+    image = basis.evaluate(coef)  # builds the matrix
+    basis.expand(image)  # and the least-squares factors
+    data = pickle.dumps(basis)
+    assert len(data) < 1000  # parameters only
+    copy = pickle.loads(data)
+    assert copy == basis and copy._matrix is None
+    assert_array_equal(copy.matrix, basis.matrix)
+    assert_allclose(copy.expand(image), basis.expand(image), rtol=0, atol=0)
