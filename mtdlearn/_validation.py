@@ -5,7 +5,17 @@ from numbers import Integral, Real
 
 import numpy as np
 
-__all__ = ["check_int", "check_real", "check_array_float", "check_random_generator"]
+__all__ = ["ComplexDataError", "check_int", "check_real", "check_array_float",
+           "check_random_generator"]
+
+
+class ComplexDataError(TypeError, ValueError):
+    """Complex numbers where real ones are required.
+
+    Both a ``TypeError`` (the dtype is wrong) and a ``ValueError``
+    (scikit-learn's convention for complex data), as scikit-learn's
+    ``NotFittedError`` is both a ``ValueError`` and an ``AttributeError``.
+    """
 
 
 def check_int(value, name, minimum=None, maximum=None):

@@ -9,11 +9,12 @@ the model, averaged over rotations (:mod:`mtdlearn.moment_fit`).
 import numpy as np
 from scipy.optimize import OptimizeResult
 
-from .base import BaseMTDEstimator
+from .base import BaseMTDEstimator, _scale_bounds
 from .initializers import InitialState, _check_initialize_args, _ParamsMixin
 from .moment_fit import autocorrelation_cost_and_grad, fit_autocorrelations
 from .moments import measurement_autocorrelations
 from .operators import density_to_shift_probabilities, shift_probabilities_to_density
+from .patch_model import noise_variance_floor
 
 __all__ = ["AutocorrelationEstimator", "AutocorrelationInitializer"]
 
@@ -133,12 +134,29 @@ class AutocorrelationEstimator(BaseMTDEstimator):
 
     _verbose_name = "Autocorrelation"
 
+    _reads_margins = True  # the autocorrelations use every pixel
+
+    def _n_parameters(self):
+        return self.basis_.n_functions + 1 + (self.noise_variance is None)
+
+    def _scale_bounds(self, data):
+        # third moments summed over all the pixels
+        return _scale_bounds(3, sum(M.size for M in data.measurements))
+
     def _prepare(self, data):
         # computed once per data set: shared with an EM's other starts too
         return data.memoize(measurement_autocorrelations, self.basis_.image_size,
                             working_memory=self.working_memory, n_jobs=self.n_jobs)
 
-    def _run_start(self, data, state, seed, n_jobs):
+    def _start_extra(self, data, objective, history):
+        extra = {"cost_": -objective}
+        if data is not None:
+            extra["autocorrelations_"] = data
+        return extra
+
+    def _run_start(self, data, state, seed, n_jobs, resume=None, callback=None):
+        # one quasi-Newton solve on L**4 numbers: a start runs in one piece,
+        # so a checkpoint holds finished starts only (callback is never called)
         basis = self.basis_
         L = basis.image_size
         density0 = shift_probabilities_to_density(state.shift_probabilities)
@@ -159,10 +177,12 @@ class AutocorrelationEstimator(BaseMTDEstimator):
         return {
             "coef": np.asarray(res.coef, dtype=np.float64),
             "shift_probabilities": density_to_shift_probabilities(res.density, L),
-            "noise_variance": max(float(res.noise_variance), np.finfo(float).tiny),
+            # as the EM's: sigma^2 -> 0 on noise-free data would overflow score/predict
+            "noise_variance": max(float(res.noise_variance),
+                                  noise_variance_floor(data[1][0, 0])),
             "objective": -float(res.cost), "n_iter": int(res.n_iter),
-            "converged": bool(res.converged),
-            "extra": {"autocorrelations_": data, "cost_": float(res.cost)},
+            "converged": bool(res.converged), "history": [],
+            "extra": self._start_extra(data, -float(res.cost), []),
         }
 
 

@@ -15,25 +15,35 @@ import time
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.base import BaseEstimator, DensityMixin, clone
+from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 from sklearn.utils.validation import check_is_fitted
 
 from ._parallel import check_n_jobs, ordered_map
 from ._validation import check_int, check_random_generator, check_real
 from .basis import FourierBesselBasis, check_basis
+from .checkpoint import check_checkpoint_path, hash_params, run_checkpointed
 from .datasets import make_measurement
 from .initializers import InitialState, RandomInitializer
 from .operators import check_shift_probabilities, shift_probabilities_to_density
 from .hypotheses import HypothesisSpace
-from .patch_model import build_patch_model, estep_per_patch
-from .patches import as_patch_source
+from .patch_model import build_patch_model, estep_statistics
+from .posteriors import estep_detections, estep_per_patch
+from .patches import _max_abs, as_patch_source
 from .rotations import check_rotation_grid
 
 __all__ = ["BaseMTDEstimator"]
 
 
-class BaseMTDEstimator(BaseEstimator):
+def _scale_bounds(power, n_values, dtype=np.float64):
+    """Range of ``max|x|`` whose ``power``-th powers, summed over ``n_values``
+    terms in ``dtype``, neither overflow nor fall within ``1e12`` of underflow."""
+    info = np.finfo(dtype)
+    return ((float(info.tiny) * 1e12) ** (1.0 / power),
+            (float(info.max) / (64.0 * n_values)) ** (1.0 / power))
+
+
+class BaseMTDEstimator(DensityMixin, BaseEstimator):
     """Base class of the multi-target detection estimators.
 
     Owns what both estimators share: input validation (one measurement,
@@ -66,10 +76,20 @@ class BaseMTDEstimator(BaseEstimator):
         The gain of the last iteration tested against ``tol``; by default
         ``objective - previous``.  A variant whose objective changes
         definition between iterations (a precision switch) overrides it.
-    ``_run_start(prepared, state, seed, n_jobs)``
+    ``_checkpoint_state(state)`` and ``_resume_state(state, saved)``
+        What a variant keeps beside the parameters between iterations (a
+        dict of numbers saved in a checkpoint), and how a resumed start gets
+        it back; by default nothing.
+    ``_run_start(prepared, state, seed, n_jobs, resume, callback)``
         One start: by default the loop above, until the gain of the
-        objective is below ``tol`` or ``max_iter`` iterations; a subclass
-        without E/M steps (autocorrelation analysis) overrides it.
+        objective is below ``tol`` or ``max_iter`` iterations, calling
+        ``callback(state, n_iter, history)`` after every iteration (the
+        checkpoint) and continuing a saved start when given
+        ``resume=(n_iter, history)``; a subclass without E/M steps
+        (autocorrelation analysis) overrides it.
+    ``_start_extra(prepared, objective, history)``
+        The fitted attributes a start adds beyond the model (by default
+        ``log_likelihood_history_`` and ``lower_bound_``).
 
     Examples
     --------
@@ -82,6 +102,39 @@ class BaseMTDEstimator(BaseEstimator):
 
     #: Prefix of the verbose lines.
     _verbose_name = "MTD"
+
+    def __sklearn_tags__(self):
+        """The estimator's tags for scikit-learn (``sklearn.utils.get_tags``).
+
+        A density estimator (``score`` is a log-likelihood) without targets.
+        Its input is one measurement (a 2-D array, **not** a table of
+        samples by features: rows and columns are pixels) or a stack of
+        measurements (3-D); dense, finite, of any sign.  It needs ``fit``;
+        with a ``random_state`` it is deterministic.
+
+        Returns
+        -------
+        tags : sklearn.utils.Tags
+            The tags.
+
+        Examples
+        --------
+        >>> from sklearn.utils import get_tags
+        >>> from mtdlearn import ApproxEMEstimator
+        >>> tags = get_tags(ApproxEMEstimator(5))
+        >>> tags.estimator_type, tags.input_tags.three_d_array, tags.target_tags.required
+        ('density_estimator', True, False)
+        """
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True     # one measurement (N1, N2)
+        tags.input_tags.three_d_array = True   # a stack (n, N1, N2)
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        tags.input_tags.positive_only = False  # Gaussian noise: any sign
+        tags.target_tags.required = False      # no y
+        tags.requires_fit = True
+        tags.non_deterministic = False
+        return tags
     #: Whether the estimator continues from its previous fit (``warm_start``).
     _warm = False
 
@@ -126,11 +179,44 @@ class BaseMTDEstimator(BaseEstimator):
                             f"got {type(init).__name__}")
         return init
 
+    def _n_parameters(self):
+        """Number of free parameters of the fitted model (hook)."""
+        raise NotImplementedError
+
+    def _scale_bounds(self, data):
+        """The range of ``max|X|`` the arithmetic of the fit holds (hook).
+
+        By default that of sums of squares over all the pixels, in float64.
+        """
+        return _scale_bounds(2, sum(M.size for M in data.measurements))
+
+    #: Whether the fit reads the pixels outside the patch grid (the margins).
+    _reads_margins = False
+
+    def _check_data(self, data, bounds, fitting=True, name="X"):
+        """Refuse data that is zero where the fit reads it, or whose scale float
+        arithmetic cannot hold; say how to fix it."""
+        L = data.image_size
+        top = data.memoize(_max_abs, None if self._reads_margins and fitting else L)
+        low, high = bounds
+        if top == 0.0:
+            if fitting:
+                where = "everywhere" if self._reads_margins else f"in every {L}x{L} patch"
+                raise ValueError(f"{name} is zero {where}: there is nothing to fit")
+            return
+        if not low <= top <= high:
+            what = "large" if top > high else "small"
+            raise ValueError(
+                f"{name} holds values up to {top:.3g} in magnitude, too {what} for the "
+                f"floating-point arithmetic of {type(self).__name__} (it handles "
+                f"{low:.1g} to {high:.1g}): scale the measurement, e.g. divide it by its "
+                "standard deviation")
+
     def _fixed_noise_variance(self):
         return None if self.noise_variance is None else float(self.noise_variance)
 
     # -- fit ----------------------------------------------------------------
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, checkpoint=None):
         """Estimate the model from measurements.
 
         Parameters
@@ -143,6 +229,20 @@ class BaseMTDEstimator(BaseEstimator):
             modified.
         y : None
             Ignored; present for scikit-learn compatibility.
+        checkpoint : str or path-like, default=None
+            A file (conventionally ``.npz``) where the state of the fit is
+            saved, atomically, after every iteration and at the end (a
+            :class:`~mtdlearn.checkpoint.FitCheckpoint`).  If the file
+            exists, the fit resumes from it, and the result is
+            bit-identical to that of an uninterrupted fit; a checkpoint
+            written for other measurements or other settings (any parameter
+            but ``n_jobs`` and ``verbose``) raises ``ValueError``.  A
+            complete checkpoint gives its result at once; delete the file to
+            fit afresh.  With a checkpoint the starts run one after another,
+            each with ``n_jobs`` threads.  It is an argument of ``fit``, not
+            an estimator parameter, because the file belongs to one fit on
+            one data set: ``clone`` and model selection must not hand it to
+            other fits.
 
         Returns
         -------
@@ -171,40 +271,69 @@ class BaseMTDEstimator(BaseEstimator):
         rng = check_random_generator(self.random_state)
         warm = self._warm and hasattr(self, "coef_")
         init = None if warm else self._check_initializer()
+        path = None if checkpoint is None else check_checkpoint_path(checkpoint)
+        if checkpoint is not None and self._checkpoint_unsupported():
+            raise ValueError(f"checkpoint is not supported {self._checkpoint_unsupported()}; "
+                             "fit without a checkpoint")
         data = as_patch_source(X, L)
+        self._check_data(data, self._scale_bounds(data))
+        n_params, n_values = self._n_parameters(), data.n_patches * L * L
+        if n_values < n_params:
+            warnings.warn(
+                f"X holds {data.n_patches} patch(es) of {L}x{L} pixels, {n_values} numbers "
+                f"for the {n_params} parameters of the model: the estimate is not "
+                "determined by the data. Give more or larger measurements, or fewer "
+                "basis functions.", DataDimensionalityWarning, stacklevel=2)
+        fixed = self._fixed_noise_variance()
+        if warm:
+            warm_state = self._check_state(InitialState(
+                self.coef_.copy(), self.shift_probabilities_.copy(),
+                float(self.noise_variance_) if fixed is None else fixed),
+                source="the previous fit (warm_start)")
+        if checkpoint is not None:
+            # before random_state (a Generator) is drawn from
+            params_hash = hash_params(self, extra=None if not warm else [
+                warm_state.coef, warm_state.shift_probabilities, warm_state.noise_variance])
         prepared = self._prepare(data)
         n_init = 1 if warm else int(self.n_init)
         seeds = rng.integers(np.iinfo(np.int32).max, size=n_init)
-        fixed = self._fixed_noise_variance()
         if warm:
-            states = [self._check_state(InitialState(
-                self.coef_.copy(), self.shift_probabilities_.copy(),
-                float(self.noise_variance_) if fixed is None else fixed),
-                source="the previous fit (warm_start)")]
+            def first_state(seed):
+                return warm_state
         else:
-            states = [self._check_state(init.initialize(data, self.basis_, fixed,
-                                                        np.random.default_rng(seed)))
-                      for seed in seeds]
-        # one start uses n_jobs inside; several run in parallel, one thread each
-        inner, outer = (self.n_jobs, 1) if n_init == 1 else (1, self.n_jobs)
-        results = list(ordered_map(
-            lambda st, s: self._run_start(prepared, st, s, inner), zip(states, seeds),
-            n_jobs=outer, limit_blas=False, verbose=max(self.verbose - 1, 0)))
-        best = max(range(n_init), key=lambda i: results[i]["objective"])
+            def first_state(seed):
+                return self._check_state(init.initialize(data, self.basis_, fixed,
+                                                         np.random.default_rng(seed)))
+        if checkpoint is None:
+            states = [first_state(seed) for seed in seeds]
+            # one start uses n_jobs inside; several run in parallel, one thread each
+            inner, outer = (self.n_jobs, 1) if n_init == 1 else (1, self.n_jobs)
+            results = list(ordered_map(
+                lambda st, s: self._run_start(prepared, st, s, inner), zip(states, seeds),
+                n_jobs=outer, limit_blas=False, verbose=max(self.verbose - 1, 0)))
+        else:
+            results = run_checkpointed(self, path, params_hash, data, prepared, seeds,
+                                       first_state)
+        best = max(range(len(results)), key=lambda i: results[i]["objective"])
         res = results[best]
-        self.coef_ = res["coef"]
-        self.shift_probabilities_ = res["shift_probabilities"].reshape(2 * L, 2 * L)
+        self._set_fitted(res, data.n_patches)
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(self._convergence_message(res), ConvergenceWarning, stacklevel=2)
+        return self
+
+    def _set_fitted(self, res, n_patches):
+        """Set the fitted attributes from a start's result."""
+        L = self.basis_.image_size
+        self.coef_ = np.asarray(res["coef"], dtype=np.float64)
+        self.shift_probabilities_ = np.asarray(res["shift_probabilities"]).reshape(2 * L, 2 * L)
         self.noise_variance_ = float(res["noise_variance"])
         self.density_ = shift_probabilities_to_density(self.shift_probabilities_)
         self.image_ = self.basis_.evaluate(self.coef_)
         self.n_iter_ = int(res["n_iter"])
         self.converged_ = bool(res["converged"])
-        self.n_patches_ = data.n_patches
+        self.n_patches_ = int(n_patches)
         for key, value in res.get("extra", {}).items():
             setattr(self, key, value)
-        if not self.converged_ and self.max_iter > 0:
-            warnings.warn(self._convergence_message(res), ConvergenceWarning, stacklevel=2)
-        return self
 
     # -- one start: the loop ------------------------------------------------
     def _prepare(self, data):
@@ -229,18 +358,53 @@ class BaseMTDEstimator(BaseEstimator):
         """The gain of the last iteration, tested against ``tol`` (hook of the loop)."""
         return objective - previous
 
-    def _run_start(self, prepared, state, seed, n_jobs):
-        """Iterate from ``state`` until the gain is below ``tol`` or ``max_iter``."""
+    def _checkpoint_state(self, state):
+        """What a start keeps beside the parameters, saved in a checkpoint (hook)."""
+        return {}
+
+    def _resume_state(self, state, saved):
+        """The state of a resumed start, from the parameters and what was saved (hook)."""
+        return state
+
+    def _checkpoint_unsupported(self):
+        """Why the settings cannot be checkpointed, or ``None`` (hook)."""
+        return None
+
+    def _start_extra(self, prepared, objective, history):
+        """Fitted attributes of a start beyond the model (hook): the EM's history.
+
+        ``prepared`` is ``None`` when a checkpoint is restored without data.
+        """
+        return {"log_likelihood_history_": list(history), "lower_bound_": objective}
+
+    def _run_start(self, prepared, state, seed, n_jobs, resume=None, callback=None):
+        """Iterate from ``state`` until the gain is below ``tol`` or ``max_iter``.
+
+        ``resume=(n_iter, history, converged)`` continues a start saved after
+        ``n_iter`` iterations at ``state`` (the statistics are recomputed
+        from it, bit for bit); ``callback(state, n_iter, history, converged)``
+        is called after every iteration.
+        """
         name = self._verbose_name
         t0 = time.perf_counter()
-        objective, stats = self._e_step(prepared, state, n_jobs)
-        history = [objective]
-        if self.verbose:
-            print(f"[{name}] iter 0  log-likelihood {objective:.10g}  "
-                  f"({time.perf_counter() - t0:.2f} s)")
+        if resume is None:
+            n_done = 0
+            objective, stats = self._e_step(prepared, state, n_jobs)
+            history = [objective]
+            if self.verbose:
+                print(f"[{name}] iter 0  log-likelihood {objective:.10g}  "
+                      f"({time.perf_counter() - t0:.2f} s)")
+        else:
+            n_done, history, converged = int(resume[0]), list(resume[1]), bool(resume[2])
+            if converged or n_done >= self.max_iter:  # it had finished
+                return self._start_result(prepared, state, history, n_done, converged)
+            objective, stats = self._e_step(prepared, state, n_jobs)
+            if self.verbose:
+                print(f"[{name}] resumed after iter {n_done}  log-likelihood "
+                      f"{objective:.10g}  ({time.perf_counter() - t0:.2f} s)")
         converged = False
-        n_iter = 0
-        for n_iter in range(1, self.max_iter + 1):
+        n_iter = n_done
+        for n_iter in range(n_done + 1, self.max_iter + 1):
             t0 = time.perf_counter()
             state, objective, stats = self._step(prepared, state, objective, stats, n_jobs)
             gain = self._gain(history[-1], objective, state)
@@ -248,14 +412,19 @@ class BaseMTDEstimator(BaseEstimator):
             if self.verbose:
                 print(f"[{name}] iter {n_iter}  log-likelihood {objective:.10g}  "
                       f"gain {gain:.3e}  ({time.perf_counter() - t0:.2f} s)")
-            if gain < self.tol:
-                converged = True
+            converged = gain < self.tol
+            if callback is not None:
+                callback(state, n_iter, history, converged)
+            if converged:
                 break
+        return self._start_result(prepared, state, history, n_iter, converged)
+
+    def _start_result(self, prepared, state, history, n_iter, converged):
         return {
             "coef": state.coef, "shift_probabilities": state.shift_probabilities,
-            "noise_variance": state.noise_variance, "objective": objective,
-            "n_iter": n_iter, "converged": converged,
-            "extra": {"log_likelihood_history_": history, "lower_bound_": objective},
+            "noise_variance": state.noise_variance, "objective": history[-1],
+            "n_iter": n_iter, "converged": converged, "history": history,
+            "extra": self._start_extra(prepared, history[-1], history),
         }
 
     def _check_state(self, state, source="initializer"):
@@ -280,14 +449,19 @@ class BaseMTDEstimator(BaseEstimator):
     def _hypotheses(self):
         return HypothesisSpace(self.basis_, self.angles_)
 
-    def _per_patch(self, X):
+    def _patch_model(self, X):
+        """The patches of ``X`` and the fitted model, for the per-patch E-steps."""
         check_is_fitted(self, "coef_")
         data = as_patch_source(X, self.basis_.image_size)
+        self._check_data(data, _scale_bounds(2, sum(M.size for M in data.measurements)),
+                         fitting=False)
         model = build_patch_model(self.coef_, self.shift_probabilities_, self.noise_variance_,
                                   self._hypotheses())
-        out = estep_per_patch(data, model, n_jobs=self.n_jobs,
-                              working_memory=self.working_memory)
-        return data, model, out
+        return data, model, dict(n_jobs=self.n_jobs, working_memory=self.working_memory)
+
+    def _per_patch(self, X):
+        data, model, options = self._patch_model(X)
+        return data, model, estep_per_patch(data, model, **options)
 
     def score_samples(self, X):
         """Compute the approximate log-likelihood of each patch.
@@ -352,7 +526,9 @@ class BaseMTDEstimator(BaseEstimator):
         >>> bool(np.isclose(em.score(X), em.lower_bound_))  # EM's final objective
         True
         """
-        return float(np.mean(self.score_samples(X)))
+        data, model, options = self._patch_model(X)
+        # reduced chunk by chunk: memory does not grow with X
+        return estep_statistics(data, model, **options).loglik / data.n_patches
 
     def predict_proba(self, X):
         """Compute each patch's posterior probability of holding (part of) a copy.
@@ -422,18 +598,20 @@ class BaseMTDEstimator(BaseEstimator):
         >>> detections.dtype.names
         ('measurement', 'row', 'col', 'angle', 'probability')
         """
-        data, model, (_, best, best_p, _) = self._per_patch(X)
-        keep = np.flatnonzero(best >= 0)
-        k, d0, d1 = model.hypotheses.decode(best[keep])
-        meas, r0, c0 = data.locate(keep)
+        data, model, options = self._patch_model(X)
+        keep, best, best_p = estep_detections(data, model, **options)
         out = np.empty(len(keep), dtype=[("measurement", np.int64), ("row", np.int64),
                                          ("col", np.int64), ("angle", np.float64),
                                          ("probability", np.float64)])
-        out["measurement"] = meas
-        out["row"] = r0 + d0
-        out["col"] = c0 + d1
-        out["angle"] = self.angles_[k]
-        out["probability"] = best_p[keep]
+        for a in range(0, len(keep), 2**16):  # temporaries of a block, not of the output
+            sl = slice(a, a + 2**16)
+            k, d0, d1 = model.hypotheses.decode(best[sl])
+            meas, r0, c0 = data.locate(keep[sl])
+            out["measurement"][sl] = meas
+            out["row"][sl] = r0 + d0
+            out["col"][sl] = c0 + d1
+            out["angle"][sl] = self.angles_[k]
+        out["probability"] = best_p
         return out
 
     def sample(self, size, n_measurements=None, random_state=None):

@@ -214,10 +214,15 @@ def _cmd_fit(args):
     targets = [out / "estimate.npy", out / "coef.npy", out / "params.json",
                out / "estimate.png"]
     _check_outputs(targets, args.overwrite, inputs=args.inputs)
+    if args.checkpoint is not None:
+        if Path(args.checkpoint).resolve() in {Path(p).resolve() for p in args.inputs}:
+            raise _CLIError("--checkpoint would overwrite an input file; choose another path")
+        Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        est.fit(list(args.inputs))  # .npy and .mrc memory-mapped read-only
+        # .npy and .mrc memory-mapped read-only
+        est.fit(list(args.inputs), checkpoint=args.checkpoint)
     elapsed = time.perf_counter() - t0
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
@@ -409,6 +414,9 @@ def _build_parser():
                    help="replace existing outputs in --output-dir (default: refuse; input "
                         "files are never replaced)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="save the state of the fit to PATH (.npz) after every iteration; "
+                        "running the same command again resumes from it (default: none)")
     p.set_defaults(func=_cmd_fit)
     return parser
 

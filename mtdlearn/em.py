@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import BaseMTDEstimator
+from .base import BaseMTDEstimator, _scale_bounds
 from .initializers import InitialState
 from .hypotheses import HypothesisSpace
-from .patch_model import build_patch_model, estep_statistics, m_step
+from .patch_model import build_patch_model, estep_statistics, m_step, noise_variance_floor
 from .rotations import UniformRotationGrid
 
 __all__ = ["ApproxEMEstimator"]
@@ -252,12 +252,47 @@ class ApproxEMEstimator(BaseMTDEstimator):
                 raise ValueError("refinement must be None or an int >= 2 (the oversampling "
                                  f"factor of the rotation grid), got {self.refinement!r}")
 
+    def _n_parameters(self):
+        L = self.basis_.image_size
+        return self.basis_.n_functions + 4 * L * L - 1 + (self.noise_variance is None)
+
+    def _scale_bounds(self, data):
+        # float64 sums over all pixels; the E-step's own dtype within a patch
+        low, high = super()._scale_bounds(data)
+        dtype = np.float32 if isinstance(self.dtype, str) else self.dtype   # 'auto': float32
+        low_e, high_e = _scale_bounds(2, self.basis_.image_size ** 2, np.dtype(dtype))
+        return max(low, low_e), min(high, high_e)
+
     def _prepare(self, data):
         return _EMData(data, HypothesisSpace(self.basis_, self.angles_),
                        self.noise_variance is None)
 
     # -- one start ------------------------------------------------------------
-    def _run_start(self, prepared, state, seed, n_jobs):
+    def _checkpoint_unsupported(self):
+        if self.refinement is not None:
+            return "with refinement (two grids of rotations)"
+        if self.acceleration == "incremental":
+            return "with acceleration='incremental' (per-block statistics)"
+        return None
+
+    def _checkpoint_state(self, state):
+        run = state.run
+        return {"dtype": run.dtype.name, "finish": run.finish, "n_e_steps": run.n_e_steps,
+                "n_iter": run.n_iter, "float64_from": run.float64_from,
+                "step_max": run.step_max}
+
+    def _resume_state(self, state, saved):
+        if not saved:
+            return state
+        # the resumed start recomputes the E-step at the saved state: one more
+        run = _Run(np.dtype(saved["dtype"]), finish=saved["finish"],
+                   n_e_steps=saved["n_e_steps"] - 1, n_iter=saved["n_iter"],
+                   float64_from=saved["float64_from"], step_max=saved["step_max"])
+        return _EMState(state.coef, state.shift_probabilities, state.noise_variance, run)
+
+    def _run_start(self, prepared, state, seed, n_jobs, resume=None, callback=None):
+        if resume is not None or callback is not None:   # checkpointed: one grid
+            return self._run_grid(prepared, state, seed, n_jobs, resume, callback)
         res = self._run_grid(prepared, state, seed, n_jobs)
         if self.refinement is None or self.max_iter == 0:
             return res
@@ -278,13 +313,16 @@ class ApproxEMEstimator(BaseMTDEstimator):
         fine_res["n_iter"] += res["n_iter"]
         return fine_res
 
-    def _run_grid(self, prepared, state, seed, n_jobs):
-        auto = isinstance(self.dtype, str)
-        run = _Run(np.dtype(np.float32) if auto else np.dtype(self.dtype), finish=auto)
-        state = _EMState(state.coef, state.shift_probabilities, state.noise_variance, run)
-        if auto and _float32_resolution(prepared.data, state) > _FLOAT32_MAX_ERROR:
-            run.dtype = np.dtype(np.float64)   # high SNR: float32 logits would cancel
-        res = super()._run_start(prepared, state, seed, n_jobs)
+    def _run_grid(self, prepared, state, seed, n_jobs, resume=None, callback=None):
+        if isinstance(state, _EMState):   # resumed from a checkpoint
+            run = state.run
+        else:
+            auto = isinstance(self.dtype, str)
+            run = _Run(np.dtype(np.float32) if auto else np.dtype(self.dtype), finish=auto)
+            state = _EMState(state.coef, state.shift_probabilities, state.noise_variance, run)
+            if auto and _float32_resolution(prepared.data, state) > _FLOAT32_MAX_ERROR:
+                run.dtype = np.dtype(np.float64)   # high SNR: float32 logits would cancel
+        res = super()._run_start(prepared, state, seed, n_jobs, resume, callback)
         res["extra"]["n_e_steps_"] = run.n_e_steps
         res["extra"]["float64_from_iter_"] = run.float64_from
         return res
@@ -316,7 +354,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         # the likelihood is unbounded as sigma^2 -> 0 on data the model fits
         # exactly; keep sigma^2 above a negligible fraction of the patch energy
         d = prepared.hypotheses.image_size ** 2
-        floor = 1e-12 * max(stats.patch_sq / (stats.n_patches * d), 1e-300)
+        floor = noise_variance_floor(stats.patch_sq / (stats.n_patches * d))
         coef, rho, sigma2 = m_step(stats, state.shift_probabilities, prepared.hypotheses,
                                    prepared.estimate_noise, floor)
         return _EMState(coef, rho, sigma2 if prepared.estimate_noise else state.noise_variance,

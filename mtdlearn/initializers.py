@@ -129,10 +129,79 @@ class _ParamsMixin:
         return f"{type(self).__name__}({args})"
 
 
-def data_statistics(measurements, image_size, chunk_rows=1024):
+#: Bits of the float64 bit pattern resolved per pass of :func:`_order_statistics`.
+_RADIX_BITS = 17
+
+
+def _radix_digits(keys, used, prefix):
+    """The next digit of the keys (uint64) whose first ``used`` bits are ``prefix``."""
+    if used:
+        keys = keys[(keys >> np.uint64(64 - used)) == np.uint64(prefix)]
+    width = min(_RADIX_BITS, 64 - used)
+    return (keys >> np.uint64(64 - used - width)) & np.uint64((1 << width) - 1), width
+
+
+def _digit_counts(blocks, used, prefix):
+    counts = None
+    for values in blocks():
+        digits, width = _radix_digits(values.view(np.uint64), used, prefix)
+        c = np.bincount(digits.astype(np.intp), minlength=1 << width)
+        counts = c if counts is None else np.add(counts, c, out=counts)
+    return counts
+
+
+def _order_statistics(blocks, n, rank, first_counts, max_collect=2**16):
+    """The values of ranks ``rank`` and ``rank + 1`` (0-based, the second capped
+    at ``n - 1``) among the ``n`` values ``>= +0.0`` that ``blocks()`` yields.
+
+    Exact, with bounded memory: a radix selection on the float64 bit patterns
+    (which sort as the values do, for values ``>= +0.0``), one pass over the
+    data per 19 bits until the values left fit ``max_collect``; usually the
+    pass that computed ``first_counts`` (the counts of the first digit) and
+    one more.
+    """
+    ranks = (rank, min(rank + 1, n - 1))
+    used, prefix, below, counts = 0, 0, 0, first_counts
+    while True:
+        width = min(_RADIX_BITS, 64 - used)
+        cum = np.cumsum(counts)
+        bins = [int(np.searchsorted(cum, r - below, side="right")) for r in ranks]
+        lows = [below + (int(cum[b - 1]) if b else 0) for b in bins]
+        prefixes = [(prefix << width) | b for b in bins]
+        used += width
+        if bins[0] != bins[1]:  # rank is the largest of its bin, rank + 1 the smallest
+            top, bottom = -np.inf, np.inf
+            for values in blocks():
+                keys = values.view(np.uint64) >> np.uint64(64 - used)
+                top = max(top, values[keys == np.uint64(prefixes[0])].max(initial=-np.inf))
+                bottom = min(bottom, values[keys == np.uint64(prefixes[1])].min(initial=np.inf))
+            return float(top), float(bottom)
+        prefix, below = prefixes[0], lows[0]
+        if used == 64:  # one bit pattern: one value
+            value = float(np.array([prefix], dtype=np.uint64).view(np.float64)[0])
+            return value, value
+        if counts[bins[0]] <= max_collect:
+            kept = [values[(values.view(np.uint64) >> np.uint64(64 - used)) == np.uint64(prefix)]
+                    for values in blocks()]
+            kept = np.sort(np.concatenate(kept))
+            return float(kept[ranks[0] - below]), float(kept[ranks[1] - below])
+        counts = _digit_counts(blocks, used, prefix)
+
+
+def _block_rows(M, image_size, chunk_rows, block_bytes):
+    """Rows per block: a multiple of ``L`` within both budgets (at least ``L``)."""
+    L = image_size
+    rows = min(chunk_rows, block_bytes // max(1, M.shape[1] * 8))
+    return max(1, rows // L) * L
+
+
+def data_statistics(measurements, image_size, chunk_rows=1024, block_bytes=2**22):
     """Compute the moments of the data used to scale initial guesses.
 
-    The measurements are read in blocks of rows, never copied whole.
+    The measurements are read in blocks of rows, never copied whole, and
+    the memory used does not grow with their size: the lower quartile of
+    the patch energies is found by an exact radix selection (a second pass
+    over the data keeps only the energies near it), not by sorting them all.
 
     Parameters
     ----------
@@ -141,7 +210,10 @@ def data_statistics(measurements, image_size, chunk_rows=1024):
     image_size : int
         ``L``, the side of the patches.
     chunk_rows : int, default=1024
-        Rows read at once.
+        Rows read at once, at most.
+    block_bytes : int, default=2**22
+        Bytes of a block of rows (as float64), at most; a block holds at
+        least one row of patches.
 
     Returns
     -------
@@ -151,8 +223,9 @@ def data_statistics(measurements, image_size, chunk_rows=1024):
         Mean squared pixel value.
     noise_variance : float
         A robust estimate of ``sigma**2``: the lower quartile of per-patch
-        mean energies divided by the lower quartile of ``chi2(L**2) / L**2``
-        (most patches hold no copy at low density).
+        mean energies (as :func:`numpy.quantile` computes it) divided by the
+        lower quartile of ``chi2(L**2) / L**2`` (most patches hold no copy at
+        low density).
 
     Examples
     --------
@@ -166,29 +239,48 @@ def data_statistics(measurements, image_size, chunk_rows=1024):
     (0.6, 0.6)
     """
     L = image_size
-    total = total_sq = 0.0
-    count = 0
-    energies = []
-    rows = max(1, chunk_rows // L) * L  # blocks start on patch rows: one pass
-    for M in measurements:
-        nr, nc = patch_grid_shape(M.shape, L)
-        for r0 in range(0, M.shape[0], rows):
-            block = np.asarray(M[r0:r0 + rows], dtype=np.float64)
-            total += block.sum()
-            count += block.size
-            n_patch_rows = max(0, min(nr * L, r0 + rows) - r0) // L
-            # patch energies without a block-sized temporary; the mean square
-            # adds the pixels outside the patch grid (right and bottom margins)
-            tiles = tile(block[:n_patch_rows * L], L)
-            sq = np.einsum("abij,abij->ab", tiles, tiles)
-            energies.append(sq.ravel() / (L * L))
-            right, bottom = block[:, nc * L:], block[n_patch_rows * L:, :nc * L]
-            total_sq += (sq.sum() + np.einsum("ij,ij->", right, right)
-                         + np.einsum("ij,ij->", bottom, bottom))
-    energies = np.concatenate(energies)
     d = L * L
+
+    def blocks(moments=None):
+        """Yield the blocks' patch energies (mean square per pixel, >= +0.0); add
+        the blocks' sums to ``moments`` when given."""
+        for M in measurements:
+            nr, nc = patch_grid_shape(M.shape, L)
+            rows = _block_rows(M, L, chunk_rows, block_bytes)  # blocks start on patch rows
+            for r0 in range(0, M.shape[0], rows):
+                block = np.asarray(M[r0:r0 + rows], dtype=np.float64)
+                n_patch_rows = max(0, min(nr * L, r0 + rows) - r0) // L
+                # patch energies without a block-sized temporary
+                tiles = tile(block[:n_patch_rows * L], L)
+                sq = np.einsum("abij,abij->ab", tiles, tiles)
+                if moments is not None:
+                    # the mean square adds the pixels outside the patch grid
+                    right, bottom = block[:, nc * L:], block[n_patch_rows * L:, :nc * L]
+                    moments[0] += block.sum()
+                    moments[1] += (sq.sum() + np.einsum("ij,ij->", right, right)
+                                   + np.einsum("ij,ij->", bottom, bottom))
+                    moments[2] += block.size
+                yield sq.ravel() / d + 0.0  # + 0.0: no -0.0, whose bits sort last
+
+    # pass 1: moments, number of patches, counts of the energies' first radix digit
+    moments = [0.0, 0.0, 0]
+    n = 0
+    first_counts = None
+    for energies in blocks(moments):
+        n += energies.size
+        digits, width = _radix_digits(energies.view(np.uint64), 0, 0)
+        c = np.bincount(digits.astype(np.intp), minlength=1 << width)
+        first_counts = c if first_counts is None else np.add(first_counts, c, out=first_counts)
+    # the lower quartile exactly as numpy.quantile's default ('linear') method
     q = 0.25
-    sigma2 = float(np.quantile(energies, q) / (stats.chi2.ppf(q, d) / d))
+    h = (n - 1) * q
+    lo = int(np.floor(h))
+    gamma = h - lo
+    a, b = _order_statistics(blocks, n, lo, first_counts)
+    diff = b - a
+    quartile = b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+    sigma2 = float(quartile / (stats.chi2.ppf(q, d) / d))
+    total, total_sq, count = moments
     return total / count, total_sq / count, sigma2
 
 

@@ -25,8 +25,8 @@ from ._parallel import ordered_map, task_ranges
 from .hypotheses import HypothesisSpace
 from .patches import chunk_rows
 
-__all__ = ["PatchModel", "build_patch_model", "Statistics",
-           "estep_statistics", "estep_per_patch", "m_step", "chunk_size"]
+__all__ = ["PatchModel", "build_patch_model", "Statistics", "estep_statistics", "m_step",
+           "noise_variance_floor", "chunk_size"]
 
 #: A chunk's c x H block of posteriors is kept near this size so it stays in
 #: cache between the GEMM, the exp, the row sums and the second GEMM (measured
@@ -497,94 +497,36 @@ def estep_statistics(data, model, subset=None, *, chunk=None, n_jobs=None, worki
     return total
 
 
-def _per_patch_range(data, model, start, stop, step):
-    n = stop - start
-    d = model.templates.shape[1]
-    ll = np.empty(n)
-    best = np.empty(n, dtype=np.int64)
-    best_p = np.empty(n)
-    p_empty = np.empty(n)
-    Pa_buf = np.empty((min(step, n), d + 2), dtype=model.dtype)
-    E_buf = np.empty((min(step, n), model.templates.shape[0]), dtype=model.dtype)
-    for c0 in range(start, stop, step):
-        c1 = min(stop, c0 + step)
-        Pa, sq = _get_augmented(data, c0, c1, model, out=Pa_buf)
-        E, u, s, e_empty = _chunk_posteriors(Pa, sq, model, out=E_buf)
-        sl = slice(c0 - start, c1 - start)
-        ll[sl] = _patch_loglik(u, s, d, model)
-        arg = E.argmax(axis=1)
-        emax = E[np.arange(len(arg)), arg]
-        use_empty = e_empty >= emax
-        best[sl] = np.where(use_empty, -1, arg)
-        best_p[sl] = np.where(use_empty, e_empty, emax) / s
-        p_empty[sl] = e_empty / s
-    return ll, best, best_p, p_empty
+# ---------------------------------------------------------------------------
+# the M-step
+def noise_variance_floor(mean_square):
+    """The smallest noise variance the model is given: ``1e-12`` of the mean square pixel.
 
-
-def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, working_memory=None,
-                    tasks_per_block=8):
-    """Run the E-step patch by patch: likelihoods and MAP hypotheses.
-
-    Used by ``score_samples``, ``predict`` and ``predict_proba``; chunked
-    and threaded like :func:`estep_statistics`.
+    The likelihood grows without bound as ``sigma**2 -> 0`` on data the
+    model fits exactly (noise-free measurements), and ``1 / sigma**2``
+    overflows; both estimators keep their estimate of ``sigma**2`` above
+    this negligible fraction of the data's energy.
 
     Parameters
     ----------
-    data : PatchData
-        The patches.
-    model : PatchModel
-        The parameters (:func:`build_patch_model`).
-    subset : (int, int), default=None
-        Only the patches ``start..stop-1``; ``None`` means all.
-    chunk : int, default=None
-        Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
-    n_jobs : int, default=None
-        Threads over the tasks; ``None`` is 1.
-    working_memory : float, default=None
-        Budget in MiB per thread for choosing ``chunk``.
-    tasks_per_block : int, default=8
-        Chunks per joblib task.
+    mean_square : float
+        Mean squared pixel value of the data (``a2[0, 0]``, or the patches'
+        energy per pixel).
 
     Returns
     -------
-    log_likelihood : ndarray of shape (n,)
-        ``log p(M_m | alpha, rho)`` of each patch (eq. 5 terms, Gaussian
-        constant included).
-    best : ndarray of shape (n,), int
-        Index of the MAP hypothesis (see :class:`~mtdlearn.hypotheses.HypothesisSpace`), or
-        ``-1`` when the empty hypothesis wins.
-    best_posterior : ndarray of shape (n,)
-        Posterior probability of the MAP hypothesis.
-    empty_posterior : ndarray of shape (n,)
-        Posterior probability of the empty hypothesis.
+    floor : float
+        ``1e-12 * max(mean_square, 1e-300)``.
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
-    ...                       make_target)
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.hypotheses import HypothesisSpace
-    >>> from mtdlearn.patch_model import build_patch_model, estep_per_patch
-    >>> from mtdlearn.patches import PatchData
-    >>> basis = FourierBesselBasis(5, n_coefficients=10)
-    >>> coef = make_target(basis, random_state=0)
-    >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
-    >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
-    >>> model = build_patch_model(coef, density_to_shift_probabilities(0.04, 5),
-    ...                           truth.noise_variance, space)
-    >>> loglik, best, best_p, p_empty = estep_per_patch(PatchData([X], 5), model, chunk=64)
-    >>> loglik.shape, best.shape
-    ((400,), (400,))
+    >>> from mtdlearn.patch_model import noise_variance_floor
+    >>> noise_variance_floor(2.0)
+    2e-12
     """
-    chunk, ranges = _tasks(data, model, subset, chunk, working_memory, tasks_per_block)
-    parts = list(ordered_map(lambda a, b: _per_patch_range(data, model, a, b, chunk),
-                             ranges, n_jobs))
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
+    return 1e-12 * max(float(mean_square), 1e-300)
 
 
-# ---------------------------------------------------------------------------
-# the M-step
 def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_floor=0.0):
     """Run one M-step from the sufficient statistics (eq. 16 and 18).
 

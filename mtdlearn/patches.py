@@ -21,7 +21,8 @@ import numpy as np
 import scipy.sparse
 from sklearn import get_config
 
-from ._validation import _row_blocks, check_array_float, check_int, check_real
+from ._validation import (ComplexDataError, _row_blocks, check_array_float, check_int,
+                          check_real)
 from .io import _open_measurement
 
 __all__ = ["check_measurements", "patch_grid_shape", "tile", "extract_patches", "PatchData",
@@ -50,6 +51,44 @@ def _scan_values(arr, block_bytes=2**24):
             if not inexact:
                 break
     return True, (first.item() if constant else None)
+
+
+def _numeric(arr, label):
+    """``arr`` as a real numeric array; an object array of numbers becomes float64.
+
+    Messages follow scikit-learn's (its estimator checks look for them):
+    "Complex data not supported", and numpy's "argument must be a string or
+    a real number" for an object array holding something else.
+    """
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{label} must be numeric, got dtype object holding a "
+                            f"non-number: {exc}") from None
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ComplexDataError(f"{label} must be real-valued, got dtype {arr.dtype} "
+                               "(Complex data not supported)")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
+    return arr
+
+
+def _too_small_message(label, shape, image_size):
+    """Name the short axis in scikit-learn's words too (rows are its samples,
+    columns its features), so that its estimator checks recognize the error."""
+    L = image_size
+    if shape[0] < L:
+        axis = f"{shape[0]} rows, i.e. {shape[0]} sample(s)"
+    else:
+        axis = f"{shape[1]} columns, i.e. {shape[1]} feature(s)"
+    return (f"{label} of shape {shape} is smaller than one {L}x{L} patch: {axis} "
+            f"(shape={shape}) while a minimum of {L} is required.")
+
+
+def _non_finite_kind(arr):
+    """scikit-learn's wording of what is not finite (called only on failure)."""
+    return "Input contains NaN" if np.isnan(arr).any() else "Input contains infinity"
 
 
 def check_measurements(X, image_size, name="X"):
@@ -98,7 +137,8 @@ def check_measurements(X, image_size, name="X"):
         else:
             raise ValueError(
                 f"{name} must be one measurement (N1, N2), a stack (n, N1, N2) or a "
-                f"sequence of 2-D arrays; got an array of shape {arr.shape}"
+                f"sequence of 2-D arrays; got an array of shape {arr.shape}. "
+                "Reshape your data to (N1, N2) or (n, N1, N2)."
             )
     elif isinstance(X, (list, tuple)):
         items = list(X)
@@ -134,25 +174,34 @@ def _check_not_masked(X, name):
 def _check_measurement(item, label, image_size):
     """One 2-D measurement: dtype, shape, size, values (one blockwise pass)."""
     _check_not_masked(item, label)
-    arr = np.asarray(item)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-        raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.complexfloating):
-        raise TypeError(f"{label} must be real-valued, got dtype {arr.dtype}")
+    arr = _numeric(np.asarray(item), label)
     if arr.ndim != 2:
         raise ValueError(f"{label} must be a 2-D measurement, got shape {arr.shape}")
     if min(arr.shape) < image_size:
-        raise ValueError(
-            f"{label} of shape {arr.shape} is smaller than one "
-            f"{image_size}x{image_size} patch"
-        )
+        raise ValueError(_too_small_message(label, arr.shape, image_size))
     finite, constant = _scan_values(arr)
     if not finite:
-        raise ValueError(f"{label} must contain only finite values (found NaN or inf)")
+        raise ValueError(f"{label} must contain only finite values "
+                         f"({_non_finite_kind(arr)})")
     if constant is not None:
         raise ValueError(f"{label} is constant (all values equal {constant!r}): it holds no "
                          "signal or noise to fit")
     return arr
+
+
+def _max_abs(measurements, image_size=None, block_bytes=2**24):
+    """Largest absolute value of the measurements (of their patch grids, given
+    ``image_size``), read in blocks of rows."""
+    top = 0.0
+    for M in measurements:
+        if image_size is not None:
+            nr, nc = patch_grid_shape(M.shape, image_size)
+            M = M[:nr * image_size, :nc * image_size]
+        rows = max(1, block_bytes // max(1, M.shape[1] * M.itemsize))
+        for r0 in range(0, M.shape[0], rows):
+            block = M[r0:r0 + rows]
+            top = max(top, abs(float(block.max())), abs(float(block.min())))
+    return top
 
 
 def patch_grid_shape(shape, image_size):

@@ -189,12 +189,16 @@ ESTIMATOR_ONLY_CASES = [
 # measurements X given to fit (both estimators)
 _STACK_WITH_NAN = np.stack([X, X])
 _STACK_WITH_NAN[1, 3, 3] = np.nan
+_OBJECT_WITH_DICT = X.astype(object)
+_OBJECT_WITH_DICT[5, 5] = {"a": 1}
 BAD_X = [
     ("nan", np.full((20, 20), np.nan), ValueError, r"^X must contain only finite values"),
     ("inf", np.where(np.eye(20) > 0, np.inf, 1.0), ValueError, r"^X must contain only finite"),
     ("nan-in-stack", _STACK_WITH_NAN, ValueError, r"^X\[1\] must contain only finite"),
     ("complex", X.astype(complex), TypeError, r"^X must be real-valued, got dtype complex128"),
-    ("object", X.astype(object), TypeError, r"^X must be numeric, got dtype object"),
+    # an object array of numbers is read as numbers (scikit-learn's convention)
+    ("object", _OBJECT_WITH_DICT, TypeError, r"^X must be numeric, got dtype object holding "
+                                             r"a non-number: .*argument must be"),
     ("bool", X > 0, TypeError, r"^X must be numeric, got dtype bool"),
     ("strings", np.full((20, 20), "a"), TypeError, r"^X must be numeric, got dtype <U1"),
     ("datetime", np.zeros((20, 20), dtype="datetime64[s]"), TypeError, r"^X must be numeric"),

@@ -4,6 +4,7 @@ protocol, and the per-fit sharing of data-derived quantities."""
 import numpy as np
 import pytest
 
+import mtdlearn
 from mtdlearn import FourierBesselBasis, make_target
 
 L = 5
@@ -105,6 +106,204 @@ def test_shared_unfitted_and_bad_input(make, problem):
     _fit(est, problem[2])
     with pytest.raises(ValueError, match="smaller than one"):
         est.score(np.zeros((3, 3)))
+
+
+# ---------------------------------------------------------------------------
+# persistence: pickle, joblib and skops round trips
+def _same_predictions(a, b, X):
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    np.testing.assert_array_equal(a.score_samples(X), b.score_samples(X))
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    np.testing.assert_array_equal(a.sample(30, random_state=0)[0],
+                                  b.sample(30, random_state=0)[0])
+    for name in ("coef_", "shift_probabilities_", "image_"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_persistence_pickle_and_joblib(make, problem, tmp_path):
+    import joblib
+
+    basis, coef, X, truth = problem
+    est = _fit(make(basis), X[:2])
+    _same_predictions(est, pickle.loads(pickle.dumps(est)), X[2])
+    joblib.dump(est, tmp_path / "est.joblib")
+    _same_predictions(est, joblib.load(tmp_path / "est.joblib"), X[2])
+
+
+@pytest.mark.parametrize("make", ESTIMATORS + [
+    lambda basis: ApproxEMEstimator(
+        L, basis=basis, rotations=4, max_iter=3, dtype=np.float32,
+        random_state=np.random.default_rng(0),
+        initializer=mtdlearn.FixedInitializer(np.ones(basis.n_functions)))],
+    ids=IDS + ["em-float32-fixed-init"])
+def test_persistence_skops(make, problem):
+    sio = pytest.importorskip("skops.io")
+    basis, coef, X, truth = problem
+    est = _fit(make(basis), X[:2])
+    blob = sio.dumps(est)
+    untrusted = sio.get_untrusted_types(data=blob)
+    # nothing but our own classes needs trusting (numpy, builtins are skops' defaults)
+    assert untrusted and all(t.startswith("mtdlearn.") for t in untrusted), untrusted
+    with pytest.raises(sio.exceptions.UntrustedTypesFoundException):
+        sio.loads(blob)
+    again = sio.loads(blob, trusted=untrusted)
+    assert type(again) is type(est)
+    params, loaded = est.get_params(), again.get_params()
+    assert params.keys() == loaded.keys()
+    assert all(repr(loaded[k]) == repr(v) for k, v in params.items() if k != "random_state")
+    _same_predictions(est, again, X[2])
+
+
+# ---------------------------------------------------------------------------
+# extremes: no NaN or inf, and a warning or a clear message where the data
+# cannot support a fit
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from sklearn.exceptions import DataDimensionalityWarning  # noqa: E402
+
+EXTREME = [
+    lambda basis, **kw: ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=20,
+                                          random_state=0, **kw),
+    lambda basis, **kw: AutocorrelationEstimator(L, basis=basis, rotations=4, random_state=0,
+                                                 **kw),
+]
+
+
+def _fit_finite(est, X, allowed=(ConvergenceWarning,)):
+    """Fit, allowing only the given warnings; check that the model and the
+    per-patch outputs are finite."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X)
+        s, p, det = est.score_samples(X), est.predict_proba(X), est.predict(X)
+    assert all(issubclass(w.category, allowed) for w in caught), \
+        [f"{w.category.__name__}: {w.message}" for w in caught]
+    for value in (est.coef_, est.shift_probabilities_, est.noise_variance_, est.density_,
+                  est.image_, s, p, det["probability"]):
+        assert np.all(np.isfinite(value))
+    assert est.noise_variance_ > 0 and np.all(est.shift_probabilities_ >= 0)
+    return est, caught
+
+
+@pytest.mark.parametrize("make", EXTREME, ids=IDS)
+@pytest.mark.parametrize("snr", [1e-3, 1e-1, 1e2, 1e6, None], ids=lambda v: f"snr={v}")
+def test_extreme_snr_and_noise_free(make, snr, problem):
+    basis, coef = problem[:2]
+    X, truth = make_measurement(coef, basis, 100, snr=snr, random_state=0)
+    est, _ = _fit_finite(make(basis), X)
+    if snr is None:  # a fixed, tiny noise variance is fine too
+        _fit_finite(make(basis, noise_variance=1e-12), X)
+
+
+@pytest.mark.parametrize("make", EXTREME, ids=IDS)
+def test_no_copy_one_copy_one_patch(make, problem):
+    basis, coef = problem[:2]
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(60, 60))
+    _fit_finite(make(basis), noise)                            # no copy
+    one = noise.copy()
+    one[20:25, 20:25] += basis.evaluate(coef)
+    _fit_finite(make(basis), one)                              # one copy
+    clean = np.zeros((60, 60))
+    clean[20:25, 20:25] = basis.evaluate(coef)
+    _fit_finite(make(basis), clean)                            # one copy, no noise
+    # exactly one patch: fewer numbers than the EM has parameters
+    est = make(basis)
+    est._validate_params()
+    n_params = est._n_parameters()
+    allowed = (ConvergenceWarning, DataDimensionalityWarning)
+    _, caught = _fit_finite(est, noise[:L, :L], allowed=allowed)
+    assert any(w.category is DataDimensionalityWarning for w in caught) == (n_params > L * L)
+    if n_params > L * L:
+        with pytest.warns(DataDimensionalityWarning,
+                          match=f"X holds 1 patch\\(es\\) of 5x5 pixels, 25 numbers for the "
+                                f"{n_params} parameters of the model"):
+            _fit(make(basis), noise[:L, :L])
+
+
+@pytest.mark.parametrize("make", EXTREME, ids=IDS)
+def test_float32_input_gives_the_float64_result(make, problem):
+    basis, coef, X = problem[:3]
+    X32 = X[0].astype(np.float32)
+    a, _ = _fit_finite(make(basis), X32)
+    b, _ = _fit_finite(make(basis), X32.astype(np.float64))   # the same numbers
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    np.testing.assert_array_equal(a.score_samples(X32), b.score_samples(X32))
+
+
+@pytest.mark.parametrize("make", EXTREME, ids=IDS)
+def test_data_the_arithmetic_cannot_hold(make, problem):
+    basis, coef, X = problem[:3]
+    for scale in (1e200, 1e-200):
+        with pytest.raises(ValueError, match="X holds values up to .* too (large|small) for "
+                                             "the floating-point arithmetic .* scale the "
+                                             "measurement"):
+            make(basis).fit(X[0] * scale)
+    zero_patches = np.zeros((23, 23))
+    zero_patches[22, 3] = 1.0  # outside the patch grid only
+    est = make(basis)
+    if est._reads_margins:
+        _fit_finite(est, zero_patches, allowed=(ConvergenceWarning, DataDimensionalityWarning))
+    else:
+        with pytest.raises(ValueError, match="X is zero in every 5x5 patch: there is "
+                                             "nothing to fit"):
+            est.fit(zero_patches)
+    fitted = _fit(make(basis), X[0])
+    with pytest.raises(ValueError, match="too large .* scale the measurement"):
+        fitted.score(X[0] * 1e200)
+    assert np.isfinite(fitted.score(zero_patches))  # zero patches can be scored
+
+
+@st.composite
+def _measurements(draw):
+    """Small measurements of any real dtype, shape and scale (not constant: that is
+    check_measurements' business)."""
+    side = st.integers(3, 16)
+    n = draw(st.integers(1, 3))
+    dtype = draw(st.sampled_from([np.float64, np.float32, np.float16, np.int64, np.int16,
+                                  np.uint8]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    scale = (10.0 ** draw(st.integers(-8, 8)) if np.dtype(dtype).kind == "f"
+             else draw(st.sampled_from([1, 10, 100])))
+    shape = (draw(side), draw(side))
+    ms = []
+    for _ in range(n):
+        M = rng.normal(size=shape if draw(st.booleans()) else (draw(side), draw(side)))
+        M = M * (rng.random(M.shape) < draw(st.sampled_from([0.05, 1.0])))  # sparse?
+        M = scale * (M + draw(st.sampled_from([0, 5])))                    # offset?
+        if np.dtype(dtype).kind == "f":
+            M = np.clip(M, -np.finfo(dtype).max, np.finfo(dtype).max)
+        else:
+            M = np.clip(np.round(M), np.iinfo(dtype).min, np.iinfo(dtype).max)
+        ms.append(M.astype(dtype))
+    assume(any(M.max() != M.min() for M in ms))
+    if len({M.shape for M in ms}) == 1 and draw(st.booleans()):
+        return np.stack(ms) if n > 1 else ms[0]
+    return ms
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(X=_measurements(), which=st.sampled_from(["em", "em-float32", "em-fixed-noise",
+                                                  "autocorrelation"]),
+       seed=st.integers(0, 3))
+def test_fit_fuzz(X, which, seed):
+    L3 = 3
+    est = {
+        "em": ApproxEMEstimator(L3, rotations=2, max_iter=3, random_state=seed),
+        "em-float32": ApproxEMEstimator(L3, rotations=2, max_iter=3, random_state=seed,
+                                        dtype=np.float32),
+        "em-fixed-noise": ApproxEMEstimator(L3, rotations=2, max_iter=3, random_state=seed,
+                                            noise_variance=1.0),
+        "autocorrelation": AutocorrelationEstimator(L3, rotations=2, max_iter=30,
+                                                    random_state=seed),
+    }[which]
+    try:
+        _fit_finite(est, X, allowed=(ConvergenceWarning, DataDimensionalityWarning))
+    except ValueError as exc:  # only these data-dependent refusals
+        assert any(reason in str(exc) for reason in (
+            "smaller than one 3x3 patch", "is constant", "nothing to fit",
+            "scale the measurement")), str(exc)
 
 
 @pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)

@@ -394,7 +394,11 @@ def test_numerical_failure_is_reported_not_returned(basis, coef):
                            noise_variance=1e-30, initializer=FixedInitializer(coef))
     with pytest.raises(FloatingPointError, match="not finite: scale the measurement"):
         with np.errstate(all="ignore"):
-            em.fit(X * 1e20)
+            em.fit(X * 1e10)
+    # values whose squares float32 cannot hold are refused before any arithmetic
+    with pytest.raises(ValueError, match="too large for the floating-point arithmetic of "
+                                         "ApproxEMEstimator .* scale the measurement"):
+        em.fit(X * 1e20)
 
 
 # ------------------------------------------------------ time to accuracy

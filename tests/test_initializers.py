@@ -121,3 +121,43 @@ def test_fixed_initializer_reads_no_data_when_fully_given(setup):
     st = FixedInitializer(coef, rho).initialize([object()], basis, 0.5,
                                                 np.random.default_rng(0))
     assert st.noise_variance == 0.5
+
+
+def test_data_statistics_quartile_is_numpys_exactly():
+    """The lower quartile comes from a radix selection in bounded memory; it is
+    bit for bit numpy.quantile of all the patch energies."""
+    from scipy import stats
+
+    from mtdlearn.patches import extract_patches
+
+    rng = np.random.default_rng(3)
+    d = L * L
+    cases = [[rng.normal(size=(97, 103))],
+             [rng.normal(size=(50, 60)) * (rng.random((50, 60)) < 0.02)],  # many zero patches
+             [rng.normal(size=(40, 41)), 3 * rng.normal(size=(23, 77))],
+             [np.full((10, 10), 2.0)]]
+    for Ms in cases:
+        energies = np.concatenate([np.einsum("pij,pij->p", P, P) / d
+                                   for P in (extract_patches(M, L) for M in Ms)])
+        expected = float(np.quantile(energies, 0.25) / (stats.chi2.ppf(0.25, d) / d))
+        for chunk_rows, block_bytes in [(1024, 2**22), (5, 100), (12, 2**22)]:
+            assert data_statistics(Ms, L, chunk_rows, block_bytes)[2] == expected
+
+
+def test_order_statistics_in_several_passes():
+    from mtdlearn.initializers import _order_statistics, _radix_digits
+
+    rng = np.random.default_rng(4)
+    for values in (rng.chisquare(25, 999) / 25, np.zeros(50),
+                   np.r_[np.zeros(300), rng.random(20) * 1e-300],
+                   np.r_[np.full(40, 3.0), np.full(40, np.nextafter(3.0, 4))]):
+        values = values + 0.0
+        parts = np.array_split(values, 4)
+        first = sum(np.bincount(_radix_digits(p.view(np.uint64), 0, 0)[0].astype(np.intp),
+                                minlength=1 << 17) for p in parts)
+        ordered = np.sort(values)
+        for rank in (0, values.size // 4, values.size // 2, values.size - 1):
+            for max_collect in (0, 3, 2**16):  # 0 and 3 force more passes
+                got = _order_statistics(lambda: iter(parts), values.size, rank, first,
+                                        max_collect=max_collect)
+                assert got == (ordered[rank], ordered[min(rank + 1, values.size - 1)])

@@ -13,8 +13,9 @@ from mtdlearn import FourierBesselBasis, make_measurement, make_target
 from mtdlearn.operators import (density_to_shift_probabilities, empty_shifts, nonempty_shifts,
                                 pad_shift_crop)
 from mtdlearn.hypotheses import HypothesisSpace
-from mtdlearn.patch_model import (Statistics, build_patch_model, chunk_size, estep_per_patch,
-                                  estep_statistics, m_step)
+from mtdlearn.patch_model import (Statistics, build_patch_model, chunk_size, estep_statistics,
+                                  m_step)
+from mtdlearn.posteriors import estep_per_patch
 from mtdlearn.patches import PatchData, extract_patches
 
 L = 5

@@ -205,6 +205,38 @@ def test_sparse_input_is_rejected_explicitly():
         check_measurements(scipy.sparse.random(20, 20, density=0.1, format="csr"), 5)
 
 
+def test_check_measurements_speaks_scikit_learns_language():
+    # its estimator checks look for these phrases; our own stay in front
+    with pytest.raises(ValueError, match=r"X must contain only finite values \(Input "
+                                         "contains NaN\\)"):
+        check_measurements(np.full((6, 6), np.nan), 5)
+    with pytest.raises(ValueError, match=r"\(Input contains infinity\)"):
+        check_measurements(np.full((6, 6), -np.inf), 5)
+    for exc in (TypeError, ValueError):  # complex data is both
+        with pytest.raises(exc, match=r"X must be real-valued.*Complex data not supported"):
+            check_measurements(np.ones((6, 6), dtype=complex), 5)
+    with pytest.raises(ValueError, match=r"smaller than one 5x5 patch: 1 rows, i\.e\. "
+                                         r"1 sample\(s\) \(shape=\(1, 9\)\)"):
+        check_measurements(np.ones((1, 9)), 5)
+    with pytest.raises(ValueError, match=r"0 feature\(s\) \(shape=\(9, 0\)\) while a "
+                                         "minimum of 5 is required"):
+        check_measurements(np.ones((9, 0)), 5)
+    with pytest.raises(ValueError, match="shape \\(3,\\). Reshape your data"):
+        check_measurements(np.ones(3), 5)
+
+
+def test_check_measurements_object_arrays_of_numbers():
+    M = np.arange(36.0).reshape(6, 6)
+    out = check_measurements(M.astype(object), 5)[0]
+    assert out.dtype == np.float64
+    assert_array_equal(out, M)
+    bad = M.astype(object)
+    bad[0, 0] = {"a": 1}
+    with pytest.raises(TypeError, match="X must be numeric, got dtype object holding a "
+                                        "non-number: .*argument must be"):
+        check_measurements(bad, 5)
+
+
 def test_check_measurements_names_the_file(tmp_path):
     """Errors about the values of a file name the file; its header is checked
     when it is opened, its values in the one blockwise pass."""

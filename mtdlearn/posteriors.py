@@ -1,0 +1,178 @@
+"""The fitted model patch by patch: log-likelihoods, posteriors, MAP detections.
+
+What ``score_samples``, ``predict_proba`` and ``predict`` report: the
+E-step of :mod:`mtdlearn.patch_model` (its chunks, tasks and kernels), kept
+per patch instead of reduced to sufficient statistics.  Outputs are filled
+task by task, and :func:`estep_detections` keeps only the patches that hold
+a detection, so no temporary grows with the data beyond the output itself.
+"""
+
+import numpy as np
+
+from ._parallel import ordered_map
+from .patch_model import _chunk_posteriors, _get_augmented, _patch_loglik, _tasks
+
+__all__ = ["estep_per_patch", "estep_detections"]
+
+
+def _per_patch_range(data, model, start, stop, step):
+    n = stop - start
+    d = model.templates.shape[1]
+    ll = np.empty(n)
+    best = np.empty(n, dtype=np.int64)
+    best_p = np.empty(n)
+    p_empty = np.empty(n)
+    Pa_buf = np.empty((min(step, n), d + 2), dtype=model.dtype)
+    E_buf = np.empty((min(step, n), model.templates.shape[0]), dtype=model.dtype)
+    for c0 in range(start, stop, step):
+        c1 = min(stop, c0 + step)
+        Pa, sq = _get_augmented(data, c0, c1, model, out=Pa_buf)
+        E, u, s, e_empty = _chunk_posteriors(Pa, sq, model, out=E_buf)
+        sl = slice(c0 - start, c1 - start)
+        ll[sl] = _patch_loglik(u, s, d, model)
+        arg = E.argmax(axis=1)
+        emax = E[np.arange(len(arg)), arg]
+        use_empty = e_empty >= emax
+        best[sl] = np.where(use_empty, -1, arg)
+        best_p[sl] = np.where(use_empty, e_empty, emax) / s
+        p_empty[sl] = e_empty / s
+    return ll, best, best_p, p_empty
+
+
+def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, working_memory=None,
+                    tasks_per_block=8):
+    """Run the E-step patch by patch: likelihoods and MAP hypotheses.
+
+    Used by ``score_samples``, ``predict`` and ``predict_proba``; chunked
+    and threaded like :func:`estep_statistics`.
+
+    Parameters
+    ----------
+    data : PatchData
+        The patches.
+    model : PatchModel
+        The parameters (:func:`build_patch_model`).
+    subset : (int, int), default=None
+        Only the patches ``start..stop-1``; ``None`` means all.
+    chunk : int, default=None
+        Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
+    n_jobs : int, default=None
+        Threads over the tasks; ``None`` is 1.
+    working_memory : float, default=None
+        Budget in MiB per thread for choosing ``chunk``.
+    tasks_per_block : int, default=8
+        Chunks per joblib task.
+
+    Returns
+    -------
+    log_likelihood : ndarray of shape (n,)
+        ``log p(M_m | alpha, rho)`` of each patch (eq. 5 terms, Gaussian
+        constant included).
+    best : ndarray of shape (n,), int
+        Index of the MAP hypothesis (see :class:`~mtdlearn.hypotheses.HypothesisSpace`), or
+        ``-1`` when the empty hypothesis wins.
+    best_posterior : ndarray of shape (n,)
+        Posterior probability of the MAP hypothesis.
+    empty_posterior : ndarray of shape (n,)
+        Posterior probability of the empty hypothesis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
+    ...                       make_target)
+    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> from mtdlearn.hypotheses import HypothesisSpace
+    >>> from mtdlearn.patch_model import build_patch_model
+    >>> from mtdlearn.posteriors import estep_per_patch
+    >>> from mtdlearn.patches import PatchData
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = make_target(basis, random_state=0)
+    >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
+    >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
+    >>> model = build_patch_model(coef, density_to_shift_probabilities(0.04, 5),
+    ...                           truth.noise_variance, space)
+    >>> loglik, best, best_p, p_empty = estep_per_patch(PatchData([X], 5), model, chunk=64)
+    >>> loglik.shape, best.shape
+    ((400,), (400,))
+    """
+    start, stop = (0, data.n_patches) if subset is None else subset
+    out = None
+    for a, b, part in _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory,
+                                       tasks_per_block):
+        if out is None:  # the outputs, filled task by task: no second copy
+            out = [np.empty(stop - start, dtype=p.dtype) for p in part]
+        for o, p in zip(out, part):
+            o[a - start:b - start] = p
+    return tuple(out)
+
+
+def _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory, tasks_per_block):
+    """Yield ``(start, stop, (loglik, best, best_p, p_empty))`` task by task, in order."""
+    chunk, ranges = _tasks(data, model, subset, chunk, working_memory, tasks_per_block)
+    parts = ordered_map(lambda a, b: _per_patch_range(data, model, a, b, chunk), ranges, n_jobs)
+    for (a, b), part in zip(ranges, parts):
+        yield a, b, part
+
+
+def estep_detections(data, model, subset=None, *, chunk=None, n_jobs=None, working_memory=None,
+                     tasks_per_block=8):
+    """Find the patches whose maximum-a-posteriori hypothesis is not empty.
+
+    The E-step of :func:`estep_per_patch`, keeping, task by task, only the
+    patches that hold a detection: memory grows with the detections, not
+    with the patches.  Used by ``predict``.
+
+    Parameters
+    ----------
+    data : PatchData
+        The patches.
+    model : PatchModel
+        The parameters (:func:`build_patch_model`).
+    subset : (int, int), default=None
+        Only the patches ``start..stop-1``; ``None`` means all.
+    chunk : int, default=None
+        Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
+    n_jobs : int, default=None
+        Threads over the tasks; ``None`` is 1.
+    working_memory : float, default=None
+        Budget in MiB per thread for choosing ``chunk``.
+    tasks_per_block : int, default=8
+        Chunks per joblib task.
+
+    Returns
+    -------
+    patch : ndarray of shape (n_detections,), int
+        Indices of the patches whose MAP hypothesis is not empty, ascending.
+    best : ndarray of shape (n_detections,), int
+        Their MAP hypothesis (see :class:`HypothesisSpace`).
+    best_posterior : ndarray of shape (n_detections,)
+        Its posterior probability.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
+    ...                       make_target)
+    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> from mtdlearn.hypotheses import HypothesisSpace
+    >>> from mtdlearn.patch_model import build_patch_model
+    >>> from mtdlearn.posteriors import estep_detections, estep_per_patch
+    >>> from mtdlearn.patches import PatchData
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = make_target(basis, random_state=0)
+    >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
+    >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
+    >>> model = build_patch_model(coef, density_to_shift_probabilities(0.04, 5),
+    ...                           truth.noise_variance, space)
+    >>> patch, best, best_p = estep_detections(PatchData([X], 5), model, chunk=64)
+    >>> full = estep_per_patch(PatchData([X], 5), model)[1]
+    >>> bool(np.array_equal(patch, np.flatnonzero(full >= 0)))
+    True
+    """
+    kept = []
+    for a, _, (_, best, best_p, _) in _per_patch_parts(data, model, subset, chunk, n_jobs,
+                                                       working_memory, tasks_per_block):
+        keep = np.flatnonzero(best >= 0)
+        kept.append((keep + a, best[keep], best_p[keep]))
+    return tuple(np.concatenate([k[i] for k in kept]) for i in range(3))

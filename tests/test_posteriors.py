@@ -1,0 +1,51 @@
+"""Tests of mtdlearn.posteriors: the fitted model patch by patch."""
+
+import numpy as np
+from numpy.testing import assert_array_equal
+
+from mtdlearn import make_measurement
+from mtdlearn.hypotheses import HypothesisSpace
+from mtdlearn.operators import density_to_shift_probabilities
+from mtdlearn.patch_model import build_patch_model, estep_statistics
+from mtdlearn.patches import PatchData
+from mtdlearn.posteriors import estep_detections, estep_per_patch
+
+L = 5
+
+
+def _space(basis, angles):
+    return HypothesisSpace(basis, np.asarray(angles, dtype=np.float64))
+
+
+def test_streamed_per_patch_reductions(basis, coef):
+    """predict's detections, kept task by task, and score's sum agree with the
+    per-patch arrays, for any chunking and any n_jobs."""
+
+    X, _ = make_measurement(coef, basis, 120, snr=3, n_measurements=2, random_state=1)
+    data = PatchData(list(X), L)
+    model = build_patch_model(coef, density_to_shift_probabilities(0.04, L), 0.5,
+                              _space(basis, np.linspace(0, 2 * np.pi, 4, endpoint=False)))
+    ll, best, best_p, _ = estep_per_patch(data, model)
+    keep = np.flatnonzero(best >= 0)
+    assert 0 < keep.size < data.n_patches
+    for chunk, n_jobs, subset in [(None, 1, None), (7, 2, None), (16, 1, (5, 1000))]:
+        a, b = subset or (0, data.n_patches)
+        total = estep_statistics(data, model, subset, chunk=chunk, n_jobs=n_jobs,
+                                 tasks_per_block=3).loglik
+        assert np.isclose(total, ll[a:b].sum(), rtol=1e-13)
+        patch, b_, p_ = estep_detections(data, model, subset, chunk=chunk, n_jobs=n_jobs,
+                                         tasks_per_block=3)
+        inside = keep[(keep >= a) & (keep < b)]
+        assert_array_equal(patch, inside)
+        assert_array_equal(b_, best[inside])
+        # the chunk size changes the GEMM's blocking, hence the last bits
+        np.testing.assert_allclose(p_, best_p[inside], rtol=1e-12)
+        # per-patch arrays filled task by task equal the whole computation
+        part = estep_per_patch(data, model, subset, chunk=chunk, n_jobs=n_jobs,
+                               tasks_per_block=3)
+        assert_array_equal(part[1], best[a:b])
+    # the detections do not depend on n_jobs, to the last bit
+    one, two = (estep_detections(data, model, chunk=7, n_jobs=n, tasks_per_block=3)
+                for n in (1, 2))
+    for x, y in zip(one, two):
+        assert_array_equal(x, y)
