@@ -338,3 +338,14 @@ def test_cli_fit_killed_and_rerun_gives_the_uninterrupted_result(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("mtdlearn fit: error: checkpoint ") and "other settings" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("kwargs, what", [(dict(refinement=2), "refinement"),
+                                          (dict(acceleration="incremental"), "incremental")])
+def test_variants_without_checkpoint_support_refuse_it(problem, tmp_path, kwargs, what):
+    basis, X = problem
+    path = tmp_path / "fit.npz"
+    with pytest.raises(ValueError, match=f"checkpoint is not supported with .*{what}"):
+        ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=2, **kwargs).fit(
+            X, checkpoint=path)
+    assert not path.exists()
