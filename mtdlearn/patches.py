@@ -364,6 +364,11 @@ class PatchData:
     array([[ 3.,  4.,  5.,  9., 10., 11., 15., 16., 17.]])
     """
 
+    #: Whether the measurements live elsewhere (on a Dask cluster): the
+    #: E-step and the per-data quantities then run block by block through
+    #: ``map_blocks`` (:mod:`mtdlearn._dask`).
+    distributed = False
+
     def __init__(self, measurements, image_size):
         self.measurements = measurements
         self.image_size = L = image_size
