@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
+from ._dask import as_dask_source, is_dask_input
 from ._parallel import check_n_jobs, ordered_map
 from ._validation import check_int, check_random_generator, check_real
 from .basis import FourierBesselBasis, check_basis
@@ -31,6 +32,13 @@ from .patches import as_patch_source
 from .rotations import check_rotation_grid
 
 __all__ = ["BaseMTDEstimator"]
+
+
+def _patch_source(X, image_size):
+    """The patch source of any input: in memory, or on Dask for dask arrays."""
+    if is_dask_input(X):
+        return as_dask_source(X, image_size)
+    return as_patch_source(X, image_size)
 
 
 class BaseMTDEstimator(BaseEstimator):
@@ -167,7 +175,7 @@ class BaseMTDEstimator(BaseEstimator):
         rng = check_random_generator(self.random_state)
         warm = self._warm and hasattr(self, "coef_")
         init = None if warm else self._check_initializer()
-        data = as_patch_source(X, L)
+        data = _patch_source(X, L)
         prepared = self._prepare(data)
         n_init = 1 if warm else int(self.n_init)
         seeds = rng.integers(np.iinfo(np.int32).max, size=n_init)
@@ -274,7 +282,7 @@ class BaseMTDEstimator(BaseEstimator):
 
     def _per_patch(self, X):
         check_is_fitted(self, "coef_")
-        data = as_patch_source(X, self.basis_.image_size)
+        data = _patch_source(X, self.basis_.image_size)
         model = build_patch_model(self.coef_, self.shift_probabilities_, self.noise_variance_,
                                   self._hypotheses())
         out = estep_per_patch(data, model, n_jobs=self.n_jobs,

@@ -165,31 +165,53 @@ def data_statistics(measurements, image_size, chunk_rows=1024):
     >>> round(noise_variance, 1), round(truth.noise_variance, 1)
     (0.6, 0.6)
     """
+    return _combine_statistics([_statistics_parts(M, image_size, chunk_rows)
+                                for M in measurements], image_size, chunk_rows)
+
+
+def _statistics_parts(M, image_size, chunk_rows=1024):
+    """One measurement's part of :func:`data_statistics`: per block of rows
+    ``(sum, size, sum of squares)``, and the patch energies."""
     L = image_size
+    parts, energies = [], []
+    rows = max(1, chunk_rows // L) * L  # blocks start on patch rows: one pass
+    nr, nc = patch_grid_shape(M.shape, L)
+    for r0 in range(0, M.shape[0], rows):
+        block = np.asarray(M[r0:r0 + rows], dtype=np.float64)
+        n_patch_rows = max(0, min(nr * L, r0 + rows) - r0) // L
+        # patch energies without a block-sized temporary; the mean square
+        # adds the pixels outside the patch grid (right and bottom margins)
+        tiles = tile(block[:n_patch_rows * L], L)
+        sq = np.einsum("abij,abij->ab", tiles, tiles)
+        energies.append(sq.ravel() / (L * L))
+        right, bottom = block[:, nc * L:], block[n_patch_rows * L:, :nc * L]
+        parts.append((block.sum(), block.size,
+                      sq.sum() + np.einsum("ij,ij->", right, right)
+                      + np.einsum("ij,ij->", bottom, bottom)))
+    return parts, energies
+
+
+def _combine_statistics(parts, image_size, chunk_rows=1024):
+    """The measurements' parts added in order (the result of :func:`data_statistics`)."""
     total = total_sq = 0.0
     count = 0
     energies = []
-    rows = max(1, chunk_rows // L) * L  # blocks start on patch rows: one pass
-    for M in measurements:
-        nr, nc = patch_grid_shape(M.shape, L)
-        for r0 in range(0, M.shape[0], rows):
-            block = np.asarray(M[r0:r0 + rows], dtype=np.float64)
-            total += block.sum()
-            count += block.size
-            n_patch_rows = max(0, min(nr * L, r0 + rows) - r0) // L
-            # patch energies without a block-sized temporary; the mean square
-            # adds the pixels outside the patch grid (right and bottom margins)
-            tiles = tile(block[:n_patch_rows * L], L)
-            sq = np.einsum("abij,abij->ab", tiles, tiles)
-            energies.append(sq.ravel() / (L * L))
-            right, bottom = block[:, nc * L:], block[n_patch_rows * L:, :nc * L]
-            total_sq += (sq.sum() + np.einsum("ij,ij->", right, right)
-                         + np.einsum("ij,ij->", bottom, bottom))
+    for blocks, block_energies in parts:
+        for block_sum, size, block_sq in blocks:
+            total += block_sum
+            count += size
+            total_sq += block_sq
+        energies.extend(block_energies)
     energies = np.concatenate(energies)
-    d = L * L
+    d = image_size * image_size
     q = 0.25
     sigma2 = float(np.quantile(energies, q) / (stats.chi2.ppf(q, d) / d))
     return total / count, total_sq / count, sigma2
+
+
+#: How a distributed patch source computes it: per micrograph, then combined
+#: (:meth:`mtdlearn._dask.DaskPatchData.memoize`).
+data_statistics.blockwise = (_statistics_parts, _combine_statistics)
 
 
 def _check_initialize_args(measurements, basis, noise_variance, random_state,

@@ -87,6 +87,10 @@ def check_measurements(X, image_size, name="X"):
     if scipy.sparse.issparse(X):
         raise TypeError(f"{name} must be a dense array: sparse input is not supported")
     _check_not_masked(X, name)
+    if _is_lazy(X) or (isinstance(X, (list, tuple)) and any(_is_lazy(x) for x in X)):
+        # never np.asarray a dask array here: that would gather it into this process
+        raise TypeError(f"{name} holds dask arrays, which are validated where they live: "
+                        "pass them to an estimator's fit, score or predict")
     if isinstance(X, (str, Path)):
         items = [X]
     elif isinstance(X, np.ndarray) or hasattr(X, "__array__"):
@@ -123,6 +127,11 @@ def check_measurements(X, image_size, name="X"):
             continue
         out.append(_check_measurement(item, label, image_size))
     return out
+
+
+def _is_lazy(x):
+    """A dask collection (its ``__array__`` would compute it in this process)."""
+    return hasattr(x, "__dask_graph__")
 
 
 def _check_not_masked(X, name):
