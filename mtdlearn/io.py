@@ -7,7 +7,7 @@ import numpy as np
 
 from ._validation import _all_finite
 
-__all__ = ["read_measurement"]
+__all__ = ["read_measurement", "read_micrographs"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _MRC_SUFFIXES = (".mrc", ".mrcs", ".map")
@@ -165,3 +165,88 @@ def read_measurement(path):
         raise ValueError(f"{Path(path)} holds NaN or infinite values; expected "
                          f"{_EXPECTED} with only finite values")
     return arr
+
+
+def _expand_paths(paths_or_glob):
+    """A sorted glob pattern, one path, or a list of paths, as a list of paths."""
+    import glob
+
+    if isinstance(paths_or_glob, (str, Path)):
+        text = str(paths_or_glob)
+        if glob.has_magic(text):
+            paths = sorted(glob.glob(text))
+            if not paths:
+                raise FileNotFoundError(f"no file matches {text!r}")
+            return [Path(p) for p in paths]
+        return [Path(text)]
+    paths = [Path(p) for p in paths_or_glob]
+    if not paths:
+        raise ValueError("paths_or_glob holds no path")
+    return paths
+
+
+def _read_section(path, index):
+    """A task's read of one micrograph: a copy of section ``index`` (``None``: 2-D file)."""
+    arr = _open_measurement(path)
+    return np.array(arr if index is None else arr[index])
+
+
+class MicrographList(list):
+    """A list of lazy micrographs that knows their names (:func:`read_micrographs`)."""
+
+    names = None
+
+
+def read_micrographs(paths_or_glob):
+    """Open micrographs as lazy dask arrays, read by the tasks that use them.
+
+    Only the headers are read here (shape and dtype); each array is one
+    task that opens the file (``.npy`` memory-mapped, ``.mrc`` with
+    ``mrcfile.mmap``, read-only) and copies its micrograph, wherever that
+    task runs.  A Dask worker that is lost with its blocks reads them again
+    from the files.  Needs the optional ``mtdlearn[dask]`` extra.
+
+    Parameters
+    ----------
+    paths_or_glob : str, Path or sequence of them
+        A glob pattern (matches sorted by name), a path, or a list of
+        paths of ``.npy`` / ``.mrc`` files.  A 3-D file gives one
+        micrograph per section.
+
+    Returns
+    -------
+    micrographs : list of dask.array.Array of shape (N1, N2)
+        One single-chunk array per micrograph, in the file's dtype; the
+        list's ``names`` attribute holds one name per micrograph (the file
+        name, with ``@section`` for stacks).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from mtdlearn.io import read_micrographs
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for i in range(2):
+    ...         np.save(os.path.join(tmp, f"mic{i}.npy"), np.full((30, 40), i, np.float32))
+    ...     mics = read_micrographs(os.path.join(tmp, "mic*.npy"))
+    ...     print(len(mics), mics[1].shape, mics.names)
+    ...     print(float(mics[1].sum().compute(scheduler="synchronous")))
+    2 (30, 40) ['mic0.npy', 'mic1.npy']
+    1200.0
+    """
+    import dask
+    import dask.array as da
+
+    out, names = MicrographList(), []
+    for path in _expand_paths(paths_or_glob):
+        arr = _open_measurement(path)  # header only: shape and dtype
+        shape, dtype = arr.shape, arr.dtype
+        del arr
+        sections = [None] if len(shape) == 2 else range(shape[0])
+        for j in sections:
+            key = f"read-micrograph-{dask.base.tokenize(str(path.resolve()), j)}"
+            block = dask.delayed(_read_section, pure=True)(str(path), j, dask_key_name=key)
+            out.append(da.from_delayed(block, shape=shape[-2:], dtype=dtype))
+            names.append(path.name if j is None else f"{path.name}@{j}")
+    out.names = names
+    return out
