@@ -7,7 +7,7 @@ import numpy as np
 
 from ._validation import _all_finite
 
-__all__ = ["read_measurement", "read_micrographs"]
+__all__ = ["read_measurement", "read_micrographs", "picks_table", "write_star"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _MRC_SUFFIXES = (".mrc", ".mrcs", ".map")
@@ -250,3 +250,149 @@ def read_micrographs(paths_or_glob):
             names.append(path.name if j is None else f"{path.name}@{j}")
     out.names = names
     return out
+
+
+#: RELION's columns of a picks table (``src/autopicker.cpp``).
+STAR_COLUMNS = ("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAnglePsi",
+                "rlnAutopickFigureOfMerit")
+
+
+def picks_table(detections, image_size, micrograph_names=None):
+    """Turn ``predict``'s detections into picks with RELION's columns.
+
+    One row per occurrence: a copy reported by several patches (same
+    micrograph and corner) is kept once, with its highest probability.
+
+    Conventions (:doc:`/scaling`, "Picks for cryo-EM tools"), in the axes of
+    the stored array, ``x`` along the columns and ``y`` along the rows,
+    the first pixel at ``(0, 0)`` (RELION's convention for image centres):
+
+    * ``rlnCoordinateX = col + (L - 1) / 2`` and ``rlnCoordinateY = row +
+      (L - 1) / 2``: the centre pixel of the ``L x L`` copy whose top-left
+      corner ``predict`` reports (RELION's coordinates are particle
+      centres, in pixels).
+    * ``rlnAnglePsi = (-degrees(angle)) mod 360``.  A copy at ``angle =
+      phi`` is ``F_phi(r, theta) = F(r, theta + phi)`` with ``theta =
+      atan2(y, x)`` (:mod:`mtdlearn.basis`): the estimate turned by
+      ``-phi``, from ``+x`` towards ``+y``.  RELION's ``psi`` is the angle
+      that turns the reference into the particle, positive from ``+x``
+      towards ``+y`` (right-handed): hence ``psi = -phi``.
+    * ``rlnAutopickFigureOfMerit``: the posterior probability of the MAP
+      hypothesis.
+
+    Parameters
+    ----------
+    detections : structured ndarray
+        The output of an estimator's ``predict``.
+    image_size : int
+        ``L``.
+    micrograph_names : sequence of str, default=None
+        Name of each micrograph (e.g. ``read_micrographs(...).names``);
+        ``None`` names them ``micrograph_0``, ``micrograph_1``, ...
+
+    Returns
+    -------
+    picks : pandas.DataFrame
+        Columns ``micrograph`` (index) and :data:`STAR_COLUMNS`, sorted by
+        micrograph, then row, then column.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.io import picks_table
+    >>> det = np.array([(0, 10, 20, np.pi / 2, 0.9), (0, 10, 20, np.pi / 2, 0.7)],
+    ...                dtype=[("measurement", int), ("row", int), ("col", int),
+    ...                       ("angle", float), ("probability", float)])
+    >>> picks = picks_table(det, 5, ["a.mrc"])
+    >>> picks[["rlnCoordinateX", "rlnCoordinateY", "rlnAnglePsi"]].values.tolist()
+    [[22.0, 12.0, 270.0]]
+    """
+    import pandas as pd
+
+    det = np.asarray(detections)
+    L = int(image_size)
+    order = np.lexsort((-det["probability"], det["col"], det["row"], det["measurement"]))
+    det = det[order]
+    key = np.stack([det["measurement"], det["row"], det["col"]], axis=1)
+    first = np.ones(len(det), dtype=bool)
+    first[1:] = np.any(key[1:] != key[:-1], axis=1)
+    det = det[first]
+    meas = det["measurement"].astype(np.int64)
+    n = int(meas.max()) + 1 if len(meas) else 0
+    if micrograph_names is None:
+        micrograph_names = [f"micrograph_{i}" for i in range(n)]
+    names = np.asarray(list(micrograph_names), dtype=object)
+    if len(names) < n:
+        raise ValueError(f"micrograph_names has {len(names)} names for detections in "
+                         f"{n} micrographs")
+    return pd.DataFrame({
+        "micrograph": meas,
+        "rlnMicrographName": names[meas] if len(meas) else np.array([], dtype=object),
+        "rlnCoordinateX": det["col"] + (L - 1) / 2.0,
+        "rlnCoordinateY": det["row"] + (L - 1) / 2.0,
+        "rlnAnglePsi": np.mod(-np.degrees(det["angle"]), 360.0),
+        "rlnAutopickFigureOfMerit": det["probability"].astype(np.float64),
+    })
+
+
+def write_star(picks, path, micrograph_names=None, overwrite=False):
+    """Write picks as a RELION STAR file (with ``starfile``), atomically.
+
+    Parameters
+    ----------
+    picks : pandas.DataFrame
+        The output of :func:`picks_table` (only :data:`STAR_COLUMNS` are
+        written).
+    path : str or Path
+        The ``.star`` file to write.
+    micrograph_names : sequence of str, default=None
+        Replaces ``rlnMicrographName`` by ``micrograph_names[micrograph]``.
+    overwrite : bool, default=False
+        Replace an existing file; otherwise an existing file is an error.
+
+    Returns
+    -------
+    path : Path
+        The file written.  It is written to a temporary file beside it and
+        renamed, so a reader never sees half a file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import starfile
+    >>> from mtdlearn.io import picks_table, write_star
+    >>> det = np.array([(0, 10, 20, 0.5, 0.9)],
+    ...                dtype=[("measurement", int), ("row", int), ("col", int),
+    ...                       ("angle", float), ("probability", float)])
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_star(picks_table(det, 5), os.path.join(tmp, "picks.star"))
+    ...     list(starfile.read(path).columns)
+    ['rlnMicrographName', 'rlnCoordinateX', 'rlnCoordinateY', 'rlnAnglePsi', 'rlnAutopickFigureOfMerit']
+    """
+    import os
+    import tempfile
+
+    import starfile
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    table = picks[list(STAR_COLUMNS)].copy()
+    if micrograph_names is not None:
+        table["rlnMicrographName"] = np.asarray(list(micrograph_names),
+                                                dtype=object)[picks["micrograph"].to_numpy()]
+    fd, tmp = tempfile.mkstemp(suffix=".star", dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        starfile.write(table, tmp, float_format="%.17g", overwrite=True)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if the file appeared meanwhile: never replaced
+            os.unlink(tmp)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -24,7 +24,7 @@ import joblib  # noqa: E402
 from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator,  # noqa: E402
                       FourierBesselBasis, make_measurement, make_target)
 from mtdlearn.autocorrelation import AutocorrelationInitializer  # noqa: E402
-from mtdlearn.io import read_micrographs  # noqa: E402
+from mtdlearn.io import picks_table, read_micrographs  # noqa: E402
 from mtdlearn.patches import check_measurements  # noqa: E402
 
 pytestmark = [
@@ -91,6 +91,12 @@ def test_em_on_cluster_equals_in_memory(client, mrc_paths):
     np.testing.assert_array_equal(fitted.score_samples(micrographs),
                                   expected.score_samples(mrc_paths))
     assert fitted.score(micrographs) == expected.score(mrc_paths)
+    # the picks for cryo-EM tools: one row per occurrence, named after its file
+    picks = picks_table(fitted.predict(micrographs), L, micrographs.names)
+    assert len(picks) > 0
+    assert set(picks["rlnMicrographName"]) <= set(micrographs.names)
+    assert picks.equals(picks_table(expected.predict(mrc_paths), L,
+                                    [p.name for p in mrc_paths]))
 
 
 def test_autocorrelations_on_cluster_equal_in_memory(client, mrc_paths):
