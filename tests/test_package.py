@@ -37,6 +37,7 @@ ALLOWED = {
     "plotting": {"_validation", "basis", "metrics"},
     "experiments": {"autocorrelation", "basis", "datasets", "em", "initializers", "metrics"},
     "cli": {"autocorrelation", "basis", "datasets", "em", "initializers", "io", "metrics",
+            "operators", "rotations",
             "plotting"},
     "__init__": {"autocorrelation", "base", "basis", "datasets", "em", "initializers",
                  "metrics", "rotations"},
