@@ -180,11 +180,14 @@ def test_worker_killed_mid_fit(client, mrc_paths):
                     pass
             return super()._m_step(prepared, state, stats)
 
+    before = set(client.scheduler_info()["workers"])
     est = KillAfterFirstIteration(L, basis=BASIS, rotations=4, max_iter=4, random_state=0)
     fitted = est.fit(micrographs)
     assert killed.is_set()
     _assert_same_fit(fitted, expected)
     client.wait_for_workers(2, timeout=60)
+    # the nanny restarted the dead worker: a new address
+    assert set(client.scheduler_info()["workers"]) != before
 
 
 def test_restarts_with_joblib_dask_backend(client):
