@@ -475,7 +475,6 @@ def test_fit_glob_then_predict_writes_star(tmp_path, capsys):
     assert "no file matches" in capsys.readouterr().err
 
 
-@pytest.mark.filterwarnings("ignore::ResourceWarning")  # distributed's sockets at shutdown
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_fit_and_predict_on_a_local_dask_cluster(tmp_path, capsys):
     pytest.importorskip("distributed")
