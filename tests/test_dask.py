@@ -189,3 +189,15 @@ def test_restarts_with_joblib_dask_backend(client):
             fitted = _em(n_init=2, max_iter=2).fit(X)
     assert len(stream.data) >= 2  # the starts ran as cluster tasks
     _assert_same_fit(fitted, expected)
+
+
+def test_import_mtdlearn_does_not_import_dask():
+    import subprocess
+    import sys
+
+    code = ("import sys, mtdlearn, mtdlearn.io, mtdlearn.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('dask', 'distributed', 'starfile')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
