@@ -143,8 +143,12 @@ class BaseMTDEstimator(BaseEstimator):
             The measurement(s): one measurement, a stack, a sequence of
             2-D arrays or ``.npy``/``.mrc`` paths, or a
             :class:`~mtdlearn.patches.PatchData` (whose data-derived
-            quantities are then computed once and shared).  Input is never
-            modified.
+            quantities are then computed once and shared).  A
+            ``dask.array.Array`` of shape (N1, N2) or (n, N1, N2), or a list
+            of them (e.g. :func:`mtdlearn.io.read_micrographs`), is fitted
+            where its blocks live, on the active ``distributed.Client`` or
+            dask's default scheduler, with the same result to the last bit
+            (:doc:`/scaling`).  Input is never modified.
         y : None
             Ignored; present for scikit-learn compatibility.
 
