@@ -193,8 +193,10 @@ class BaseMTDEstimator(BaseEstimator):
             states = [self._check_state(init.initialize(data, self.basis_, fixed,
                                                         np.random.default_rng(seed)))
                       for seed in seeds]
-        # one start uses n_jobs inside; several run in parallel, one thread each
-        inner, outer = (self.n_jobs, 1) if n_init == 1 else (1, self.n_jobs)
+        # one start uses n_jobs inside; several run in parallel, one thread each;
+        # on a Dask cluster the starts run in turn, each E-step over the workers
+        inner, outer = ((self.n_jobs, 1) if n_init == 1 or data.distributed
+                        else (1, self.n_jobs))
         results = list(ordered_map(
             lambda st, s: self._run_start(prepared, st, s, inner), zip(states, seeds),
             n_jobs=outer, limit_blas=False, verbose=max(self.verbose - 1, 0)))

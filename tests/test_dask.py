@@ -189,6 +189,10 @@ def test_restarts_with_joblib_dask_backend(client):
             fitted = _em(n_init=2, max_iter=2).fit(X)
     assert len(stream.data) >= 2  # the starts ran as cluster tasks
     _assert_same_fit(fitted, expected)
+    # dask input: the starts run in turn, their E-steps on the workers
+    with joblib.parallel_config(backend="dask"):
+        fitted = _em(n_init=2, max_iter=2).fit([da.from_array(M) for M in X])
+    _assert_same_fit(fitted, expected)
 
 
 def test_import_mtdlearn_does_not_import_dask():
