@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator, DensityMixin, clone
 from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 from sklearn.utils.validation import check_is_fitted
 
+from ._dask import as_dask_source, is_dask_input
 from ._parallel import check_n_jobs, ordered_map
 from ._validation import check_int, check_random_generator, check_real
 from .basis import FourierBesselBasis, check_basis
@@ -41,6 +42,13 @@ def _scale_bounds(power, n_values, dtype=np.float64):
     info = np.finfo(dtype)
     return ((float(info.tiny) * 1e12) ** (1.0 / power),
             (float(info.max) / (64.0 * n_values)) ** (1.0 / power))
+
+
+def _patch_source(X, image_size):
+    """The patch source of any input: in memory, or on Dask for dask arrays."""
+    if is_dask_input(X):
+        return as_dask_source(X, image_size)
+    return as_patch_source(X, image_size)
 
 
 class BaseMTDEstimator(DensityMixin, BaseEstimator):
@@ -225,8 +233,12 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
             The measurement(s): one measurement, a stack, a sequence of
             2-D arrays or ``.npy``/``.mrc`` paths, or a
             :class:`~mtdlearn.patches.PatchData` (whose data-derived
-            quantities are then computed once and shared).  Input is never
-            modified.
+            quantities are then computed once and shared).  A
+            ``dask.array.Array`` of shape (N1, N2) or (n, N1, N2), or a list
+            of them (e.g. :func:`mtdlearn.io.read_micrographs`), is fitted
+            where its blocks live, on the active ``distributed.Client`` or
+            dask's default scheduler, with the same result to the last bit
+            (:doc:`/scaling`).  Input is never modified.
         y : None
             Ignored; present for scikit-learn compatibility.
         checkpoint : str or path-like, default=None
@@ -275,7 +287,7 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         if checkpoint is not None and self._checkpoint_unsupported():
             raise ValueError(f"checkpoint is not supported {self._checkpoint_unsupported()}; "
                              "fit without a checkpoint")
-        data = as_patch_source(X, L)
+        data = _patch_source(X, L)
         self._check_data(data, self._scale_bounds(data))
         n_params, n_values = self._n_parameters(), data.n_patches * L * L
         if n_values < n_params:
@@ -306,8 +318,10 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
                                                          np.random.default_rng(seed)))
         if checkpoint is None:
             states = [first_state(seed) for seed in seeds]
-            # one start uses n_jobs inside; several run in parallel, one thread each
-            inner, outer = (self.n_jobs, 1) if n_init == 1 else (1, self.n_jobs)
+            # one start uses n_jobs inside; several run in parallel, one thread each;
+            # on a Dask cluster the starts run in turn, each E-step over the workers
+            inner, outer = ((self.n_jobs, 1) if n_init == 1 or data.distributed
+                            else (1, self.n_jobs))
             results = list(ordered_map(
                 lambda st, s: self._run_start(prepared, st, s, inner), zip(states, seeds),
                 n_jobs=outer, limit_blas=False, verbose=max(self.verbose - 1, 0)))
@@ -452,7 +466,7 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
     def _patch_model(self, X):
         """The patches of ``X`` and the fitted model, for the per-patch E-steps."""
         check_is_fitted(self, "coef_")
-        data = as_patch_source(X, self.basis_.image_size)
+        data = _patch_source(X, self.basis_.image_size)
         self._check_data(data, _scale_bounds(2, sum(M.size for M in data.measurements)),
                          fitting=False)
         model = build_patch_model(self.coef_, self.shift_probabilities_, self.noise_variance_,

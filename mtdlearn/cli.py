@@ -1,4 +1,10 @@
-"""Command line: ``mtdlearn demo``, ``mtdlearn simulate``, ``mtdlearn fit``.
+"""Command line: ``mtdlearn demo``, ``simulate``, ``fit`` and ``predict``.
+
+``fit`` and ``predict`` take file names or quoted glob patterns
+(``'data/*.mrc'``); with ``--scheduler tcp://host:8786`` (an existing Dask
+cluster) or ``--workers N`` (a local cluster of N single-thread worker
+processes) the micrographs are read by the Dask workers
+(:func:`mtdlearn.io.read_micrographs`) and the E-step runs there.
 
 Every command has ``--help``.  Bad arguments and unreadable files give a
 one-line error on stderr and exit status 2, never a traceback.
@@ -12,8 +18,6 @@ left half-written.
 
 import argparse
 import json
-import os
-import secrets
 import sys
 import time
 import warnings
@@ -21,139 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cli_files import (_bytes_writer, _check_outputs, _CLIError, _image_png, _npy_writer,
+                         _png_bytes, _positive_float, _positive_int, _pyplot, _text_writer,
+                         _write_files)
+
 __all__ = ["main"]
 
 
-class _CLIError(Exception):
-    """An error reported as one line on stderr with a non-zero exit."""
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
-
-
-def _check_outputs(paths, overwrite, inputs=()):
-    """Refuse, before any work, outputs that would replace an input file, a
-    directory, or (without ``overwrite``) an existing file."""
-    inputs = {Path(p).resolve() for p in inputs}
-    for path in paths:
-        path = Path(path)
-        if path.resolve() in inputs:
-            raise _CLIError(f"{path} is an input file and would be overwritten; "
-                            "choose another output")
-        if path.is_dir():
-            raise _CLIError(f"{path} is a directory; expected a file path")
-        if path.exists() and not overwrite:
-            raise _CLIError(f"{path} exists; pass --overwrite to replace it")
-
-
-def _write_files(writers, overwrite):
-    """Write ``{path: write(binary_file)}`` with nothing half-written.
-
-    Every file is first written in full to a temporary file beside its
-    target (``.<name>.<random>.tmp``, created with the usual permissions),
-    then moved into place: ``os.replace`` with ``overwrite``, else a hard
-    link that fails if the target appeared meanwhile (so an existing file is
-    never replaced).  On any error the temporary files are removed.
-    """
-    temps = {}
-    try:
-        for path, write in writers.items():
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-            temps[path] = tmp
-            with open(tmp, "xb") as fh:
-                write(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-        for path, tmp in temps.items():
-            if overwrite:
-                os.replace(tmp, path)
-                continue
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise _CLIError(f"{path} exists; pass --overwrite to replace it") from None
-            except OSError:  # no hard links on this file system
-                if path.exists():
-                    raise _CLIError(f"{path} exists; pass --overwrite to replace it") from None
-                os.replace(tmp, path)
-            else:
-                os.unlink(tmp)
-    finally:
-        for tmp in temps.values():
-            if tmp.exists():
-                tmp.unlink()
-
-
-def _npy_writer(array):
-    return lambda fh: np.save(fh, array, allow_pickle=False)
-
-
-def _bytes_writer(data):
-    return lambda fh: fh.write(data)
-
-
-def _text_writer(text):
-    return _bytes_writer(text.encode("utf-8"))
-
-
-def _pyplot():
-    """``matplotlib.pyplot`` on the Agg backend, or None if not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-def _png_bytes(fig, plt):
-    """Render and close ``fig``."""
-    import io
-
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return buf.getvalue()
-
-
-def _image_png(image, title):
-    """The PNG of ``image`` as bytes, or None without matplotlib."""
-    plt = _pyplot()
-    if plt is None:
-        return None
-    fig, ax = plt.subplots(figsize=(3.2, 3.2))
-    im = ax.imshow(image, cmap="viridis")
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    fig.colorbar(im, ax=ax, shrink=0.8)
-    return _png_bytes(fig, plt)
-
-
-# ---------------------------------------------------------------------------
 def _cmd_simulate(args):
     from .basis import FourierBesselBasis
     from .datasets import make_measurement, make_target
@@ -213,22 +91,23 @@ def _cmd_fit(args):
         raise _CLIError(f"output-dir {out} is not a directory")
     targets = [out / "estimate.npy", out / "coef.npy", out / "params.json",
                out / "estimate.png"]
-    _check_outputs(targets, args.overwrite, inputs=args.inputs)
+    inputs = _expand_inputs(args.inputs)
+    _check_outputs(targets, args.overwrite, inputs=inputs)
     if args.checkpoint is not None:
-        if Path(args.checkpoint).resolve() in {Path(p).resolve() for p in args.inputs}:
+        if Path(args.checkpoint).resolve() in {Path(p).resolve() for p in inputs}:
             raise _CLIError("--checkpoint would overwrite an input file; choose another path")
         Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _dask_client(args):
         warnings.simplefilter("always")
-        # .npy and .mrc memory-mapped read-only
-        est.fit(list(args.inputs), checkpoint=args.checkpoint)
+        # .npy and .mrc memory-mapped read-only, or on Dask
+        est.fit(_inputs(args), checkpoint=args.checkpoint)
     elapsed = time.perf_counter() - t0
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     params = {
         "estimator": type(est).__name__,
-        "inputs": [str(p) for p in args.inputs],
+        "inputs": [str(p) for p in _expand_inputs(args.inputs)],
         "image_size": basis.image_size,
         "n_coefficients": basis.n_functions,
         "coef": est.coef_.tolist(),
@@ -256,10 +135,118 @@ def _cmd_fit(args):
     else:
         writers[targets[3]] = _bytes_writer(png)
     _write_files(writers, args.overwrite)
-    print(f"fitted {type(est).__name__} on {len(args.inputs)} file(s), "
+    print(f"fitted {type(est).__name__} on {len(_expand_inputs(args.inputs))} file(s), "
           f"{est.n_patches_} patches in {elapsed:.2f} s: density {est.density_:.4f}, "
           f"noise variance {est.noise_variance_:.4g}; wrote "
           + ", ".join(str(p) for p in writers))
+
+
+def _expand_inputs(inputs):
+    """Quoted glob patterns expanded (sorted); plain names kept as given."""
+    import glob
+
+    paths = []
+    for item in inputs:
+        if glob.has_magic(item):
+            found = sorted(glob.glob(item))
+            if not found:
+                raise _CLIError(f"no file matches {item!r}")
+            paths.extend(found)
+        else:
+            paths.append(item)
+    return paths
+
+
+def _uses_dask(args):
+    return args.scheduler is not None or args.workers is not None
+
+
+def _inputs(args):
+    """The measurements: memory-mapped files, or lazy micrographs read on the workers."""
+    paths = _expand_inputs(args.inputs)
+    if _uses_dask(args):
+        from .io import read_micrographs
+
+        return read_micrographs(paths)
+    return paths
+
+
+class _dask_client:
+    """``--scheduler ADDRESS`` or ``--workers N``: a Dask client while the job runs."""
+
+    def __init__(self, args):
+        self.args = args
+        self.stack = []
+
+    def __enter__(self):
+        args = self.args
+        if not _uses_dask(args):
+            return None
+        if args.scheduler is not None and args.workers is not None:
+            raise _CLIError("give --scheduler or --workers, not both")
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise _CLIError("--scheduler and --workers need Dask: "
+                            "pip install 'mtdlearn[dask]'") from None
+        if args.scheduler is not None:
+            client = Client(args.scheduler, timeout="30s")
+        else:
+            cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            self.stack.append(cluster)
+            client = Client(cluster)
+        self.stack.append(client)
+        print(f"dask: {len(client.scheduler_info()['workers'])} worker(s) at "
+              f"{client.scheduler.address}", file=sys.stderr)
+        return client
+
+    def __exit__(self, *exc):
+        while self.stack:
+            self.stack.pop().close()
+        return False
+
+
+def _load_model(path):
+    """An estimator with the parameters that ``mtdlearn fit`` wrote to params.json."""
+    from .basis import FourierBesselBasis
+    from .em import ApproxEMEstimator
+    from .operators import shift_probabilities_to_density
+    from .rotations import check_rotation_grid
+
+    try:
+        params = json.loads(Path(path).read_text())
+        L, p = int(params["image_size"]), int(params["n_coefficients"])
+        rotations = int(params["estimator_params"].get("rotations", 16))
+        est = ApproxEMEstimator(L, basis=FourierBesselBasis(L, n_coefficients=p),
+                                rotations=rotations)
+        est.basis_ = est.basis
+        est.rotations_, est.angles_ = check_rotation_grid(rotations)
+        est.coef_ = np.asarray(params["coef"], dtype=np.float64)
+        est.shift_probabilities_ = np.asarray(params["shift_probabilities"], dtype=np.float64)
+        est.noise_variance_ = float(params["noise_variance"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _CLIError(f"cannot read a fitted model from {path} ({exc}); expected the "
+                        "params.json that 'mtdlearn fit' writes") from None
+    est.density_ = shift_probabilities_to_density(est.shift_probabilities_)
+    return est
+
+
+def _cmd_predict(args):
+    from .io import picks_table, write_star
+
+    est = _load_model(args.model)
+    out = Path(args.output)
+    _check_outputs([out], args.overwrite, inputs=_expand_inputs(args.inputs))
+    t0 = time.perf_counter()
+    with _dask_client(args):
+        X = _inputs(args)
+        names = getattr(X, "names", None) or [Path(p).name for p in X]
+        detections = est.predict(X)
+    picks = picks_table(detections, est.image_size, names)
+    write_star(picks, out, overwrite=args.overwrite)
+    print(f"{len(picks)} picks in {len(names)} micrograph(s) in "
+          f"{time.perf_counter() - t0:.2f} s; wrote {out}")
 
 
 def _cmd_demo(args):
@@ -417,12 +404,38 @@ def _build_parser():
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="save the state of the fit to PATH (.npz) after every iteration; "
                         "running the same command again resumes from it (default: none)")
+    _add_dask_arguments(p)
     p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("predict", help="pick the occurrences and write them as a RELION "
+                                       "STAR file",
+                       description="Find the maximum-a-posteriori occurrence in every patch "
+                                   "of the micrographs under the model that 'mtdlearn fit' "
+                                   "wrote (params.json) and write one row per occurrence "
+                                   "as a RELION STAR file (rlnMicrographName, "
+                                   "rlnCoordinateX/Y: centre in pixels, rlnAnglePsi in "
+                                   "degrees, rlnAutopickFigureOfMerit: posterior "
+                                   "probability).  Needs the starfile package "
+                                   "(pip install 'mtdlearn[star]').")
+    p.add_argument("inputs", nargs="+", help="micrographs (.npy or .mrc; quoted globs ok)")
+    p.add_argument("--model", required=True, help="params.json written by 'mtdlearn fit'")
+    p.add_argument("--output", default="picks.star", help="STAR file (default picks.star)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the STAR file if it exists (default: refuse)")
+    _add_dask_arguments(p)
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 
+def _add_dask_arguments(p):
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on an existing Dask cluster (e.g. tcp://host:8786)")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="run on a local Dask cluster of N single-thread worker processes")
+
+
 def main(argv=None):
-    """Run the ``mtdlearn`` command line (``demo``, ``simulate``, ``fit``).
+    """Run the ``mtdlearn`` command line (``demo``, ``simulate``, ``fit``, ``predict``).
 
     The entry point of the ``mtdlearn`` console script and of
     ``python -m mtdlearn``.  Errors are reported as one line on stderr, never

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import BaseMTDEstimator, _scale_bounds
-from .initializers import InitialState
+from .initializers import InitialState, data_statistics
 from .hypotheses import HypothesisSpace
 from .patch_model import build_patch_model, estep_statistics, m_step, noise_variance_floor
 from .rotations import UniformRotationGrid
@@ -408,9 +408,15 @@ def _float32_resolution(data, state, stats=None, objective=None):
     """
     eps = np.finfo(np.float32).eps
     if stats is None:
-        n = min(data.n_patches, 4096)
-        P = data.get(0, n)
-        energy = float(np.einsum("ij,ij->", P, P)) / n
+        if getattr(data, "distributed", False):
+            # the patches live on the workers: the data's mean square (per
+            # pixel, computed there and kept for the fit) times L**2
+            L = data.image_size
+            energy = data.memoize(data_statistics, L)[1] * L * L
+        else:
+            n = min(data.n_patches, 4096)
+            P = data.get(0, n)
+            energy = float(np.einsum("ij,ij->", P, P)) / n
         return eps * energy / (2.0 * state.noise_variance)
     energy = stats.patch_sq / stats.n_patches
     return eps * (abs(objective) + energy / (2.0 * state.noise_variance)) / np.sqrt(

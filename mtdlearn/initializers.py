@@ -284,6 +284,50 @@ def data_statistics(measurements, image_size, chunk_rows=1024, block_bytes=2**22
     return total / count, total_sq / count, sigma2
 
 
+def _statistics_parts(M, image_size, chunk_rows=1024, block_bytes=2**22):
+    """One measurement's part of :func:`data_statistics`, in its blocks of rows:
+    ``[(sum, sum of squares, size)]`` and the patch energies.  A distributed
+    patch source computes it where the measurement lives."""
+    L = image_size
+    d = L * L
+    nr, nc = patch_grid_shape(M.shape, L)
+    rows = _block_rows(M, L, chunk_rows, block_bytes)
+    parts, energies = [], []
+    for r0 in range(0, M.shape[0], rows):
+        block = np.asarray(M[r0:r0 + rows], dtype=np.float64)
+        n_patch_rows = max(0, min(nr * L, r0 + rows) - r0) // L
+        tiles = tile(block[:n_patch_rows * L], L)
+        sq = np.einsum("abij,abij->ab", tiles, tiles)
+        right, bottom = block[:, nc * L:], block[n_patch_rows * L:, :nc * L]
+        parts.append((block.sum(), sq.sum() + np.einsum("ij,ij->", right, right)
+                      + np.einsum("ij,ij->", bottom, bottom), block.size))
+        energies.append(sq.ravel() / d + 0.0)
+    return parts, energies
+
+
+def _combine_statistics(parts, image_size, chunk_rows=1024, block_bytes=2**22):
+    """The measurements' parts added in order: :func:`data_statistics`, the same
+    sums in the same order and the same quartile (``numpy.quantile``)."""
+    total = total_sq = 0.0
+    count = 0
+    energies = []
+    for blocks, block_energies in parts:
+        for block_sum, block_sq, size in blocks:
+            total += block_sum
+            total_sq += block_sq
+            count += size
+        energies.extend(block_energies)
+    d = image_size * image_size
+    q = 0.25
+    sigma2 = float(np.quantile(np.concatenate(energies), q) / (stats.chi2.ppf(q, d) / d))
+    return total / count, total_sq / count, sigma2
+
+
+#: How a distributed patch source computes it: per micrograph, then combined
+#: (:meth:`mtdlearn._dask.DaskPatchData.memoize`).
+data_statistics.blockwise = (_statistics_parts, _combine_statistics)
+
+
 def _check_initialize_args(measurements, basis, noise_variance, random_state,
                            random=True):
     """Check the arguments of an ``initialize`` call (the protocol above)."""

@@ -7,7 +7,7 @@ import numpy as np
 
 from ._validation import _all_finite
 
-__all__ = ["read_measurement"]
+__all__ = ["read_measurement", "read_micrographs", "picks_table", "write_star"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _MRC_SUFFIXES = (".mrc", ".mrcs", ".map")
@@ -165,3 +165,234 @@ def read_measurement(path):
         raise ValueError(f"{Path(path)} holds NaN or infinite values; expected "
                          f"{_EXPECTED} with only finite values")
     return arr
+
+
+def _expand_paths(paths_or_glob):
+    """A sorted glob pattern, one path, or a list of paths, as a list of paths."""
+    import glob
+
+    if isinstance(paths_or_glob, (str, Path)):
+        text = str(paths_or_glob)
+        if glob.has_magic(text):
+            paths = sorted(glob.glob(text))
+            if not paths:
+                raise FileNotFoundError(f"no file matches {text!r}")
+            return [Path(p) for p in paths]
+        return [Path(text)]
+    paths = [Path(p) for p in paths_or_glob]
+    if not paths:
+        raise ValueError("paths_or_glob holds no path")
+    return paths
+
+
+def _read_section(path, index):
+    """A task's read of one micrograph: a copy of section ``index`` (``None``: 2-D file)."""
+    arr = _open_measurement(path)
+    return np.array(arr if index is None else arr[index])
+
+
+class MicrographList(list):
+    """A list of lazy micrographs that knows their names (:func:`read_micrographs`)."""
+
+    names = None
+
+
+def read_micrographs(paths_or_glob):
+    """Open micrographs as lazy dask arrays, read by the tasks that use them.
+
+    Only the headers are read here (shape and dtype); each array is one
+    task that opens the file (``.npy`` memory-mapped, ``.mrc`` with
+    ``mrcfile.mmap``, read-only) and copies its micrograph, wherever that
+    task runs.  A Dask worker that is lost with its blocks reads them again
+    from the files.  Needs the optional ``mtdlearn[dask]`` extra.
+
+    Parameters
+    ----------
+    paths_or_glob : str, Path or sequence of them
+        A glob pattern (matches sorted by name), a path, or a list of
+        paths of ``.npy`` / ``.mrc`` files.  A 3-D file gives one
+        micrograph per section.
+
+    Returns
+    -------
+    micrographs : list of dask.array.Array of shape (N1, N2)
+        One single-chunk array per micrograph, in the file's dtype; the
+        list's ``names`` attribute holds one name per micrograph (the file
+        name, with ``@section`` for stacks).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from mtdlearn.io import read_micrographs
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for i in range(2):
+    ...         np.save(os.path.join(tmp, f"mic{i}.npy"), np.full((30, 40), i, np.float32))
+    ...     mics = read_micrographs(os.path.join(tmp, "mic*.npy"))
+    ...     print(len(mics), mics[1].shape, mics.names)
+    ...     print(float(mics[1].sum().compute(scheduler="synchronous")))
+    2 (30, 40) ['mic0.npy', 'mic1.npy']
+    1200.0
+    """
+    import dask
+    import dask.array as da
+
+    out, names = MicrographList(), []
+    for path in _expand_paths(paths_or_glob):
+        arr = _open_measurement(path)  # header only: shape and dtype
+        shape, dtype = arr.shape, arr.dtype
+        del arr
+        sections = [None] if len(shape) == 2 else range(shape[0])
+        for j in sections:
+            key = f"read-micrograph-{dask.base.tokenize(str(path.resolve()), j)}"
+            block = dask.delayed(_read_section, pure=True)(str(path), j, dask_key_name=key)
+            out.append(da.from_delayed(block, shape=shape[-2:], dtype=dtype))
+            names.append(path.name if j is None else f"{path.name}@{j}")
+    out.names = names
+    return out
+
+
+#: RELION's columns of a picks table (``src/autopicker.cpp``).
+STAR_COLUMNS = ("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAnglePsi",
+                "rlnAutopickFigureOfMerit")
+
+
+def picks_table(detections, image_size, micrograph_names=None):
+    """Turn ``predict``'s detections into picks with RELION's columns.
+
+    One row per occurrence: a copy reported by several patches (same
+    micrograph and corner) is kept once, with its highest probability.
+
+    Conventions (:doc:`/scaling`, "Picks for cryo-EM tools"), in the axes of
+    the stored array, ``x`` along the columns and ``y`` along the rows,
+    the first pixel at ``(0, 0)`` (RELION's convention for image centres):
+
+    * ``rlnCoordinateX = col + (L - 1) / 2`` and ``rlnCoordinateY = row +
+      (L - 1) / 2``: the centre pixel of the ``L x L`` copy whose top-left
+      corner ``predict`` reports (RELION's coordinates are particle
+      centres, in pixels).
+    * ``rlnAnglePsi = (-degrees(angle)) mod 360``.  A copy at ``angle =
+      phi`` is ``F_phi(r, theta) = F(r, theta + phi)`` with ``theta =
+      atan2(y, x)`` (:mod:`mtdlearn.basis`): the estimate turned by
+      ``-phi``, from ``+x`` towards ``+y``.  RELION's ``psi`` is the angle
+      that turns the reference into the particle, positive from ``+x``
+      towards ``+y`` (right-handed): hence ``psi = -phi``.
+    * ``rlnAutopickFigureOfMerit``: the posterior probability of the MAP
+      hypothesis.
+
+    Parameters
+    ----------
+    detections : structured ndarray
+        The output of an estimator's ``predict``.
+    image_size : int
+        ``L``.
+    micrograph_names : sequence of str, default=None
+        Name of each micrograph (e.g. ``read_micrographs(...).names``);
+        ``None`` names them ``micrograph_0``, ``micrograph_1``, ...
+
+    Returns
+    -------
+    picks : pandas.DataFrame
+        Columns ``micrograph`` (index) and :data:`STAR_COLUMNS`, sorted by
+        micrograph, then row, then column.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.io import picks_table
+    >>> det = np.array([(0, 10, 20, np.pi / 2, 0.9), (0, 10, 20, np.pi / 2, 0.7)],
+    ...                dtype=[("measurement", int), ("row", int), ("col", int),
+    ...                       ("angle", float), ("probability", float)])
+    >>> picks = picks_table(det, 5, ["a.mrc"])
+    >>> picks[["rlnCoordinateX", "rlnCoordinateY", "rlnAnglePsi"]].values.tolist()
+    [[22.0, 12.0, 270.0]]
+    """
+    import pandas as pd
+
+    det = np.asarray(detections)
+    L = int(image_size)
+    order = np.lexsort((-det["probability"], det["col"], det["row"], det["measurement"]))
+    det = det[order]
+    key = np.stack([det["measurement"], det["row"], det["col"]], axis=1)
+    first = np.ones(len(det), dtype=bool)
+    first[1:] = np.any(key[1:] != key[:-1], axis=1)
+    det = det[first]
+    meas = det["measurement"].astype(np.int64)
+    n = int(meas.max()) + 1 if len(meas) else 0
+    if micrograph_names is None:
+        micrograph_names = [f"micrograph_{i}" for i in range(n)]
+    names = np.asarray(list(micrograph_names), dtype=object)
+    if len(names) < n:
+        raise ValueError(f"micrograph_names has {len(names)} names for detections in "
+                         f"{n} micrographs")
+    return pd.DataFrame({
+        "micrograph": meas,
+        "rlnMicrographName": names[meas] if len(meas) else np.array([], dtype=object),
+        "rlnCoordinateX": det["col"] + (L - 1) / 2.0,
+        "rlnCoordinateY": det["row"] + (L - 1) / 2.0,
+        "rlnAnglePsi": np.mod(-np.degrees(det["angle"]), 360.0),
+        "rlnAutopickFigureOfMerit": det["probability"].astype(np.float64),
+    })
+
+
+def write_star(picks, path, micrograph_names=None, overwrite=False):
+    """Write picks as a RELION STAR file (with ``starfile``), atomically.
+
+    Parameters
+    ----------
+    picks : pandas.DataFrame
+        The output of :func:`picks_table` (only :data:`STAR_COLUMNS` are
+        written).
+    path : str or Path
+        The ``.star`` file to write.
+    micrograph_names : sequence of str, default=None
+        Replaces ``rlnMicrographName`` by ``micrograph_names[micrograph]``.
+    overwrite : bool, default=False
+        Replace an existing file; otherwise an existing file is an error.
+
+    Returns
+    -------
+    path : Path
+        The file written.  It is written to a temporary file beside it and
+        renamed, so a reader never sees half a file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import starfile
+    >>> from mtdlearn.io import picks_table, write_star
+    >>> det = np.array([(0, 10, 20, 0.5, 0.9)],
+    ...                dtype=[("measurement", int), ("row", int), ("col", int),
+    ...                       ("angle", float), ("probability", float)])
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_star(picks_table(det, 5), os.path.join(tmp, "picks.star"))
+    ...     list(starfile.read(path).columns)
+    ['rlnMicrographName', 'rlnCoordinateX', 'rlnCoordinateY', 'rlnAnglePsi', 'rlnAutopickFigureOfMerit']
+    """
+    import os
+    import tempfile
+
+    import starfile
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    table = picks[list(STAR_COLUMNS)].copy()
+    if micrograph_names is not None:
+        table["rlnMicrographName"] = np.asarray(list(micrograph_names),
+                                                dtype=object)[picks["micrograph"].to_numpy()]
+    fd, tmp = tempfile.mkstemp(suffix=".star", dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        starfile.write(table, tmp, float_format="%.17g", overwrite=True)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if the file appeared meanwhile: never replaced
+            os.unlink(tmp)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

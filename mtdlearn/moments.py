@@ -46,7 +46,7 @@ import functools
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._parallel import check_n_jobs, ordered_map
+from ._parallel import blas_single_thread, check_n_jobs, ordered_map
 from ._validation import check_array_float, check_int, check_real
 from .basis import check_basis, rotated_evaluation
 from .operators import gather_adjoint, max_density
@@ -275,8 +275,15 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
     working_memory = resolve_working_memory(working_memory)
     check_n_jobs(n_jobs)
     measurements = check_measurements(X, L)
-    LL = L * L
+    tasks, total_pixels = _autocorrelation_tasks(measurements, L, working_memory)
+    # The GEMMs are small (L*L x tile x L*L): BLAS threads only add overhead
+    # (and degrade badly on a busy machine); parallelism is over bands.
+    return _combine_band_sums(ordered_map(_band_sums, tasks, n_jobs), total_pixels, L)
 
+
+def _autocorrelation_tasks(measurements, L, working_memory):
+    """The bands of rows of every measurement (fixed by the tile size) and the pixel count."""
+    LL = L * L
     # pixels per tile: 2 (L*L)-row buffers plus the padded input block
     bytes_per_pixel = (2 * LL + 1) * 8
     tile_pixels = chunk_rows(bytes_per_pixel, _TILE_BYTES // bytes_per_pixel, working_memory)
@@ -300,19 +307,41 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
         band = max(tile_rows, -(-N1 // 64 // tile_rows) * tile_rows)
         for r0 in range(0, N1, band):
             tasks.append((M, r0, min(N1, r0 + band), L, tile_rows, tile_cols))
+    return tasks, total_pixels
 
-    # The GEMMs are small (L*L x tile x L*L): BLAS threads only add overhead
-    # (and degrade badly on a busy machine); parallelism is over bands.
+
+def _combine_band_sums(band_sums, total_pixels, L):
+    """Add the bands' raw sums in the given (fixed) order; divide by the pixel count."""
+    LL = L * L
     s1 = 0.0
     s2 = np.zeros(LL, dtype=np.float64)
     s3 = np.zeros((LL, LL), dtype=np.float64)
-    for r1, r2, r3 in ordered_map(_band_sums, tasks, n_jobs):  # fixed order: deterministic
+    for r1, r2, r3 in band_sums:  # fixed order: deterministic
         s1 += r1
         s2 += r2
         s3 += r3
     s3 = _symmetrize_blocks(s3, L)
     P = float(total_pixels)
     return s1 / P, (s2 / P).reshape(L, L), (s3 / P).reshape(L, L, L, L)
+
+
+def _block_band_sums(block, image_size, working_memory=None, n_jobs=None):
+    """One micrograph's bands' raw sums and pixel count (a task on a Dask worker)."""
+    tasks, pixels = _autocorrelation_tasks([block], image_size,
+                                           resolve_working_memory(working_memory))
+    with blas_single_thread():
+        return [_band_sums(*t) for t in tasks], pixels
+
+
+def _combine_blocks(parts, image_size, working_memory=None, n_jobs=None):
+    """The micrographs' band sums added in order: the in-memory result, bit for bit."""
+    return _combine_band_sums([r for sums, _ in parts for r in sums],
+                              sum(p for _, p in parts), image_size)
+
+
+#: How a distributed patch source computes it: per micrograph, then combined
+#: (:meth:`mtdlearn._dask.DaskPatchData.memoize`).
+measurement_autocorrelations.blockwise = (_block_band_sums, _combine_blocks)
 
 
 # ---------------------------------------------------------------------------

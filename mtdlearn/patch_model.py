@@ -23,7 +23,7 @@ import scipy.linalg
 
 from ._parallel import ordered_map, task_ranges
 from .hypotheses import HypothesisSpace
-from .patches import chunk_rows
+from .patches import PatchData, chunk_rows
 
 __all__ = ["PatchModel", "build_patch_model", "Statistics", "estep_statistics", "m_step",
            "noise_variance_floor", "chunk_size"]
@@ -412,7 +412,14 @@ def _stats_range(data, model, start, stop, step):
 
 
 def _tasks(data, model, subset, chunk, working_memory, tasks_per_block):
-    """Chunk size and the fixed task partition of ``subset`` (default: all patches)."""
+    """Chunk size and the fixed task partition of ``subset`` (default: all patches).
+
+    Tasks never straddle two measurements: each measurement's patches are
+    partitioned on their own, from its first patch (or the subset's), so a
+    measurement gives the same chunks whether it is alone in memory or a
+    block on a Dask worker (:mod:`mtdlearn._dask`).  Returns ``chunk`` and
+    a list of ``(measurement, start, stop)``.
+    """
     if chunk is None:
         chunk = chunk_size(model.templates.shape[0], data.image_size, working_memory,
                            model.dtype.itemsize)
@@ -420,9 +427,37 @@ def _tasks(data, model, subset, chunk, working_memory, tasks_per_block):
     if not 0 <= start < stop <= data.n_patches:
         raise ValueError(f"subset must be a range (start, stop) within [0, {data.n_patches}] "
                          f"holding at least one patch, got {subset!r}")
-    ranges = [(start + a, start + b) for a, b in task_ranges(stop - start, chunk,
-                                                             tasks_per_block)]
+    ranges = []
+    offsets = data.offsets
+    for i in range(len(offsets) - 1):
+        a, b = max(start, int(offsets[i])), min(stop, int(offsets[i + 1]))
+        if a < b:
+            ranges.extend((i, a + u, a + v) for u, v in task_ranges(b - a, chunk,
+                                                                    tasks_per_block))
     return chunk, ranges
+
+
+def _block_statistics(block, image_size, model, chunk, tasks_per_block):
+    """:func:`estep_statistics` of one measurement (a block of a distributed source)."""
+    return estep_statistics(PatchData([block], image_size), model, chunk=chunk,
+                            tasks_per_block=tasks_per_block)
+
+
+def _check_distributed(data, subset):
+    if subset is not None:
+        raise ValueError("subset is not supported on a distributed patch source; "
+                         "pass the measurements of the subset instead")
+
+
+def _sum_statistics(parts):
+    """Sum :class:`Statistics` in the given order (the fixed reduction order)."""
+    total = None
+    for st in parts:
+        if total is None:
+            total = st
+        else:
+            total += st
+    return total
 
 
 def estep_statistics(data, model, subset=None, *, chunk=None, n_jobs=None, working_memory=None,
@@ -488,13 +523,18 @@ def estep_statistics(data, model, subset=None, *, chunk=None, n_jobs=None, worki
     True
     """
     chunk, ranges = _tasks(data, model, subset, chunk, working_memory, tasks_per_block)
-    total = None
-    for st in ordered_map(lambda a, b: _stats_range(data, model, a, b, chunk), ranges, n_jobs):
-        if total is None:
-            total = st
-        else:
-            total += st
-    return total
+    if data.distributed:
+        # one task per measurement where it lives; the same sums, in the same order
+        _check_distributed(data, subset)
+        return _sum_statistics(data.map_blocks(_block_statistics, data.image_size, model,
+                                               chunk, tasks_per_block))
+    # sum each measurement's tasks, then the measurements, in order
+    parts = ordered_map(lambda i, a, b: (i, _stats_range(data, model, a, b, chunk)), ranges,
+                        n_jobs)
+    per_measurement = {}
+    for i, st in parts:
+        per_measurement[i] = st if i not in per_measurement else per_measurement[i] + st
+    return _sum_statistics(per_measurement[i] for i in sorted(per_measurement))
 
 
 # ---------------------------------------------------------------------------

@@ -126,6 +126,10 @@ def check_measurements(X, image_size, name="X"):
     if scipy.sparse.issparse(X):
         raise TypeError(f"{name} must be a dense array: sparse input is not supported")
     _check_not_masked(X, name)
+    if _is_lazy(X) or (isinstance(X, (list, tuple)) and any(_is_lazy(x) for x in X)):
+        # never np.asarray a dask array here: that would gather it into this process
+        raise TypeError(f"{name} holds dask arrays, which are validated where they live: "
+                        "pass them to an estimator's fit, score or predict")
     if isinstance(X, (str, Path)):
         items = [X]
     elif isinstance(X, np.ndarray) or hasattr(X, "__array__"):
@@ -165,6 +169,11 @@ def check_measurements(X, image_size, name="X"):
     return out
 
 
+def _is_lazy(x):
+    """A dask collection (its ``__array__`` would compute it in this process)."""
+    return hasattr(x, "__dask_graph__")
+
+
 def _check_not_masked(X, name):
     if isinstance(X, np.ma.MaskedArray):
         raise TypeError(f"{name} must not be a masked array: its masked entries would be "
@@ -202,6 +211,11 @@ def _max_abs(measurements, image_size=None, block_bytes=2**24):
             block = M[r0:r0 + rows]
             top = max(top, abs(float(block.max())), abs(float(block.min())))
     return top
+
+
+#: On a distributed patch source: per micrograph, then the largest.
+_max_abs.blockwise = (lambda block, *args, **kwargs: _max_abs([block], *args, **kwargs),
+                      lambda parts, *args, **kwargs: max(parts))
 
 
 def patch_grid_shape(shape, image_size):
@@ -412,6 +426,11 @@ class PatchData:
     >>> data.get(1, 2)
     array([[ 3.,  4.,  5.,  9., 10., 11., 15., 16., 17.]])
     """
+
+    #: Whether the measurements live elsewhere (on a Dask cluster): the
+    #: E-step and the per-data quantities then run block by block through
+    #: ``map_blocks`` (:mod:`mtdlearn._dask`).
+    distributed = False
 
     def __init__(self, measurements, image_size):
         self.measurements = measurements

@@ -10,7 +10,9 @@ a detection, so no temporary grows with the data beyond the output itself.
 import numpy as np
 
 from ._parallel import ordered_map
-from .patch_model import _chunk_posteriors, _get_augmented, _patch_loglik, _tasks
+from .patch_model import (_check_distributed, _chunk_posteriors, _get_augmented, _patch_loglik,
+                          _tasks)
+from .patches import PatchData
 
 __all__ = ["estep_per_patch", "estep_detections"]
 
@@ -107,11 +109,26 @@ def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, workin
     return tuple(out)
 
 
+def _block_per_patch(block, image_size, model, chunk, tasks_per_block):
+    """:func:`estep_per_patch` of one measurement (a block of a distributed source)."""
+    return estep_per_patch(PatchData([block], image_size), model, chunk=chunk,
+                           tasks_per_block=tasks_per_block)
+
+
 def _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory, tasks_per_block):
-    """Yield ``(start, stop, (loglik, best, best_p, p_empty))`` task by task, in order."""
+    """Yield ``(start, stop, (loglik, best, best_p, p_empty))`` task by task, in order
+    (one measurement at a time on a distributed source, where the tasks run)."""
     chunk, ranges = _tasks(data, model, subset, chunk, working_memory, tasks_per_block)
-    parts = ordered_map(lambda a, b: _per_patch_range(data, model, a, b, chunk), ranges, n_jobs)
-    for (a, b), part in zip(ranges, parts):
+    if getattr(data, "distributed", False):
+        _check_distributed(data, subset)
+        parts = data.map_blocks(_block_per_patch, data.image_size, model, chunk,
+                                tasks_per_block)
+        for i, part in enumerate(parts):
+            yield int(data.offsets[i]), int(data.offsets[i + 1]), part
+        return
+    parts = ordered_map(lambda i, a, b: _per_patch_range(data, model, a, b, chunk), ranges,
+                        n_jobs)
+    for (_, a, b), part in zip(ranges, parts):
         yield a, b, part
 
 

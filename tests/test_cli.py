@@ -440,3 +440,61 @@ def test_fit_defaults(tmp_path, capsys, measurement_file):
     assert used["initializer"].startswith("AutocorrelationInitializer(")
     assert used["n_jobs"] == -1
     capsys.readouterr()
+
+
+def _micrographs(tmp_path, n=2, size=100):
+    mrcfile = pytest.importorskip("mrcfile")
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    X, _ = make_measurement(make_target(basis, random_state=0), basis, size, snr=10,
+                            n_measurements=n, random_state=0)
+    for i, M in enumerate(X):
+        mrcfile.new(str(tmp_path / f"mic{i}.mrc"), M.astype(np.float32)).close()
+    return str(tmp_path / "mic*.mrc")
+
+
+def test_fit_glob_then_predict_writes_star(tmp_path, capsys):
+    starfile = pytest.importorskip("starfile")
+    pattern = _micrographs(tmp_path)
+    out = tmp_path / "out"
+    assert main(["fit", pattern, "--max-iter", "3", "--rotations", "4", "--quiet",
+                 "--output-dir", str(out), "--n-jobs", "1"]) == 0
+    assert "on 2 file(s)" in capsys.readouterr().out
+    star = tmp_path / "picks.star"
+    assert main(["predict", pattern, "--model", str(out / "params.json"),
+                 "--output", str(star)]) == 0
+    picks = starfile.read(star)
+    assert set(picks["rlnMicrographName"]) <= {"mic0.mrc", "mic1.mrc"} and len(picks) > 0
+    # never replaced without --overwrite
+    assert main(["predict", pattern, "--model", str(out / "params.json"),
+                 "--output", str(star)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["predict", pattern, "--model", str(out / "coef.npy"),
+                 "--output", str(tmp_path / "x.star")]) == 2
+    assert "params.json" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "none*.mrc"), "--output-dir", str(out)]) == 2
+    assert "no file matches" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_fit_and_predict_on_a_local_dask_cluster(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    pattern = _micrographs(tmp_path)
+    args = ["--max-iter", "2", "--rotations", "4", "--init", "random", "--n-jobs", "1"]
+    assert main(["fit", pattern, *args, "--output-dir", str(tmp_path / "a")]) == 0
+    assert main(["fit", pattern, *args, "--output-dir", str(tmp_path / "b"),
+                 "--workers", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "dask: 1 worker(s)" in captured.err
+    assert re.search(r"\[ApproxEM\] iter 2 ", captured.out)  # a progress line per iteration
+    a = json.loads((tmp_path / "a" / "params.json").read_text())
+    b = json.loads((tmp_path / "b" / "params.json").read_text())
+    assert a["coef"] == b["coef"] and a["log_likelihood"] == b["log_likelihood"]
+    assert main(["predict", pattern, "--model", str(tmp_path / "a" / "params.json"),
+                 "--output", str(tmp_path / "a.star")]) == 0
+    assert main(["predict", pattern, "--model", str(tmp_path / "a" / "params.json"),
+                 "--output", str(tmp_path / "b.star"), "--workers", "1"]) == 0
+    strip = lambda p: p.read_text().split("\n", 1)[1]  # noqa: E731 (the header has a time)
+    assert strip(tmp_path / "a.star") == strip(tmp_path / "b.star")
+    assert main(["fit", pattern, "--workers", "1", "--scheduler", "tcp://127.0.0.1:1",
+                 "--output-dir", str(tmp_path / "c")]) == 2
+    assert "not both" in capsys.readouterr().err

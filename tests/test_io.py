@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from mtdlearn.io import read_measurement
+from mtdlearn.io import picks_table, read_measurement, read_micrographs, write_star
 
 
 def _state(path):
@@ -229,3 +229,69 @@ def test_bad_mrc_files(tmp_path, name, make, match):
     gc.collect()
     assert _state(path) == before
     assert os.listdir(tmp_path) == [name]
+
+
+# -- lazy micrographs and picks for cryo-EM tools ---------------------------
+def _detections(rows):
+    return np.array(rows, dtype=[("measurement", np.int64), ("row", np.int64),
+                                 ("col", np.int64), ("angle", np.float64),
+                                 ("probability", np.float64)])
+
+
+def test_read_micrographs_glob_list_and_stacks(tmp_path):
+    pytest.importorskip("dask.array")
+    mrcfile = pytest.importorskip("mrcfile")
+    np.save(tmp_path / "b.npy", np.arange(12.0).reshape(3, 4))
+    mrcfile.new(str(tmp_path / "a.mrc"), np.ones((2, 5, 6), np.float32)).close()
+    mics = read_micrographs(str(tmp_path / "*"))
+    assert mics.names == ["a.mrc@0", "a.mrc@1", "b.npy"]
+    assert [m.shape for m in mics] == [(5, 6), (5, 6), (3, 4)]
+    assert_array_equal(mics[2].compute(scheduler="synchronous"),
+                       np.arange(12.0).reshape(3, 4))
+    assert read_micrographs([tmp_path / "b.npy"]).names == ["b.npy"]
+    # the keys name the file: the same file gives the same task
+    assert mics[2].name == read_micrographs(tmp_path / "b.npy")[0].name
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        read_micrographs(str(tmp_path / "*.nothing"))
+
+
+def test_picks_table_conventions():
+    det = _detections([(1, 10, 20, np.pi / 2, 0.7), (0, 3, 4, 0.0, 0.5),
+                       (1, 10, 20, np.pi / 2, 0.9)])
+    picks = picks_table(det, 5, ["a.mrc", "b.mrc"])
+    # one row per occurrence (the copy seen by two patches once, its best probability)
+    assert picks["micrograph"].tolist() == [0, 1]
+    assert picks["rlnMicrographName"].tolist() == ["a.mrc", "b.mrc"]
+    assert picks["rlnCoordinateX"].tolist() == [6.0, 22.0]   # col + (L-1)/2
+    assert picks["rlnCoordinateY"].tolist() == [5.0, 12.0]   # row + (L-1)/2
+    assert picks["rlnAnglePsi"].tolist() == [0.0, 270.0]     # -phi in degrees, mod 360
+    assert picks["rlnAutopickFigureOfMerit"].tolist() == [0.5, 0.9]
+    assert picks_table(det, 5)["rlnMicrographName"].tolist() == ["micrograph_0",
+                                                                 "micrograph_1"]
+    with pytest.raises(ValueError, match="micrograph_names has 1 names"):
+        picks_table(det, 5, ["a.mrc"])
+
+
+def test_write_star_round_trip_and_refuses_to_overwrite(tmp_path):
+    starfile = pytest.importorskip("starfile")
+    rng = np.random.default_rng(0)
+    det = _detections([(i % 3, r, c, a, p) for i, (r, c, a, p) in enumerate(zip(
+        rng.integers(0, 500, 40), rng.integers(0, 500, 40),
+        rng.uniform(0, 2 * np.pi, 40), rng.uniform(0, 1, 40)))])
+    picks = picks_table(det, 7, ["x.mrc", "y.mrc", "z.mrc"])
+    path = tmp_path / "picks.star"
+    write_star(picks, path)
+    back = starfile.read(path)
+    assert list(back.columns) == ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY",
+                                  "rlnAnglePsi", "rlnAutopickFigureOfMerit"]
+    assert back["rlnMicrographName"].tolist() == picks["rlnMicrographName"].tolist()
+    for column in back.columns[1:]:
+        assert_array_equal(back[column].to_numpy(dtype=float), picks[column].to_numpy())
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_star(picks, path)
+    assert path.read_bytes() == before
+    write_star(picks.iloc[:3], path, micrograph_names=["p", "q", "r"], overwrite=True)
+    assert starfile.read(path)["rlnMicrographName"].tolist() == [
+        ["p", "q", "r"][i] for i in picks["micrograph"].iloc[:3]]
+    assert sorted(os.listdir(tmp_path)) == ["picks.star"]  # no temporary left behind

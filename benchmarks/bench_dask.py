@@ -1,0 +1,122 @@
+"""Approximate EM on micrographs stored as .mrc: in process against a Dask cluster.
+
+Writes ``--n-micrographs`` simulated micrographs of ``--size``^2 pixels
+(L = 5, 10 coefficients, density 0.04, SNR 5) as float32 .mrc files, then
+fits them three ways from the files:
+
+* ``in-process``: ``fit(paths)``, memory-mapped, ``n_jobs=1`` (one core);
+* ``cluster-2``: a ``LocalCluster`` of 2 single-thread worker processes,
+  ``fit(read_micrographs(paths))``;
+* ``cluster-1``: the same with 1 worker.
+
+For each it prints seconds per EM iteration (``(t(max_iter=n) -
+t(max_iter=0)) / n``: the iterations alone, without reading the files,
+checking them and the start; after one warm-up fit), the cost per patch-hypothesis per core
+(seconds * cores / (N_d * H), H = K (2L-1)^2 + 1), the client's peak RSS
+and the workers' peak RSS.  The cluster runs come first, so the client's
+peak RSS is the one of a client that never read the pixels; the in-process
+run reads them into the same process afterwards.
+
+Usage::
+
+    python benchmarks/bench_dask.py                   # 8 micrographs of 1024^2, K = 16
+    python benchmarks/bench_dask.py --n-micrographs 32 --size 2048   # the issue's size
+"""
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+
+def _rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _write(folder, n, size, seed):
+    import mrcfile
+
+    from mtdlearn import FourierBesselBasis, make_measurement, make_target
+
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    coef = make_target(basis, random_state=seed)
+    paths = []
+    for i in range(n):
+        M, _ = make_measurement(coef, basis, size, density=0.04, snr=5, random_state=seed + i)
+        path = os.path.join(folder, f"mic{i:04d}.mrc")
+        mrcfile.new(path, M.astype(np.float32)).close()
+        paths.append(path)
+    return paths, basis
+
+
+def _fit_seconds(make_input, basis, rotations, max_iter, n_jobs):
+    from sklearn.exceptions import ConvergenceWarning
+
+    from mtdlearn import ApproxEMEstimator
+
+    times = []
+    for n in (0, 0, max_iter):  # the first run warms up (imports, worker start-up)
+        est = ApproxEMEstimator(5, basis=basis, rotations=rotations, max_iter=n, tol=0.0,
+                                n_jobs=n_jobs, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            t0 = time.perf_counter()
+            est.fit(make_input())
+            times.append(time.perf_counter() - t0)
+    return times[1], (times[2] - times[1]) / max_iter, est
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-micrographs", type=int, default=8)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--rotations", type=int, default=16)
+    parser.add_argument("--max-iter", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from distributed import Client, LocalCluster
+
+    from mtdlearn.io import read_micrographs
+
+    L, K = 5, args.rotations
+    H = K * (2 * L - 1) ** 2 + 1
+    n_patches = args.n_micrographs * (args.size // L) ** 2
+    print(f"{args.n_micrographs} micrographs of {args.size}^2 (.mrc, float32), L={L}, K={K}, "
+          f"H={H}, N_d={n_patches}, {args.max_iter} iterations; {os.cpu_count()} CPUs")
+    print(f"{'mode':<11} {'start s':>8} {'s/iter':>8} {'s/(patch*hyp*core)':>19} "
+          f"{'client MB':>10} {'worker MB':>10}")
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        paths, basis = _write(folder, args.n_micrographs, args.size, args.seed)
+        rss_after_writing = _rss_mb()
+        for workers in (2, 1):
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                              dashboard_address=None) as cluster, Client(cluster) as client:
+                start, per_iter, est = _fit_seconds(lambda: read_micrographs(paths), basis, K,
+                                                    args.max_iter, None)
+                worker_mb = max(client.run(_rss_mb).values())
+            name = f"cluster-{workers}"
+            results[name] = est
+            cost = per_iter * workers / (n_patches * H)
+            print(f"{name:<11} {start:8.2f} {per_iter:8.2f} {cost:19.3e} "
+                  f"{_rss_mb():10.0f} {worker_mb:10.0f}", flush=True)
+        start, per_iter, est = _fit_seconds(lambda: paths, basis, K, args.max_iter, 1)
+        results["in-process"] = est
+        cost = per_iter / (n_patches * H)
+        print(f"{'in-process':<11} {start:8.2f} {per_iter:8.2f} {cost:19.3e} "
+              f"{_rss_mb():10.0f} {'-':>10}")
+    same = all(np.array_equal(r.coef_, results["in-process"].coef_) for r in results.values())
+    print(f"client RSS after simulating and writing the files: {rss_after_writing:.0f} MB; "
+          f"data {n_patches * L * L * 4 / 2**20:.0f} MB as float32")
+    print(f"all three fits bit-identical: {same}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

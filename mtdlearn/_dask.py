@@ -1,0 +1,227 @@
+"""Measurements on a Dask cluster: a patch source whose blocks are micrographs.
+
+:class:`DaskPatchData` is the distributed counterpart of
+:class:`~mtdlearn.patches.PatchData`.  Each measurement is one block (a
+whole micrograph), loaded by the task that first needs it (from its file
+when the arrays come from :func:`mtdlearn.io.read_micrographs`) and, when a
+``distributed.Client`` is active, persisted in worker memory across the
+iterations.  The E-step (:func:`mtdlearn.patch_model.estep_statistics`)
+and the per-data quantities (:meth:`DaskPatchData.memoize`) call
+:meth:`DaskPatchData.map_blocks`: one task per block, on the worker that
+holds it, with the small model sent once per call; the per-block results
+come back to the client in block order and are reduced there in that
+order, so the result is the in-memory one to the last bit.
+
+Nothing here runs at ``import mtdlearn``: dask is imported inside the
+functions (it is the optional extra ``mtdlearn[dask]``).  The client never
+reads the pixels: shapes come from the arrays' metadata, and the values are
+checked (finite, not constant) by one task per block.
+"""
+
+from .patches import PatchData, _scan_values
+
+__all__ = ["is_dask_input", "DaskPatchData", "as_dask_source", "active_client"]
+
+
+def _is_dask_array(x):
+    return hasattr(x, "__dask_graph__") and hasattr(x, "chunks") and hasattr(x, "shape")
+
+
+def is_dask_input(X):
+    """Whether ``X`` is a dask array, a list of them, or a :class:`DaskPatchData`."""
+    if isinstance(X, DaskPatchData) or _is_dask_array(X):
+        return True
+    return (isinstance(X, (list, tuple)) and len(X) > 0
+            and any(_is_dask_array(item) for item in X))
+
+
+def active_client():
+    """The active ``distributed.Client``, or ``None`` (dask's default scheduler then)."""
+    try:
+        from distributed import get_client
+    except ImportError:  # pragma: no cover - dask without distributed
+        return None
+    try:
+        return get_client()
+    except ValueError:
+        return None
+
+
+def _block_apply(block, func, args, kwargs):
+    return func(block, *args, **kwargs)
+
+
+class DaskPatchData(PatchData):
+    """The patches of micrographs held as dask arrays, one block per micrograph.
+
+    Parameters
+    ----------
+    arrays : list of dask.array.Array of shape (N1, N2)
+        The micrographs (sizes may differ).  They are rechunked to one
+        chunk each; build them so that a task reads its micrograph (see
+        :func:`mtdlearn.io.read_micrographs`), never from client memory, so
+        that a lost worker's blocks can be recomputed.
+    image_size : int
+        Patch side ``L``.
+    names : list of str, default=None
+        The micrographs' names (file names), for the picks.
+
+    Attributes
+    ----------
+    names : list of str or None
+        As given.
+    """
+
+    distributed = True
+
+    def __init__(self, arrays, image_size, names=None):
+        super().__init__(list(arrays), image_size)
+        self.names = names
+        self._state = {"blocks": None, "client": None, "checked": False}
+
+    def with_image_size(self, image_size):
+        if image_size == self.image_size:
+            return self
+        view = DaskPatchData(self.measurements, image_size, self.names)
+        view._memo = {}  # patch-side dependent quantities are keyed by L anyway
+        view._state = self._state
+        return view
+
+    def get(self, start, stop, dtype=None, out=None):
+        raise NotImplementedError("the patches of a DaskPatchData live on the workers: "
+                                  "use map_blocks")
+
+    def _blocks(self):
+        """One ``Delayed`` per micrograph; persisted on the workers when a client is active."""
+        client = active_client()
+        st = self._state
+        if st["blocks"] is None or st["client"] is not client:
+            blocks = [a.rechunk(a.shape).to_delayed().ravel()[0] for a in self.measurements]
+            if client is not None:
+                # computed by tasks on the workers and kept there; the client
+                # holds futures, so the scheduler recomputes a lost block
+                blocks = client.persist(blocks)
+            st["blocks"], st["client"] = blocks, client
+        return st["blocks"]
+
+    def map_blocks(self, func, *args, **kwargs):
+        """``[func(block_i, *args, **kwargs) for each micrograph]``, on the workers, in order.
+
+        ``block_i`` is the micrograph as a NumPy array (its file dtype).  The
+        arguments (a model: small) are sent to the workers once per call.
+        """
+        import dask
+
+        blocks = self._blocks()
+        client = active_client()
+        if client is not None:
+            # the (small) arguments go to every worker once per call
+            args_f, kwargs_f = client.scatter([args, kwargs], broadcast=True, hash=False)
+            tasks = [dask.delayed(_block_apply, pure=False)(b, func, args_f, kwargs_f)
+                     for b in blocks]
+            futures = client.compute(tasks)
+            return client.gather(futures)
+        tasks = [dask.delayed(_block_apply, pure=False)(b, func, args, kwargs) for b in blocks]
+        return list(dask.compute(*tasks))
+
+    def check(self, name="X"):
+        """Check every micrograph's values on the workers (once): finite, not constant."""
+        if self._state["checked"]:
+            return self
+        results = self.map_blocks(_scan_values_any)
+        for i, (finite, constant) in enumerate(results):
+            label = name if len(results) == 1 else f"{name}[{i}]"
+            if self.names is not None:
+                label += f" ({self.names[i]})"
+            if not finite:
+                raise ValueError(f"{label} must contain only finite values (found NaN or inf)")
+            if constant is not None:
+                raise ValueError(f"{label} is constant (all values equal {constant!r}): it "
+                                 "holds no signal or noise to fit")
+        self._state["checked"] = True
+        return self
+
+    def memoize(self, func, *args, n_jobs=None, **kwargs):
+        """Compute ``func`` of the data once, block by block on the workers.
+
+        ``func`` must declare how it splits: ``func.blockwise = (per_block,
+        combine)`` with ``per_block(block, *args, **kwargs)`` run on each
+        micrograph and ``combine(parts, *args, **kwargs)`` reducing the
+        results (in block order) on the client.  ``n_jobs`` is ignored: the
+        parallelism is the cluster's.
+        """
+        key = (func, args, tuple(sorted(kwargs.items())))
+        if key not in self._memo:
+            split = getattr(func, "blockwise", None)
+            if split is None:
+                raise TypeError(f"{getattr(func, '__name__', func)!r} cannot run on a "
+                                "DaskPatchData: it declares no blockwise split")
+            per_block, combine = split
+            parts = self.map_blocks(per_block, *args, **kwargs)
+            self._memo[key] = combine(parts, *args, **kwargs)
+        return self._memo[key]
+
+
+def _scan_values_any(block):
+    import numpy as np
+
+    finite, constant = _scan_values(np.asarray(block))
+    return bool(finite), constant
+
+
+def as_dask_source(X, image_size, name="X"):
+    """Validate dask input into a :class:`DaskPatchData` (shapes from metadata).
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (N1, N2) or (n, N1, N2), a list of them, or DaskPatchData
+        The micrographs.
+    image_size : int
+        Patch side ``L``.
+    name : str, default="X"
+        Name used in error messages.
+
+    Returns
+    -------
+    data : DaskPatchData
+        Its values checked on the workers.
+    """
+    import numpy as np
+
+    if isinstance(X, DaskPatchData):
+        for i, M in enumerate(X.measurements):
+            if min(M.shape) < image_size:
+                raise ValueError(f"{name}[{i}] of shape {M.shape} is smaller than one "
+                                 f"{image_size}x{image_size} patch")
+        return X.with_image_size(image_size).check(name)
+    names = getattr(X, "names", None)
+    if not isinstance(X, (list, tuple)) and X.ndim not in (2, 3):
+        raise ValueError(f"{name} must be one measurement (N1, N2), a stack (n, N1, N2) or a "
+                         f"sequence of 2-D arrays; got an array of shape {X.shape}")
+    items = list(X) if isinstance(X, (list, tuple)) or X.ndim == 3 else [X]
+    arrays = []
+    for i, a in enumerate(items):
+        label = name if len(items) == 1 else f"{name}[{i}]"
+        if not _is_dask_array(a):
+            raise TypeError(f"{label} must be a dask array like the other items, got "
+                            f"{type(a).__name__}")
+        dt = np.dtype(a.dtype)
+        if dt == object or not np.issubdtype(dt, np.number):
+            raise TypeError(f"{label} must be numeric, got dtype {dt}")
+        if np.issubdtype(dt, np.complexfloating):
+            raise TypeError(f"{label} must be real-valued, got dtype {dt}")
+        if a.ndim == 3:
+            arrays.extend(a[j] for j in range(a.shape[0]))
+            continue
+        if a.ndim != 2:
+            raise ValueError(f"{label} must be a 2-D measurement, got shape {a.shape}")
+        arrays.append(a)
+    for i, a in enumerate(arrays):
+        if any(np.isnan(s) for s in a.shape):
+            raise ValueError(f"{name}[{i}] has an unknown shape {a.shape}: compute its "
+                             "chunk sizes first (x.compute_chunk_sizes())")
+        if min(a.shape) < image_size:
+            label = name if len(arrays) == 1 else f"{name}[{i}]"
+            raise ValueError(f"{label} of shape {a.shape} is smaller than one "
+                             f"{image_size}x{image_size} patch")
+    return DaskPatchData(arrays, image_size, names).check(name)

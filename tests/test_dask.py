@@ -1,0 +1,207 @@
+"""Fits on a Dask cluster: the same results as in memory, data that stays on the workers.
+
+One real ``distributed.LocalCluster`` (two single-thread worker processes,
+loopback only) is shared by the module.  No warning of distributed needs a
+filter here, the killed worker included (checked with the project's
+``filterwarnings = ["error"]``); the only filter is for our own
+ConvergenceWarning, as the fits stop after a few iterations on purpose.
+"""
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+mrcfile = pytest.importorskip("mrcfile")
+
+import dask  # noqa: E402
+import joblib  # noqa: E402
+
+from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator,  # noqa: E402
+                      FourierBesselBasis, make_measurement, make_target)
+from mtdlearn.autocorrelation import AutocorrelationInitializer  # noqa: E402
+from mtdlearn.io import picks_table, read_micrographs  # noqa: E402
+from mtdlearn.patches import check_measurements  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+L = 5
+BASIS = FourierBesselBasis(L, n_coefficients=10)
+CLIENT_PID = os.getpid()
+
+
+def _data():
+    X, _ = make_measurement(make_target(BASIS, random_state=0), BASIS, 120, snr=10,
+                            n_measurements=3, random_state=0)
+    # sizes differ, and are not multiples of L
+    return [X[0], np.ascontiguousarray(X[1][:101, :113]), X[2]]
+
+
+def _em(**kw):
+    params = dict(basis=BASIS, rotations=4, max_iter=4, random_state=0)
+    params.update(kw)
+    return ApproxEMEstimator(L, **params)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, host="127.0.0.1") as cluster:
+        with distributed.Client(cluster) as c:
+            yield c
+
+
+@pytest.fixture(scope="module")
+def mrc_paths(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("micrographs")
+    paths = []
+    for i, M in enumerate(_data()):
+        path = folder / f"mic{i:02d}.mrc"
+        mrcfile.new(str(path), M.astype(np.float32)).close()
+        paths.append(path)
+    return paths
+
+
+def _assert_same_fit(a, b):
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    np.testing.assert_array_equal(a.shift_probabilities_, b.shift_probabilities_)
+    assert a.noise_variance_ == b.noise_variance_
+    assert a.log_likelihood_history_ == b.log_likelihood_history_
+
+
+def test_em_on_cluster_equals_in_memory(client, mrc_paths):
+    micrographs = read_micrographs(str(mrc_paths[0].parent / "mic*.mrc"))
+    assert micrographs.names == ["mic00.mrc", "mic01.mrc", "mic02.mrc"]
+    expected = _em().fit(mrc_paths)
+    fitted = _em().fit(micrographs)
+    _assert_same_fit(fitted, expected)  # bit-identical, not only close
+    np.testing.assert_array_equal(fitted.predict(micrographs), expected.predict(mrc_paths))
+    np.testing.assert_array_equal(fitted.score_samples(micrographs),
+                                  expected.score_samples(mrc_paths))
+    assert fitted.score(micrographs) == expected.score(mrc_paths)
+    # the picks for cryo-EM tools: one row per occurrence, named after its file
+    picks = picks_table(fitted.predict(micrographs), L, micrographs.names)
+    assert len(picks) > 0
+    assert set(picks["rlnMicrographName"]) <= set(micrographs.names)
+    assert picks.equals(picks_table(expected.predict(mrc_paths), L,
+                                    [p.name for p in mrc_paths]))
+
+
+def test_autocorrelations_on_cluster_equal_in_memory(client, mrc_paths):
+    micrographs = read_micrographs(mrc_paths)
+    kw = dict(basis=BASIS, max_iter=10, random_state=0)
+    expected = AutocorrelationEstimator(L, **kw).fit(mrc_paths)
+    fitted = AutocorrelationEstimator(L, **kw).fit(micrographs)
+    for u, v in zip(fitted.autocorrelations_, expected.autocorrelations_):
+        np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(fitted.coef_, expected.coef_)
+    # and the EM's autocorrelation start
+    init = AutocorrelationInitializer(max_iter=10)
+    _assert_same_fit(_em(initializer=init, max_iter=2).fit(micrographs),
+                     _em(initializer=init, max_iter=2).fit(mrc_paths))
+
+
+def _guarded(M):
+    def load():
+        if os.getpid() == CLIENT_PID:
+            raise AssertionError("the client process read the pixels")
+        return M
+    return da.from_delayed(dask.delayed(load, pure=True)(), shape=M.shape, dtype=M.dtype)
+
+
+def test_client_never_reads_the_pixels(client):
+    X = _data()
+    fitted = _em(max_iter=2).fit([_guarded(M) for M in X])
+    _assert_same_fit(fitted, _em(max_iter=2).fit(X))
+    fitted.predict([_guarded(M) for M in X])
+
+
+def test_check_measurements_refuses_to_gather():
+    class Lazy:
+        __dask_graph__ = None
+
+        def __array__(self, *args, **kwargs):
+            raise AssertionError("gathered")
+
+    with pytest.raises(TypeError, match="dask arrays"):
+        check_measurements(Lazy(), L)
+    with pytest.raises(TypeError, match="dask arrays"):
+        check_measurements([np.ones((10, 10)), da.ones((10, 10))], L)
+
+
+def test_bad_values_found_by_the_workers(client):
+    X = _data()
+    bad = X[1].copy()
+    bad[7, 9] = np.nan
+    with pytest.raises(ValueError, match=r"X\[1\] must contain only finite values"):
+        _em().fit([da.from_array(M) for M in (X[0], bad)])
+    with pytest.raises(ValueError, match="is constant"):
+        _em().fit(da.zeros((2, 20, 20), chunks=(1, 20, 20)))
+    with pytest.raises(ValueError, match="smaller than one 5x5 patch"):
+        _em().fit(da.ones((4, 20)))
+
+
+def test_without_a_cluster_uses_the_default_scheduler():
+    X = _data()
+    with dask.config.set(scheduler="threads"):
+        stack = da.from_array(np.stack([M[:100, :100] for M in X]), chunks=(1, 50, 50))
+        fitted = _em().fit(stack)
+    _assert_same_fit(fitted, _em().fit([M[:100, :100] for M in X]))
+
+
+def test_worker_killed_mid_fit(client, mrc_paths):
+    expected = _em(max_iter=4).fit(mrc_paths)
+    micrographs = read_micrographs(mrc_paths)
+    killed = threading.Event()
+
+    class KillAfterFirstIteration(ApproxEMEstimator):
+        def _m_step(self, prepared, state, stats):
+            if not killed.is_set():
+                killed.set()
+                # the worker that holds the first micrograph's block dies
+                who = client.who_has()
+                addresses = {a for keys in who.values() for a in keys}
+                addr = sorted(addresses)[0]
+                try:
+                    client.run(os._exit, 1, workers=[addr])
+                except Exception:  # the connection dies with the worker
+                    pass
+            return super()._m_step(prepared, state, stats)
+
+    before = set(client.scheduler_info()["workers"])
+    est = KillAfterFirstIteration(L, basis=BASIS, rotations=4, max_iter=4, random_state=0)
+    fitted = est.fit(micrographs)
+    assert killed.is_set()
+    _assert_same_fit(fitted, expected)
+    client.wait_for_workers(2, timeout=60)
+    # the nanny restarted the dead worker: a new address
+    assert set(client.scheduler_info()["workers"]) != before
+
+
+def test_restarts_with_joblib_dask_backend(client):
+    X = _data()
+    expected = _em(n_init=2, max_iter=2).fit(X)
+    with distributed.get_task_stream(client) as stream:
+        with joblib.parallel_config(backend="dask"):
+            fitted = _em(n_init=2, max_iter=2).fit(X)
+    assert len(stream.data) >= 2  # the starts ran as cluster tasks
+    _assert_same_fit(fitted, expected)
+    # dask input: the starts run in turn, their E-steps on the workers
+    with joblib.parallel_config(backend="dask"):
+        fitted = _em(n_init=2, max_iter=2).fit([da.from_array(M) for M in X])
+    _assert_same_fit(fitted, expected)
+
+
+def test_import_mtdlearn_does_not_import_dask():
+    import subprocess
+    import sys
+
+    code = ("import sys, mtdlearn, mtdlearn.io, mtdlearn.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('dask', 'distributed', 'starfile')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
