@@ -13,6 +13,7 @@ import numpy as np
 from .base import BaseMTDEstimator
 from .initializers import InitialState
 from .hypotheses import HypothesisSpace
+from .fft_estep import build_fft_patch_model, choose_estep, estep_statistics_fft
 from .patch_model import build_patch_model, estep_statistics, m_step
 
 __all__ = ["ApproxEMEstimator"]
@@ -176,10 +177,13 @@ class ApproxEMEstimator(BaseMTDEstimator):
                        self.noise_variance is None)
 
     def _e_step(self, prepared, state, n_jobs):
-        model = build_patch_model(state.coef, state.shift_probabilities, state.noise_variance,
-                                  prepared.hypotheses, dtype=np.dtype(self.dtype))
-        stats = estep_statistics(prepared.data, model, n_jobs=n_jobs,
-                                 working_memory=self.working_memory)
+        space = prepared.hypotheses  # the FFT E-step is cheaper for large L (design, "FFT path")
+        fft = choose_estep(space.image_size, space.n_rotations, self.dtype) == "fft"
+        build, estep = ((build_fft_patch_model, estep_statistics_fft) if fft
+                        else (build_patch_model, estep_statistics))
+        model = build(state.coef, state.shift_probabilities, state.noise_variance, space,
+                      dtype=np.dtype(self.dtype))
+        stats = estep(prepared.data, model, n_jobs=n_jobs, working_memory=self.working_memory)
         if not (np.isfinite(stats.loglik) and np.all(np.isfinite(state.coef))):
             raise FloatingPointError(
                 "the EM's log-likelihood or coefficients are not finite: scale the "
