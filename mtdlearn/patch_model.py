@@ -637,7 +637,9 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
     BR = space.rotated_evaluation
     W = space.per_rotation(stats.weights)
     D = W @ space.visibility                             # (K, d) pixel weights
-    A = np.einsum("kfp,kf,kfq->pq", BR, D, BR)
+    # sum_k BR_k^T diag(D_k) BR_k as one GEMM (a 3-operand einsum loops: 55 s at L = 41)
+    p = BR.shape[-1]
+    A = (BR * D[..., None]).reshape(-1, p).T @ BR.reshape(-1, p)
     y = (space.adjoint(stats.weighted_patches) if stats.rotation_images is None
          else stats.rotation_images)                     # (K, d)
     b = np.einsum("kfp,kf->p", BR, y)
