@@ -12,7 +12,6 @@ import numpy as np
 
 from .base import BaseMTDEstimator
 from .initializers import InitialState
-from .multiresolution import MultiresolutionInitializer
 from .hypotheses import HypothesisSpace
 from .fft_estep import build_fft_patch_model, choose_estep, estep_statistics_fft
 from .patch_model import build_patch_model, estep_statistics, m_step
@@ -49,10 +48,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
     rotations : int or rotation grid, default=16
         ``K``, or an object with ``get_angles()`` (eq. 8).
     initializer : initializer object, default=None
-        ``None`` means :class:`~mtdlearn.initializers.RandomInitializer` for
-        ``L <= 9`` (the paper's start) and
-        :class:`~mtdlearn.MultiresolutionInitializer` (an EM fit of the
-        binned measurement) for ``L >= 11``.
+        ``None`` means :class:`~mtdlearn.initializers.RandomInitializer`;
+        :class:`~mtdlearn.MultiresolutionInitializer` starts from an EM fit
+        of the binned measurement (not the default: it did not measure
+        better, see :doc:`/results`, "Realistic particle sizes").
     n_init : int, default=1
         Number of starts; the one with the highest log-likelihood wins.
     noise_variance : float, default=None
@@ -160,14 +159,6 @@ class ApproxEMEstimator(BaseMTDEstimator):
         self.warm_start = warm_start
 
     _verbose_name = "ApproxEM"
-
-    #: from this image size on, initializer=None starts from binned data (frequency marching)
-    MULTIRESOLUTION_MIN_SIZE = 11
-
-    def _check_initializer(self):
-        if self.initializer is None and self.basis_.image_size >= self.MULTIRESOLUTION_MIN_SIZE:
-            return MultiresolutionInitializer()
-        return super()._check_initializer()
 
     @property
     def _warm(self):

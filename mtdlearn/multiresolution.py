@@ -128,13 +128,13 @@ class MultiresolutionInitializer(_ParamsMixin):
 
     See Also
     --------
-    RandomInitializer : The paper's random start (the default for ``L <= 9``).
+    RandomInitializer : The paper's random start (the estimators' default).
 
     Notes
     -----
-    :class:`ApproxEMEstimator` uses this start by default for ``L >= 11``;
-    the measurements behind that choice are in :doc:`/results`, "Realistic
-    particle sizes".
+    Not the default of :class:`ApproxEMEstimator`: against the random start
+    it measured no better (:doc:`/results`, "Realistic particle sizes").
+    :doc:`/design`, "Multiresolution start", gives the details.
 
     Examples
     --------
