@@ -16,7 +16,7 @@ particle sizes"):
 The basis is the Fourier-Bessel basis of the 60 lowest frequencies: the
 default basis at L = 21 has 281 functions, more than a short micrograph at
 low SNR can determine.  The quick default (SNR 10, N = 600) runs in well
-under a minute; ``MTDLEARN_FULL=1`` runs the issue's setting (SNR 3,
+under a minute (about 20 s); ``MTDLEARN_FULL=1`` runs the issue's setting (SNR 3,
 N = 1536).
 """
 
@@ -33,7 +33,7 @@ from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, MultiresolutionInit
 
 FULL = os.environ.get("MTDLEARN_FULL") == "1"
 L = 21
-SIZE, SNR, MAX_ITER = (1536, 3.0, 100) if FULL else (600, 10.0, 30)
+SIZE, SNR, MAX_ITER = (1536, 3.0, 100) if FULL else (600, 10.0, 15)
 
 basis = FourierBesselBasis(L, n_coefficients=60)
 coef = make_target(basis, random_state=0)
