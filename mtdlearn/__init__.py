@@ -13,11 +13,13 @@ from .datasets import make_measurement, make_target
 from .em import ApproxEMEstimator
 from .initializers import FixedInitializer, RandomInitializer
 from .metrics import relative_error
+from .multiresolution import MultiresolutionInitializer
 from .rotations import UniformRotationGrid
 
 __version__ = "0.1.0"
 
 __all__ = ["ApproxEMEstimator", "AutocorrelationEstimator", "AutocorrelationInitializer",
-           "BaseMTDEstimator", "FixedInitializer", "FourierBesselBasis", "RandomInitializer",
+           "BaseMTDEstimator", "FixedInitializer", "FourierBesselBasis",
+           "MultiresolutionInitializer", "RandomInitializer",
            "UniformRotationGrid", "make_measurement", "make_target", "relative_error",
            "__version__"]

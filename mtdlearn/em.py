@@ -13,6 +13,7 @@ import numpy as np
 from .base import BaseMTDEstimator, _scale_bounds
 from .initializers import InitialState, data_statistics
 from .hypotheses import HypothesisSpace
+from .fft_estep import build_fft_patch_model, choose_estep, estep_statistics_fft
 from .patch_model import build_patch_model, estep_statistics, m_step, noise_variance_floor
 from .rotations import UniformRotationGrid
 
@@ -48,7 +49,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
     rotations : int or rotation grid, default=16
         ``K``, or an object with ``get_angles()`` (eq. 8).
     initializer : initializer object, default=None
-        ``None`` means :class:`~mtdlearn.initializers.RandomInitializer`.
+        ``None`` means :class:`~mtdlearn.initializers.RandomInitializer`;
+        :class:`~mtdlearn.MultiresolutionInitializer` starts from an EM fit
+        of the binned measurement (not the default: it did not measure
+        better, see :doc:`/results`, "Realistic particle sizes").
     n_init : int, default=1
         Number of starts; the one with the highest log-likelihood wins.
     noise_variance : float, default=None
@@ -330,19 +334,20 @@ class ApproxEMEstimator(BaseMTDEstimator):
     def _e_step(self, prepared, state, n_jobs):
         run = state.run
         run.n_e_steps += 1
-        model = build_patch_model(state.coef, state.shift_probabilities, state.noise_variance,
-                                  prepared.hypotheses, dtype=run.dtype)
+        build, estep = _kernels(prepared, run.dtype)
+        model = build(state.coef, state.shift_probabilities, state.noise_variance,
+                      prepared.hypotheses, dtype=run.dtype)
         if self.acceleration == "incremental" and run.incremental and run.blocks is None:
             # the first E-step keeps each block's statistics (same work)
             run.ranges = _blocks(prepared.data.n_patches)
-            run.blocks = [estep_statistics(prepared.data, model, subset=rng, n_jobs=n_jobs,
-                                           working_memory=self.working_memory)
+            run.blocks = [estep(prepared.data, model, subset=rng, n_jobs=n_jobs,
+                                working_memory=self.working_memory)
                           for rng in run.ranges]
             stats = _sum_blocks(run.blocks)
             run.incremental = len(run.ranges) > 1
         else:
-            stats = estep_statistics(prepared.data, model, n_jobs=n_jobs,
-                                     working_memory=self.working_memory)
+            stats = estep(prepared.data, model, n_jobs=n_jobs,
+                          working_memory=self.working_memory)
         if not (np.isfinite(stats.loglik) and np.all(np.isfinite(state.coef))):
             raise FloatingPointError(
                 "the EM's log-likelihood or coefficients are not finite: scale the "
@@ -537,6 +542,16 @@ _BLOCK_PATCHES = 8192
 _INCREMENTAL_GAIN, _MAX_PASSES = 1e-3, 20
 
 
+def _kernels(prepared, dtype):
+    """The E-step's kernels: FFT where it is cheaper (large L; see the design,
+    "FFT path"), else the GEMM; the GEMM on a distributed source."""
+    space = prepared.hypotheses
+    if (not getattr(prepared.data, "distributed", False)
+            and choose_estep(space.image_size, space.n_rotations, dtype) == "fft"):
+        return build_fft_patch_model, estep_statistics_fft
+    return build_patch_model, estep_statistics
+
+
 def _sum_blocks(blocks):
     total = blocks[0]
     for block in blocks[1:]:
@@ -563,12 +578,13 @@ def _incremental_pass(est, prepared, state, objective, stats, n_jobs):
     """
     run = state.run
     total = stats
+    build, estep = _kernels(prepared, run.dtype)
     for b, rng in enumerate(run.ranges):
         state = est._m_step(prepared, state, total)
-        model = build_patch_model(state.coef, state.shift_probabilities, state.noise_variance,
-                                  prepared.hypotheses, dtype=run.dtype)
-        block = estep_statistics(prepared.data, model, subset=rng, n_jobs=n_jobs,
-                                 working_memory=est.working_memory)
+        model = build(state.coef, state.shift_probabilities, state.noise_variance,
+                      prepared.hypotheses, dtype=run.dtype)
+        block = estep(prepared.data, model, subset=rng, n_jobs=n_jobs,
+                      working_memory=est.working_memory)
         run.blocks[b] = block
         # swap the block into the total; re-summed in block order, since
         # total - old + new cancels (weights ~0 in the other blocks go negative)

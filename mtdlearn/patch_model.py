@@ -315,6 +315,11 @@ class Statistics:
         Sum of the per-patch log-likelihoods (eq. 5).
     n_patches : float
         Number of patches summed (scaled along with the rest).
+    rotation_images : ndarray of shape (K, L*L), default=None
+        ``HypothesisSpace.adjoint(S)``, what the M-step needs of ``S``; the
+        FFT E-step (:mod:`mtdlearn.fft_estep`) gives it instead of
+        ``weighted_patches`` (then ``None``), and :func:`m_step` uses it
+        when present.
 
     Examples
     --------
@@ -332,9 +337,10 @@ class Statistics:
     patch_sq: float
     loglik: float
     n_patches: float
+    rotation_images: np.ndarray = None
 
     _FIELDS = ("weights", "weight_empty", "weighted_patches", "patch_sq", "loglik",
-               "n_patches")
+               "n_patches", "rotation_images")
 
     @classmethod
     def zeros(cls, n_hypotheses, n_pixels):
@@ -362,7 +368,8 @@ class Statistics:
                    0)
 
     def _combine(self, other, op):
-        return Statistics(*(op(getattr(self, f), getattr(other, f)) for f in self._FIELDS))
+        return Statistics(*(_none_or(op, getattr(self, f), getattr(other, f))
+                            for f in self._FIELDS))
 
     def __add__(self, other):
         return self._combine(other, lambda a, b: a + b)
@@ -371,18 +378,30 @@ class Statistics:
         return self._combine(other, lambda a, b: a - b)
 
     def __mul__(self, factor):
-        return Statistics(*(getattr(self, f) * factor for f in self._FIELDS))
+        return Statistics(*(None if getattr(self, f) is None else getattr(self, f) * factor
+                            for f in self._FIELDS))
 
     __rmul__ = __mul__
 
     def __iadd__(self, other):
         self.weights += other.weights
         self.weight_empty += other.weight_empty
-        self.weighted_patches += other.weighted_patches
+        self.weighted_patches = _none_or(np.add, self.weighted_patches, other.weighted_patches)
+        self.rotation_images = _none_or(np.add, self.rotation_images, other.rotation_images)
         self.patch_sq += other.patch_sq
         self.loglik += other.loglik
         self.n_patches += other.n_patches
         return self
+
+
+def _none_or(op, a, b):
+    """``op(a, b)``, or ``None`` for an optional field absent from both."""
+    if a is None and b is None:
+        return None
+    if a is None or b is None:
+        raise ValueError("cannot combine Statistics with weighted_patches and Statistics "
+                         "with rotation_images (GEMM and FFT E-steps); use one E-step")
+    return op(a, b)
 
 
 def _stats_range(data, model, start, stop, step):
@@ -626,8 +645,11 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
     BR = space.rotated_evaluation
     W = space.per_rotation(stats.weights)
     D = W @ space.visibility                             # (K, d) pixel weights
-    A = np.einsum("kfp,kf,kfq->pq", BR, D, BR)
-    y = space.adjoint(stats.weighted_patches)            # (K, d)
+    # sum_k BR_k^T diag(D_k) BR_k as one GEMM (a 3-operand einsum loops: 55 s at L = 41)
+    p = BR.shape[-1]
+    A = (BR * D[..., None]).reshape(-1, p).T @ BR.reshape(-1, p)
+    y = (space.adjoint(stats.weighted_patches) if stats.rotation_images is None
+         else stats.rotation_images)                     # (K, d)
     b = np.einsum("kfp,kf->p", BR, y)
     try:
         coef = scipy.linalg.solve(A, b, assume_a="pos")

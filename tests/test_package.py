@@ -28,6 +28,7 @@ ALLOWED = {
     "patch_model": {"_parallel", "hypotheses", "patches"},
     "posteriors": {"_parallel", "patch_model", "patches"},
     "checkpoint": {"initializers"},
+    "fft_estep": {"_parallel", "hypotheses", "patch_model", "patches"},
     "moments": {"_parallel", "_validation", "basis", "operators", "patches"},
     "moment_fit": {"_parallel", "_validation", "basis", "moments", "operators"},
     "datasets": {"_validation", "basis", "operators", "patches"},
@@ -36,7 +37,9 @@ ALLOWED = {
     "base": {"_dask", "_parallel", "_validation", "basis", "checkpoint", "datasets",
              "hypotheses", "initializers", "operators", "patch_model", "patches", "posteriors",
              "rotations"},
-    "em": {"base", "hypotheses", "initializers", "patch_model", "rotations"},
+    "multiresolution": {"_validation", "basis", "hypotheses", "initializers", "operators",
+                        "patch_model", "patches"},
+    "em": {"base", "fft_estep", "hypotheses", "initializers", "patch_model", "rotations"},
     "autocorrelation": {"base", "initializers", "moment_fit", "moments", "operators",
                         "patch_model"},
     "plotting": {"_validation", "basis", "metrics"},
@@ -47,7 +50,7 @@ ALLOWED = {
             "operators", "rotations",
             "plotting"},
     "__init__": {"autocorrelation", "base", "basis", "datasets", "em", "initializers",
-                 "metrics", "rotations"},
+                 "metrics", "multiresolution", "rotations"},
     "__main__": {"cli"},
 }
 
