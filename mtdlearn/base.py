@@ -284,10 +284,14 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         warm = self._warm and hasattr(self, "coef_")
         init = None if warm else self._check_initializer()
         path = None if checkpoint is None else check_checkpoint_path(checkpoint)
-        if checkpoint is not None and self._checkpoint_unsupported():
-            raise ValueError(f"checkpoint is not supported {self._checkpoint_unsupported()}; "
-                             "fit without a checkpoint")
+        unsupported = None if checkpoint is None else self._checkpoint_unsupported()
+        if unsupported:
+            raise ValueError(f"checkpoint is not supported {unsupported}; fit without a "
+                             "checkpoint")
         data = _patch_source(X, L)
+        if checkpoint is not None and data.distributed:
+            raise ValueError("checkpoint is not supported with Dask input (the data's "
+                             "fingerprint would be read in the client); fit without one")
         self._check_data(data, self._scale_bounds(data))
         n_params, n_values = self._n_parameters(), data.n_patches * L * L
         if n_values < n_params:
