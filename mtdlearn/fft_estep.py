@@ -22,7 +22,7 @@ import scipy.fft
 
 from ._parallel import ordered_map, task_ranges
 from .hypotheses import HypothesisSpace
-from .patch_model import Statistics
+from .patch_model import Statistics, _exp_rows, _neg_big, _patch_loglik
 from .patches import chunk_rows
 
 __all__ = ["FFTPatchModel", "build_fft_patch_model", "estep_statistics_fft", "choose_estep",
@@ -35,12 +35,6 @@ __all__ = ["FFTPatchModel", "build_fft_patch_model", "estep_statistics_fft", "ch
 FFT_FLOP_PENALTY = 5.0
 #: The c x K x N**2 block of posterior maps is kept near this size (as the GEMM's c x H).
 CACHE_BYTES = 4 * 2**20
-_TINY = {np.dtype(np.float64): 1e-200, np.dtype(np.float32): 1e-25}
-
-
-def _neg_big(dtype):
-    return -1e200 if np.dtype(dtype) == np.float64 else -1e30
-
 
 def fft_grid_size(image_size):
     """Side ``N`` of the FFT grid: the smallest fast size ``>= 2L - 1``.
@@ -144,6 +138,9 @@ class FFTPatchModel:
         ``sigma**2``.
     hypotheses : HypothesisSpace
         The layout of the hypotheses.
+    impossible : ndarray of int, default=None
+        Flat indices into the ``K x N*N`` maps that hold no hypothesis (not a
+        shift, or a zero prior): their posterior is exactly zero.
 
     Attributes
     ----------
@@ -174,6 +171,7 @@ class FFTPatchModel:
     shift: float
     noise_variance: float
     hypotheses: HypothesisSpace
+    impossible: np.ndarray = None
 
     @property
     def grid_size(self):
@@ -245,10 +243,13 @@ def build_fft_patch_model(coef, shift_probabilities, noise_variance, hypotheses,
     b = -0.5 * inv * energy[:, lag] + lp - shift
     bias = np.full((K, n * n), _neg_big(dtype), dtype=dtype)
     bias[:, lag] = np.where(np.isfinite(b), b, _neg_big(dtype))
+    possible = np.zeros((K, n * n), dtype=bool)    # a shift with a non-zero prior
+    possible[:, lag] = np.isfinite(b)
     cdtype = np.result_type(dtype, np.complex64)
     return FFTPatchModel(spectra=(spec * inv).astype(cdtype), bias=bias, lag_index=lag,
                          log_prior_empty=lp_empty, shift=shift,
-                         noise_variance=float(noise_variance), hypotheses=space)
+                         noise_variance=float(noise_variance), hypotheses=space,
+                         impossible=np.flatnonzero(~possible.ravel()))
 
 
 def _logits(Phat, pterm, model):
@@ -273,21 +274,11 @@ def _chunk(P, model):
     Phat = scipy.fft.rfft2(P, s=(n, n))
     E = _logits(Phat, pterm.astype(model.dtype), model)
     c = E.shape[0]
-    u = np.full(c, model.shift)
     logit_empty = model.log_prior_empty - model.shift + pterm
-    np.exp(E, out=E)
-    e_empty = np.exp(logit_empty)
-    flat = E.reshape(c, -1)
-    s = (flat @ np.ones(flat.shape[1], dtype=E.dtype)).astype(np.float64) + e_empty
-    low = np.flatnonzero(~(s > _TINY[E.dtype]))
-    if low.size:  # rare: every hypothesis far below the bound; use the exact max
-        Zl = _logits(Phat[low], pterm[low].astype(model.dtype), model).reshape(low.size, -1)
-        m = np.maximum(Zl.max(axis=1), logit_empty[low])
-        Zl -= m[:, None].astype(E.dtype)
-        flat[low] = np.exp(Zl)
-        e_empty[low] = np.exp(logit_empty[low] - m)
-        s[low] = flat[low].sum(axis=1, dtype=np.float64) + e_empty[low]
-        u[low] += m
+    u, s, e_empty = _exp_rows(
+        E.reshape(c, -1), logit_empty, model.shift, model.impossible,
+        lambda low: _logits(Phat[low], pterm[low].astype(model.dtype),
+                            model).reshape(low.size, -1))
     return E, u, s, e_empty, Phat, sq
 
 
@@ -311,8 +302,7 @@ def _stats_range(data, model, start, stop, step):
         Y += np.einsum("mkij,mij->kij", Ehat, Phat * inv_s.astype(dtype)[:, None, None])
         st.weight_empty += float(np.sum(e_empty * inv_s))
         st.patch_sq += float(sq.sum())
-        st.loglik += float((u + np.log(s)).sum()
-                           - 0.5 * d * np.log(2 * np.pi * model.noise_variance) * len(s))
+        st.loglik += float(_patch_loglik(u, s, d, model).sum())
         st.n_patches += P.shape[0]
     st.weights = W[:, model.lag_index].reshape(-1)
     st.rotation_images = scipy.fft.irfft2(Y, s=(n, n))[:, :L, :L].reshape(K, d)

@@ -261,23 +261,37 @@ def _chunk_posteriors(Pa, sq, model, out=None):
     n = Pa.shape[0]
     E = np.empty((n, model.augmented.shape[0]), dtype=Pa.dtype) if out is None else out[:n]
     np.matmul(Pa, model.augmented.T, out=E)    # GEMM: logits - c, all <= ~0
-    u = np.full(n, model.shift)
     logit_empty = model.log_prior_empty - model.shift + Pa[:, -1]
-    tiny = _TINY[E.dtype]
+    u, s, e_empty = _exp_rows(E, logit_empty, model.shift, model.impossible,
+                              lambda low: Pa[low] @ model.augmented.T)
+    return E, u, s, e_empty
+
+
+def _exp_rows(E, logit_empty, shift, impossible, exact_logits):
+    """Exponentiate a chunk's shifted logits in place, with their row sums.
+
+    ``E`` (c, H) holds ``logit - shift`` of the non-empty hypotheses,
+    ``logit_empty`` (c,) that of the empty one.  Returns the row shifts ``u``
+    (c,), the exp-sums ``s`` (c,) including the empty hypothesis and
+    ``e_empty`` (c,).  Exponents are clamped at ``_FLOOR``, the columns
+    ``impossible`` (zero prior) are set to exactly zero, and a row whose sum
+    underflows is recomputed with its exact maximum from
+    ``exact_logits(rows)``.  Shared by the GEMM and FFT E-steps.
+    """
+    u = np.full(E.shape[0], shift)
     floor = _FLOOR[E.dtype]
     np.maximum(E, floor, out=E)                # keep exp on its fast path (see _FLOOR)
     np.exp(E, out=E)
-    impossible = model.impossible
     if impossible is not None and impossible.size:
         E[:, impossible] = 0.0                 # zero prior: exactly zero posterior
     e_empty = np.exp(logit_empty)
     # row sums as a GEMV: one streaming pass, ~40 % cheaper than ndarray.sum here
     s = (E @ np.ones(E.shape[1], dtype=E.dtype)).astype(np.float64) + e_empty
-    low = np.flatnonzero(~(s > tiny))
+    low = np.flatnonzero(~(s > _TINY[E.dtype]))
     if low.size:  # rare: every hypothesis far below the bound; use the exact max
-        L = Pa[low] @ model.augmented.T
+        L = exact_logits(low)
         m = np.maximum(L.max(axis=1), logit_empty[low])
-        L -= m[:, None]
+        L -= m[:, None].astype(L.dtype)
         np.exp(np.maximum(L, floor, out=L), out=L)
         if impossible is not None and impossible.size:
             L[:, impossible] = 0.0
@@ -285,7 +299,7 @@ def _chunk_posteriors(Pa, sq, model, out=None):
         e_empty[low] = np.exp(logit_empty[low] - m)
         s[low] = E[low].sum(axis=1, dtype=np.float64) + e_empty[low]
         u[low] += m
-    return E, u, s, e_empty
+    return u, s, e_empty
 
 
 def _patch_loglik(u, s, d, model):
