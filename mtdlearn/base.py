@@ -395,15 +395,17 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         """
         return {"log_likelihood_history_": list(history), "lower_bound_": objective}
 
-    def _run_start(self, prepared, state, seed, n_jobs, resume=None, callback=None):
+    def _run_start(self, prepared, state, seed, n_jobs, resume=None, callback=None, tol=None):
         """Iterate from ``state`` until the gain is below ``tol`` or ``max_iter``.
 
-        ``resume=(n_iter, history, converged)`` continues a start saved after
+        ``tol=None`` is the estimator's ``tol`` (a subclass may stop a phase
+        earlier).  ``resume=(n_iter, history, converged)`` continues a start saved after
         ``n_iter`` iterations at ``state`` (the statistics are recomputed
         from it, bit for bit); ``callback(state, n_iter, history, converged)``
         is called after every iteration.
         """
         name = self._verbose_name
+        tol = self.tol if tol is None else tol
         t0 = time.perf_counter()
         if resume is None:
             n_done = 0
@@ -430,7 +432,7 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
             if self.verbose:
                 print(f"[{name}] iter {n_iter}  log-likelihood {objective:.10g}  "
                       f"gain {gain:.3e}  ({time.perf_counter() - t0:.2f} s)")
-            converged = gain < self.tol
+            converged = gain < tol
             if callback is not None:
                 callback(state, n_iter, history, converged)
             if converged:

@@ -95,11 +95,14 @@ class ApproxEMEstimator(BaseMTDEstimator):
         on, the log-likelihood.
     refinement : int, default=None
         ``None``: fit on the ``K``-point grid.  An int ``r >= 2``: coarse to
-        fine, fit on the ``K``-point grid to ``tol``, then continue from that
-        fixed point on the uniform grid of ``r K`` rotations to ``tol``:
-        the accuracy of the fine grid (whose bias ``1 - sinc(nu pi / K)``
-        is ``r**2`` times smaller) for a few fine iterations.  ``rotations_``
-        and ``angles_`` then describe the fine grid.
+        fine over the uniform grids of ``K, 2K, 4K, ...`` (those below
+        ``r K``) and ``r K`` rotations, each started from the previous
+        grid's fixed point.  The coarser grids stop once their gain per
+        patch is below ``1e-4`` (or ``tol``, if larger); the finest runs to
+        ``tol``.  This gives the accuracy of the fine grid (whose bias
+        ``1 - sinc(nu pi / K)`` is ``r**2`` times smaller) for a few fine
+        iterations.  ``rotations_`` and ``angles_`` then describe the fine
+        grid.
     n_jobs : int, default=None
         Threads for the chunks of the E-step (and for the starts when
         ``n_init > 1``).  Results do not depend on it.
@@ -130,8 +133,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
         Number of E-steps (passes over the data) of the best start, the
         initial one included: the honest measure of work.
     coarse_n_iter_ : int
-        With ``refinement``, the iterations on the coarse grid (included in
-        ``n_iter_``; the history holds both phases, the fine grid's
+        With ``refinement``, the iterations on the coarser grids (included in
+        ``n_iter_``; the history holds every grid's phase, each grid's
         log-likelihood being a different objective).
     float64_from_iter_ : int or None
         With ``dtype="auto"``, the iteration after which the E-steps ran in
@@ -297,27 +300,38 @@ class ApproxEMEstimator(BaseMTDEstimator):
     def _run_start(self, prepared, state, seed, n_jobs, resume=None, callback=None):
         if resume is not None or callback is not None:   # checkpointed: one grid
             return self._run_grid(prepared, state, seed, n_jobs, resume, callback)
-        res = self._run_grid(prepared, state, seed, n_jobs)
         if self.refinement is None or self.max_iter == 0:
-            return res
-        # coarse to fine: continue from the coarse fixed point on a grid
-        # `refinement` times finer (the same uniform grid, oversampled)
-        fine_grid = UniformRotationGrid(len(self.angles_) * int(self.refinement))
-        fine = _EMData(prepared.data, HypothesisSpace(self.basis_, fine_grid.get_angles()),
-                       prepared.estimate_noise)
-        fine_res = self._run_grid(fine, InitialState(res["coef"], res["shift_probabilities"],
-                                                     res["noise_variance"]), seed, n_jobs)
-        extra = fine_res["extra"]
-        extra["n_e_steps_"] += res["extra"]["n_e_steps_"]
-        extra["coarse_n_iter_"] = res["n_iter"]
-        extra["log_likelihood_history_"] = (res["extra"]["log_likelihood_history_"]
-                                            + extra["log_likelihood_history_"])
-        extra["rotations_"] = fine_grid
-        extra["angles_"] = fine_grid.get_angles()
-        fine_res["n_iter"] += res["n_iter"]
-        return fine_res
+            return self._run_grid(prepared, state, seed, n_jobs)
+        # coarse to fine: from each grid's (loosely converged) fixed point to
+        # the next, finer grid of the same uniform family; the last grid, of
+        # `refinement` K rotations, runs to `tol`
+        sizes = _grid_schedule(len(self.angles_), int(self.refinement))
+        res, n_iter, n_e_steps, history = None, 0, 0, []
+        for i, size in enumerate(sizes):
+            last = i == len(sizes) - 1
+            if i == 0:
+                phase = prepared
+            else:
+                grid = UniformRotationGrid(size)
+                phase = _EMData(prepared.data, HypothesisSpace(self.basis_, grid.get_angles()),
+                                prepared.estimate_noise)
+                state = InitialState(res["coef"], res["shift_probabilities"],
+                                     res["noise_variance"])
+            if last:
+                coarse_n_iter = n_iter
+            res = self._run_grid(phase, state, seed, n_jobs,
+                                 tol=None if last else max(self.tol, _COARSE_TOL))
+            n_iter += res["n_iter"]
+            n_e_steps += res["extra"]["n_e_steps_"]
+            history += res["extra"]["log_likelihood_history_"]
+        extra = res["extra"]
+        extra.update(n_e_steps_=n_e_steps, coarse_n_iter_=coarse_n_iter,
+                     log_likelihood_history_=history, rotations_=grid,
+                     angles_=grid.get_angles())
+        res["n_iter"] = n_iter
+        return res
 
-    def _run_grid(self, prepared, state, seed, n_jobs, resume=None, callback=None):
+    def _run_grid(self, prepared, state, seed, n_jobs, resume=None, callback=None, tol=None):
         if isinstance(state, _EMState):   # resumed from a checkpoint
             run = state.run
         else:
@@ -326,7 +340,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
             state = _EMState(state.coef, state.shift_probabilities, state.noise_variance, run)
             if auto and _float32_resolution(prepared.data, state) > _FLOAT32_MAX_ERROR:
                 run.dtype = np.dtype(np.float64)   # high SNR: float32 logits would cancel
-        res = super()._run_start(prepared, state, seed, n_jobs, resume, callback)
+        res = super()._run_start(prepared, state, seed, n_jobs, resume, callback, tol)
         res["extra"]["n_e_steps_"] = run.n_e_steps
         res["extra"]["float64_from_iter_"] = run.float64_from
         return res
@@ -394,6 +408,27 @@ class ApproxEMEstimator(BaseMTDEstimator):
 
 
 _ACCELERATIONS = (None, "squarem", "incremental")
+
+#: With ``refinement``, a coarser grid's phase stops when its gain per patch
+#: is below this (or ``tol``, if larger): it only has to land near the next
+#: grid's fixed point.  Measured at N=300, SNR 500, K=16, r=4, one thread
+#: (min of 3): coarse phases run to ``tol`` 9.8 s, at 1e-5 7.4 s, at 1e-4
+#: 6.8 s, at 1e-3 8.5 s, all with error 0.0024; plain K=16 took 4.1 s.
+_COARSE_TOL = 1e-4
+
+
+def _grid_schedule(n_rotations, refinement):
+    """The grid sizes of ``refinement``: K, 2K, 4K, ... below rK, then rK.
+
+    Doubling, rather than going from K to rK at once, starts each phase
+    nearer its fixed point.  Measured at N=300, SNR 500, K=16, r=4: K then
+    4K ended at a lower log-likelihood (error 0.0025-0.0027, whatever the
+    coarse tolerance) than K, 2K, 4K (0.0024, the error of plain 4K).
+    """
+    sizes = [n_rotations]
+    while 2 * sizes[-1] < refinement * n_rotations:
+        sizes.append(2 * sizes[-1])
+    return sizes + [refinement * n_rotations]
 
 #: Above this estimated float32 error of the logits (relative posterior error),
 #: ``dtype="auto"`` runs in float64 from the start: the expansion

@@ -485,9 +485,32 @@ def test_refinement_reaches_the_fine_grid(basis, coef):
     fine = ApproxEMEstimator(L, rotations=16, **kw).fit(X)
     refined = ApproxEMEstimator(L, rotations=4, refinement=4, **kw).fit(X)
     err = [relative_error(coef, em.coef_, basis) for em in (coarse, fine, refined)]
-    assert err[2] < 0.25 * err[0] and err[2] < 1.1 * err[1]
+    # the grid bias goes (err[0] is ~10x err[1]); the refined and the direct
+    # fine fits end at different local fixed points of the same 16-point
+    # objective (from 4->8->16 and from the truth), whose errors differ by
+    # the estimation noise of 36 copies: 1.25x is the issue's bound
+    assert err[2] < 0.25 * err[0] and err[2] < 1.25 * err[1]
     assert refined.angles_.shape == (16,) and refined.rotations_.n_rotations == 16
     assert 0 < refined.coarse_n_iter_ < refined.n_iter_
     assert refined.predict(X)["angle"].max() < 2 * np.pi
     with pytest.raises(ValueError, match="refinement must be None or an int >= 2"):
         ApproxEMEstimator(L, refinement=1).fit(X)
+
+
+@pytest.mark.parametrize("K, r, sizes", [(16, 2, [16, 32]), (16, 3, [16, 32, 48]),
+                                         (16, 4, [16, 32, 64]), (8, 5, [8, 16, 32, 40])])
+def test_refinement_grid_schedule(K, r, sizes):
+    """Coarse to fine doubles the grid while below r K, then ends on r K."""
+    from mtdlearn.em import _grid_schedule
+
+    assert _grid_schedule(K, r) == sizes
+
+
+def test_refinement_history_holds_every_grid(basis, coef):
+    """K=4, refinement=4 runs the grids 4, 8, 16: each phase's history in turn."""
+    X, _ = make_measurement(coef, basis, 120, snr=100, random_state=3)
+    em = ApproxEMEstimator(L, basis=basis, rotations=4, refinement=4, max_iter=300, tol=1e-8,
+                           initializer=FixedInitializer(coef), random_state=0).fit(X)
+    # one entry for each phase's first E-step, one per iteration
+    assert len(em.log_likelihood_history_) == em.n_iter_ + 3
+    assert em.converged_ and em.rotations_.n_rotations == 16
