@@ -104,6 +104,33 @@ def test_autocorrelations_on_cluster_equal_in_memory(client, mrc_paths):
                      _em(initializer=init, max_iter=2).fit(mrc_paths))
 
 
+def test_fft_estep_on_cluster_equals_in_memory(client, monkeypatch):
+    """At L = 13 the cost model picks the FFT E-step, on the workers as in memory."""
+    import mtdlearn.em as em_module
+    from mtdlearn.fft_estep import choose_estep
+
+    L13 = 13
+    assert choose_estep(L13, 4, np.float32) == choose_estep(L13, 4, np.float64) == "fft"
+    basis = FourierBesselBasis(L13, n_coefficients=12)
+    X, _ = make_measurement(make_target(basis, random_state=1), basis, 80, snr=5,
+                            density=0.1, n_measurements=3, random_state=1)
+    X = [X[0], np.ascontiguousarray(X[1][:67, :75]), X[2]]  # not multiples of L
+    calls = []
+    fft = em_module.estep_statistics_fft
+
+    def counted(data, *args, **kwargs):
+        calls.append(data.distributed)
+        return fft(data, *args, **kwargs)
+
+    monkeypatch.setattr(em_module, "estep_statistics_fft", counted)
+    kw = dict(basis=basis, rotations=4, max_iter=2, random_state=0)
+    expected = ApproxEMEstimator(L13, **kw).fit(X)
+    fitted = ApproxEMEstimator(L13, **kw).fit([da.from_array(M) for M in X])
+    assert False in calls and True in calls   # the FFT E-step ran on both
+    assert all(calls[len(calls) // 2:]) and not any(calls[:len(calls) // 2])
+    _assert_same_fit(fitted, expected)  # bit-identical, not only close
+
+
 def _guarded(M):
     def load():
         if os.getpid() == CLIENT_PID:
