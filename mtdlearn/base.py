@@ -251,7 +251,9 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
             but ``n_jobs`` and ``verbose``) raises ``ValueError``.  A
             complete checkpoint gives its result at once; delete the file to
             fit afresh.  With a checkpoint the starts run one after another,
-            each with ``n_jobs`` threads.  It is an argument of ``fit``, not
+            each with ``n_jobs`` threads.  Dask input is fingerprinted on
+            the workers (one digest per micrograph comes to the client).
+            It is an argument of ``fit``, not
             an estimator parameter, because the file belongs to one fit on
             one data set: ``clone`` and model selection must not hand it to
             other fits.
@@ -289,9 +291,6 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
             raise ValueError(f"checkpoint is not supported {unsupported}; fit without a "
                              "checkpoint")
         data = _patch_source(X, L)
-        if checkpoint is not None and data.distributed:
-            raise ValueError("checkpoint is not supported with Dask input (the data's "
-                             "fingerprint would be read in the client); fit without one")
         self._check_data(data, self._scale_bounds(data))
         n_params, n_values = self._n_parameters(), data.n_patches * L * L
         if n_values < n_params:

@@ -22,7 +22,9 @@ import joblib  # noqa: E402
 
 from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator,  # noqa: E402
                       FourierBesselBasis, make_measurement, make_target)
+from mtdlearn._dask import as_dask_source  # noqa: E402
 from mtdlearn.autocorrelation import AutocorrelationInitializer  # noqa: E402
+from mtdlearn.checkpoint import FitCheckpoint, hash_measurements  # noqa: E402
 from mtdlearn.io import picks_table, read_micrographs  # noqa: E402
 from mtdlearn.patches import check_measurements  # noqa: E402
 
@@ -144,6 +146,51 @@ def test_client_never_reads_the_pixels(client):
     fitted = _em(max_iter=2).fit([_guarded(M) for M in X])
     _assert_same_fit(fitted, _em(max_iter=2).fit(X))
     fitted.predict([_guarded(M) for M in X])
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_checkpoint_resumes_on_cluster(client, mrc_paths, tmp_path, monkeypatch):
+    expected = _em().fit(read_micrographs(mrc_paths))
+    path = tmp_path / "fit.npz"
+    save = FitCheckpoint.save
+    count = [0]
+
+    def failing_save(self, where):   # the fit is killed before its third save
+        count[0] += 1
+        if count[0] > 2:
+            raise _Interrupt
+        return save(self, where)
+
+    with monkeypatch.context() as m:
+        m.setattr(FitCheckpoint, "save", failing_save)
+        with pytest.raises(_Interrupt):
+            _em().fit(read_micrographs(mrc_paths), checkpoint=path)
+    assert FitCheckpoint.load(path).current.n_iter == 2
+    resumed = _em().fit(read_micrographs(mrc_paths), checkpoint=path)
+    _assert_same_fit(resumed, expected)
+    # the fingerprint is the in-memory one: the finished file serves the same files read
+    # in memory, and the client never reads the pixels to compute it
+    source = as_dask_source(read_micrographs(mrc_paths), L)
+    assert source.memoize(hash_measurements) == hash_measurements(
+        check_measurements(mrc_paths, L))
+    _assert_same_fit(_em().fit(mrc_paths, checkpoint=path), expected)
+    _em(max_iter=1).fit([_guarded(M) for M in _data()], checkpoint=tmp_path / "guarded.npz")
+    # a micrograph changed by one pixel is another data set: refused, file untouched
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for i, src in enumerate(mrc_paths):
+        with mrcfile.open(src) as mrc:
+            M = mrc.data.copy()
+        if i == 1:
+            M[3, 4] += 1
+        mrcfile.new(str(changed / src.name), M).close()
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="written by a fit on other measurements"):
+        _em().fit(read_micrographs(str(changed / "*.mrc")), checkpoint=path)
+    assert path.read_bytes() == before
 
 
 def test_check_measurements_refuses_to_gather():
