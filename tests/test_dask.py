@@ -81,6 +81,11 @@ def test_em_on_cluster_equals_in_memory(client, mrc_paths):
     fitted = _em().fit(micrographs)
     _assert_same_fit(fitted, expected)  # bit-identical, not only close
     np.testing.assert_array_equal(fitted.predict(micrographs), expected.predict(mrc_paths))
+    # one micrograph's detections at a time, found on its worker: the same rows
+    groups = list(fitted.predict_per_measurement(micrographs))
+    assert [i for i, _ in groups] == [0, 1, 2]
+    np.testing.assert_array_equal(np.concatenate([g for _, g in groups]),
+                                  expected.predict(mrc_paths))
     np.testing.assert_array_equal(fitted.score_samples(micrographs),
                                   expected.score_samples(mrc_paths))
     assert fitted.score(micrographs) == expected.score(mrc_paths)
@@ -191,6 +196,17 @@ def test_checkpoint_resumes_on_cluster(client, mrc_paths, tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="written by a fit on other measurements"):
         _em().fit(read_micrographs(str(changed / "*.mrc")), checkpoint=path)
     assert path.read_bytes() == before
+
+
+def test_iter_blocks_hands_over_one_result_at_a_time(client, monkeypatch):
+    shapes = [M.shape for M in _data()]
+    results = as_dask_source([da.from_array(M) for M in _data()], L).iter_blocks(np.shape)
+    assert next(results) == shapes[0]
+    assert list(results) == shapes[1:]
+    import mtdlearn._dask as dask_module
+    monkeypatch.setattr(dask_module, "active_client", lambda: None)  # dask's scheduler
+    source = as_dask_source([da.from_array(M) for M in _data()], L)
+    assert list(source.iter_blocks(np.shape)) == shapes
 
 
 def test_check_measurements_refuses_to_gather():
