@@ -10,7 +10,9 @@ and the per-data quantities (:meth:`DaskPatchData.memoize`) call
 :meth:`DaskPatchData.map_blocks`: one task per block, on the worker that
 holds it, with the small model sent once per call; the per-block results
 come back to the client in block order and are reduced there in that
-order, so the result is the in-memory one to the last bit.
+order, so the result is the in-memory one to the last bit.  The detections
+of ``predict`` go through :meth:`DaskPatchData.iter_blocks`, which hands
+them to the client one micrograph at a time.
 
 Nothing here runs at ``import mtdlearn``: dask is imported inside the
 functions (it is the optional extra ``mtdlearn[dask]``).  The client never
@@ -123,6 +125,32 @@ class DaskPatchData(PatchData):
             return client.gather(futures)
         tasks = [dask.delayed(_block_apply, pure=False)(b, func, args, kwargs) for b in blocks]
         return list(dask.compute(*tasks))
+
+    def iter_blocks(self, func, *args, **kwargs):
+        """Yield ``func(block_i, *args, **kwargs)`` for each micrograph, in order.
+
+        As :meth:`map_blocks` (every task submitted at once, on the workers),
+        but the results come to the client one at a time, each when the
+        consumer asks for it; a result not yet asked for stays on its
+        worker.  For results that grow with the data (detections), so that
+        the client holds one micrograph's at a time.
+        """
+        import dask
+
+        blocks = self._blocks()
+        client = active_client()
+        if client is None:
+            for b in blocks:
+                yield dask.delayed(_block_apply, pure=False)(b, func, args, kwargs).compute()
+            return
+        args_f, kwargs_f = client.scatter([args, kwargs], broadcast=True, hash=False)
+        futures = client.compute([dask.delayed(_block_apply, pure=False)(b, func, args_f,
+                                                                        kwargs_f)
+                                  for b in blocks])
+        for i in range(len(futures)):
+            future, futures[i] = futures[i], None   # released once handed over
+            yield future.result()
+            del future
 
     def check(self, name="X"):
         """Check every micrograph's values on the workers (once): finite, not constant."""

@@ -29,7 +29,7 @@ from .initializers import InitialState, RandomInitializer
 from .operators import check_shift_probabilities, shift_probabilities_to_density
 from .hypotheses import HypothesisSpace
 from .patch_model import build_patch_model, estep_statistics
-from .posteriors import estep_detections, estep_per_patch
+from .posteriors import estep_per_patch, iter_detections
 from .patches import _max_abs, as_patch_source
 from .rotations import check_rotation_grid
 
@@ -251,7 +251,9 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
             but ``n_jobs`` and ``verbose``) raises ``ValueError``.  A
             complete checkpoint gives its result at once; delete the file to
             fit afresh.  With a checkpoint the starts run one after another,
-            each with ``n_jobs`` threads.  It is an argument of ``fit``, not
+            each with ``n_jobs`` threads.  Dask input is fingerprinted on
+            the workers (one digest per micrograph comes to the client).
+            It is an argument of ``fit``, not
             an estimator parameter, because the file belongs to one fit on
             one data set: ``clone`` and model selection must not hand it to
             other fits.
@@ -289,9 +291,6 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
             raise ValueError(f"checkpoint is not supported {unsupported}; fit without a "
                              "checkpoint")
         data = _patch_source(X, L)
-        if checkpoint is not None and data.distributed:
-            raise ValueError("checkpoint is not supported with Dask input (the data's "
-                             "fingerprint would be read in the client); fit without one")
         self._check_data(data, self._scale_bounds(data))
         n_params, n_values = self._n_parameters(), data.n_patches * L * L
         if n_values < n_params:
@@ -618,21 +617,63 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         >>> detections.dtype.names
         ('measurement', 'row', 'col', 'angle', 'probability')
         """
+        parts = [det for _, det in self.predict_per_measurement(X)]
+        return np.concatenate(parts)
+
+    def predict_per_measurement(self, X):
+        """Yield :meth:`predict`'s detections one measurement at a time.
+
+        The same rows as :meth:`predict`, grouped by measurement, in order;
+        each measurement's are yielded as soon as they are found, so a
+        caller that writes them (:func:`mtdlearn.io.write_star_per_micrograph`)
+        holds one measurement's at a time, however many micrographs there
+        are.  With Dask input each micrograph's detections are found on its
+        worker and come to the client in turn (:doc:`/scaling`).
+
+        Parameters
+        ----------
+        X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
+            Measurement(s), in any of the forms :meth:`fit` accepts.
+
+        Returns
+        -------
+        detections : generator of (int, structured ndarray)
+            ``(measurement, rows)`` for every measurement, in order:
+            its index and its rows of :meth:`predict` (possibly none).
+            ``X`` is checked when this method is called, the E-step runs as
+            the generator is consumed.
+
+        Examples
+        --------
+        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
+        ...                       make_target)
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 100,
+        ...                             snr=10, n_measurements=2, random_state=0)
+        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200,
+        ...                        random_state=0).fit(X)
+        >>> [(i, bool((det["measurement"] == i).all()))
+        ...  for i, det in em.predict_per_measurement(X)]
+        [(0, True), (1, True)]
+        """
         data, model, options = self._patch_model(X)
-        keep, best, best_p = estep_detections(data, model, **options)
-        out = np.empty(len(keep), dtype=[("measurement", np.int64), ("row", np.int64),
-                                         ("col", np.int64), ("angle", np.float64),
-                                         ("probability", np.float64)])
-        for a in range(0, len(keep), 2**16):  # temporaries of a block, not of the output
-            sl = slice(a, a + 2**16)
-            k, d0, d1 = model.hypotheses.decode(best[sl])
-            meas, r0, c0 = data.locate(keep[sl])
-            out["measurement"][sl] = meas
-            out["row"][sl] = r0 + d0
-            out["col"][sl] = c0 + d1
-            out["angle"][sl] = self.angles_[k]
-        out["probability"] = best_p
-        return out
+        return self._detections(data, model, options)
+
+    def _detections(self, data, model, options):
+        for i, keep, best, best_p in iter_detections(data, model, **options):
+            out = np.empty(len(keep), dtype=[("measurement", np.int64), ("row", np.int64),
+                                             ("col", np.int64), ("angle", np.float64),
+                                             ("probability", np.float64)])
+            for a in range(0, len(keep), 2**16):  # temporaries of a block, not of the output
+                sl = slice(a, a + 2**16)
+                k, d0, d1 = model.hypotheses.decode(best[sl])
+                _, r0, c0 = data.locate(keep[sl])
+                out["row"][sl] = r0 + d0
+                out["col"][sl] = c0 + d1
+                out["angle"][sl] = self.angles_[k]
+            out["measurement"] = i
+            out["probability"] = best_p
+            yield i, out
 
     def sample(self, size, n_measurements=None, random_state=None):
         """Draw a synthetic measurement from the fitted model.

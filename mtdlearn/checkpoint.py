@@ -17,8 +17,10 @@ file in the same directory, flushed to disk, then moved over ``path`` with
 checkpoint or the new one, never a torn file.
 
 The fingerprints are SHA-256 digests: of the measurements (their shapes,
-dtypes and every byte, read in blocks of rows), and of the estimator's class
-and parameters, except ``n_jobs`` and ``verbose`` which do not change results.
+dtypes and every byte, read in blocks of rows; each measurement on its own,
+on the worker that holds it when the input is a Dask array), and of the
+estimator's class and parameters, except ``n_jobs`` and ``verbose`` which do
+not change results.
 """
 
 import dataclasses
@@ -37,8 +39,9 @@ from .initializers import InitialState
 __all__ = ["FitCheckpoint", "StartRecord", "check_checkpoint_path", "hash_measurements",
            "hash_params", "run_checkpointed"]
 
-#: Version of the file layout; bumped when it changes incompatibly.
-FORMAT_VERSION = 1
+#: Version of the file layout; bumped when it changes incompatibly (2: the data
+#: fingerprint is the digest of the measurements' digests).
+FORMAT_VERSION = 2
 #: Parameters that change the running time or the output, never the result.
 IGNORED_PARAMS = ("n_jobs", "verbose")
 
@@ -46,9 +49,16 @@ IGNORED_PARAMS = ("n_jobs", "verbose")
 def hash_measurements(measurements, block_bytes=2**24):
     """SHA-256 of measurements: their number, shapes, dtypes and every byte.
 
-    Read in blocks of rows (memory-mapped files are streamed, not loaded),
-    so two inputs get the same digest only if they are equal element by
-    element, with the same dtype and shape.
+    Each measurement is hashed on its own (its shape, dtype and bytes, read
+    in blocks of rows: memory-mapped files are streamed, not loaded), and the
+    digest is the SHA-256 of their number and their digests in order.  Two
+    inputs get the same digest only if they are equal element by element,
+    with the same dtypes and shapes.  On a Dask source
+    (:meth:`mtdlearn._dask.DaskPatchData.memoize`) each micrograph is hashed
+    by a task on the worker that holds it (``hash_measurements.blockwise``)
+    and only the digests (64 characters each) come to the client, which
+    combines them as here: the same digest as in memory when the blocks have
+    the dtype of the in-memory arrays.
 
     Parameters
     ----------
@@ -73,14 +83,32 @@ def hash_measurements(measurements, block_bytes=2**24):
     >>> hash_measurements([M]) == hash_measurements([M.astype(np.float32)])
     False
     """
+    return _combine_digests([_measurement_digest(M, block_bytes) for M in measurements])
+
+
+def _measurement_digest(M, block_bytes=2**24):
+    """SHA-256 of one measurement: shape, dtype, bytes (a task's part on a Dask block)."""
     h = hashlib.sha256()
-    h.update(f"{len(measurements)} measurements;".encode())
-    for M in measurements:
-        h.update(f"{M.shape} {np.dtype(M.dtype).str};".encode())
-        rows = max(1, block_bytes // max(1, M.shape[1] * M.itemsize))
-        for r0 in range(0, M.shape[0], rows):
-            h.update(np.ascontiguousarray(M[r0:r0 + rows]).data)
+    shape = tuple(int(n) for n in M.shape)
+    h.update(f"{shape} {np.dtype(M.dtype).str};".encode())
+    rows = max(1, block_bytes // max(1, shape[1] * np.dtype(M.dtype).itemsize))
+    for r0 in range(0, shape[0], rows):
+        h.update(np.ascontiguousarray(M[r0:r0 + rows]).data)
     return h.hexdigest()
+
+
+def _combine_digests(digests, block_bytes=None):
+    """SHA-256 of the number of measurements and their digests, in order."""
+    h = hashlib.sha256()
+    h.update(f"{len(digests)} measurements;".encode())
+    for digest in digests:
+        h.update(digest.encode())
+    return h.hexdigest()
+
+
+#: How a distributed patch source computes it: per micrograph, then combined
+#: in order on the client (see :meth:`mtdlearn._dask.DaskPatchData.memoize`).
+hash_measurements.blockwise = (_measurement_digest, _combine_digests)
 
 
 def _canonical(value):

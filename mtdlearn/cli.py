@@ -233,15 +233,24 @@ def _load_model(path):
 
 
 def _cmd_predict(args):
-    from .io import picks_table, write_star
+    from .io import picks_table, star_paths, write_star, write_star_per_micrograph
 
     est = _load_model(args.model)
-    out = Path(args.output)
-    _check_outputs([out], args.overwrite, inputs=_expand_inputs(args.inputs))
+    inputs = _expand_inputs(args.inputs)
+    out = Path(args.output or "picks.star")
+    if args.output_dir is None:
+        _check_outputs([out], args.overwrite, inputs=inputs)
     t0 = time.perf_counter()
     with _dask_client(args):
         X = _inputs(args)
         names = getattr(X, "names", None) or [Path(p).name for p in X]
+        if args.output_dir is not None:   # one file per micrograph, as each is done
+            _check_outputs(star_paths(names, args.output_dir), args.overwrite, inputs=inputs)
+            paths = write_star_per_micrograph(est.predict_per_measurement(X), est.image_size,
+                                              args.output_dir, names, args.overwrite)
+            print(f"{len(paths)} STAR file(s) in {time.perf_counter() - t0:.2f} s; wrote "
+                  f"{args.output_dir}/*_picks.star")
+            return
         detections = est.predict(X)
     picks = picks_table(detections, est.image_size, names)
     write_star(picks, out, overwrite=args.overwrite)
@@ -419,9 +428,13 @@ def _build_parser():
                                    "(pip install 'mtdlearn[star]').")
     p.add_argument("inputs", nargs="+", help="micrographs (.npy or .mrc; quoted globs ok)")
     p.add_argument("--model", required=True, help="params.json written by 'mtdlearn fit'")
-    p.add_argument("--output", default="picks.star", help="STAR file (default picks.star)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--output", default=None, help="STAR file (default picks.star)")
+    where.add_argument("--output-dir", default=None, metavar="DIR",
+                       help="write DIR/<micrograph stem>_picks.star per micrograph, each "
+                            "when its picks are found (memory holds one micrograph's)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the STAR file if it exists (default: refuse)")
+                   help="replace existing STAR files (default: refuse)")
     _add_dask_arguments(p)
     p.set_defaults(func=_cmd_predict)
     return parser

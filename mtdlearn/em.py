@@ -579,10 +579,9 @@ _INCREMENTAL_GAIN, _MAX_PASSES = 1e-3, 20
 
 def _kernels(prepared, dtype):
     """The E-step's kernels: FFT where it is cheaper (large L; see the design,
-    "FFT path"), else the GEMM; the GEMM on a distributed source."""
+    "FFT path"), else the GEMM; the same choice in memory and on a distributed source."""
     space = prepared.hypotheses
-    if (not getattr(prepared.data, "distributed", False)
-            and choose_estep(space.image_size, space.n_rotations, dtype) == "fft"):
+    if choose_estep(space.image_size, space.n_rotations, dtype) == "fft":
         return build_fft_patch_model, estep_statistics_fft
     return build_patch_model, estep_statistics
 

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
-from ._parallel import ordered_map, task_ranges
+from ._parallel import ordered_map
 from .hypotheses import HypothesisSpace
-from .patch_model import Statistics, _exp_rows, _neg_big, _patch_loglik
-from .patches import chunk_rows
+from .patch_model import (Statistics, _check_distributed, _exp_rows, _neg_big, _partition,
+                          _patch_loglik, _sum_per_measurement, _sum_statistics)
+from .patches import PatchData, chunk_rows
 
 __all__ = ["FFTPatchModel", "build_fft_patch_model", "estep_statistics_fft", "choose_estep",
            "fft_chunk_size",
@@ -352,7 +353,10 @@ def estep_statistics_fft(data, model, subset=None, *, chunk=None, n_jobs=None,
     rounding, except that the weighted patch sums come as
     ``rotation_images`` (``K x L*L``, what the M-step uses) and
     ``weighted_patches`` is ``None``.  Tasks are fixed independently of
-    ``n_jobs`` and reduced in order.
+    ``n_jobs``, never straddle two measurements, and are reduced in order
+    (each measurement's, then the measurements'); on a distributed source
+    (:mod:`mtdlearn._dask`) each measurement is one task on the worker
+    that holds it, so the result is the in-memory one to the last bit.
 
     Parameters
     ----------
@@ -401,13 +405,18 @@ def estep_statistics_fft(data, model, subset=None, *, chunk=None, n_jobs=None,
     """
     if chunk is None:
         chunk = fft_chunk_size(model.hypotheses, working_memory, model.dtype.itemsize)
-    start, stop = (0, data.n_patches) if subset is None else subset
-    if not 0 <= start < stop <= data.n_patches:
-        raise ValueError(f"subset must be a range (start, stop) within [0, {data.n_patches}] "
-                         f"holding at least one patch, got {subset!r}")
-    ranges = [(start + a, start + b) for a, b in task_ranges(stop - start, chunk,
-                                                             tasks_per_block)]
-    total = None
-    for st in ordered_map(lambda a, b: _stats_range(data, model, a, b, chunk), ranges, n_jobs):
-        total = st if total is None else total + st
-    return total
+    ranges = _partition(data, subset, chunk, tasks_per_block)
+    if data.distributed:
+        # one task per measurement where it lives; the same sums, in the same order
+        _check_distributed(data, subset)
+        return _sum_statistics(data.map_blocks(_block_statistics_fft, data.image_size, model,
+                                               chunk, tasks_per_block))
+    # sum each measurement's tasks, then the measurements, in order
+    return _sum_per_measurement(ordered_map(
+        lambda i, a, b: (i, _stats_range(data, model, a, b, chunk)), ranges, n_jobs))
+
+
+def _block_statistics_fft(block, image_size, model, chunk, tasks_per_block):
+    """:func:`estep_statistics_fft` of one measurement (a block of a distributed source)."""
+    return estep_statistics_fft(PatchData([block], image_size), model, chunk=chunk,
+                                tasks_per_block=tasks_per_block)

@@ -7,7 +7,8 @@ import numpy as np
 
 from ._validation import _all_finite
 
-__all__ = ["read_measurement", "read_micrographs", "picks_table", "write_star"]
+__all__ = ["read_measurement", "read_micrographs", "picks_table", "write_star",
+           "star_paths", "write_star_per_micrograph"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _MRC_SUFFIXES = (".mrc", ".mrcs", ".map")
@@ -396,3 +397,118 @@ def write_star(picks, path, micrograph_names=None, overwrite=False):
             os.unlink(tmp)
         raise
     return path
+
+
+def star_paths(micrograph_names, output_dir, suffix="_picks.star"):
+    """The per-micrograph STAR files of :func:`write_star_per_micrograph`.
+
+    ``<output_dir>/<stem><suffix>`` with the stem of each micrograph's file
+    name (RELION's layout of per-micrograph picks); a stack's section
+    ``name@j`` gets ``<stem>_<j><suffix>``.
+
+    Parameters
+    ----------
+    micrograph_names : sequence of str
+        One name per micrograph (``read_micrographs(...).names``).
+    output_dir : str or Path
+        The directory of the files.
+    suffix : str, default="_picks.star"
+        Appended to each stem.
+
+    Returns
+    -------
+    paths : list of Path
+        One per micrograph, in order.
+
+    Raises
+    ------
+    ValueError
+        If two micrographs would write the same file.
+
+    Examples
+    --------
+    >>> from mtdlearn.io import star_paths
+    >>> [p.name for p in star_paths(["a.mrc", "b.mrcs@2"], "picks")]
+    ['a_picks.star', 'b_2_picks.star']
+    """
+    paths, seen = [], {}
+    for name in micrograph_names:
+        base, _, section = str(name).partition("@")
+        stem = Path(base).stem + (f"_{section}" if section else "")
+        path = Path(output_dir) / f"{stem}{suffix}"
+        if path in seen:
+            raise ValueError(f"micrograph_names {seen[path]!r} and {name!r} would both be "
+                             f"written to {path}; rename one of the files")
+        seen[path] = name
+        paths.append(path)
+    return paths
+
+
+def write_star_per_micrograph(detections, image_size, output_dir, micrograph_names,
+                              overwrite=False, suffix="_picks.star"):
+    """Write picks as one RELION STAR file per micrograph, as they arrive.
+
+    Consumes ``(measurement, detections)`` pairs one at a time (an
+    estimator's ``predict_per_measurement(X)``), turns each into picks
+    (:func:`picks_table`) and writes them with :func:`write_star` to the
+    micrograph's own file (:func:`star_paths`), so memory holds one
+    micrograph's picks at a time, however many micrographs there are.
+    Every file is written to a temporary name and renamed when complete:
+    a file named ``*_picks.star`` is always finished.  A micrograph without
+    picks gets a file with the columns and no rows.
+
+    Parameters
+    ----------
+    detections : iterable of (int, structured ndarray)
+        Each micrograph's index and its rows of ``predict``.
+    image_size : int
+        ``L``.
+    output_dir : str or Path
+        The directory of the files (created if missing).
+    micrograph_names : sequence of str
+        One name per micrograph: the files' names and ``rlnMicrographName``.
+    overwrite : bool, default=False
+        Replace existing files.  Otherwise any existing target is an error
+        raised before anything is consumed or written.
+    suffix : str, default="_picks.star"
+        Appended to each micrograph's stem.
+
+    Returns
+    -------
+    paths : list of Path
+        The files written, in the order of ``detections``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import starfile
+    >>> from mtdlearn.io import write_star_per_micrograph
+    >>> dtype = [("measurement", int), ("row", int), ("col", int), ("angle", float),
+    ...          ("probability", float)]
+    >>> per_micrograph = [(0, np.array([(0, 10, 20, 0.5, 0.9)], dtype=dtype)),
+    ...                   (1, np.array([], dtype=dtype))]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     paths = write_star_per_micrograph(per_micrograph, 5, tmp, ["a.mrc", "b.mrc"])
+    ...     [(p.name, len(starfile.read(p))) for p in paths]
+    [('a_picks.star', 1), ('b_picks.star', 0)]
+    """
+    names = list(micrograph_names)
+    targets = star_paths(names, output_dir, suffix)
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output_dir {output_dir} is not a directory")
+    if not overwrite:
+        existing = [str(p) for p in targets if p.exists()]
+        if existing:
+            raise FileExistsError(f"{existing[0]} exists ({len(existing)} of the "
+                                  f"{len(targets)} files); pass overwrite=True to replace")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, det in detections:
+        if not 0 <= i < len(names):
+            raise ValueError(f"micrograph_names has {len(names)} names; got the detections "
+                             f"of micrograph {i}")
+        written.append(write_star(picks_table(det, image_size, names), targets[i],
+                                  overwrite=overwrite))
+    return written

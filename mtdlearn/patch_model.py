@@ -445,17 +445,22 @@ def _stats_range(data, model, start, stop, step):
 
 
 def _tasks(data, model, subset, chunk, working_memory, tasks_per_block):
-    """Chunk size and the fixed task partition of ``subset`` (default: all patches).
+    """Chunk size (:func:`chunk_size` if ``None``) and :func:`_partition`."""
+    if chunk is None:
+        chunk = chunk_size(model.templates.shape[0], data.image_size, working_memory,
+                           model.dtype.itemsize)
+    return chunk, _partition(data, subset, chunk, tasks_per_block)
+
+
+def _partition(data, subset, chunk, tasks_per_block):
+    """The fixed task partition of ``subset`` (default: all patches), both E-steps.
 
     Tasks never straddle two measurements: each measurement's patches are
     partitioned on their own, from its first patch (or the subset's), so a
     measurement gives the same chunks whether it is alone in memory or a
-    block on a Dask worker (:mod:`mtdlearn._dask`).  Returns ``chunk`` and
-    a list of ``(measurement, start, stop)``.
+    block on a Dask worker (:mod:`mtdlearn._dask`).  Returns a list of
+    ``(measurement, start, stop)``.
     """
-    if chunk is None:
-        chunk = chunk_size(model.templates.shape[0], data.image_size, working_memory,
-                           model.dtype.itemsize)
     start, stop = (0, data.n_patches) if subset is None else subset
     if not 0 <= start < stop <= data.n_patches:
         raise ValueError(f"subset must be a range (start, stop) within [0, {data.n_patches}] "
@@ -467,7 +472,16 @@ def _tasks(data, model, subset, chunk, working_memory, tasks_per_block):
         if a < b:
             ranges.extend((i, a + u, a + v) for u, v in task_ranges(b - a, chunk,
                                                                     tasks_per_block))
-    return chunk, ranges
+    return ranges
+
+
+def _sum_per_measurement(parts):
+    """Sum ``(measurement, Statistics)`` parts: each measurement's in order, then
+    the measurements in order (what a distributed source's blocks give)."""
+    per_measurement = {}
+    for i, st in parts:
+        per_measurement[i] = st if i not in per_measurement else per_measurement[i] + st
+    return _sum_statistics(per_measurement[i] for i in sorted(per_measurement))
 
 
 def _block_statistics(block, image_size, model, chunk, tasks_per_block):
@@ -562,12 +576,8 @@ def estep_statistics(data, model, subset=None, *, chunk=None, n_jobs=None, worki
         return _sum_statistics(data.map_blocks(_block_statistics, data.image_size, model,
                                                chunk, tasks_per_block))
     # sum each measurement's tasks, then the measurements, in order
-    parts = ordered_map(lambda i, a, b: (i, _stats_range(data, model, a, b, chunk)), ranges,
-                        n_jobs)
-    per_measurement = {}
-    for i, st in parts:
-        per_measurement[i] = st if i not in per_measurement else per_measurement[i] + st
-    return _sum_statistics(per_measurement[i] for i in sorted(per_measurement))
+    return _sum_per_measurement(ordered_map(
+        lambda i, a, b: (i, _stats_range(data, model, a, b, chunk)), ranges, n_jobs))
 
 
 # ---------------------------------------------------------------------------

@@ -4,7 +4,10 @@ What ``score_samples``, ``predict_proba`` and ``predict`` report: the
 E-step of :mod:`mtdlearn.patch_model` (its chunks, tasks and kernels), kept
 per patch instead of reduced to sufficient statistics.  Outputs are filled
 task by task, and :func:`estep_detections` keeps only the patches that hold
-a detection, so no temporary grows with the data beyond the output itself.
+a detection, so no temporary grows with the data beyond the output itself;
+:func:`iter_detections` hands them over one measurement at a time (on a Dask
+source, each micrograph's detections are found on its worker and only they
+come to the client).
 """
 
 import numpy as np
@@ -14,7 +17,7 @@ from .patch_model import (_check_distributed, _chunk_posteriors, _get_augmented,
                           _tasks)
 from .patches import PatchData
 
-__all__ = ["estep_per_patch", "estep_detections"]
+__all__ = ["estep_per_patch", "estep_detections", "iter_detections"]
 
 
 def _per_patch_range(data, model, start, stop, step):
@@ -187,9 +190,103 @@ def estep_detections(data, model, subset=None, *, chunk=None, n_jobs=None, worki
     >>> bool(np.array_equal(patch, np.flatnonzero(full >= 0)))
     True
     """
-    kept = []
-    for a, _, (_, best, best_p, _) in _per_patch_parts(data, model, subset, chunk, n_jobs,
-                                                       working_memory, tasks_per_block):
-        keep = np.flatnonzero(best >= 0)
-        kept.append((keep + a, best[keep], best_p[keep]))
+    if subset is None:
+        kept = [part[1:] for part in iter_detections(
+            data, model, chunk=chunk, n_jobs=n_jobs, working_memory=working_memory,
+            tasks_per_block=tasks_per_block)]
+    else:
+        kept = [_detections_of(a, part) for a, _, part in _per_patch_parts(
+            data, model, subset, chunk, n_jobs, working_memory, tasks_per_block)]
     return tuple(np.concatenate([k[i] for k in kept]) for i in range(3))
+
+
+def _detections_of(start, part):
+    """``(patch, best, best_p)`` of the patches of a task whose MAP is not empty."""
+    _, best, best_p, _ = part
+    keep = np.flatnonzero(best >= 0)
+    return keep + start, best[keep], best_p[keep]
+
+
+def _block_detections(block, image_size, model, chunk, tasks_per_block):
+    """:func:`estep_detections` of one measurement (a block of a distributed source)."""
+    return estep_detections(PatchData([block], image_size), model, chunk=chunk,
+                            tasks_per_block=tasks_per_block)
+
+
+def iter_detections(data, model, *, chunk=None, n_jobs=None, working_memory=None,
+                    tasks_per_block=8):
+    """Yield the detections of :func:`estep_detections` one measurement at a time.
+
+    The same tasks, in the same order; the detections of a measurement are
+    yielded as soon as its last task is done, so a consumer that writes
+    them (``predict_per_measurement``, :func:`mtdlearn.io.write_star_per_micrograph`)
+    holds one measurement's at a time.  On a distributed source
+    (:mod:`mtdlearn._dask`) each measurement's detections are found by a
+    task on the worker that holds it and brought to the client in turn
+    (``DaskPatchData.iter_blocks``): only the detections travel, never the
+    per-patch arrays.
+
+    Parameters
+    ----------
+    data : PatchData
+        The patches.
+    model : PatchModel
+        The parameters (:func:`build_patch_model`).
+    chunk : int, default=None
+        Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
+    n_jobs : int, default=None
+        Threads over the tasks; ``None`` is 1.
+    working_memory : float, default=None
+        Budget in MiB per thread for choosing ``chunk``.
+    tasks_per_block : int, default=8
+        Chunks per joblib task.
+
+    Yields
+    ------
+    measurement : int
+        Index of the measurement, ascending; every measurement is yielded,
+        with empty arrays when it holds no detection.
+    patch : ndarray of shape (n_detections,), int
+        Global indices of its patches whose MAP hypothesis is not empty, ascending.
+    best : ndarray of shape (n_detections,), int
+        Their MAP hypothesis.
+    best_posterior : ndarray of shape (n_detections,)
+        Its posterior probability.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
+    ...                       make_target)
+    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> from mtdlearn.hypotheses import HypothesisSpace
+    >>> from mtdlearn.patch_model import build_patch_model
+    >>> from mtdlearn.posteriors import iter_detections
+    >>> from mtdlearn.patches import PatchData
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = make_target(basis, random_state=0)
+    >>> X, truth = make_measurement(coef, basis, 100, snr=5, n_measurements=2,
+    ...                             random_state=0)
+    >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
+    >>> model = build_patch_model(coef, density_to_shift_probabilities(0.04, 5),
+    ...                           truth.noise_variance, space)
+    >>> [(i, bool(np.all(patch // 400 == i))) for i, patch, _, _ in
+    ...  iter_detections(PatchData(list(X), 5), model)]
+    [(0, True), (1, True)]
+    """
+    chunk, ranges = _tasks(data, model, None, chunk, working_memory, tasks_per_block)
+    if getattr(data, "distributed", False):
+        parts = data.iter_blocks(_block_detections, data.image_size, model, chunk,
+                                 tasks_per_block)
+        for i, (patch, best, best_p) in enumerate(parts):
+            yield i, patch + int(data.offsets[i]), best, best_p
+        return
+    parts = ordered_map(lambda i, a, b: _per_patch_range(data, model, a, b, chunk), ranges,
+                        n_jobs)
+    current, kept = 0, []
+    for (i, a, _), part in zip(ranges, parts):
+        if i != current:
+            yield (current, *(np.concatenate([k[j] for k in kept]) for j in range(3)))
+            current, kept = i, []
+        kept.append(_detections_of(a, part))
+    yield (current, *(np.concatenate([k[j] for k in kept]) for j in range(3)))

@@ -66,6 +66,10 @@ def test_shared_fitted_model(make, problem):
     det = est.predict(X)
     assert det.dtype.names == ("measurement", "row", "col", "angle", "probability")
     assert np.all((det["row"] > -L) & (det["row"] < 100) & (det["col"] > -L))
+    groups = list(est.predict_per_measurement(X))   # the same rows, one measurement at a time
+    assert [i for i, _ in groups] == list(range(len(X)))
+    assert all(np.all(g["measurement"] == i) for i, g in groups)
+    np.testing.assert_array_equal(np.concatenate([g for _, g in groups]), det)
     p = est.predict_proba(X)
     assert p.shape == s.shape and np.all((p >= 0) & (p <= 1 + 1e-12))
     Y, t = est.sample(60, n_measurements=2, random_state=1)

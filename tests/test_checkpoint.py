@@ -116,6 +116,10 @@ def test_hash_measurements_detects_any_change(tmp_path):
               [M, M], [M[::-1]]]
     digests = {h} | {hash_measurements(o) for o in others}
     assert len(digests) == len(others) + 1
+    # the split a Dask source runs: each measurement on its worker, combined in order
+    per_block, combine = hash_measurements.blockwise
+    assert combine([per_block(M), per_block(M2)]) == hash_measurements([M, M2])
+    assert combine([per_block(M2), per_block(M)]) != hash_measurements([M, M2])
 
 
 def test_hash_params_covers_the_settings_that_change_results():

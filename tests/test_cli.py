@@ -495,6 +495,31 @@ def test_fit_and_predict_on_a_local_dask_cluster(tmp_path, capsys):
                  "--output", str(tmp_path / "b.star"), "--workers", "1"]) == 0
     strip = lambda p: p.read_text().split("\n", 1)[1]  # noqa: E731 (the header has a time)
     assert strip(tmp_path / "a.star") == strip(tmp_path / "b.star")
+    # one STAR file per micrograph, written as each micrograph's picks arrive
+    starfile = pytest.importorskip("starfile")
+    for d, extra in (("per", []), ("per-dask", ["--workers", "1"])):
+        assert main(["predict", pattern, "--model", str(tmp_path / "a" / "params.json"),
+                     "--output-dir", str(tmp_path / d), *extra]) == 0
+        assert sorted(os.listdir(tmp_path / d)) == ["mic0_picks.star", "mic1_picks.star"]
+    assert "2 STAR file(s)" in capsys.readouterr().out
+    for name in ("mic0_picks.star", "mic1_picks.star"):
+        assert strip(tmp_path / "per" / name) == strip(tmp_path / "per-dask" / name)
+    combined = starfile.read(tmp_path / "a.star")
+    parts = [starfile.read(tmp_path / "per" / f"mic{i}_picks.star") for i in range(2)]
+    assert sum(len(p) for p in parts) == len(combined) > 0
+    for i, part in enumerate(parts):
+        mine = combined[combined["rlnMicrographName"] == f"mic{i}.mrc"].reset_index(drop=True)
+        assert part.equals(mine)
+    before = (tmp_path / "per" / "mic0_picks.star").read_bytes()
+    assert main(["predict", pattern, "--model", str(tmp_path / "a" / "params.json"),
+                 "--output-dir", str(tmp_path / "per")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "per" / "mic0_picks.star").read_bytes() == before
+    assert main(["predict", pattern, "--model", str(tmp_path / "a" / "params.json"),
+                 "--output-dir", str(tmp_path / "per"), "--overwrite"]) == 0
+    assert main(["predict", pattern, "--model", str(tmp_path / "a" / "params.json"),
+                 "--output-dir", str(tmp_path / "per"), "--output", "x.star"]) == 2
+    assert "not allowed with" in capsys.readouterr().err
     assert main(["fit", pattern, "--workers", "1", "--scheduler", "tcp://127.0.0.1:1",
                  "--output-dir", str(tmp_path / "c")]) == 2
     assert "not both" in capsys.readouterr().err

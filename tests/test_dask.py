@@ -22,7 +22,9 @@ import joblib  # noqa: E402
 
 from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator,  # noqa: E402
                       FourierBesselBasis, make_measurement, make_target)
+from mtdlearn._dask import as_dask_source  # noqa: E402
 from mtdlearn.autocorrelation import AutocorrelationInitializer  # noqa: E402
+from mtdlearn.checkpoint import FitCheckpoint, hash_measurements  # noqa: E402
 from mtdlearn.io import picks_table, read_micrographs  # noqa: E402
 from mtdlearn.patches import check_measurements  # noqa: E402
 
@@ -79,6 +81,11 @@ def test_em_on_cluster_equals_in_memory(client, mrc_paths):
     fitted = _em().fit(micrographs)
     _assert_same_fit(fitted, expected)  # bit-identical, not only close
     np.testing.assert_array_equal(fitted.predict(micrographs), expected.predict(mrc_paths))
+    # one micrograph's detections at a time, found on its worker: the same rows
+    groups = list(fitted.predict_per_measurement(micrographs))
+    assert [i for i, _ in groups] == [0, 1, 2]
+    np.testing.assert_array_equal(np.concatenate([g for _, g in groups]),
+                                  expected.predict(mrc_paths))
     np.testing.assert_array_equal(fitted.score_samples(micrographs),
                                   expected.score_samples(mrc_paths))
     assert fitted.score(micrographs) == expected.score(mrc_paths)
@@ -104,6 +111,33 @@ def test_autocorrelations_on_cluster_equal_in_memory(client, mrc_paths):
                      _em(initializer=init, max_iter=2).fit(mrc_paths))
 
 
+def test_fft_estep_on_cluster_equals_in_memory(client, monkeypatch):
+    """At L = 13 the cost model picks the FFT E-step, on the workers as in memory."""
+    import mtdlearn.em as em_module
+    from mtdlearn.fft_estep import choose_estep
+
+    L13 = 13
+    assert choose_estep(L13, 4, np.float32) == choose_estep(L13, 4, np.float64) == "fft"
+    basis = FourierBesselBasis(L13, n_coefficients=12)
+    X, _ = make_measurement(make_target(basis, random_state=1), basis, 80, snr=5,
+                            density=0.1, n_measurements=3, random_state=1)
+    X = [X[0], np.ascontiguousarray(X[1][:67, :75]), X[2]]  # not multiples of L
+    calls = []
+    fft = em_module.estep_statistics_fft
+
+    def counted(data, *args, **kwargs):
+        calls.append(data.distributed)
+        return fft(data, *args, **kwargs)
+
+    monkeypatch.setattr(em_module, "estep_statistics_fft", counted)
+    kw = dict(basis=basis, rotations=4, max_iter=2, random_state=0)
+    expected = ApproxEMEstimator(L13, **kw).fit(X)
+    fitted = ApproxEMEstimator(L13, **kw).fit([da.from_array(M) for M in X])
+    assert False in calls and True in calls   # the FFT E-step ran on both
+    assert all(calls[len(calls) // 2:]) and not any(calls[:len(calls) // 2])
+    _assert_same_fit(fitted, expected)  # bit-identical, not only close
+
+
 def _guarded(M):
     def load():
         if os.getpid() == CLIENT_PID:
@@ -117,6 +151,62 @@ def test_client_never_reads_the_pixels(client):
     fitted = _em(max_iter=2).fit([_guarded(M) for M in X])
     _assert_same_fit(fitted, _em(max_iter=2).fit(X))
     fitted.predict([_guarded(M) for M in X])
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_checkpoint_resumes_on_cluster(client, mrc_paths, tmp_path, monkeypatch):
+    expected = _em().fit(read_micrographs(mrc_paths))
+    path = tmp_path / "fit.npz"
+    save = FitCheckpoint.save
+    count = [0]
+
+    def failing_save(self, where):   # the fit is killed before its third save
+        count[0] += 1
+        if count[0] > 2:
+            raise _Interrupt
+        return save(self, where)
+
+    with monkeypatch.context() as m:
+        m.setattr(FitCheckpoint, "save", failing_save)
+        with pytest.raises(_Interrupt):
+            _em().fit(read_micrographs(mrc_paths), checkpoint=path)
+    assert FitCheckpoint.load(path).current.n_iter == 2
+    resumed = _em().fit(read_micrographs(mrc_paths), checkpoint=path)
+    _assert_same_fit(resumed, expected)
+    # the fingerprint is the in-memory one: the finished file serves the same files read
+    # in memory, and the client never reads the pixels to compute it
+    source = as_dask_source(read_micrographs(mrc_paths), L)
+    assert source.memoize(hash_measurements) == hash_measurements(
+        check_measurements(mrc_paths, L))
+    _assert_same_fit(_em().fit(mrc_paths, checkpoint=path), expected)
+    _em(max_iter=1).fit([_guarded(M) for M in _data()], checkpoint=tmp_path / "guarded.npz")
+    # a micrograph changed by one pixel is another data set: refused, file untouched
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for i, src in enumerate(mrc_paths):
+        with mrcfile.open(src) as mrc:
+            M = mrc.data.copy()
+        if i == 1:
+            M[3, 4] += 1
+        mrcfile.new(str(changed / src.name), M).close()
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="written by a fit on other measurements"):
+        _em().fit(read_micrographs(str(changed / "*.mrc")), checkpoint=path)
+    assert path.read_bytes() == before
+
+
+def test_iter_blocks_hands_over_one_result_at_a_time(client, monkeypatch):
+    shapes = [M.shape for M in _data()]
+    results = as_dask_source([da.from_array(M) for M in _data()], L).iter_blocks(np.shape)
+    assert next(results) == shapes[0]
+    assert list(results) == shapes[1:]
+    import mtdlearn._dask as dask_module
+    monkeypatch.setattr(dask_module, "active_client", lambda: None)  # dask's scheduler
+    source = as_dask_source([da.from_array(M) for M in _data()], L)
+    assert list(source.iter_blocks(np.shape)) == shapes
 
 
 def test_check_measurements_refuses_to_gather():

@@ -116,6 +116,27 @@ def test_results_do_not_depend_on_n_jobs_or_subset_sum():
         estep_statistics_fft(data, model, (5, 5))
 
 
+def test_measurements_are_partitioned_and_summed_on_their_own():
+    """Several measurements give the sum, in order, of each one alone: what the
+    blocks of a Dask source give (tests/test_dask.py), to the last bit."""
+    L = 9
+    basis = _basis(L)
+    coef = make_target(basis, random_state=3)
+    X, truth = make_measurement(coef, basis, 70, snr=3, n_measurements=3, random_state=3)
+    X = [X[0], X[1][:50, :61], X[2]]
+    space = HypothesisSpace(basis, np.linspace(0, 2 * np.pi, 3, endpoint=False))
+    model = build_fft_patch_model(coef, density_to_shift_probabilities(0.1, L),
+                                  truth.noise_variance, space)
+    kw = dict(chunk=5, tasks_per_block=2)
+    together = estep_statistics_fft(PatchData(X, L), model, n_jobs=2, **kw)
+    alone = [estep_statistics_fft(PatchData([M], L), model, **kw) for M in X]
+    total = alone[0]
+    for st in alone[1:]:
+        total += st
+    for field in Statistics._FIELDS:
+        np.testing.assert_array_equal(getattr(together, field), getattr(total, field))
+
+
 def test_statistics_of_both_kernels_do_not_mix():
     a = Statistics(np.ones(2), 0.0, np.ones((2, 4)), 0.0, 0.0, 1)
     b = Statistics(np.ones(2), 0.0, None, 0.0, 0.0, 1, np.ones((1, 4)))

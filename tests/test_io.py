@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from mtdlearn.io import picks_table, read_measurement, read_micrographs, write_star
+from mtdlearn.io import (picks_table, read_measurement, read_micrographs, star_paths,
+                         write_star, write_star_per_micrograph)
 
 
 def _state(path):
@@ -295,3 +296,54 @@ def test_write_star_round_trip_and_refuses_to_overwrite(tmp_path):
     assert starfile.read(path)["rlnMicrographName"].tolist() == [
         ["p", "q", "r"][i] for i in picks["micrograph"].iloc[:3]]
     assert sorted(os.listdir(tmp_path)) == ["picks.star"]  # no temporary left behind
+
+
+def test_write_star_per_micrograph_round_trip(tmp_path):
+    """One finished file per micrograph; together they are the combined table."""
+    starfile = pytest.importorskip("starfile")
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(1)
+    det = _detections([(i % 2, r, c, a, p) for i, (r, c, a, p) in enumerate(zip(
+        rng.integers(0, 500, 30), rng.integers(0, 500, 30),
+        rng.uniform(0, 2 * np.pi, 30), rng.uniform(0, 1, 30)))])
+    names = ["x.mrc", "y.mrc", "s.mrcs@3"]   # the last holds no pick
+    consumed = []
+
+    def per_micrograph():
+        for i in range(3):
+            consumed.append(i)
+            # the previous micrograph's file is finished when the next one is asked for
+            assert sorted(os.listdir(tmp_path / "out")) == [
+                p.name for p in star_paths(names[:i], tmp_path / "out")]
+            yield i, det[det["measurement"] == i]
+
+    paths = write_star_per_micrograph(per_micrograph(), 7, tmp_path / "out", names)
+    assert [p.name for p in paths] == ["x_picks.star", "y_picks.star", "s_3_picks.star"]
+    back = [starfile.read(p) for p in paths]
+    assert len(back[2]) == 0 and list(back[2].columns) == list(back[0].columns)
+    combined = picks_table(det, 7, names)
+    together = pd.concat(back[:2], ignore_index=True)
+    assert together["rlnMicrographName"].tolist() == combined["rlnMicrographName"].tolist()
+    for column in together.columns[1:]:
+        assert_array_equal(together[column].to_numpy(dtype=float),
+                           combined[column].to_numpy())
+    # existing files: refused before anything is consumed; replaced with overwrite
+    before = [p.read_bytes() for p in paths]
+    consumed.clear()
+    with pytest.raises(FileExistsError, match="x_picks.star exists .*overwrite=True"):
+        write_star_per_micrograph(per_micrograph(), 7, tmp_path / "out", names)
+    assert consumed == [] and [p.read_bytes() for p in paths] == before
+    (tmp_path / "out" / "x_picks.star").unlink()
+    (tmp_path / "out" / "y_picks.star").unlink()
+    (tmp_path / "out" / "s_3_picks.star").unlink()
+    write_star_per_micrograph(iter([(1, det[det["measurement"] == 1])]), 7,
+                              tmp_path / "out", names)
+    write_star_per_micrograph(iter([(1, det[:0])]), 7, tmp_path / "out", names,
+                              overwrite=True)
+    assert len(starfile.read(tmp_path / "out" / "y_picks.star")) == 0
+    assert sorted(os.listdir(tmp_path / "out")) == ["y_picks.star"]  # no temporary left
+    with pytest.raises(ValueError, match="'a.mrc' and 'a.npy' would both be written"):
+        star_paths(["a.mrc", "a.npy"], tmp_path)
+    with pytest.raises(ValueError, match="micrograph_names has 3 names"):
+        write_star_per_micrograph(iter([(3, det[:0])]), 7, tmp_path / "out", names,
+                                  overwrite=True)

@@ -8,7 +8,7 @@ from mtdlearn.hypotheses import HypothesisSpace
 from mtdlearn.operators import density_to_shift_probabilities
 from mtdlearn.patch_model import build_patch_model, estep_statistics
 from mtdlearn.patches import PatchData
-from mtdlearn.posteriors import estep_detections, estep_per_patch
+from mtdlearn.posteriors import estep_detections, estep_per_patch, iter_detections
 
 L = 5
 
@@ -49,3 +49,18 @@ def test_streamed_per_patch_reductions(basis, coef):
                 for n in (1, 2))
     for x, y in zip(one, two):
         assert_array_equal(x, y)
+
+
+def test_detections_per_measurement(basis, coef):
+    """One group per measurement, in order, the same rows as estep_detections."""
+    X, _ = make_measurement(coef, basis, 60, snr=3, n_measurements=3, random_state=2)
+    data = PatchData([X[0], X[1][:37, :44], X[2]], L)
+    model = build_patch_model(coef, density_to_shift_probabilities(0.04, L), 0.5,
+                              _space(basis, np.linspace(0, 2 * np.pi, 4, endpoint=False)))
+    whole = estep_detections(data, model, chunk=7, n_jobs=2, tasks_per_block=2)
+    groups = list(iter_detections(data, model, chunk=7, n_jobs=2, tasks_per_block=2))
+    assert [g[0] for g in groups] == [0, 1, 2]
+    for i, patch, _, _ in groups:
+        assert np.all((patch >= data.offsets[i]) & (patch < data.offsets[i + 1]))
+    for j in range(3):
+        assert_array_equal(np.concatenate([g[j + 1] for g in groups]), whole[j])
