@@ -23,8 +23,8 @@ from ._validation import check_int, check_real
 from .basis import check_basis
 from .moments import (_check_coef, _check_density, _check_measured, _check_n_angles,
                       _check_noise_variance, _check_shift_radius, _model_flat, _noise_pattern,
-                      _rotated_evaluation, _shift_subset, _windows_adjoint)
-from .operators import max_density
+                      _ac2_fft_adjoint, _rotated_evaluation, _shift_subset, _windows_adjoint)
+from .operators import gather_adjoint, max_density
 
 __all__ = ["autocorrelation_cost_and_grad", "fit_autocorrelations"]
 
@@ -60,18 +60,16 @@ def _cost_and_grad_flat(BR, density, coef, noise_variance, m1, m2, m3, L, sub=No
     #   sum:  G1
     #   ac2 = f^T W:            W G2 + W^T-adjoint(f (x) G2)
     #   ac3 = W^T diag(f) W:    q[x] = w_x^T G3 w_x + adjoint(f[x] (W (G3 + G3^T))[x, :])
+    # (with a subset of shifts, W holds the kept shifts' windows only and ac2
+    # goes by FFT, its gradient too: _ac2_fft_adjoint)
     Gs = G3 + G3.T
+    V = W @ Gs  # (K, x, s)
+    q = 0.5 * np.einsum("kxs,kxs->kx", V, W)
     if sub is None:
-        V = W @ Gs  # (K, x, s)
-        q = 0.5 * np.einsum("kxs,kxs->kx", V, W)
         gW = F[:, :, None] * (V + G2[None, None, :])
-    else:  # ac3 on the kept shifts only: their window columns
-        Ws = W[:, :, sub[0]]
-        V = Ws @ Gs  # (K, x, n)
-        q = 0.5 * np.einsum("kxs,kxs->kx", V, Ws)
-        gW = F[:, :, None] * np.broadcast_to(G2, W.shape)
-        gW[:, :, sub[0]] += F[:, :, None] * V
-    gF = G1 + W @ G2 + q + _windows_adjoint(gW, L)
+        gF = G1 + W @ G2 + q + _windows_adjoint(gW, L)
+    else:
+        gF = G1 + _ac2_fft_adjoint(F, G2) + q + gather_adjoint(F[:, :, None] * V, sub[2], LL)
     grad_coef = (density / (LL * K)) * np.einsum("kx,kxp->p", gF, BR)
     return float(cost), float(grad_density), grad_coef, float(grad_noise)
 

@@ -44,6 +44,7 @@ The least-squares cost, its analytic gradient and an L-BFGS-B fit are in
 import functools
 
 import numpy as np
+import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ._parallel import blas_single_thread, check_n_jobs, ordered_map
@@ -130,15 +131,20 @@ def _check_shift_radius(shift_radius, L):
 
 @functools.lru_cache(maxsize=32)
 def _shift_subset(L, shift_radius):
-    """Flat indices (row-major in ``[0, L)**2``) of the kept shifts, and the
-    start of each row shift's run of them; ``None`` for all shifts."""
+    """The kept shifts: ``(idx, starts, window)``, or ``None`` for all shifts.
+
+    ``idx`` are their flat indices (row-major in ``[0, L)**2``), ``starts``
+    the start of each row shift's run of them, and ``window`` the columns
+    ``idx`` of :func:`_window_index` (the gather of their windows)."""
     if shift_radius is None:
         return None
     rows, cols = np.divmod(np.arange(L * L), L)
     idx = np.flatnonzero(rows * rows + cols * cols <= shift_radius * shift_radius)
-    idx.setflags(write=False)
     starts = np.searchsorted(rows[idx], np.arange(rows[idx[-1]] + 2))
-    return idx, tuple(int(i) for i in starts)
+    window = np.ascontiguousarray(_window_index(L)[:, idx])
+    for a in (idx, window):
+        a.setflags(write=False)
+    return idx, tuple(int(i) for i in starts), window
 
 
 def third_order_shifts(image_size, shift_radius=None):
@@ -492,13 +498,46 @@ def _windows_adjoint(G, L):
 def _flat_autocorrelations(F, sub=None):
     """Sum, ac2 and ac3 of flattened images ``F`` (K, L*L); also the windows.
 
-    With a subset ``sub`` of shifts, ac3 holds its pairs only, ``(K, n, n)``."""
-    W = _windows(F)  # (K, x, s)
+    With a subset ``sub`` of ``n`` shifts, ac3 holds their pairs only,
+    ``(K, n, n)``, the windows are those of the kept shifts, ``(K, L*L, n)``,
+    and ac2 comes from an FFT (:func:`_ac2_fft`): the ``L**4`` window tensor
+    is never formed."""
     S = F.sum(axis=-1)
-    A2 = np.einsum("kx,kxs->ks", F, W)
-    Ws = W if sub is None else W[:, :, sub[0]]
-    A3 = np.matmul(np.swapaxes(F[:, :, None] * Ws, 1, 2), Ws)  # (K, s1, s2)
+    if sub is None:
+        W = _windows(F)  # (K, x, s)
+        A2 = np.einsum("kx,kxs->ks", F, W)
+    else:
+        Fz = np.concatenate([F, np.zeros(F.shape[:-1] + (1,))], axis=-1)
+        W = Fz[..., sub[2]]  # (K, x, n)
+        A2 = _ac2_fft(F)
+    A3 = np.matmul(np.swapaxes(F[:, :, None] * W, 1, 2), W)  # (K, s1, s2)
     return S, A2, A3, W
+
+
+def _ac2_fft(F):
+    """``ac2`` of flattened images (K, L*L) by FFT on a ``2L x 2L`` grid.
+
+    ``sum_x F[x] F[x + s]`` is the circular correlation of the zero-padded
+    image at lag ``s``; for ``0 <= s < L`` and ``x < L``, ``x + s < 2L``,
+    so no product wraps around."""
+    L = int(round(np.sqrt(F.shape[-1])))
+    Fh = scipy.fft.rfft2(F.reshape(-1, L, L), s=(2 * L, 2 * L))
+    ac = scipy.fft.irfft2(Fh.real**2 + Fh.imag**2, s=(2 * L, 2 * L))
+    return ac[:, :L, :L].reshape(F.shape)
+
+
+def _ac2_fft_adjoint(F, G2):
+    """Gradient of ``sum_s G2[s] ac2(F_k)[s]`` for each image (K, L*L).
+
+    ``d ac2[s] / d F[y] = F[y + s] + F[y - s]``: a correlation plus a
+    convolution with ``G2``, i.e. ``2 Re(G2^) F^`` on the ``2L x 2L`` grid
+    (a lag ``y - s < 0`` wraps to a row or column ``>= L + 1``, where ``F``
+    is zero)."""
+    L = int(round(np.sqrt(F.shape[-1])))
+    Fh = scipy.fft.rfft2(F.reshape(-1, L, L), s=(2 * L, 2 * L))
+    Gh = scipy.fft.rfft2(G2.reshape(L, L), s=(2 * L, 2 * L))
+    out = scipy.fft.irfft2((2 * Gh.real) * Fh, s=(2 * L, 2 * L))
+    return out[:, :L, :L].reshape(F.shape)
 
 
 def image_autocorrelations(images):
