@@ -62,9 +62,9 @@ class AutocorrelationEstimator(BaseMTDEstimator):
         ``|s| <= shift_radius`` (:func:`~mtdlearn.moments.third_order_shifts`);
         ``None`` keeps all ``L**4`` pairs.  ``"auto"`` keeps all of them up
         to ``L = 11`` (the paper's ``L = 5`` included) and uses ``L / 2``
-        beyond, where the full third moment is too slow to compute (at
-        ``L = 21``: about 20 times faster to measure and to fit, at an error
-        close to the full one's; :doc:`/design`, "Autocorrelation analysis").
+        beyond, where the full third moment is too slow (at ``L = 21``: about
+        10 times faster to measure and per cost evaluation, with a similar
+        error; :doc:`/design`, "Autocorrelation analysis").
     working_memory : float, default=None
         Budget in MiB for the buffers of the measurement pass.
     n_jobs : int, default=None
