@@ -180,7 +180,7 @@ def third_order_shifts(image_size, shift_radius=None):
     >>> third_order_shifts(5, shift_radius=1.5).tolist()
     [[0, 0], [0, 1], [1, 0], [1, 1]]
     >>> len(third_order_shifts(5)), len(third_order_shifts(21, shift_radius="auto"))
-    (25, 95)
+    (25, 98)
     """
     L = check_int(image_size, "image_size", minimum=1)
     sub = _shift_subset(L, _check_shift_radius(shift_radius, L))
