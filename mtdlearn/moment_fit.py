@@ -7,7 +7,10 @@ The cost compares the measured autocorrelations
     cost = R1**2 / 2 + ||R2||**2 / (2 L**2) + ||R3||**2 / (2 L**4)
 
 with ``Rk = model_k - measured_k``; its gradient is analytic, and
-:func:`fit_autocorrelations` minimizes it with L-BFGS-B.
+:func:`fit_autocorrelations` minimizes it with L-BFGS-B.  With a
+``shift_radius``, ``R3`` runs over the pairs of the ``n`` kept shifts
+(:func:`~mtdlearn.moments.third_order_shifts`) and its weight is
+``1 / (2 n**2)``: each term stays a mean over its moment's entries.
 """
 
 from numbers import Real
@@ -19,9 +22,9 @@ from ._parallel import blas_single_thread
 from ._validation import check_int, check_real
 from .basis import check_basis
 from .moments import (_check_coef, _check_density, _check_measured, _check_n_angles,
-                      _check_noise_variance, _model_flat, _noise_pattern, _rotated_evaluation,
-                      _windows_adjoint)
-from .operators import max_density
+                      _check_noise_variance, _check_shift_radius, _model_flat, _noise_pattern,
+                      _ac2_fft_adjoint, _rotated_evaluation, _shift_subset, _windows_adjoint)
+from .operators import gather_adjoint, max_density
 
 __all__ = ["autocorrelation_cost_and_grad", "fit_autocorrelations"]
 
@@ -29,21 +32,23 @@ __all__ = ["autocorrelation_cost_and_grad", "fit_autocorrelations"]
 # ---------------------------------------------------------------------------
 # 3. least-squares cost and its gradient
 # ---------------------------------------------------------------------------
-def _cost_and_grad_flat(BR, density, coef, noise_variance, m1, m2, m3, L):
+def _cost_and_grad_flat(BR, density, coef, noise_variance, m1, m2, m3, L, sub=None):
     """Cost and gradient with flat measured moments ``m2`` (L*L,), ``m3``
-    (L*L, L*L) and precomputed ``BR`` (see :func:`autocorrelation_cost_and_grad`
-    for the formulas)."""
+    (n, n) on the ``n`` shifts of ``sub`` (all L*L when ``None``) and
+    precomputed ``BR`` (see :func:`autocorrelation_cost_and_grad` for the
+    formulas)."""
     LL = L * L
     K = BR.shape[0]
-    (a1, a2, a3), (F, W, E1, E2, E3) = _model_flat(BR, coef, density, noise_variance, L)
+    (a1, a2, a3), (F, W, E1, E2, E3) = _model_flat(BR, coef, density, noise_variance, L, sub)
+    n3 = a3.shape[0]
     R1 = a1 - m1
     R2 = a2 - m2
     R3 = a3 - m3
-    cost = 0.5 * R1 * R1 + (R2 @ R2) / (2 * LL) + np.vdot(R3, R3) / (2 * LL * LL)
+    cost = 0.5 * R1 * R1 + (R2 @ R2) / (2 * LL) + np.vdot(R3, R3) / (2 * n3 * n3)
 
     G2 = R2 / LL  # dC/da2
-    G3 = R3 / (LL * LL)  # dC/da3
-    D = _noise_pattern(L)
+    G3 = R3 / (n3 * n3)  # dC/da3
+    D = _noise_pattern(n3)
     G3D = np.vdot(G3, D)  # <dC/da3, D>
     G1 = R1 + noise_variance * G3D  # total dC/da1 (a3's noise term holds a1)
 
@@ -55,17 +60,22 @@ def _cost_and_grad_flat(BR, density, coef, noise_variance, m1, m2, m3, L):
     #   sum:  G1
     #   ac2 = f^T W:            W G2 + W^T-adjoint(f (x) G2)
     #   ac3 = W^T diag(f) W:    q[x] = w_x^T G3 w_x + adjoint(f[x] (W (G3 + G3^T))[x, :])
+    # (with a subset of shifts, W holds the kept shifts' windows only and ac2
+    # goes by FFT, its gradient too: _ac2_fft_adjoint)
     Gs = G3 + G3.T
     V = W @ Gs  # (K, x, s)
     q = 0.5 * np.einsum("kxs,kxs->kx", V, W)
-    gW = F[:, :, None] * (V + G2[None, None, :])
-    gF = G1 + W @ G2 + q + _windows_adjoint(gW, L)
+    if sub is None:
+        gW = F[:, :, None] * (V + G2[None, None, :])
+        gF = G1 + W @ G2 + q + _windows_adjoint(gW, L)
+    else:
+        gF = G1 + _ac2_fft_adjoint(F, G2) + q + gather_adjoint(F[:, :, None] * V, sub[2], LL)
     grad_coef = (density / (LL * K)) * np.einsum("kx,kxp->p", gF, BR)
     return float(cost), float(grad_density), grad_coef, float(grad_noise)
 
 
 def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis,
-                                  estimate_noise=False, n_angles=None):
+                                  estimate_noise=False, n_angles=None, *, shift_radius=None):
     """Weighted least-squares misfit of the autocorrelations, and its gradient.
 
     ``cost = R1**2 / 2 + ||R2||**2 / (2 L**2) + ||R3||**2 / (2 L**4)`` with
@@ -74,7 +84,8 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     ``sigma**2``, and the rotated images are linear in ``coef``, so the chain
     rule runs through ``F_phi -> (sum, ac2, ac3)`` (first and second factor
     of ``ac2``, first and the two window factors of ``ac3``) and through the
-    average over the angles.  The noise term ``sigma**2 a1 D`` of ``a3``
+    average over the angles.  With a ``shift_radius``, ``R3`` covers the
+    pairs of the ``n`` kept shifts only and its weight is ``1 / (2 n**2)``.  The noise term ``sigma**2 a1 D`` of ``a3``
     depends on ``gamma`` and ``coef`` through ``a1`` and is included.
 
     Parameters
@@ -86,7 +97,8 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     noise_variance : float
         ``sigma**2 >= 0``.
     measured : tuple (a1, a2, a3)
-        Measured autocorrelations, as from :func:`~mtdlearn.moments.measurement_autocorrelations`.
+        Measured autocorrelations, as from :func:`~mtdlearn.moments.measurement_autocorrelations`
+        with the same ``shift_radius``.
     basis : basis object
         The steerable basis.
     estimate_noise : bool, default=False
@@ -94,6 +106,9 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
         is returned as ``0.0``.
     n_angles : int, default=None
         See :func:`~mtdlearn.moments.model_autocorrelations`.
+    shift_radius : float, "auto" or None, default=None
+        The third moment's shifts (:func:`~mtdlearn.moments.third_order_shifts`);
+        ``None`` uses all of them.
 
     Returns
     -------
@@ -125,14 +140,16 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     coef = _check_coef(coef, basis)
     density = _check_density(density, L)
     noise_variance = _check_noise_variance(noise_variance)
-    m1, m2, m3 = _check_measured(measured, L)
+    sub = _shift_subset(L, _check_shift_radius(shift_radius, L))
+    m1, m2, m3 = _check_measured(measured, L, sub)
     if not isinstance(estimate_noise, (bool, np.bool_)):
         raise TypeError(f"estimate_noise must be a bool, got {type(estimate_noise).__name__}")
     K = _check_n_angles(n_angles, basis)
     BR = _rotated_evaluation(basis, K)
     LL = L * L
+    n3 = m3.shape[0] if sub is not None else LL
     cost, g_density, g_coef, g_noise = _cost_and_grad_flat(
-        BR, density, coef, noise_variance, m1, m2.reshape(LL), m3.reshape(LL, LL), L)
+        BR, density, coef, noise_variance, m1, m2.reshape(LL), m3.reshape(n3, n3), L, sub)
     return cost, g_density, g_coef, (g_noise if estimate_noise else 0.0)
 
 
@@ -140,7 +157,8 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
 # 4. the fit
 # ---------------------------------------------------------------------------
 def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
-                         noise_variance0=None, max_iter=1000, tol=1e-14, n_angles=None):
+                         noise_variance0=None, max_iter=1000, tol=1e-14, n_angles=None, *,
+                         shift_radius=None):
     """Fit ``(gamma, coef[, sigma**2])`` to measured autocorrelations.
 
     Minimizes the cost of :func:`autocorrelation_cost_and_grad` with
@@ -178,6 +196,9 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
         L-BFGS-B's ``ftol`` and ``gtol`` on the scaled problem.
     n_angles : int, default=None
         See :func:`~mtdlearn.moments.model_autocorrelations`.
+    shift_radius : float, "auto" or None, default=None
+        The third moment's shifts, as ``measured`` was computed with
+        (:func:`~mtdlearn.moments.third_order_shifts`); ``None`` uses all.
 
     Returns
     -------
@@ -203,8 +224,10 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     check_basis(basis)
     L = basis.image_size
     LL = L * L
-    m1, m2, m3 = _check_measured(measured, L)
-    m2, m3 = m2.reshape(LL), m3.reshape(LL, LL)
+    sub = _shift_subset(L, _check_shift_radius(shift_radius, L))
+    m1, m2, m3 = _check_measured(measured, L, sub)
+    n3 = LL if sub is None else m3.shape[0]
+    m2, m3 = m2.reshape(LL), m3.reshape(n3, n3)
     gmax = max_density(L)
     density0 = check_real(density0, "density0", minimum=0.0, maximum=gmax, strict=True)
     coef0 = _check_coef(coef0, basis, "coef0")
@@ -230,7 +253,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
 
     if estimate_noise:
         if noise_variance0 is None:
-            (_, a2s, _), _ = _model_flat(BR, coef0, density0, 0.0, L)
+            (_, a2s, _), _ = _model_flat(BR, coef0, density0, 0.0, L, sub)
             noise_variance0 = max(m2[0] - a2s[0], 0.0)
         else:
             noise_variance0 = _check_noise_variance(noise_variance0, "noise_variance0")
@@ -239,7 +262,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     g_scale = density0
     c_scale = float(np.sqrt(np.mean(coef0**2)))
     v_scale = float(m2[0]) if m2[0] > 0 else 1.0
-    f_scale = 0.5 * m1 * m1 + (m2 @ m2) / (2 * LL) + np.vdot(m3, m3) / (2 * LL * LL)
+    f_scale = 0.5 * m1 * m1 + (m2 @ m2) / (2 * LL) + np.vdot(m3, m3) / (2 * n3 * n3)
     if not f_scale > 0:
         f_scale = 1.0
     p = basis.n_functions
@@ -252,7 +275,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
 
     def fun(z):
         gamma, coef, var = unpack(z)
-        cost, gg, gc, gv = _cost_and_grad_flat(BR, gamma, coef, var, m1, m2, m3, L)
+        cost, gg, gc, gv = _cost_and_grad_flat(BR, gamma, coef, var, m1, m2, m3, L, sub)
         grad = [np.array([gg * g_scale]), gc * c_scale]
         if estimate_noise:
             grad.append(np.array([gv * v_scale]))

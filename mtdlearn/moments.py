@@ -44,6 +44,7 @@ The least-squares cost, its analytic gradient and an L-BFGS-B fit are in
 import functools
 
 import numpy as np
+import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ._parallel import blas_single_thread, check_n_jobs, ordered_map
@@ -57,6 +58,7 @@ __all__ = [
     "image_autocorrelations",
     "model_autocorrelations",
     "default_n_angles",
+    "third_order_shifts",
 ]
 
 # Bytes of the per-tile buffers of the measurement pass: two (L*L, tile)
@@ -106,6 +108,86 @@ def _check_n_angles(n_angles, basis):
     return check_int(n_angles, "n_angles", minimum=1)
 
 
+#: ``shift_radius="auto"`` keeps the full third moment up to this image size.
+_AUTO_FULL_MAX_SIZE = 11
+
+
+def _auto_shift_radius(L):
+    """The radius ``"auto"`` selects: ``None`` (all shifts) up to L = 11, else L / 2."""
+    return None if L <= _AUTO_FULL_MAX_SIZE else L / 2
+
+
+def _check_shift_radius(shift_radius, L):
+    """``None`` (all shifts), ``"auto"`` (resolved) or a real radius ``>= 0``."""
+    if shift_radius is None:
+        return None
+    if isinstance(shift_radius, str):
+        if shift_radius != "auto":
+            raise ValueError(f"shift_radius must be None, 'auto' or a real number >= 0, "
+                             f"got {shift_radius!r}")
+        return _auto_shift_radius(L)
+    return check_real(shift_radius, "shift_radius", minimum=0.0)
+
+
+@functools.lru_cache(maxsize=32)
+def _shift_subset(L, shift_radius):
+    """The kept shifts: ``(idx, starts, window)``, or ``None`` for all shifts.
+
+    ``idx`` are their flat indices (row-major in ``[0, L)**2``), ``starts``
+    the start of each row shift's run of them, and ``window`` the columns
+    ``idx`` of :func:`_window_index` (the gather of their windows)."""
+    if shift_radius is None:
+        return None
+    rows, cols = np.divmod(np.arange(L * L), L)
+    idx = np.flatnonzero(rows * rows + cols * cols <= shift_radius * shift_radius)
+    starts = np.searchsorted(rows[idx], np.arange(rows[idx[-1]] + 2))
+    window = np.ascontiguousarray(_window_index(L)[:, idx])
+    for a in (idx, window):
+        a.setflags(write=False)
+    return idx, tuple(int(i) for i in starts), window
+
+
+def third_order_shifts(image_size, shift_radius=None):
+    """Forward shifts whose pairs the third moment keeps.
+
+    The full third moment ``a3[s1, s2]`` runs over every pair of forward
+    shifts in ``[0, L)**2`` (``L**4`` numbers, ``L**6`` flops per pixel of
+    the model and ``L**4 / 2`` multiply-adds per pixel of the measurement).
+    With a radius ``r``, only the shifts ``s`` with
+    ``s_row**2 + s_col**2 <= r**2`` are kept, and ``a3`` holds every pair of
+    them: a quarter disk of about ``pi r**2 / 4`` shifts, so the cost falls
+    as the square of their number (:doc:`/design`, "Autocorrelation analysis").
+    Shift ``(0, 0)`` is always kept.
+
+    Parameters
+    ----------
+    image_size : int
+        ``L``.
+    shift_radius : float, "auto" or None, default=None
+        ``None`` keeps all ``L**2`` shifts; a real ``r >= 0`` the quarter
+        disk of radius ``r``; ``"auto"`` is ``None`` for ``L <= 11`` and
+        ``L / 2`` beyond.
+
+    Returns
+    -------
+    shifts : ndarray of shape (n_shifts, 2)
+        The kept shifts ``(s_row, s_col)``, row-major; the rows and columns
+        of a subset ``a3`` follow this order.
+
+    Examples
+    --------
+    >>> from mtdlearn.moments import third_order_shifts
+    >>> third_order_shifts(5, shift_radius=1.5).tolist()
+    [[0, 0], [0, 1], [1, 0], [1, 1]]
+    >>> len(third_order_shifts(5)), len(third_order_shifts(21, shift_radius="auto"))
+    (25, 98)
+    """
+    L = check_int(image_size, "image_size", minimum=1)
+    sub = _shift_subset(L, _check_shift_radius(shift_radius, L))
+    flat = np.arange(L * L) if sub is None else sub[0]
+    return np.stack(np.divmod(flat, L), axis=1)
+
+
 def _check_density(density, L, name="density"):
     return check_real(density, name, minimum=0.0, maximum=max_density(L))
 
@@ -124,8 +206,9 @@ def _check_coef(coef, basis, name="coef"):
     return coef
 
 
-def _check_measured(measured, L, name="measured"):
-    """``measured = (a1, a2, a3)`` with shapes (), (L, L), (L, L, L, L)."""
+def _check_measured(measured, L, sub=None, name="measured"):
+    """``measured = (a1, a2, a3)`` with shapes (), (L, L), (L, L, L, L) (or
+    ``(n, n)`` for a subset of ``n`` shifts)."""
     if not isinstance(measured, (tuple, list)) or len(measured) != 3:
         raise TypeError(
             f"{name} must be a tuple (a1, a2, a3) as returned by "
@@ -136,15 +219,17 @@ def _check_measured(measured, L, name="measured"):
     a3 = check_array_float(measured[2], f"{name}[2] (a3)")
     if a2.shape != (L, L):
         raise ValueError(f"{name}[1] (a2) must have shape {(L, L)}, got {a2.shape}")
-    if a3.shape != (L, L, L, L):
-        raise ValueError(f"{name}[2] (a3) must have shape {(L, L, L, L)}, got {a3.shape}")
+    shape = (L, L, L, L) if sub is None else (len(sub[0]),) * 2
+    if a3.shape != shape:
+        raise ValueError(f"{name}[2] (a3) must have shape {shape}, got {a3.shape}"
+                         + ("" if sub is None else " (the third_order_shifts of shift_radius)"))
     return float(a1), a2, a3
 
 
 # ---------------------------------------------------------------------------
 # 1. autocorrelations of a measurement
 # ---------------------------------------------------------------------------
-def _band_sums(M, r_start, r_stop, L, tile_rows, tile_cols):
+def _band_sums(M, r_start, r_stop, L, tile_rows, tile_cols, sub=None):
     """Raw sums over the output pixels ``x`` with rows in ``[r_start, r_stop)``.
 
     Works tile by tile.  A tile of ``h x w`` output pixels reads the
@@ -160,16 +245,27 @@ def _band_sums(M, r_start, r_stop, L, tile_rows, tile_cols):
     ``(d1, d2)`` of row shifts with ``d1 <= d2``) is computed, with one GEMM
     per row shift ``d1`` (``L*(L+1)/2`` of the ``L**2`` blocks).  The caller
     fills the lower triangle.
+
+    With a subset of shifts ``sub = (idx, starts)`` (:func:`_shift_subset`),
+    the kept rows of ``W`` are copied into ``Ws`` (a run of columns per row
+    shift) and the third sums are the upper block triangle of
+    ``(Ws * m) Ws^T``, one GEMM per row shift: ``n**2 / 2`` multiply-adds per
+    pixel for ``n`` kept shifts instead of ``L**4 / 2``.
     """
     N1, N2 = M.shape
     LL = L * L
+    n3 = LL if sub is None else len(sub[0])
     n_max = tile_rows * tile_cols
     Z = np.empty((tile_rows + L - 1, tile_cols + L - 1), dtype=np.float64)
     Wbuf = np.empty((LL, n_max), dtype=np.float64)
-    Ybuf = np.empty((LL, n_max), dtype=np.float64)
+    Ybuf = np.empty((n3, n_max), dtype=np.float64)
+    if sub is not None:
+        Wsbuf = np.empty((n3, n_max), dtype=np.float64)
+        starts = sub[1]
+        runs = [(starts[d], starts[d + 1], d * L) for d in range(len(starts) - 1)]
     s1 = 0.0
     s2 = np.zeros(LL, dtype=np.float64)
-    s3 = np.zeros((LL, LL), dtype=np.float64)
+    s3 = np.zeros((n3, n3), dtype=np.float64)
     for r0 in range(r_start, r_stop, tile_rows):
         r1 = min(r0 + tile_rows, r_stop)
         h = r1 - r0
@@ -188,27 +284,37 @@ def _band_sums(M, r_start, r_stop, L, tile_rows, tile_cols):
             # W[(di, dj), (i, j)] = Zt[di + i, dj + j]: one strided copy
             W.reshape(L, L, h, w)[...] = sliding_window_view(Zt, (h, w))
             m = W[0]  # shift (0, 0): M[x] itself
-            np.multiply(W, m, out=Y)
-            for d in range(L):  # upper block triangle, one GEMM per row shift
-                s3[d * L : (d + 1) * L, d * L :] += Y[d * L : (d + 1) * L] @ W[d * L :].T
+            if sub is None:
+                np.multiply(W, m, out=Y)
+                for d in range(L):  # upper block triangle, one GEMM per row shift
+                    s3[d * L : (d + 1) * L, d * L :] += Y[d * L : (d + 1) * L] @ W[d * L :].T
+            else:
+                Ws = Wsbuf[:, :n]
+                for a, b, f in runs:  # row shift d keeps the columns [0, b - a)
+                    Ws[a:b] = W[f : f + b - a]
+                np.multiply(Ws, m, out=Y)
+                for a, b, _ in runs:
+                    s3[a:b, a:] += Y[a:b] @ Ws[a:].T
             s2 += W @ m
             s1 += float(m.sum())
     return s1, s2, s3
 
 
-def _symmetrize_blocks(U, L):
+def _symmetrize_blocks(U, L, sub=None):
     """Full symmetric matrix from its upper block triangle (see _band_sums)."""
-    S = np.triu(np.ones((L, L), dtype=bool), 1)
-    upper = np.kron(S, np.ones((L, L), dtype=bool))
+    starts = range(0, L * L + 1, L) if sub is None else sub[1]
+    block = np.repeat(np.arange(len(starts) - 1), np.diff(starts))  # row shift of each
+    upper = block[:, None] < block[None, :]
     out = np.where(upper, U, 0.0)
     out = out + out.T
-    for d in range(L):  # diagonal blocks are computed whole: symmetric up to rounding
-        B = U[d * L : (d + 1) * L, d * L : (d + 1) * L]
-        out[d * L : (d + 1) * L, d * L : (d + 1) * L] = 0.5 * (B + B.T)
+    for a, b in zip(starts[:-1], starts[1:]):  # diagonal blocks: symmetric up to rounding
+        B = U[a:b, a:b]
+        out[a:b, a:b] = 0.5 * (B + B.T)
     return out
 
 
-def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None):
+def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None, *,
+                                 shift_radius=None):
     """First three autocorrelations of a measurement, in one chunked pass.
 
     ``a1 = mean(M)``, ``a2[s] = (1/P) sum_x M[x] M[x+s]`` and
@@ -250,6 +356,12 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
         the same, to the last bit, for any number of threads: the bands of
         rows and the order in which their sums are added depend only on the
         tile size.
+    shift_radius : float, "auto" or None, default=None
+        Compute ``a3`` on the pairs of the shifts of
+        :func:`third_order_shifts` only (those within the radius); ``None``
+        computes all of them.  Its entries equal those of the full ``a3``
+        (up to rounding); the pass costs about ``(n_shifts / L**2)**2`` of
+        the full one.
 
     Returns
     -------
@@ -257,9 +369,10 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
         Mean of the measurement.
     a2 : ndarray of shape (L, L)
         ``a2[s_row, s_col]``.
-    a3 : ndarray of shape (L, L, L, L)
+    a3 : ndarray of shape (L, L, L, L) or (n_shifts, n_shifts)
         ``a3[s1_row, s1_col, s2_row, s2_col]``; symmetric under
-        ``s1 <-> s2``.
+        ``s1 <-> s2``.  With a ``shift_radius``, ``a3[i, j]`` at the shifts
+        ``third_order_shifts(L, shift_radius)[i]`` and ``[j]``.
 
     Examples
     --------
@@ -274,18 +387,20 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
     L = check_int(image_size, "image_size", minimum=1)
     working_memory = resolve_working_memory(working_memory)
     check_n_jobs(n_jobs)
+    sub = _shift_subset(L, _check_shift_radius(shift_radius, L))
     measurements = check_measurements(X, L)
-    tasks, total_pixels = _autocorrelation_tasks(measurements, L, working_memory)
+    tasks, total_pixels = _autocorrelation_tasks(measurements, L, working_memory, sub)
     # The GEMMs are small (L*L x tile x L*L): BLAS threads only add overhead
     # (and degrade badly on a busy machine); parallelism is over bands.
-    return _combine_band_sums(ordered_map(_band_sums, tasks, n_jobs), total_pixels, L)
+    return _combine_band_sums(ordered_map(_band_sums, tasks, n_jobs), total_pixels, L, sub)
 
 
-def _autocorrelation_tasks(measurements, L, working_memory):
+def _autocorrelation_tasks(measurements, L, working_memory, sub=None):
     """The bands of rows of every measurement (fixed by the tile size) and the pixel count."""
     LL = L * L
-    # pixels per tile: 2 (L*L)-row buffers plus the padded input block
-    bytes_per_pixel = (2 * LL + 1) * 8
+    # pixels per tile: 2 (L*L)-row buffers plus the padded input block (with a
+    # subset of n shifts: the L*L-row window and two n-row buffers)
+    bytes_per_pixel = (2 * LL + 1) * 8 if sub is None else (LL + 2 * len(sub[0]) + 1) * 8
     tile_pixels = chunk_rows(bytes_per_pixel, _TILE_BYTES // bytes_per_pixel, working_memory)
 
     tasks = []
@@ -306,37 +421,41 @@ def _autocorrelation_tasks(measurements, L, working_memory):
         # result) is the same for any number of threads
         band = max(tile_rows, -(-N1 // 64 // tile_rows) * tile_rows)
         for r0 in range(0, N1, band):
-            tasks.append((M, r0, min(N1, r0 + band), L, tile_rows, tile_cols))
+            tasks.append((M, r0, min(N1, r0 + band), L, tile_rows, tile_cols, sub))
     return tasks, total_pixels
 
 
-def _combine_band_sums(band_sums, total_pixels, L):
+def _combine_band_sums(band_sums, total_pixels, L, sub=None):
     """Add the bands' raw sums in the given (fixed) order; divide by the pixel count."""
     LL = L * L
+    n3 = LL if sub is None else len(sub[0])
     s1 = 0.0
     s2 = np.zeros(LL, dtype=np.float64)
-    s3 = np.zeros((LL, LL), dtype=np.float64)
+    s3 = np.zeros((n3, n3), dtype=np.float64)
     for r1, r2, r3 in band_sums:  # fixed order: deterministic
         s1 += r1
         s2 += r2
         s3 += r3
-    s3 = _symmetrize_blocks(s3, L)
+    s3 = _symmetrize_blocks(s3, L, sub)
     P = float(total_pixels)
-    return s1 / P, (s2 / P).reshape(L, L), (s3 / P).reshape(L, L, L, L)
+    a3 = s3 / P
+    return s1 / P, (s2 / P).reshape(L, L), (a3.reshape(L, L, L, L) if sub is None else a3)
 
 
-def _block_band_sums(block, image_size, working_memory=None, n_jobs=None):
+def _block_band_sums(block, image_size, working_memory=None, n_jobs=None, shift_radius=None):
     """One micrograph's bands' raw sums and pixel count (a task on a Dask worker)."""
+    sub = _shift_subset(image_size, _check_shift_radius(shift_radius, image_size))
     tasks, pixels = _autocorrelation_tasks([block], image_size,
-                                           resolve_working_memory(working_memory))
+                                           resolve_working_memory(working_memory), sub)
     with blas_single_thread():
         return [_band_sums(*t) for t in tasks], pixels
 
 
-def _combine_blocks(parts, image_size, working_memory=None, n_jobs=None):
+def _combine_blocks(parts, image_size, working_memory=None, n_jobs=None, shift_radius=None):
     """The micrographs' band sums added in order: the in-memory result, bit for bit."""
+    sub = _shift_subset(image_size, _check_shift_radius(shift_radius, image_size))
     return _combine_band_sums([r for sums, _ in parts for r in sums],
-                              sum(p for _, p in parts), image_size)
+                              sum(p for _, p in parts), image_size, sub)
 
 
 #: How a distributed patch source computes it: per micrograph, then combined
@@ -376,13 +495,49 @@ def _windows_adjoint(G, L):
     return gather_adjoint(G, _window_index(L), L * L)
 
 
-def _flat_autocorrelations(F):
-    """Sum, ac2 and ac3 of flattened images ``F`` (K, L*L); also the windows."""
-    W = _windows(F)  # (K, x, s)
+def _flat_autocorrelations(F, sub=None):
+    """Sum, ac2 and ac3 of flattened images ``F`` (K, L*L); also the windows.
+
+    With a subset ``sub`` of ``n`` shifts, ac3 holds their pairs only,
+    ``(K, n, n)``, the windows are those of the kept shifts, ``(K, L*L, n)``,
+    and ac2 comes from an FFT (:func:`_ac2_fft`): the ``L**4`` window tensor
+    is never formed."""
     S = F.sum(axis=-1)
-    A2 = np.einsum("kx,kxs->ks", F, W)
+    if sub is None:
+        W = _windows(F)  # (K, x, s)
+        A2 = np.einsum("kx,kxs->ks", F, W)
+    else:
+        Fz = np.concatenate([F, np.zeros(F.shape[:-1] + (1,))], axis=-1)
+        W = Fz[..., sub[2]]  # (K, x, n)
+        A2 = _ac2_fft(F)
     A3 = np.matmul(np.swapaxes(F[:, :, None] * W, 1, 2), W)  # (K, s1, s2)
     return S, A2, A3, W
+
+
+def _ac2_fft(F):
+    """``ac2`` of flattened images (K, L*L) by FFT on a ``2L x 2L`` grid.
+
+    ``sum_x F[x] F[x + s]`` is the circular correlation of the zero-padded
+    image at lag ``s``; for ``0 <= s < L`` and ``x < L``, ``x + s < 2L``,
+    so no product wraps around."""
+    L = int(round(np.sqrt(F.shape[-1])))
+    Fh = scipy.fft.rfft2(F.reshape(-1, L, L), s=(2 * L, 2 * L))
+    ac = scipy.fft.irfft2(Fh.real**2 + Fh.imag**2, s=(2 * L, 2 * L))
+    return ac[:, :L, :L].reshape(F.shape)
+
+
+def _ac2_fft_adjoint(F, G2):
+    """Gradient of ``sum_s G2[s] ac2(F_k)[s]`` for each image (K, L*L).
+
+    ``d ac2[s] / d F[y] = F[y + s] + F[y - s]``: a correlation plus a
+    convolution with ``G2``, i.e. ``2 Re(G2^) F^`` on the ``2L x 2L`` grid
+    (a lag ``y - s < 0`` wraps to a row or column ``>= L + 1``, where ``F``
+    is zero)."""
+    L = int(round(np.sqrt(F.shape[-1])))
+    Fh = scipy.fft.rfft2(F.reshape(-1, L, L), s=(2 * L, 2 * L))
+    Gh = scipy.fft.rfft2(G2.reshape(L, L), s=(2 * L, 2 * L))
+    out = scipy.fft.irfft2((2 * Gh.real) * Fh, s=(2 * L, 2 * L))
+    return out[:, :L, :L].reshape(F.shape)
 
 
 def image_autocorrelations(images):
@@ -438,29 +593,31 @@ def _rotated_evaluation(basis, n_angles):
     return rotated_evaluation(basis, 2 * np.pi * np.arange(n_angles) / n_angles)
 
 
-def _noise_pattern(L):
-    """``D[s1, s2] = delta(s1) + delta(s2) + delta(s1 - s2)`` as (L*L, L*L)."""
-    LL = L * L
-    D = np.eye(LL)
+def _noise_pattern(n):
+    """``D[s1, s2] = delta(s1) + delta(s2) + delta(s1 - s2)`` as (n, n) over the
+    first ``n`` kept shifts (all ``L*L``, or a subset: shift 0 comes first)."""
+    D = np.eye(n)
     D[0, :] += 1.0
     D[:, 0] += 1.0
     return D
 
 
-def _model_flat(BR, coef, density, noise_variance, L):
-    """Model moments (flat) and the intermediate arrays the gradient needs."""
+def _model_flat(BR, coef, density, noise_variance, L, sub=None):
+    """Model moments (flat; a3 over the subset ``sub`` of shifts) and the
+    intermediate arrays the gradient needs."""
     F = BR @ coef  # (K, L*L)
-    S, A2, A3, W = _flat_autocorrelations(F)
+    S, A2, A3, W = _flat_autocorrelations(F, sub)
     E1, E2, E3 = S.mean(), A2.mean(axis=0), A3.mean(axis=0)
     scale = density / (L * L)
     a1 = scale * E1
     a2 = scale * E2
     a2[0] += noise_variance
-    a3 = scale * E3 + (noise_variance * a1) * _noise_pattern(L)
+    a3 = scale * E3 + (noise_variance * a1) * _noise_pattern(E3.shape[0])
     return (a1, a2, a3), (F, W, E1, E2, E3)
 
 
-def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None):
+def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None, *,
+                           shift_radius=None):
     """Compute the autocorrelations the model predicts for well-separated copies.
 
     With ``F_phi = basis.evaluate(basis.rotate(coef, phi))``, density
@@ -507,6 +664,9 @@ def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None):
         Number of equispaced angles; ``None`` means ``3 * nu_max + 1``, the
         fewest that give the exact average.  Fewer angles give an
         approximation; more change nothing but the cost.
+    shift_radius : float, "auto" or None, default=None
+        Keep the third moment on the pairs of :func:`third_order_shifts`
+        only; ``None`` keeps all of them.
 
     Returns
     -------
@@ -514,8 +674,10 @@ def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None):
         Mean.
     a2 : ndarray of shape (L, L)
         ``a2[s_row, s_col]``.
-    a3 : ndarray of shape (L, L, L, L)
-        ``a3[s1_row, s1_col, s2_row, s2_col]``.
+    a3 : ndarray of shape (L, L, L, L) or (n_shifts, n_shifts)
+        ``a3[s1_row, s1_col, s2_row, s2_col]``; with a ``shift_radius``,
+        ``a3[i, j]`` at the shifts ``third_order_shifts(L, shift_radius)[i]``
+        and ``[j]``.
 
     Examples
     --------
@@ -533,6 +695,7 @@ def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None):
     density = _check_density(density, L)
     noise_variance = _check_noise_variance(noise_variance)
     K = _check_n_angles(n_angles, basis)
+    sub = _shift_subset(L, _check_shift_radius(shift_radius, L))
     BR = _rotated_evaluation(basis, K)
-    (a1, a2, a3), _ = _model_flat(BR, coef, density, noise_variance, L)
-    return float(a1), a2.reshape(L, L), a3.reshape(L, L, L, L)
+    (a1, a2, a3), _ = _model_flat(BR, coef, density, noise_variance, L, sub)
+    return float(a1), a2.reshape(L, L), (a3.reshape(L, L, L, L) if sub is None else a3)

@@ -6,7 +6,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
-from mtdlearn import AutocorrelationEstimator, FixedInitializer
+from mtdlearn import AutocorrelationEstimator, AutocorrelationInitializer, FixedInitializer
 from mtdlearn.datasets import make_measurement
 from mtdlearn.metrics import relative_error
 from mtdlearn.moments import measurement_autocorrelations
@@ -85,6 +85,8 @@ def test_estimator_convergence_warning(basis, coef):
     (dict(max_iter=-1), ValueError, "max_iter"),
     (dict(tol=-1.0), ValueError, "tol"),
     (dict(basis="fb"), TypeError, "basis"),
+    (dict(shift_radius="all"), ValueError, "shift_radius"),
+    (dict(shift_radius=-1.0), ValueError, "shift_radius"),
 ])
 def test_estimator_bad_parameters(kwargs, exc, match):
     with pytest.raises(exc, match=match):
@@ -96,3 +98,27 @@ def test_estimator_bad_measurements():
         AutocorrelationEstimator(5).fit(np.zeros((4, 40)))
     with pytest.raises(ValueError, match="finite"):
         AutocorrelationEstimator(5).fit(np.full((20, 20), np.inf))
+
+
+def test_estimator_shift_radius(basis, coef):
+    """'auto' keeps the full third moment at L = 5 (bit for bit the None fit);
+    a radius fits on the pairs of the kept shifts, and the initializer passes
+    it on."""
+    from mtdlearn.moments import third_order_shifts
+
+    X, _ = make_measurement(coef, basis, 300, snr=5, random_state=0)
+    kw = dict(basis=basis, n_init=2, random_state=0)
+    auto = AutocorrelationEstimator(5, **kw).fit(X)
+    full = AutocorrelationEstimator(5, shift_radius=None, **kw).fit(X)
+    assert auto.shift_radius_ is None and auto.autocorrelations_[2].shape == (5, 5, 5, 5)
+    np.testing.assert_array_equal(auto.coef_, full.coef_)
+    sub = AutocorrelationEstimator(5, shift_radius=3.5, **kw).fit(X)
+    assert sub.shift_radius_ == 3.5
+    n = len(third_order_shifts(5, 3.5))
+    assert sub.autocorrelations_[2].shape == (n, n)
+    assert relative_error(coef, sub.coef_, basis) < 0.5
+    init = AutocorrelationInitializer(max_iter=5, shift_radius=3.5)
+    assert init.get_params()["shift_radius"] == 3.5
+    with pytest.warns(ConvergenceWarning):  # 5 iterations on purpose
+        state = init.initialize([X], basis, None, np.random.default_rng(0))
+    assert state.coef.shape == coef.shape

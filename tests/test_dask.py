@@ -105,6 +105,12 @@ def test_autocorrelations_on_cluster_equal_in_memory(client, mrc_paths):
     for u, v in zip(fitted.autocorrelations_, expected.autocorrelations_):
         np.testing.assert_array_equal(u, v)
     np.testing.assert_array_equal(fitted.coef_, expected.coef_)
+    # a third moment on a subset of shifts splits by micrograph too
+    kw["shift_radius"] = 2.5
+    sub = AutocorrelationEstimator(L, **kw).fit(micrographs).autocorrelations_
+    for u, v in zip(sub, AutocorrelationEstimator(L, **kw).fit(mrc_paths).autocorrelations_):
+        np.testing.assert_array_equal(u, v)
+    assert sub[2].shape == (8, 8)
     # and the EM's autocorrelation start
     init = AutocorrelationInitializer(max_iter=10)
     _assert_same_fit(_em(initializer=init, max_iter=2).fit(micrographs),

@@ -4,12 +4,14 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.optimize import check_grad
 
 from mtdlearn.datasets import make_target
 from mtdlearn.metrics import relative_error
 from mtdlearn.moment_fit import autocorrelation_cost_and_grad, fit_autocorrelations
-from mtdlearn.moments import model_autocorrelations
+from mtdlearn.moments import model_autocorrelations, third_order_shifts
 
 L = 5
 
@@ -17,13 +19,16 @@ L = 5
 # ---------------------------------------------------------------------------
 # cost and gradient
 # ---------------------------------------------------------------------------
+@pytest.mark.parametrize("shift_radius", [None, 2.5])
 @pytest.mark.parametrize("estimate_noise", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_gradient_matches_finite_differences(basis, coef, estimate_noise, seed):
+def test_gradient_matches_finite_differences(basis, coef, estimate_noise, seed, shift_radius):
+    """Also with a subset of shifts, where ac2's gradient goes by FFT and
+    ac3's through the kept shifts' windows only."""
     rng = np.random.default_rng(seed)
-    exact = model_autocorrelations(coef, basis, 0.04, 0.3)
+    exact = model_autocorrelations(coef, basis, 0.04, 0.3, shift_radius=shift_radius)
     measured = (exact[0] + 0.01, exact[1] + 0.01 * rng.standard_normal((L, L)),
-                exact[2] + 0.01 * rng.standard_normal((L,) * 4))
+                exact[2] + 0.01 * rng.standard_normal(exact[2].shape))
     p = basis.n_functions
     fixed_var = 0.5
 
@@ -34,12 +39,14 @@ def test_gradient_matches_finite_differences(basis, coef, estimate_noise, seed):
     def f(z):
         g, c, v = split(z)
         return autocorrelation_cost_and_grad(g, c, v, measured, basis,
-                                             estimate_noise=estimate_noise)[0]
+                                             estimate_noise=estimate_noise,
+                                             shift_radius=shift_radius)[0]
 
     def grad(z):
         g, c, v = split(z)
         _, gg, gc, gv = autocorrelation_cost_and_grad(g, c, v, measured, basis,
-                                                      estimate_noise=estimate_noise)
+                                                      estimate_noise=estimate_noise,
+                                                      shift_radius=shift_radius)
         out = [np.array([gg]), gc] + ([np.array([gv])] if estimate_noise else [])
         return np.concatenate(out)
 
@@ -51,7 +58,31 @@ def test_gradient_matches_finite_differences(basis, coef, estimate_noise, seed):
     err = check_grad(f, grad, z)
     assert err / np.linalg.norm(g) < 1e-5
     if not estimate_noise:
-        assert autocorrelation_cost_and_grad(z[0], z[1:], fixed_var, measured, basis)[3] == 0.0
+        assert autocorrelation_cost_and_grad(z[0], z[1:], fixed_var, measured, basis,
+                                             shift_radius=shift_radius)[3] == 0.0
+
+
+@settings(max_examples=20)
+@given(radius=st.floats(0, 6), seed=st.integers(0, 2**16))
+def test_subset_cost_is_the_full_cost_on_the_kept_pairs(basis, radius, seed):
+    """The subset cost is the full one with R3 restricted to the kept pairs
+    and weighted by 1 / (2 n**2): checked against the full model's residuals."""
+    rng = np.random.default_rng(seed)
+    coef = rng.standard_normal(basis.n_functions)
+    full = model_autocorrelations(coef, basis, 0.04, 0.3)
+    measured = (full[0] + 0.01, full[1] + 0.01 * rng.standard_normal((L, L)),
+                full[2] + 0.01 * rng.standard_normal((L,) * 4))
+    shifts = third_order_shifts(L, radius)
+    r, c = shifts[:, 0], shifts[:, 1]
+    sub = measured[2][r[:, None], c[:, None], r[None], c[None]]
+    cost = autocorrelation_cost_and_grad(0.05, coef, 0.2, (measured[0], measured[1], sub),
+                                         basis, shift_radius=radius)[0]
+    model = model_autocorrelations(coef, basis, 0.05, 0.2)
+    R3 = (model[2] - measured[2])[r[:, None], c[:, None], r[None], c[None]]
+    expected = (0.5 * (model[0] - measured[0]) ** 2
+                + np.sum((model[1] - measured[1]) ** 2) / (2 * L**2)
+                + np.sum(R3**2) / (2 * len(shifts) ** 2))
+    assert cost == pytest.approx(expected, rel=1e-10)
 
 
 def test_cost_zero_at_exact_moments(basis, coef):
@@ -99,6 +130,22 @@ def test_fit_exact_moments_from_random_start(basis, coef, estimate_noise):
     assert res.n_iter >= 1 and res.cost >= 0.0
     if not estimate_noise:
         assert res.noise_variance == 0.3
+
+
+def test_fit_subset_exact_moments_from_random_start(basis, coef):
+    """A quarter disk of radius 3.5 (13 of the 25 shifts, 169 of the 625
+    pairs) still determines the 10 coefficients from this start (with radius
+    2.5, 8 shifts, this start ends in another local minimum)."""
+    measured = model_autocorrelations(coef, basis, 0.04, 0.3, shift_radius=3.5)
+    res = fit_autocorrelations(measured, basis, 0.03, make_target(basis, random_state=6),
+                               shift_radius=3.5)
+    assert res.converged
+    assert relative_error(coef, res.coef, basis) < 1e-3
+    assert abs(res.density - 0.04) < 1e-4 and abs(res.noise_variance - 0.3) < 1e-4
+    with pytest.raises(ValueError, match=r"measured\[2\].*third_order_shifts"):
+        fit_autocorrelations(measured, basis, 0.03, coef, shift_radius=1.5)
+    with pytest.raises(ValueError, match=r"measured\[2\].*\(5, 5, 5, 5\)"):
+        fit_autocorrelations(measured, basis, 0.03, coef)
 
 
 @pytest.mark.parametrize("noise", ["fixed", "estimated"])

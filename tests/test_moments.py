@@ -2,9 +2,12 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mtdlearn.moments import (default_n_angles, image_autocorrelations,
-                              measurement_autocorrelations, model_autocorrelations)
+                              measurement_autocorrelations, model_autocorrelations,
+                              third_order_shifts)
 
 L = 5
 
@@ -220,3 +223,90 @@ def test_images_bad_input():
         image_autocorrelations(np.zeros((3, 4)))
     with pytest.raises(ValueError, match="images"):
         image_autocorrelations(np.zeros(5))
+
+
+# ---------------------------------------------------------------------------
+# the third moment on a subset of shifts (shift_radius)
+# ---------------------------------------------------------------------------
+def _entries(a3, shifts):
+    """The entries of a full (L, L, L, L) a3 at the pairs of ``shifts``."""
+    r, c = shifts[:, 0], shifts[:, 1]
+    return a3[r[:, None], c[:, None], r[None], c[None]]
+
+
+def test_third_order_shifts():
+    assert third_order_shifts(5).tolist() == [[i, j] for i in range(5) for j in range(5)]
+    assert third_order_shifts(5, shift_radius=0).tolist() == [[0, 0]]
+    # a quarter disk, row-major; a radius past the far corner keeps every shift
+    shifts = third_order_shifts(7, shift_radius=3)
+    assert np.all((shifts**2).sum(axis=1) <= 9) and len(shifts) == 11
+    assert np.array_equal(third_order_shifts(5, shift_radius=5.7), third_order_shifts(5))
+    # "auto": all shifts up to L = 11 (the paper's L = 5 unchanged), L / 2 beyond
+    for size in (3, 5, 11):
+        assert np.array_equal(third_order_shifts(size, "auto"), third_order_shifts(size))
+    assert np.array_equal(third_order_shifts(21, "auto"), third_order_shifts(21, 10.5))
+
+
+@settings(max_examples=25)
+@given(size=st.sampled_from([1, 3, 4, 5]), radius=st.floats(0, 6),
+       shape=st.tuples(st.integers(6, 30), st.integers(6, 30)),
+       working_memory=st.sampled_from([None, 1e-3]), seed=st.integers(0, 2**16))
+def test_measured_subset_equals_entries_of_full(size, radius, shape, working_memory, seed):
+    """The subset's a3 holds the full a3's entries at the kept pairs (and a1,
+    a2 are the full ones): the same sums, by other GEMMs, so equal up to
+    rounding of sums of a few hundred products of O(1) numbers."""
+    M = np.random.default_rng(seed).standard_normal(shape)
+    full = measurement_autocorrelations(M, size, working_memory=working_memory)
+    a1, a2, a3 = measurement_autocorrelations(M, size, working_memory=working_memory,
+                                              shift_radius=radius)
+    shifts = third_order_shifts(size, radius)
+    assert a3.shape == (len(shifts),) * 2
+    np.testing.assert_array_equal(a3, a3.T)
+    # (the tiles differ in size: sums in another order)
+    assert a1 == pytest.approx(full[0], rel=1e-12, abs=1e-14)
+    np.testing.assert_allclose(a2, full[1], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(a3, _entries(full[2], shifts), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_measured_subset_blockwise_equals_in_memory(n_jobs):
+    """The Dask split (per micrograph, then combined) gives the in-memory
+    result bit for bit, with a subset of shifts too; so does any n_jobs."""
+    from mtdlearn.moments import _block_band_sums, _combine_blocks
+
+    rng = np.random.default_rng(5)
+    Ms = [rng.standard_normal((60, 47)), rng.standard_normal((33, 70))]
+    for radius in (None, 2.5):
+        expected = measurement_autocorrelations(Ms, L, shift_radius=radius)
+        parts = [_block_band_sums(M, L, shift_radius=radius) for M in Ms]
+        for u, v in zip(_combine_blocks(parts, L, shift_radius=radius), expected):
+            np.testing.assert_array_equal(u, v)
+        for u, v in zip(measurement_autocorrelations(Ms, L, n_jobs=n_jobs,
+                                                     shift_radius=radius), expected):
+            np.testing.assert_array_equal(u, v)
+
+
+@settings(max_examples=20)
+@given(radius=st.floats(0, 6), seed=st.integers(0, 2**16))
+def test_model_subset_equals_entries_of_full(basis, radius, seed):
+    """The subset model (windows of the kept shifts, ac2 by FFT) equals the
+    full model's entries; relative rounding of sums of 25-term products."""
+    coef = np.random.default_rng(seed).standard_normal(basis.n_functions)
+    full = model_autocorrelations(coef, basis, 0.04, 0.3)
+    a1, a2, a3 = model_autocorrelations(coef, basis, 0.04, 0.3, shift_radius=radius)
+    scale = np.abs(full[2]).max()
+    assert a1 == full[0]
+    np.testing.assert_allclose(a2, full[1], rtol=0, atol=1e-12 * np.abs(full[1]).max())
+    np.testing.assert_allclose(a3, _entries(full[2], third_order_shifts(L, radius)),
+                               rtol=0, atol=1e-12 * scale)
+
+
+def test_shift_radius_bad_input(basis, coef):
+    M = np.arange(100.0).reshape(10, 10)
+    for bad in ("full", -1.0, np.nan):
+        with pytest.raises((ValueError, TypeError), match="shift_radius"):
+            measurement_autocorrelations(M, 3, shift_radius=bad)
+        with pytest.raises((ValueError, TypeError), match="shift_radius"):
+            model_autocorrelations(coef, basis, 0.04, 0.1, shift_radius=bad)
+        with pytest.raises((ValueError, TypeError), match="shift_radius"):
+            third_order_shifts(5, bad)
