@@ -19,7 +19,8 @@ K = 16) and is skipped unless ``--gemm-41``.
 Part 2 (``--recovery``): a default-settings fit (``ApproxEMEstimator(L)``
 with only ``random_state``; optionally ``--n-coefficients``) at N=4096 (or
 ``--recovery-size``), density 0.1, for each SNR: time, iterations and
-relative error.
+relative error, the measurement's size and the process's peak resident
+memory (a high-water mark over the whole run, data included).
 
 Usage::
 
@@ -28,6 +29,7 @@ Usage::
 """
 
 import argparse
+import resource
 import time
 import warnings
 
@@ -108,7 +110,8 @@ def cost(size, sizes, K, repeat, gemm_41):
 def recovery(L, snrs, size, n_coefficients, seeds, max_iter):
     print(f"L = {L}, N = {size}, density 0.1, default settings"
           + (f", n_coefficients={n_coefficients}" if n_coefficients else ""))
-    print(f"{'SNR':>5} {'seed':>4} {'p':>5} {'iters':>5} {'time s':>7} {'error':>7}")
+    print(f"{'SNR':>5} {'seed':>4} {'p':>5} {'iters':>5} {'time s':>7} {'error':>7} "
+          f"{'data MB':>8} {'peak RSS MB':>11}")
     for snr in snrs:
         for seed in seeds:
             basis = (FourierBesselBasis(L, n_coefficients=n_coefficients) if n_coefficients
@@ -122,8 +125,11 @@ def recovery(L, snrs, size, n_coefficients, seeds, max_iter):
                 warnings.simplefilter("ignore")
                 em.fit(X)
             err = relative_error(coef, em.coef_, basis)
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"{snr:>5g} {seed:>4} {basis.n_functions:>5} {em.n_iter_:>5}"
-                  f" {time.perf_counter() - t:>7.1f} {err:>7.4f}", flush=True)
+                  f" {time.perf_counter() - t:>7.1f} {err:>7.4f} {X.nbytes / 2**20:>8.0f}"
+                  f" {rss:>11.0f}" + ("" if em.converged_ else "  (not converged)"),
+                  flush=True)
 
 
 def main():
