@@ -85,7 +85,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
         is one cycle of 3 E-steps (2 when the step is 1).
         ``"incremental"``: for large measurements, incremental EM (Neal &
         Hinton, 1998) first: the patches are split into blocks of 8192
-        (fewer than two blocks: plain SQUAREM); each iteration is one pass
+        (on Dask input, whole micrographs: each block one or more
+        consecutive micrographs of about 8192 patches, its E-step on the
+        workers; fewer than two blocks: plain SQUAREM); each iteration is one pass
         that runs an M-step before every block's E-step, so a pass moves the
         parameters once per block.  When a pass gains less than 1e-3 per
         patch (or after 20 passes) one batch E-step ends the phase and
@@ -353,7 +355,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
                       prepared.hypotheses, dtype=run.dtype)
         if self.acceleration == "incremental" and run.incremental and run.blocks is None:
             # the first E-step keeps each block's statistics (same work)
-            run.ranges = _blocks(prepared.data.n_patches)
+            run.ranges = _blocks(prepared.data)
             run.blocks = [estep(prepared.data, model, subset=rng, n_jobs=n_jobs,
                                 working_memory=self.working_memory)
                           for rng in run.ranges]
@@ -593,10 +595,20 @@ def _sum_blocks(blocks):
     return total
 
 
-def _blocks(n_patches):
-    """Contiguous patch ranges of the incremental EM (independent of ``n_jobs``)."""
+def _blocks(data):
+    """Contiguous patch ranges of the incremental EM (independent of ``n_jobs``).
+
+    In memory: ``n_patches // _BLOCK_PATCHES`` equal ranges.  On a
+    distributed source, whose tasks are whole micrographs: each edge moved
+    to the nearest micrograph boundary, so a block is one micrograph or
+    several consecutive ones.
+    """
+    n_patches = data.n_patches
     n_blocks = max(1, n_patches // _BLOCK_PATCHES)
     edges = np.linspace(0, n_patches, n_blocks + 1).round().astype(int)
+    if data.distributed:
+        offsets = np.asarray(data.offsets, dtype=np.int64)
+        edges = np.unique(offsets[np.abs(offsets[:, None] - edges[None, :]).argmin(axis=0)])
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 

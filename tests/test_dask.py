@@ -138,6 +138,32 @@ def test_fft_estep_on_cluster_equals_in_memory(client, monkeypatch):
     _assert_same_fit(fitted, expected)  # bit-identical, not only close
 
 
+def test_incremental_em_on_cluster(client, monkeypatch):
+    """Incremental EM on a cluster: its blocks are whole micrographs, each block's
+    E-step on the workers; the fit is the in-memory one with the same blocks, to
+    the last bit, and ends at batch EM's fixed point."""
+    import mtdlearn.em as em_module
+
+    monkeypatch.setattr(em_module, "_BLOCK_PATCHES", 500)   # 1592 patches: 3 blocks
+    blocks, choose = [], em_module._blocks
+    monkeypatch.setattr(em_module, "_blocks", lambda data: blocks.append(choose(data))
+                        or blocks[-1])
+    X = _data()
+    fitted = _em(acceleration="incremental", max_iter=10).fit([da.from_array(M) for M in X])
+    assert blocks == [[(0, 576), (576, 1016), (1016, 1592)]]   # the three micrographs
+    monkeypatch.setattr(em_module, "_blocks", lambda data: blocks[0])
+    _assert_same_fit(fitted, _em(acceleration="incremental", max_iter=10).fit(X))
+    from mtdlearn.patch_model import _distributed_subset
+    with pytest.raises(ValueError, match="subset must hold whole measurements"):
+        _distributed_subset(as_dask_source([da.from_array(M) for M in X], L), (0, 100))
+    # these blocks, run to convergence (in memory: the same fit), end at batch EM's
+    kw = dict(max_iter=500, tol=1e-10, dtype=np.float64)
+    incremental = _em(acceleration="incremental", **kw).fit(X)
+    batch = _em(**kw).fit(X)
+    assert incremental.converged_ and batch.converged_
+    assert abs(incremental.lower_bound_ - batch.lower_bound_) < 1e-7
+
+
 def _guarded(M):
     def load():
         if os.getpid() == CLIENT_PID:
