@@ -443,22 +443,19 @@ def _float32_resolution(data, state, stats=None, objective=None):
     """Rounding level of float32 E-steps for ``state``.
 
     Without ``stats``: the float32 error of the logits, ``eps * energy / (2 sigma**2)``
-    with the mean patch energy (the terms of the expansion that cancel).
+    with the mean patch energy (the terms of the expansion that cancel),
+    ``L**2`` times the whole data's mean square (:func:`data_statistics`).
     With ``stats``: the resolution of the mean log-likelihood per patch,
     ``eps * (|objective| + energy / (2 sigma**2)) / sqrt(N_d)`` (independent
     rounding errors of the N_d patch terms).
     """
     eps = np.finfo(np.float32).eps
     if stats is None:
-        if getattr(data, "distributed", False):
-            # the patches live on the workers: the data's mean square (per
-            # pixel, computed there and kept for the fit) times L**2
-            L = data.image_size
-            energy = data.memoize(data_statistics, L)[1] * L * L
-        else:
-            n = min(data.n_patches, 4096)
-            P = data.get(0, n)
-            energy = float(np.einsum("ij,ij->", P, P)) / n
+        # the whole data's mean square per pixel times L**2 (memoized: the
+        # initializers compute it too; on a distributed source, on the
+        # workers), so that the choice is the same in memory and on Dask
+        L = data.image_size
+        energy = data.memoize(data_statistics, L)[1] * L * L
         return eps * energy / (2.0 * state.noise_variance)
     energy = stats.patch_sq / stats.n_patches
     return eps * (abs(objective) + energy / (2.0 * state.noise_variance)) / np.sqrt(

@@ -26,7 +26,7 @@ from mtdlearn._dask import as_dask_source  # noqa: E402
 from mtdlearn.autocorrelation import AutocorrelationInitializer  # noqa: E402
 from mtdlearn.checkpoint import FitCheckpoint, hash_measurements  # noqa: E402
 from mtdlearn.io import picks_table, read_micrographs  # noqa: E402
-from mtdlearn.patches import check_measurements  # noqa: E402
+from mtdlearn.patches import as_patch_source, check_measurements  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -162,6 +162,25 @@ def test_incremental_em_on_cluster(client, monkeypatch):
     batch = _em(**kw).fit(X)
     assert incremental.converged_ and batch.converged_
     assert abs(incremental.lower_bound_ - batch.lower_bound_) < 1e-7
+
+
+def test_auto_dtype_chooses_as_in_memory(client):
+    """dtype='auto' starts in float64 when float32 logits would cancel; it judges by
+    the whole data's mean square in memory as on the cluster.  Here the first 4225
+    patches are bright (above the threshold alone) and the rest dim (the whole is
+    below it): the same choice, float32, on both."""
+    from types import SimpleNamespace
+
+    from mtdlearn.em import _FLOAT32_MAX_ERROR, _float32_resolution
+
+    rng = np.random.default_rng(0)
+    X = [30.0 * rng.standard_normal((325, 325)), rng.standard_normal((325, 325))]
+    state = SimpleNamespace(noise_variance=1.0)
+    in_memory = _float32_resolution(as_patch_source(X, L), state)
+    on_cluster = _float32_resolution(as_dask_source([da.from_array(M) for M in X], L), state)
+    assert in_memory == on_cluster < _FLOAT32_MAX_ERROR
+    fitted = _em(noise_variance=1.0, max_iter=0).fit([da.from_array(M) for M in X])
+    _assert_same_fit(fitted, _em(noise_variance=1.0, max_iter=0).fit(X))  # same precision
 
 
 def _guarded(M):
