@@ -80,6 +80,7 @@ class DaskPatchData(PatchData):
         super().__init__(list(arrays), image_size)
         self.names = names
         self._state = {"blocks": None, "client": None, "checked": False}
+        self._taken = None   # (parent, indices) of a view from take()
 
     def with_image_size(self, image_size):
         if image_size == self.image_size:
@@ -87,6 +88,31 @@ class DaskPatchData(PatchData):
         view = DaskPatchData(self.measurements, image_size, self.names)
         view._memo = {}  # patch-side dependent quantities are keyed by L anyway
         view._state = self._state
+        view._taken = self._taken
+        return view
+
+    def take(self, indices):
+        """The micrographs ``indices`` (in that order), as a source sharing these blocks.
+
+        The view's tasks run on the blocks persisted for ``self`` (nothing is
+        loaded again); its values count as checked when ``self``'s are.
+        Used for the E-step of a subset of whole micrographs (the blocks of
+        incremental EM).
+
+        Parameters
+        ----------
+        indices : sequence of int
+            Micrograph indices.
+
+        Returns
+        -------
+        view : DaskPatchData
+        """
+        indices = [int(i) for i in indices]
+        names = None if self.names is None else [self.names[i] for i in indices]
+        view = DaskPatchData([self.measurements[i] for i in indices], self.image_size, names)
+        view._state = {"blocks": None, "client": None, "checked": self._state["checked"]}
+        view._taken = (self, indices)
         return view
 
     def get(self, start, stop, dtype=None, out=None):
@@ -95,6 +121,10 @@ class DaskPatchData(PatchData):
 
     def _blocks(self):
         """One ``Delayed`` per micrograph; persisted on the workers when a client is active."""
+        if self._taken is not None:   # a view from take(): the parent's blocks
+            parent, indices = self._taken
+            blocks = parent._blocks()
+            return [blocks[i] for i in indices]
         client = active_client()
         st = self._state
         if st["blocks"] is None or st["client"] is not client:

@@ -233,7 +233,8 @@ def _load_model(path):
 
 
 def _cmd_predict(args):
-    from .io import picks_table, star_paths, write_star, write_star_per_micrograph
+    from .io import (micrograph_names, picks_table, star_paths, write_star,
+                     write_star_per_micrograph)
 
     est = _load_model(args.model)
     inputs = _expand_inputs(args.inputs)
@@ -243,7 +244,8 @@ def _cmd_predict(args):
     t0 = time.perf_counter()
     with _dask_client(args):
         X = _inputs(args)
-        names = getattr(X, "names", None) or [Path(p).name for p in X]
+        # one name per micrograph, a stack's sections included (name@j), as on Dask
+        names = getattr(X, "names", None) or micrograph_names(X)
         if args.output_dir is not None:   # one file per micrograph, as each is done
             _check_outputs(star_paths(names, args.output_dir), args.overwrite, inputs=inputs)
             paths = write_star_per_micrograph(est.predict_per_measurement(X), est.image_size,

@@ -85,7 +85,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
         is one cycle of 3 E-steps (2 when the step is 1).
         ``"incremental"``: for large measurements, incremental EM (Neal &
         Hinton, 1998) first: the patches are split into blocks of 8192
-        (fewer than two blocks: plain SQUAREM); each iteration is one pass
+        (on Dask input, whole micrographs: each block one or more
+        consecutive micrographs of about 8192 patches, its E-step on the
+        workers; fewer than two blocks: plain SQUAREM); each iteration is one pass
         that runs an M-step before every block's E-step, so a pass moves the
         parameters once per block.  When a pass gains less than 1e-3 per
         patch (or after 20 passes) one batch E-step ends the phase and
@@ -353,7 +355,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
                       prepared.hypotheses, dtype=run.dtype)
         if self.acceleration == "incremental" and run.incremental and run.blocks is None:
             # the first E-step keeps each block's statistics (same work)
-            run.ranges = _blocks(prepared.data.n_patches)
+            run.ranges = _blocks(prepared.data)
             run.blocks = [estep(prepared.data, model, subset=rng, n_jobs=n_jobs,
                                 working_memory=self.working_memory)
                           for rng in run.ranges]
@@ -441,22 +443,19 @@ def _float32_resolution(data, state, stats=None, objective=None):
     """Rounding level of float32 E-steps for ``state``.
 
     Without ``stats``: the float32 error of the logits, ``eps * energy / (2 sigma**2)``
-    with the mean patch energy (the terms of the expansion that cancel).
+    with the mean patch energy (the terms of the expansion that cancel),
+    ``L**2`` times the whole data's mean square (:func:`data_statistics`).
     With ``stats``: the resolution of the mean log-likelihood per patch,
     ``eps * (|objective| + energy / (2 sigma**2)) / sqrt(N_d)`` (independent
     rounding errors of the N_d patch terms).
     """
     eps = np.finfo(np.float32).eps
     if stats is None:
-        if getattr(data, "distributed", False):
-            # the patches live on the workers: the data's mean square (per
-            # pixel, computed there and kept for the fit) times L**2
-            L = data.image_size
-            energy = data.memoize(data_statistics, L)[1] * L * L
-        else:
-            n = min(data.n_patches, 4096)
-            P = data.get(0, n)
-            energy = float(np.einsum("ij,ij->", P, P)) / n
+        # the whole data's mean square per pixel times L**2 (memoized: the
+        # initializers compute it too; on a distributed source, on the
+        # workers), so that the choice is the same in memory and on Dask
+        L = data.image_size
+        energy = data.memoize(data_statistics, L)[1] * L * L
         return eps * energy / (2.0 * state.noise_variance)
     energy = stats.patch_sq / stats.n_patches
     return eps * (abs(objective) + energy / (2.0 * state.noise_variance)) / np.sqrt(
@@ -593,10 +592,20 @@ def _sum_blocks(blocks):
     return total
 
 
-def _blocks(n_patches):
-    """Contiguous patch ranges of the incremental EM (independent of ``n_jobs``)."""
+def _blocks(data):
+    """Contiguous patch ranges of the incremental EM (independent of ``n_jobs``).
+
+    In memory: ``n_patches // _BLOCK_PATCHES`` equal ranges.  On a
+    distributed source, whose tasks are whole micrographs: each edge moved
+    to the nearest micrograph boundary, so a block is one micrograph or
+    several consecutive ones.
+    """
+    n_patches = data.n_patches
     n_blocks = max(1, n_patches // _BLOCK_PATCHES)
     edges = np.linspace(0, n_patches, n_blocks + 1).round().astype(int)
+    if data.distributed:
+        offsets = np.asarray(data.offsets, dtype=np.int64)
+        edges = np.unique(offsets[np.abs(offsets[:, None] - edges[None, :]).argmin(axis=0)])
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 

@@ -22,7 +22,7 @@ import scipy.fft
 
 from ._parallel import ordered_map
 from .hypotheses import HypothesisSpace
-from .patch_model import (Statistics, _check_distributed, _exp_rows, _neg_big, _partition,
+from .patch_model import (Statistics, _distributed_subset, _exp_rows, _neg_big, _partition,
                           _patch_loglik, _sum_per_measurement, _sum_statistics)
 from .patches import PatchData, chunk_rows
 
@@ -365,7 +365,9 @@ def estep_statistics_fft(data, model, subset=None, *, chunk=None, n_jobs=None,
     model : FFTPatchModel
         The current parameters (:func:`build_fft_patch_model`).
     subset : (int, int), default=None
-        Only the patches ``start..stop-1``; ``None`` means all.
+        Only the patches ``start..stop-1``; ``None`` means all.  On a
+        distributed source, whole measurements only (``start`` and ``stop``
+        among ``data.offsets``).
     chunk : int, default=None
         Patches per chunk; ``None`` chooses it with :func:`fft_chunk_size`.
     n_jobs : int, default=None
@@ -408,7 +410,7 @@ def estep_statistics_fft(data, model, subset=None, *, chunk=None, n_jobs=None,
     ranges = _partition(data, subset, chunk, tasks_per_block)
     if data.distributed:
         # one task per measurement where it lives; the same sums, in the same order
-        _check_distributed(data, subset)
+        data = _distributed_subset(data, subset)
         return _sum_statistics(data.map_blocks(_block_statistics_fft, data.image_size, model,
                                                chunk, tasks_per_block))
     # sum each measurement's tasks, then the measurements, in order

@@ -7,8 +7,8 @@ import numpy as np
 
 from ._validation import _all_finite
 
-__all__ = ["read_measurement", "read_micrographs", "picks_table", "write_star",
-           "star_paths", "write_star_per_micrograph"]
+__all__ = ["read_measurement", "read_micrographs", "micrograph_names", "picks_table",
+           "write_star", "star_paths", "write_star_per_micrograph"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _MRC_SUFFIXES = (".mrc", ".mrcs", ".map")
@@ -244,13 +244,54 @@ def read_micrographs(paths_or_glob):
         shape, dtype = arr.shape, arr.dtype
         del arr
         sections = [None] if len(shape) == 2 else range(shape[0])
-        for j in sections:
+        for j, name in zip(sections, _section_names(path, shape)):
             key = f"read-micrograph-{dask.base.tokenize(str(path.resolve()), j)}"
             block = dask.delayed(_read_section, pure=True)(str(path), j, dask_key_name=key)
             out.append(da.from_delayed(block, shape=shape[-2:], dtype=dtype))
-            names.append(path.name if j is None else f"{path.name}@{j}")
+            names.append(name)
     out.names = names
     return out
+
+
+def _section_names(path, shape):
+    """The names of a file's micrographs: its name, or ``name@j`` for a stack's sections."""
+    name = Path(path).name
+    return [name] if len(shape) == 2 else [f"{name}@{j}" for j in range(shape[0])]
+
+
+def micrograph_names(paths_or_glob):
+    """One name per micrograph of files, as :func:`read_micrographs` names them.
+
+    The file name, with ``@section`` for each section of a 3-D file (a
+    stack), in the order in which the estimators read the files' micrographs.
+    Only the headers are read.
+
+    Parameters
+    ----------
+    paths_or_glob : str, Path or sequence of them
+        A glob pattern (matches sorted by name), a path, or a list of
+        paths of ``.npy`` / ``.mrc`` files.
+
+    Returns
+    -------
+    names : list of str
+        One per micrograph, in order (``read_micrographs(...).names``).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from mtdlearn.io import micrograph_names
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     np.save(os.path.join(tmp, "a.npy"), np.zeros((30, 40)))
+    ...     np.save(os.path.join(tmp, "b.npy"), np.zeros((2, 30, 40)))
+    ...     micrograph_names(os.path.join(tmp, "*.npy"))
+    ['a.npy', 'b.npy@0', 'b.npy@1']
+    """
+    names = []
+    for path in _expand_paths(paths_or_glob):
+        names.extend(_section_names(path, _open_measurement(path).shape))
+    return names
 
 
 #: RELION's columns of a picks table (``src/autopicker.cpp``).

@@ -490,10 +490,21 @@ def _block_statistics(block, image_size, model, chunk, tasks_per_block):
                             tasks_per_block=tasks_per_block)
 
 
-def _check_distributed(data, subset):
-    if subset is not None:
-        raise ValueError("subset is not supported on a distributed patch source; "
-                         "pass the measurements of the subset instead")
+def _distributed_subset(data, subset):
+    """The distributed source of the patches ``subset`` (``data`` itself if ``None``).
+
+    A distributed source's task is a whole measurement, so the subset must
+    start and stop at measurement boundaries (``data.offsets``); the result
+    is a view of those measurements (``data.take``) on the same workers.
+    """
+    if subset is None:
+        return data
+    offsets = [int(o) for o in data.offsets]
+    start, stop = subset
+    if start not in offsets or stop not in offsets:
+        raise ValueError("on a distributed patch source subset must hold whole measurements "
+                         f"(start and stop among the offsets {offsets}), got {subset!r}")
+    return data.take(range(offsets.index(start), offsets.index(stop)))
 
 
 def _sum_statistics(parts):
@@ -526,7 +537,9 @@ def estep_statistics(data, model, subset=None, *, chunk=None, n_jobs=None, worki
     model : PatchModel
         The current parameters (:func:`build_patch_model`).
     subset : (int, int), default=None
-        Only the patches ``start..stop-1``; ``None`` means all.
+        Only the patches ``start..stop-1``; ``None`` means all.  On a
+        distributed source, whole measurements only (``start`` and ``stop``
+        among ``data.offsets``).
     chunk : int, default=None
         Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
     n_jobs : int, default=None
@@ -572,7 +585,7 @@ def estep_statistics(data, model, subset=None, *, chunk=None, n_jobs=None, worki
     chunk, ranges = _tasks(data, model, subset, chunk, working_memory, tasks_per_block)
     if data.distributed:
         # one task per measurement where it lives; the same sums, in the same order
-        _check_distributed(data, subset)
+        data = _distributed_subset(data, subset)
         return _sum_statistics(data.map_blocks(_block_statistics, data.image_size, model,
                                                chunk, tasks_per_block))
     # sum each measurement's tasks, then the measurements, in order

@@ -13,8 +13,8 @@ come to the client).
 import numpy as np
 
 from ._parallel import ordered_map
-from .patch_model import (_check_distributed, _chunk_posteriors, _get_augmented, _patch_loglik,
-                          _tasks)
+from .patch_model import (_chunk_posteriors, _distributed_subset, _get_augmented,
+                          _patch_loglik, _tasks)
 from .patches import PatchData
 
 __all__ = ["estep_per_patch", "estep_detections", "iter_detections"]
@@ -58,7 +58,9 @@ def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, workin
     model : PatchModel
         The parameters (:func:`build_patch_model`).
     subset : (int, int), default=None
-        Only the patches ``start..stop-1``; ``None`` means all.
+        Only the patches ``start..stop-1``; ``None`` means all.  On a
+        distributed source, whole measurements only (``start`` and ``stop``
+        among ``data.offsets``).
     chunk : int, default=None
         Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
     n_jobs : int, default=None
@@ -123,11 +125,12 @@ def _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory, tasks_p
     (one measurement at a time on a distributed source, where the tasks run)."""
     chunk, ranges = _tasks(data, model, subset, chunk, working_memory, tasks_per_block)
     if getattr(data, "distributed", False):
-        _check_distributed(data, subset)
+        start = 0 if subset is None else subset[0]
+        data = _distributed_subset(data, subset)
         parts = data.map_blocks(_block_per_patch, data.image_size, model, chunk,
                                 tasks_per_block)
         for i, part in enumerate(parts):
-            yield int(data.offsets[i]), int(data.offsets[i + 1]), part
+            yield start + int(data.offsets[i]), start + int(data.offsets[i + 1]), part
         return
     parts = ordered_map(lambda i, a, b: _per_patch_range(data, model, a, b, chunk), ranges,
                         n_jobs)
@@ -150,7 +153,9 @@ def estep_detections(data, model, subset=None, *, chunk=None, n_jobs=None, worki
     model : PatchModel
         The parameters (:func:`build_patch_model`).
     subset : (int, int), default=None
-        Only the patches ``start..stop-1``; ``None`` means all.
+        Only the patches ``start..stop-1``; ``None`` means all.  On a
+        distributed source, whole measurements only (``start`` and ``stop``
+        among ``data.offsets``).
     chunk : int, default=None
         Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
     n_jobs : int, default=None

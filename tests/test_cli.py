@@ -476,6 +476,35 @@ def test_fit_glob_then_predict_writes_star(tmp_path, capsys):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_predict_names_the_sections_of_a_stack(tmp_path, capsys):
+    """In memory as on Dask, a 3-D file is one micrograph per section, named name@j:
+    one STAR file per section, and the combined file names each section."""
+    starfile = pytest.importorskip("starfile")
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    X, _ = make_measurement(make_target(basis, random_state=0), basis, 100, snr=10,
+                            n_measurements=3, random_state=0)
+    np.save(tmp_path / "single.npy", X[0])
+    np.save(tmp_path / "stack.npy", X[1:])          # a (2, 100, 100) stack
+    inputs = [str(tmp_path / "single.npy"), str(tmp_path / "stack.npy")]
+    model = str(tmp_path / "fit" / "params.json")
+    assert main(["fit", *inputs, "--max-iter", "2", "--rotations", "4", "--init", "random",
+                 "--quiet", "--n-jobs", "1", "--output-dir", str(tmp_path / "fit")]) == 0
+    assert main(["predict", *inputs, "--model", model,
+                 "--output-dir", str(tmp_path / "per")]) == 0
+    assert sorted(os.listdir(tmp_path / "per")) == ["single_picks.star", "stack_0_picks.star",
+                                                    "stack_1_picks.star"]
+    assert main(["predict", *inputs, "--model", model,
+                 "--output", str(tmp_path / "all.star")]) == 0
+    combined = starfile.read(tmp_path / "all.star")
+    assert set(combined["rlnMicrographName"]) == {"single.npy", "stack.npy@0", "stack.npy@1"}
+    for name, file in (("stack.npy@1", "stack_1_picks.star"), ("single.npy", "single_picks.star")):
+        part = starfile.read(tmp_path / "per" / file)
+        mine = combined[combined["rlnMicrographName"] == name].reset_index(drop=True)
+        assert part.equals(mine) and len(part) > 0
+    capsys.readouterr()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_fit_and_predict_on_a_local_dask_cluster(tmp_path, capsys):
     pytest.importorskip("distributed")
     pattern = _micrographs(tmp_path)

@@ -26,7 +26,7 @@ from mtdlearn._dask import as_dask_source  # noqa: E402
 from mtdlearn.autocorrelation import AutocorrelationInitializer  # noqa: E402
 from mtdlearn.checkpoint import FitCheckpoint, hash_measurements  # noqa: E402
 from mtdlearn.io import picks_table, read_micrographs  # noqa: E402
-from mtdlearn.patches import check_measurements  # noqa: E402
+from mtdlearn.patches import as_patch_source, check_measurements  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -142,6 +142,51 @@ def test_fft_estep_on_cluster_equals_in_memory(client, monkeypatch):
     assert False in calls and True in calls   # the FFT E-step ran on both
     assert all(calls[len(calls) // 2:]) and not any(calls[:len(calls) // 2])
     _assert_same_fit(fitted, expected)  # bit-identical, not only close
+
+
+def test_incremental_em_on_cluster(client, monkeypatch):
+    """Incremental EM on a cluster: its blocks are whole micrographs, each block's
+    E-step on the workers; the fit is the in-memory one with the same blocks, to
+    the last bit, and ends at batch EM's fixed point."""
+    import mtdlearn.em as em_module
+
+    monkeypatch.setattr(em_module, "_BLOCK_PATCHES", 500)   # 1592 patches: 3 blocks
+    blocks, choose = [], em_module._blocks
+    monkeypatch.setattr(em_module, "_blocks", lambda data: blocks.append(choose(data))
+                        or blocks[-1])
+    X = _data()
+    fitted = _em(acceleration="incremental", max_iter=10).fit([da.from_array(M) for M in X])
+    assert blocks == [[(0, 576), (576, 1016), (1016, 1592)]]   # the three micrographs
+    monkeypatch.setattr(em_module, "_blocks", lambda data: blocks[0])
+    _assert_same_fit(fitted, _em(acceleration="incremental", max_iter=10).fit(X))
+    from mtdlearn.patch_model import _distributed_subset
+    with pytest.raises(ValueError, match="subset must hold whole measurements"):
+        _distributed_subset(as_dask_source([da.from_array(M) for M in X], L), (0, 100))
+    # these blocks, run to convergence (in memory: the same fit), end at batch EM's
+    kw = dict(max_iter=500, tol=1e-10, dtype=np.float64)
+    incremental = _em(acceleration="incremental", **kw).fit(X)
+    batch = _em(**kw).fit(X)
+    assert incremental.converged_ and batch.converged_
+    assert abs(incremental.lower_bound_ - batch.lower_bound_) < 1e-7
+
+
+def test_auto_dtype_chooses_as_in_memory(client):
+    """dtype='auto' starts in float64 when float32 logits would cancel; it judges by
+    the whole data's mean square in memory as on the cluster.  Here the first 4225
+    patches are bright (above the threshold alone) and the rest dim (the whole is
+    below it): the same choice, float32, on both."""
+    from types import SimpleNamespace
+
+    from mtdlearn.em import _FLOAT32_MAX_ERROR, _float32_resolution
+
+    rng = np.random.default_rng(0)
+    X = [30.0 * rng.standard_normal((325, 325)), rng.standard_normal((325, 325))]
+    state = SimpleNamespace(noise_variance=1.0)
+    in_memory = _float32_resolution(as_patch_source(X, L), state)
+    on_cluster = _float32_resolution(as_dask_source([da.from_array(M) for M in X], L), state)
+    assert in_memory == on_cluster < _FLOAT32_MAX_ERROR
+    fitted = _em(noise_variance=1.0, max_iter=0).fit([da.from_array(M) for M in X])
+    _assert_same_fit(fitted, _em(noise_variance=1.0, max_iter=0).fit(X))  # same precision
 
 
 def _guarded(M):
