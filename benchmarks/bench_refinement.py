@@ -102,7 +102,8 @@ def run(args):
         coarse = getattr(em, "coarse_n_iter_", None)
         print(f"{name:30s} {err:8.5f} {em.n_iter_:5d} "
               f"{'-' if coarse is None else coarse:>6} {em.n_e_steps_:7d} {best:8.1f} "
-              f"{best / times[runs[0][0]]:9.2f} {to_target:8.1f}s"
+              f"{best / times[runs[0][0]]:9.2f} "
+              + (f"{to_target:8.1f}s" if target is not None and i >= 2 else f"{'-':>9}")
               + ("" if em.converged_ else "  (not converged)"), flush=True)
     print(f"target error: min(1.25 x plain {r * K}'s, 0.003) = {target:.5f}; 'to target' is "
           "the time from which a run's error stays at or below it")
