@@ -276,10 +276,7 @@ def _chunk(P, model):
     E = _logits(Phat, pterm.astype(model.dtype), model)
     c = E.shape[0]
     logit_empty = model.log_prior_empty - model.shift + pterm
-    u, s, e_empty = _exp_rows(
-        E.reshape(c, -1), logit_empty, model.shift, model.impossible,
-        lambda low: _logits(Phat[low], pterm[low].astype(model.dtype),
-                            model).reshape(low.size, -1))
+    u, s, e_empty = _exp_rows(E.reshape(c, -1), logit_empty, model.shift, model.impossible)
     return E, u, s, e_empty, Phat, sq
 
 

@@ -232,20 +232,26 @@ def _get_augmented(data, start, stop, model, out=None):
     return Pa, sq
 
 
-#: exp-sums below this are recomputed with the exact row maximum (underflow guard)
-_TINY = {np.dtype(np.float64): 1e-200, np.dtype(np.float32): 1e-25}
+#: A row whose largest shifted logit is below this is shifted by its own
+#: maximum before ``exp`` (the underflow guard).  Rows sit this far below the
+#: prior bound when the patch is far from every template: a poor fit, or a
+#: large patch, whose noise alone puts every logit about ``L**2 / 2`` below
+#: the bound (L=21: -220), so that every row of a float32 E-step at L >= 13
+#: needs it.  Found from one max-reduction over the block (about 0.2 ns per
+#: element), not by recomputing the logits.
+_LOW = {np.dtype(np.float64): -200.0, np.dtype(np.float32): -40.0}
 
-#: Exponents are clamped to this floor before ``exp``.  NumPy's SIMD ``exp``
-#: leaves its fast path when the result is subnormal or underflows (float64
-#: below about -708, float32 between about -104 and -87): measured 2-4x slower
-#: per element, which made a high-SNR iteration (most exponents hugely
-#: negative) cost twice a low-SNR one.  ``exp(floor)`` is a normal number far
-#: below the resolution of any row sum that is kept (``s > _TINY``, else the
-#: row is recomputed with its exact maximum), so the clamp changes a row's
-#: posteriors by at most ``H exp(floor) / _TINY`` relative: about 1e-45 for
-#: float64 and 1e-10 for float32 at ``H = 2e4`` (below float32's resolution).
-#: The float64 floor also keeps the products of the second GEMM normal.
-_FLOOR = {np.dtype(np.float64): -600.0, np.dtype(np.float32): -80.0}
+#: Exponents are clamped to this floor before ``exp``.  ``exp`` slows down far
+#: from zero: NumPy's SIMD ``exp`` leaves its fast path when the result is
+#: subnormal or underflows (float64 below about -708, float32 between about
+#: -104 and -87; 2-4x slower per element), and on an AVX2 machine float64
+#: ``exp(-600)`` measured 13.8 ns against 8.9 ns at -300.  At high SNR most
+#: exponents are hugely negative, which made an SNR-500 iteration cost up to
+#: twice an SNR-5 one.  Every row's maximum is at least ``_LOW`` (or 0 after
+#: the guard), so the clamp changes a row's posteriors by at most
+#: ``H exp(floor - _LOW)`` relative: about 1e-39 for float64 and 1e-13 for
+#: float32 at ``H = 1e5`` (L=41, K=16).
+_FLOOR = {np.dtype(np.float64): -300.0, np.dtype(np.float32): -80.0}
 
 
 def _chunk_posteriors(Pa, sq, model, out=None):
@@ -262,43 +268,37 @@ def _chunk_posteriors(Pa, sq, model, out=None):
     E = np.empty((n, model.augmented.shape[0]), dtype=Pa.dtype) if out is None else out[:n]
     np.matmul(Pa, model.augmented.T, out=E)    # GEMM: logits - c, all <= ~0
     logit_empty = model.log_prior_empty - model.shift + Pa[:, -1]
-    u, s, e_empty = _exp_rows(E, logit_empty, model.shift, model.impossible,
-                              lambda low: Pa[low] @ model.augmented.T)
+    u, s, e_empty = _exp_rows(E, logit_empty, model.shift, model.impossible)
     return E, u, s, e_empty
 
 
-def _exp_rows(E, logit_empty, shift, impossible, exact_logits):
+def _exp_rows(E, logit_empty, shift, impossible):
     """Exponentiate a chunk's shifted logits in place, with their row sums.
 
     ``E`` (c, H) holds ``logit - shift`` of the non-empty hypotheses,
     ``logit_empty`` (c,) that of the empty one.  Returns the row shifts ``u``
     (c,), the exp-sums ``s`` (c,) including the empty hypothesis and
-    ``e_empty`` (c,).  Exponents are clamped at ``_FLOOR``, the columns
-    ``impossible`` (zero prior) are set to exactly zero, and a row whose sum
-    underflows is recomputed with its exact maximum from
-    ``exact_logits(rows)``.  Shared by the GEMM and FFT E-steps.
+    ``e_empty`` (c,).  A row whose maximum is below ``_LOW`` is shifted by
+    it (``u`` then holds ``shift`` plus that maximum), exponents are clamped
+    at ``_FLOOR`` and the columns ``impossible`` (zero prior) are set to
+    exactly zero.  Shared by the GEMM and FFT E-steps.
     """
     u = np.full(E.shape[0], shift)
-    floor = _FLOOR[E.dtype]
-    np.maximum(E, floor, out=E)                # keep exp on its fast path (see _FLOOR)
+    top = np.maximum(E.max(axis=1), logit_empty)
+    low = np.flatnonzero(top < _LOW[E.dtype])
+    if low.size:   # far below the prior bound: shift the row by its own maximum
+        m = top[low]
+        E[low] -= m[:, None]
+        logit_empty = logit_empty.copy()
+        logit_empty[low] -= m
+        u[low] += m
+    np.maximum(E, _FLOOR[E.dtype], out=E)      # keep exp on its fast path (see _FLOOR)
     np.exp(E, out=E)
     if impossible is not None and impossible.size:
         E[:, impossible] = 0.0                 # zero prior: exactly zero posterior
     e_empty = np.exp(logit_empty)
     # row sums as a GEMV: one streaming pass, ~40 % cheaper than ndarray.sum here
     s = (E @ np.ones(E.shape[1], dtype=E.dtype)).astype(np.float64) + e_empty
-    low = np.flatnonzero(~(s > _TINY[E.dtype]))
-    if low.size:  # rare: every hypothesis far below the bound; use the exact max
-        L = exact_logits(low)
-        m = np.maximum(L.max(axis=1), logit_empty[low])
-        L -= m[:, None].astype(L.dtype)
-        np.exp(np.maximum(L, floor, out=L), out=L)
-        if impossible is not None and impossible.size:
-            L[:, impossible] = 0.0
-        E[low] = L
-        e_empty[low] = np.exp(logit_empty[low] - m)
-        s[low] = E[low].sum(axis=1, dtype=np.float64) + e_empty[low]
-        u[low] += m
     return u, s, e_empty
 
 

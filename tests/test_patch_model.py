@@ -171,6 +171,33 @@ def test_underflow_guard_gives_exact_loglik():
     assert np.isclose(stats.weights.sum() + stats.weight_empty, len(P))
 
 
+def test_large_patches_take_the_row_shift_and_keep_float32_precision():
+    """At L=13 pure noise puts every logit about L**2/2 = 84 below the prior
+    bound: every float32 row is shifted by its own maximum (before wave 2 each
+    was recomputed), and the per-patch log-likelihoods equal float64's to
+    float32's precision (relative 1e-6 of terms of size ~1e2)."""
+    import mtdlearn.patch_model as pm
+
+    L13 = 13
+    basis = FourierBesselBasis(L13)
+    coef = make_target(basis, random_state=0)
+    X = np.random.default_rng(0).standard_normal((4 * L13, 4 * L13))
+    rho = density_to_shift_probabilities(0.05, L13)
+    space = _space(basis, [0.0, np.pi / 2])
+    data = PatchData([X], L13)
+    ll = {}
+    for dtype in (np.float64, np.float32):
+        model = build_patch_model(coef, rho, 1.0, space, dtype=dtype)
+        ll[dtype] = estep_per_patch(data, model)[0]
+    P = extract_patches(X, L13).reshape(-1, L13 * L13)
+    model = build_patch_model(coef, rho, 1.0, space, dtype=np.float32)
+    Pa = np.hstack([P, np.ones((len(P), 1)), -0.5 * (P * P).sum(1, keepdims=True)])
+    top = np.maximum((Pa.astype(np.float32) @ model.augmented.T).max(axis=1),
+                     model.log_prior_empty - model.shift + Pa[:, -1])
+    assert np.all(top < pm._LOW[np.dtype(np.float32)])       # the guard's rows, all of them
+    np.testing.assert_allclose(ll[np.float32], ll[np.float64], rtol=1e-6)
+
+
 def test_zero_probability_shifts_are_handled():
     basis = FourierBesselBasis(L, n_coefficients=10)
     coef = make_target(basis, random_state=0)

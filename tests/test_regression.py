@@ -9,6 +9,13 @@ operations in the same order give the same bits, and the tolerance only
 allows for a BLAS kernel that sums a dot product in another order (about
 1e-16 per operation, amplified by at most a few hundred EM iterations of a
 contracting map).
+
+The float32 case is pinned at 1e-5 instead.  Its E-steps round every
+logit and posterior at float32's 6e-8, so any change in the order of the
+float32 operations moves its iterates at about 1e-6 relative after its
+iterations: since wave 2 a row far below the prior bound (a poor fit) is
+shifted by its own maximum before ``exp`` (``patch_model._LOW``), the same
+log-sum-exp with other roundings (measured: coefficients within 9e-7).
 """
 
 import importlib.util
@@ -25,7 +32,7 @@ _spec.loader.exec_module(make_regression)
 FIXTURE = np.load(DATA / "wave1_regression.npz")
 
 
-def _close(actual, expected, key):
+def _close(actual, expected, key, rtol=1e-12):
     actual = np.asarray(actual)
     expected = np.asarray(expected)
     assert actual.shape == expected.shape, key
@@ -33,7 +40,7 @@ def _close(actual, expected, key):
         np.testing.assert_array_equal(actual, expected, err_msg=key)
         return
     scale = max(float(np.max(np.abs(expected))) if expected.size else 0.0, 1e-300)
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-12 * scale, err_msg=key)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * scale, err_msg=key)
 
 
 @pytest.mark.parametrize("index", range(len(make_regression.CASES)))
@@ -43,5 +50,6 @@ def test_results_match_wave1(index):
     prefix = f"case{index}_"
     expected_keys = {k[len(prefix):] for k in FIXTURE.files if k.startswith(prefix)}
     assert set(results) == expected_keys
+    rtol = 1e-5 if case[-1] == "float32" else 1e-12
     for key, value in results.items():
-        _close(value, FIXTURE[prefix + key], prefix + key)
+        _close(value, FIXTURE[prefix + key], prefix + key, rtol)
