@@ -514,3 +514,21 @@ def test_refinement_history_holds_every_grid(basis, coef):
     # one entry for each phase's first E-step, one per iteration
     assert len(em.log_likelihood_history_) == em.n_iter_ + 3
     assert em.converged_ and em.rotations_.n_rotations == 16
+
+
+@given(st.lists(st.integers(1, 50000), min_size=1, max_size=20))
+def test_incremental_blocks_of_a_distributed_source_end_on_micrographs(sizes):
+    """On a distributed source each block edge is the micrograph boundary
+    nearest to the in-memory edge (the lower one on a tie)."""
+    from types import SimpleNamespace
+
+    from mtdlearn.em import _blocks
+
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    data = SimpleNamespace(distributed=True, offsets=offsets, n_patches=int(offsets[-1]))
+    edges = [a for a, _ in _blocks(data)] + [_blocks(data)[-1][1]]
+    memory = _blocks(SimpleNamespace(distributed=False, n_patches=data.n_patches))
+    ideal = np.array([a for a, _ in memory] + [memory[-1][1]])
+    nearest = offsets[np.abs(offsets[:, None] - ideal[None, :]).argmin(axis=0)]
+    assert edges == np.unique(nearest).tolist()
+    assert edges[0] == 0 and edges[-1] == data.n_patches
