@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
-from ._parallel import ordered_map
 from .hypotheses import HypothesisSpace
-from .patch_model import (Statistics, _distributed_subset, _exp_rows, _neg_big, _partition,
-                          _patch_loglik, _sum_per_measurement, _sum_statistics)
+from .patch_model import (Statistics, _exp_rows, _neg_big, _partition, _patch_loglik,
+                          _run_tasks)
 from .patches import PatchData, chunk_rows
 
 __all__ = ["FFTPatchModel", "build_fft_patch_model", "estep_statistics_fft", "choose_estep",
@@ -405,14 +404,8 @@ def estep_statistics_fft(data, model, subset=None, *, chunk=None, n_jobs=None,
     if chunk is None:
         chunk = fft_chunk_size(model.hypotheses, working_memory, model.dtype.itemsize)
     ranges = _partition(data, subset, chunk, tasks_per_block)
-    if data.distributed:
-        # one task per measurement where it lives; the same sums, in the same order
-        data = _distributed_subset(data, subset)
-        return _sum_statistics(data.map_blocks(_block_statistics_fft, data.image_size, model,
-                                               chunk, tasks_per_block))
-    # sum each measurement's tasks, then the measurements, in order
-    return _sum_per_measurement(ordered_map(
-        lambda i, a, b: (i, _stats_range(data, model, a, b, chunk)), ranges, n_jobs))
+    return _run_tasks(data, model, subset, chunk, ranges, n_jobs, tasks_per_block,
+                      _block_statistics_fft, _stats_range)
 
 
 def _block_statistics_fft(block, image_size, model, chunk, tasks_per_block):

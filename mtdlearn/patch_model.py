@@ -583,14 +583,26 @@ def estep_statistics(data, model, subset=None, *, chunk=None, n_jobs=None, worki
     True
     """
     chunk, ranges = _tasks(data, model, subset, chunk, working_memory, tasks_per_block)
+    return _run_tasks(data, model, subset, chunk, ranges, n_jobs, tasks_per_block,
+                      _block_statistics, _stats_range)
+
+
+def _run_tasks(data, model, subset, chunk, ranges, n_jobs, tasks_per_block, per_block,
+               per_range):
+    """An E-step's statistics from its tasks, summed in a fixed order.
+
+    On a distributed source one task per measurement where it lives
+    (``per_block(block, L, model, chunk, tasks_per_block)``, a module-level
+    function); in memory ``per_range(data, model, start, stop, chunk)`` over
+    ``ranges`` in ``n_jobs`` threads.  Either way each measurement's tasks
+    are summed in order, then the measurements in order: the same sums.
+    """
     if data.distributed:
-        # one task per measurement where it lives; the same sums, in the same order
         data = _distributed_subset(data, subset)
-        return _sum_statistics(data.map_blocks(_block_statistics, data.image_size, model,
-                                               chunk, tasks_per_block))
-    # sum each measurement's tasks, then the measurements, in order
+        return _sum_statistics(data.map_blocks(per_block, data.image_size, model, chunk,
+                                               tasks_per_block))
     return _sum_per_measurement(ordered_map(
-        lambda i, a, b: (i, _stats_range(data, model, a, b, chunk)), ranges, n_jobs))
+        lambda i, a, b: (i, per_range(data, model, a, b, chunk)), ranges, n_jobs))
 
 
 # ---------------------------------------------------------------------------
