@@ -28,7 +28,7 @@ ALLOWED = {
     "patch_model": {"_parallel", "hypotheses", "patches"},
     "posteriors": {"_parallel", "patch_model", "patches"},
     "checkpoint": {"initializers"},
-    "fft_estep": {"_parallel", "hypotheses", "patch_model", "patches"},
+    "fft_estep": {"hypotheses", "patch_model", "patches"},
     "moments": {"_parallel", "_validation", "basis", "operators", "patches"},
     "moment_fit": {"_parallel", "_validation", "basis", "moments", "operators"},
     "datasets": {"_validation", "basis", "operators", "patches"},
