@@ -124,7 +124,7 @@ def _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory, tasks_p
     """Yield ``(start, stop, (loglik, best, best_p, p_empty))`` task by task, in order
     (one measurement at a time on a distributed source, where the tasks run)."""
     chunk, ranges = _tasks(data, model, subset, chunk, working_memory, tasks_per_block)
-    if getattr(data, "distributed", False):
+    if data.distributed:
         start = 0 if subset is None else subset[0]
         data = _distributed_subset(data, subset)
         parts = data.map_blocks(_block_per_patch, data.image_size, model, chunk,
@@ -280,7 +280,7 @@ def iter_detections(data, model, *, chunk=None, n_jobs=None, working_memory=None
     [(0, True), (1, True)]
     """
     chunk, ranges = _tasks(data, model, None, chunk, working_memory, tasks_per_block)
-    if getattr(data, "distributed", False):
+    if data.distributed:
         parts = data.iter_blocks(_block_detections, data.image_size, model, chunk,
                                  tasks_per_block)
         for i, (patch, best, best_p) in enumerate(parts):
