@@ -237,8 +237,8 @@ def _get_augmented(data, start, stop, model, out=None):
 #: prior bound when the patch is far from every template: a poor fit, or a
 #: large patch, whose noise alone puts every logit about ``L**2 / 2`` below
 #: the bound (L=21: -220), so that every row of a float32 E-step at L >= 13
-#: needs it.  Found from one max-reduction over the block (about 0.2 ns per
-#: element), not by recomputing the logits.
+#: needs it.  Found by a max-reduction over the rows that can be low (those
+#: whose empty logit is below it), not by recomputing the logits.
 _LOW = {np.dtype(np.float64): -200.0, np.dtype(np.float32): -40.0}
 
 #: Exponents are clamped to this floor before ``exp``.  ``exp`` slows down far
@@ -284,10 +284,17 @@ def _exp_rows(E, logit_empty, shift, impossible):
     exactly zero.  Shared by the GEMM and FFT E-steps.
     """
     u = np.full(E.shape[0], shift)
-    top = np.maximum(E.max(axis=1), logit_empty)
-    low = np.flatnonzero(top < _LOW[E.dtype])
+    # a row's maximum is at least its empty logit: only rows whose empty logit
+    # is below _LOW can be low, and only theirs are scanned (none, for small
+    # patches at moderate SNR)
+    cand = np.flatnonzero(logit_empty < _LOW[E.dtype])
+    low = cand[:0]
+    if cand.size:
+        rows = E if cand.size == E.shape[0] else E[cand]
+        top = np.maximum(rows.max(axis=1), logit_empty[cand])
+        is_low = top < _LOW[E.dtype]
+        low, m = cand[is_low], top[is_low]
     if low.size:   # far below the prior bound: shift the row by its own maximum
-        m = top[low]
         E[low] -= m[:, None]
         logit_empty = logit_empty.copy()
         logit_empty[low] -= m
