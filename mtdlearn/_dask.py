@@ -50,6 +50,15 @@ def active_client():
 
 
 def _block_apply(block, func, args, kwargs):
+    import numpy as np
+
+    # A block that arrived from another process can sit at any byte offset
+    # of its message frame (measured: addresses 5 and 6 mod 64); NumPy then
+    # takes its unaligned loops, which round sums differently on some CPUs
+    # (AVX-512), and the result would no longer equal the in-memory one.
+    # Re-align it (one copy, only then).
+    if isinstance(block, np.ndarray) and not block.flags.aligned:
+        block = np.require(block, requirements="A")
     return func(block, *args, **kwargs)
 
 

@@ -16,6 +16,22 @@ float32 operations moves its iterates at about 1e-6 relative after its
 iterations: since wave 2 a row far below the prior bound (a poor fit) is
 shifted by its own maximum before ``exp`` (``patch_model._LOW``), the same
 log-sum-exp with other roundings (measured: coefficients within 9e-7).
+
+What the autocorrelation fit returns is not pinned to the last digits.  Its
+L-BFGS-B runs 250 to 570 iterations along a flat valley of the cost, and a
+last-bit difference in the moments (another CPU's SIMD path: the moments
+themselves agree to 5e-16) moves where it stops.  Measured between the AMD
+AVX2 machine that reproduces the fixture bit for bit and an Intel AVX-512
+one: costs within 3.4e-9 relative, density and noise variance within
+5.6e-7, coefficients within 1.3e-4 once the rotation the moments cannot see
+is aligned (``relative_error``; unaligned they differ by up to 1.06, a
+rotated copy).  These are pinned with tolerances about ten times those:
+cost 3e-8, density and noise variance 1e-5, aligned coefficients 1e-3.  The
+EM of the case started from the autocorrelation fit inherits its start:
+after its 30 iterations its floats moved by up to 6.3e-4 (posteriors;
+coefficients 8.7e-5), so that case's EM floats are pinned at 5e-3 and its
+detections (integers) exactly.  The EM cases from a random start and the
+moments keep 1e-12.
 """
 
 import importlib.util
@@ -24,12 +40,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtdlearn import relative_error
+
 DATA = Path(__file__).parent / "data"
 _spec = importlib.util.spec_from_file_location("make_regression", DATA / "make_regression.py")
 make_regression = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_regression)
 
 FIXTURE = np.load(DATA / "wave1_regression.npz")
+
+#: The autocorrelation fit's outputs, pinned to where its optimizer stops
+#: (relative; the coefficients after aligning the rotation): see above.
+AC_TOLERANCES = {"ac_coef": 1e-3, "ac_cost": 3e-8, "ac_density": 1e-5, "ac_sigma2": 1e-5}
 
 
 def _close(actual, expected, key, rtol=1e-12):
@@ -52,4 +74,14 @@ def test_results_match_wave1(index):
     assert set(results) == expected_keys
     rtol = 1e-5 if case[-1] == "float32" else 1e-12
     for key, value in results.items():
-        _close(value, FIXTURE[prefix + key], prefix + key, rtol)
+        if key in AC_TOLERANCES:
+            continue
+        from_ac_start = case[5] == "autocorrelation" and key.startswith("em_")
+        _close(value, FIXTURE[prefix + key], prefix + key, 5e-3 if from_ac_start else rtol)
+    basis = make_regression.data(*case[:3])[0]
+    error = relative_error(FIXTURE[prefix + "ac_coef"], results["ac_coef"], basis)
+    assert error <= AC_TOLERANCES["ac_coef"], (prefix + "ac_coef", error)
+    for key in ("ac_cost", "ac_density", "ac_sigma2"):
+        expected = float(FIXTURE[prefix + key])
+        assert abs(results[key] - expected) <= AC_TOLERANCES[key] * abs(expected), (
+            prefix + key, float(results[key]), expected)

@@ -3,7 +3,8 @@
 ``python tests/data/make_regression.py`` writes ``wave1_regression.npz`` beside
 this file: for a few seeds, the fitted parameters, log-likelihood histories,
 ``predict`` output and measured moments of both estimators at small sizes.
-``tests/test_regression.py`` pins the package to these values (1e-12).
+``tests/test_regression.py`` pins the package to these values (1e-12; the
+autocorrelation fit's outputs to where its optimizer stops).
 The cases are listed in ``CASES`` and shared with the test.
 """
 
