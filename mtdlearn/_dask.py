@@ -8,9 +8,13 @@ when the arrays come from :func:`mtdlearn.io.read_micrographs`) and, when a
 iterations.  The E-step (:func:`mtdlearn.patch_model.estep_statistics`)
 and the per-data quantities (:meth:`DaskPatchData.memoize`) call
 :meth:`DaskPatchData.map_blocks`: one task per block, on the worker that
-holds it, with the small model sent once per call; the per-block results
-come back to the client in block order and are reduced there in that
-order, so the result is the in-memory one to the last bit.  The detections
+holds it, with the small model sent once per call.  Results of a few bytes
+per micrograph come back to the client in block order; the others (the
+E-step's statistics, the moments' raw sums, histograms) are paired by
+tasks on the workers along a fixed binary tree (:meth:`DaskPatchData.map_reduce`,
+the tree the in-memory sums follow too), so the result is the in-memory one
+to the last bit and the client receives one total, whatever the number of
+micrographs.  The detections
 of ``predict`` go through :meth:`DaskPatchData.iter_blocks`, which hands
 them to the client one micrograph at a time.
 
@@ -20,6 +24,7 @@ reads the pixels: shapes come from the arrays' metadata, and the values are
 checked (finite, not constant) by one task per block.
 """
 
+from ._parallel import tree_reduce
 from .patches import PatchData, _scan_values
 
 __all__ = ["is_dask_input", "DaskPatchData", "as_dask_source", "active_client"]
@@ -165,6 +170,31 @@ class DaskPatchData(PatchData):
         tasks = [dask.delayed(_block_apply, pure=False)(b, func, args, kwargs) for b in blocks]
         return list(dask.compute(*tasks))
 
+    def map_reduce(self, func, pair, *args, **kwargs):
+        """``tree_reduce([func(block_i, *args, **kwargs) ...], pair)``, on the workers.
+
+        Each micrograph's ``func`` runs where the micrograph lives; the
+        results are then paired by tasks along the fixed tree of
+        :func:`mtdlearn._parallel.tree_reduce`, so that only the total comes
+        to the client.  For results whose size does not shrink with the data
+        (the E-step's sufficient statistics, histograms): gathering one per
+        micrograph would make the client's memory grow with the number of
+        micrographs.  The same tree in memory gives the same bits.
+        ``func`` and ``pair`` must be module-level functions (they are
+        pickled).
+        """
+        import dask
+
+        blocks = self._blocks()
+        client = active_client()
+        if client is not None:
+            args, kwargs = client.scatter([args, kwargs], broadcast=True, hash=False)
+        tasks = [dask.delayed(_block_apply, pure=False)(b, func, args, kwargs) for b in blocks]
+        root = tree_reduce(tasks, dask.delayed(pair, pure=False))
+        if client is not None:
+            return client.compute(root).result()
+        return root.compute()
+
     def iter_blocks(self, func, *args, **kwargs):
         """Yield ``func(block_i, *args, **kwargs)`` for each micrograph, in order.
 
@@ -211,11 +241,20 @@ class DaskPatchData(PatchData):
     def memoize(self, func, *args, n_jobs=None, **kwargs):
         """Compute ``func`` of the data once, block by block on the workers.
 
-        ``func`` must declare how it splits: ``func.blockwise = (per_block,
-        combine)`` with ``per_block(block, *args, **kwargs)`` run on each
-        micrograph and ``combine(parts, *args, **kwargs)`` reducing the
-        results (in block order) on the client.  ``n_jobs`` is ignored: the
-        parallelism is the cluster's.
+        ``func`` must declare how it splits, in ``func.blockwise``, one of:
+
+        * ``(per_block, combine)``: ``per_block(block, *args, **kwargs)`` runs
+          on each micrograph and ``combine(parts, *args, **kwargs)`` reduces
+          the results (in block order) on the client; for results of a few
+          bytes per micrograph;
+        * ``(per_block, combine, pair)``: the per-block results are reduced
+          on the workers by ``pair`` (:meth:`map_reduce`) and ``combine``
+          gets ``[total]``; the client's memory does not grow with the
+          number of micrographs;
+        * a callable ``blockwise(data, *args, **kwargs)`` given this source,
+          for computations of several passes (it calls :meth:`map_reduce`).
+
+        ``n_jobs`` is ignored: the parallelism is the cluster's.
         """
         key = (func, args, tuple(sorted(kwargs.items())))
         if key not in self._memo:
@@ -223,9 +262,16 @@ class DaskPatchData(PatchData):
             if split is None:
                 raise TypeError(f"{getattr(func, '__name__', func)!r} cannot run on a "
                                 "DaskPatchData: it declares no blockwise split")
-            per_block, combine = split
-            parts = self.map_blocks(per_block, *args, **kwargs)
-            self._memo[key] = combine(parts, *args, **kwargs)
+            if callable(split):
+                self._memo[key] = split(self, *args, **kwargs)
+            elif len(split) == 3:
+                per_block, combine, pair = split
+                total = self.map_reduce(per_block, pair, *args, **kwargs)
+                self._memo[key] = combine([total], *args, **kwargs)
+            else:
+                per_block, combine = split
+                parts = self.map_blocks(per_block, *args, **kwargs)
+                self._memo[key] = combine(parts, *args, **kwargs)
         return self._memo[key]
 
 

@@ -24,7 +24,7 @@ from threadpoolctl import ThreadpoolController
 from ._validation import check_int
 
 __all__ = ["blas_single_thread", "check_n_jobs", "resolve_n_jobs", "ordered_map",
-           "task_ranges"]
+           "task_ranges", "tree_reduce"]
 
 _CONTROLLER = None
 
@@ -87,3 +87,43 @@ def ordered_map(func, tasks, n_jobs=None, limit_blas=True, verbose=0):
             return
         yield from Parallel(n_jobs=n_workers, prefer="threads", return_as="generator",
                             verbose=verbose)(delayed(func)(*task) for task in tasks)
+
+
+def tree_reduce(items, pair):
+    """Reduce ``items`` with ``pair(a, b)`` along a fixed binary tree.
+
+    Level by level, neighbours are paired in order (``pair(x0, x1)``,
+    ``pair(x2, x3)``, ...; an odd last item moves up unpaired) until one
+    item is left.  The tree depends on the number of items only, so the
+    result is the same, bit for bit, wherever the pairs are computed: in
+    memory, or as tasks on a Dask cluster (``pair`` a ``dask.delayed``
+    function and the items its results), where no process ever holds more
+    than two items.  Its depth is ``ceil(log2(n))``.
+
+    Parameters
+    ----------
+    items : iterable
+        At least one item.
+    pair : callable
+        ``pair(a, b)``, the combination of two neighbours (``a`` first).
+
+    Returns
+    -------
+    total : object
+        The reduced item (the item itself when there is one).
+
+    Examples
+    --------
+    >>> from mtdlearn._parallel import tree_reduce
+    >>> tree_reduce(["a", "b", "c", "d", "e"], lambda a, b: f"({a}{b})")
+    '(((ab)(cd))e)'
+    """
+    items = list(items)
+    if not items:
+        raise ValueError("tree_reduce needs at least one item")
+    while len(items) > 1:
+        paired = [pair(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)]
+        if len(items) % 2:
+            paired.append(items[-1])
+        items = paired
+    return items[0]

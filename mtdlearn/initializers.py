@@ -141,24 +141,45 @@ def _radix_digits(keys, used, prefix):
     return (keys >> np.uint64(64 - used - width)) & np.uint64((1 << width) - 1), width
 
 
-def _digit_counts(blocks, used, prefix):
-    counts = None
-    for values in blocks():
-        digits, width = _radix_digits(values.view(np.uint64), used, prefix)
-        c = np.bincount(digits.astype(np.intp), minlength=1 << width)
-        counts = c if counts is None else np.add(counts, c, out=counts)
-    return counts
+# The passes over the patch energies of the radix selection below, each a
+# reduction ``scan(per_values, pair, *args)``: ``per_values(values, *args)``
+# of every block of energies, reduced by ``pair``.  These reductions are
+# exact (integer counts, extremes, a set of values sorted afterwards), so any
+# order of the blocks gives the same result: in memory a fold over the
+# blocks, on a Dask cluster a fold per micrograph and a tree over them.
+def _values_digit_counts(values, used, prefix):
+    digits, width = _radix_digits(values.view(np.uint64), used, prefix)
+    return np.bincount(digits.astype(np.intp), minlength=1 << width)
 
 
-def _order_statistics(blocks, n, rank, first_counts, max_collect=2**16):
+def _values_extremes(values, used, low_prefix, high_prefix):
+    keys = values.view(np.uint64) >> np.uint64(64 - used)
+    return (values[keys == np.uint64(low_prefix)].max(initial=-np.inf),
+            values[keys == np.uint64(high_prefix)].min(initial=np.inf))
+
+
+def _values_with_prefix(values, used, prefix):
+    return values[(values.view(np.uint64) >> np.uint64(64 - used)) == np.uint64(prefix)]
+
+
+def _pair_extremes(a, b):
+    return max(a[0], b[0]), min(a[1], b[1])
+
+
+def _pair_arrays(a, b):
+    return np.concatenate([a, b])
+
+
+def _order_statistics(scan, n, rank, first_counts, max_collect=2**16):
     """The values of ranks ``rank`` and ``rank + 1`` (0-based, the second capped
-    at ``n - 1``) among the ``n`` values ``>= +0.0`` that ``blocks()`` yields.
+    at ``n - 1``) among the ``n`` values ``>= +0.0`` that ``scan`` passes over.
 
     Exact, with bounded memory: a radix selection on the float64 bit patterns
     (which sort as the values do, for values ``>= +0.0``), one pass over the
-    data per 19 bits until the values left fit ``max_collect``; usually the
+    data per 17 bits until the values left fit ``max_collect``; usually the
     pass that computed ``first_counts`` (the counts of the first digit) and
-    one more.
+    one more.  ``scan(per_values, pair, *args)`` reduces ``per_values(values,
+    *args)`` of every block of values with ``pair`` (see above).
     """
     ranks = (rank, min(rank + 1, n - 1))
     used, prefix, below, counts = 0, 0, 0, first_counts
@@ -170,22 +191,16 @@ def _order_statistics(blocks, n, rank, first_counts, max_collect=2**16):
         prefixes = [(prefix << width) | b for b in bins]
         used += width
         if bins[0] != bins[1]:  # rank is the largest of its bin, rank + 1 the smallest
-            top, bottom = -np.inf, np.inf
-            for values in blocks():
-                keys = values.view(np.uint64) >> np.uint64(64 - used)
-                top = max(top, values[keys == np.uint64(prefixes[0])].max(initial=-np.inf))
-                bottom = min(bottom, values[keys == np.uint64(prefixes[1])].min(initial=np.inf))
+            top, bottom = scan(_values_extremes, _pair_extremes, used, *prefixes)
             return float(top), float(bottom)
         prefix, below = prefixes[0], lows[0]
         if used == 64:  # one bit pattern: one value
             value = float(np.array([prefix], dtype=np.uint64).view(np.float64)[0])
             return value, value
         if counts[bins[0]] <= max_collect:
-            kept = [values[(values.view(np.uint64) >> np.uint64(64 - used)) == np.uint64(prefix)]
-                    for values in blocks()]
-            kept = np.sort(np.concatenate(kept))
+            kept = np.sort(scan(_values_with_prefix, _pair_arrays, used, prefix))
             return float(kept[ranks[0] - below]), float(kept[ranks[1] - below])
-        counts = _digit_counts(blocks, used, prefix)
+        counts = scan(_values_digit_counts, np.add, used, prefix)
 
 
 def _block_rows(M, image_size, chunk_rows, block_bytes):
@@ -193,6 +208,58 @@ def _block_rows(M, image_size, chunk_rows, block_bytes):
     L = image_size
     rows = min(chunk_rows, block_bytes // max(1, M.shape[1] * 8))
     return max(1, rows // L) * L
+
+
+def _energy_blocks(M, image_size, chunk_rows, block_bytes, moments=None):
+    """Yield the patch energies (mean square per pixel, ``>= +0.0``) of one
+    measurement's blocks of rows; append each block's ``(sum, sum of squares,
+    pixels)`` to ``moments`` when given."""
+    L = image_size
+    d = L * L
+    nr, nc = patch_grid_shape(M.shape, L)
+    rows = _block_rows(M, L, chunk_rows, block_bytes)  # blocks start on patch rows
+    for r0 in range(0, M.shape[0], rows):
+        block = np.asarray(M[r0:r0 + rows], dtype=np.float64)
+        n_patch_rows = max(0, min(nr * L, r0 + rows) - r0) // L
+        # patch energies without a block-sized temporary
+        tiles = tile(block[:n_patch_rows * L], L)
+        sq = np.einsum("abij,abij->ab", tiles, tiles)
+        if moments is not None:
+            # the mean square adds the pixels outside the patch grid
+            right, bottom = block[:, nc * L:], block[n_patch_rows * L:, :nc * L]
+            moments.append((block.sum(), sq.sum() + np.einsum("ij,ij->", right, right)
+                            + np.einsum("ij,ij->", bottom, bottom), block.size))
+        yield sq.ravel() / d + 0.0  # + 0.0: no -0.0, whose bits sort last
+
+
+def _fold(values_blocks, per_values, pair, args):
+    """``per_values`` of each block of values, reduced in order by ``pair``."""
+    total = None
+    for values in values_blocks:
+        part = per_values(values, *args)
+        total = part if total is None else pair(total, part)
+    return total
+
+
+def _finish_statistics(moments, n, first_counts, scan, image_size):
+    """:func:`data_statistics`'s result from its first pass (``moments``: the
+    blocks' sums in order) and the radix selection of the lower quartile."""
+    d = image_size * image_size
+    q = 0.25  # the lower quartile exactly as numpy.quantile's default ('linear') method
+    h = (n - 1) * q
+    lo = int(np.floor(h))
+    gamma = h - lo
+    a, b = _order_statistics(scan, n, lo, first_counts)
+    diff = b - a
+    quartile = b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+    sigma2 = float(quartile / (stats.chi2.ppf(q, d) / d))
+    total = total_sq = 0.0
+    count = 0
+    for block_sum, block_sq, size in moments:  # in order: the in-memory sums
+        total += block_sum
+        total_sq += block_sq
+        count += size
+    return total / count, total_sq / count, sigma2
 
 
 def data_statistics(measurements, image_size, chunk_rows=1024, block_bytes=2**22):
@@ -239,93 +306,65 @@ def data_statistics(measurements, image_size, chunk_rows=1024, block_bytes=2**22
     (0.6, 0.6)
     """
     L = image_size
-    d = L * L
 
     def blocks(moments=None):
-        """Yield the blocks' patch energies (mean square per pixel, >= +0.0); add
-        the blocks' sums to ``moments`` when given."""
         for M in measurements:
-            nr, nc = patch_grid_shape(M.shape, L)
-            rows = _block_rows(M, L, chunk_rows, block_bytes)  # blocks start on patch rows
-            for r0 in range(0, M.shape[0], rows):
-                block = np.asarray(M[r0:r0 + rows], dtype=np.float64)
-                n_patch_rows = max(0, min(nr * L, r0 + rows) - r0) // L
-                # patch energies without a block-sized temporary
-                tiles = tile(block[:n_patch_rows * L], L)
-                sq = np.einsum("abij,abij->ab", tiles, tiles)
-                if moments is not None:
-                    # the mean square adds the pixels outside the patch grid
-                    right, bottom = block[:, nc * L:], block[n_patch_rows * L:, :nc * L]
-                    moments[0] += block.sum()
-                    moments[1] += (sq.sum() + np.einsum("ij,ij->", right, right)
-                                   + np.einsum("ij,ij->", bottom, bottom))
-                    moments[2] += block.size
-                yield sq.ravel() / d + 0.0  # + 0.0: no -0.0, whose bits sort last
+            yield from _energy_blocks(M, L, chunk_rows, block_bytes, moments)
+
+    def scan(per_values, pair, *args):
+        return _fold(blocks(), per_values, pair, args)
 
     # pass 1: moments, number of patches, counts of the energies' first radix digit
-    moments = [0.0, 0.0, 0]
+    moments = []
     n = 0
     first_counts = None
     for energies in blocks(moments):
         n += energies.size
-        digits, width = _radix_digits(energies.view(np.uint64), 0, 0)
-        c = np.bincount(digits.astype(np.intp), minlength=1 << width)
+        c = _values_digit_counts(energies, 0, 0)
         first_counts = c if first_counts is None else np.add(first_counts, c, out=first_counts)
-    # the lower quartile exactly as numpy.quantile's default ('linear') method
-    q = 0.25
-    h = (n - 1) * q
-    lo = int(np.floor(h))
-    gamma = h - lo
-    a, b = _order_statistics(blocks, n, lo, first_counts)
-    diff = b - a
-    quartile = b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
-    sigma2 = float(quartile / (stats.chi2.ppf(q, d) / d))
-    total, total_sq, count = moments
-    return total / count, total_sq / count, sigma2
+    return _finish_statistics(moments, n, first_counts, scan, L)
 
 
-def _statistics_parts(M, image_size, chunk_rows=1024, block_bytes=2**22):
-    """One measurement's part of :func:`data_statistics`, in its blocks of rows:
-    ``[(sum, sum of squares, size)]`` and the patch energies.  A distributed
-    patch source computes it where the measurement lives."""
+def _block_first_pass(M, image_size, chunk_rows, block_bytes):
+    """Pass 1 of :func:`data_statistics` on one micrograph (a Dask task): its
+    blocks' sums, its number of patches and its first-digit counts."""
+    moments = []
+    counts = _fold(_energy_blocks(M, image_size, chunk_rows, block_bytes, moments),
+                   _values_digit_counts, np.add, (0, 0))
+    return moments, int(counts.sum()), counts
+
+
+def _pair_first_passes(a, b):
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+
+
+def _block_scan(M, image_size, chunk_rows, block_bytes, per_values, pair, *args):
+    """One micrograph's part of a pass of the radix selection (a Dask task)."""
+    return _fold(_energy_blocks(M, image_size, chunk_rows, block_bytes), per_values, pair, args)
+
+
+def _data_statistics_distributed(data, image_size, chunk_rows=1024, block_bytes=2**22):
+    """:func:`data_statistics` on a distributed patch source, the same result.
+
+    Every pass runs on the workers and is reduced there
+    (``data.map_reduce``): the client receives the blocks' sums (three
+    numbers per block of rows) and one array of counts per pass, never the
+    patch energies, so its memory does not grow with the data.
+    """
     L = image_size
-    d = L * L
-    nr, nc = patch_grid_shape(M.shape, L)
-    rows = _block_rows(M, L, chunk_rows, block_bytes)
-    parts, energies = [], []
-    for r0 in range(0, M.shape[0], rows):
-        block = np.asarray(M[r0:r0 + rows], dtype=np.float64)
-        n_patch_rows = max(0, min(nr * L, r0 + rows) - r0) // L
-        tiles = tile(block[:n_patch_rows * L], L)
-        sq = np.einsum("abij,abij->ab", tiles, tiles)
-        right, bottom = block[:, nc * L:], block[n_patch_rows * L:, :nc * L]
-        parts.append((block.sum(), sq.sum() + np.einsum("ij,ij->", right, right)
-                      + np.einsum("ij,ij->", bottom, bottom), block.size))
-        energies.append(sq.ravel() / d + 0.0)
-    return parts, energies
+    moments, n, first_counts = data.map_reduce(_block_first_pass, _pair_first_passes, L,
+                                               chunk_rows, block_bytes)
+
+    def scan(per_values, pair, *args):
+        return data.map_reduce(_block_scan, pair, L, chunk_rows, block_bytes, per_values,
+                               pair, *args)
+
+    return _finish_statistics(moments, n, first_counts, scan, L)
 
 
-def _combine_statistics(parts, image_size, chunk_rows=1024, block_bytes=2**22):
-    """The measurements' parts added in order: :func:`data_statistics`, the same
-    sums in the same order and the same quartile (``numpy.quantile``)."""
-    total = total_sq = 0.0
-    count = 0
-    energies = []
-    for blocks, block_energies in parts:
-        for block_sum, block_sq, size in blocks:
-            total += block_sum
-            total_sq += block_sq
-            count += size
-        energies.extend(block_energies)
-    d = image_size * image_size
-    q = 0.25
-    sigma2 = float(np.quantile(np.concatenate(energies), q) / (stats.chi2.ppf(q, d) / d))
-    return total / count, total_sq / count, sigma2
-
-
-#: How a distributed patch source computes it: per micrograph, then combined
+#: How a distributed patch source computes it: every pass on the workers
 #: (:meth:`mtdlearn._dask.DaskPatchData.memoize`).
-data_statistics.blockwise = (_statistics_parts, _combine_statistics)
+data_statistics.blockwise = _data_statistics_distributed
 
 
 def _check_initialize_args(measurements, basis, noise_variance, random_state,

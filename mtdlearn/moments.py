@@ -47,7 +47,7 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._parallel import blas_single_thread, check_n_jobs, ordered_map
+from ._parallel import blas_single_thread, check_n_jobs, ordered_map, tree_reduce
 from ._validation import check_array_float, check_int, check_real
 from .basis import check_basis, rotated_evaluation
 from .operators import gather_adjoint, max_density
@@ -389,14 +389,21 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
     check_n_jobs(n_jobs)
     sub = _shift_subset(L, _check_shift_radius(shift_radius, L))
     measurements = check_measurements(X, L)
-    tasks, total_pixels = _autocorrelation_tasks(measurements, L, working_memory, sub)
+    tasks, total_pixels, per_measurement = _autocorrelation_tasks(measurements, L,
+                                                                  working_memory, sub)
     # The GEMMs are small (L*L x tile x L*L): BLAS threads only add overhead
     # (and degrade badly on a busy machine); parallelism is over bands.
-    return _combine_band_sums(ordered_map(_band_sums, tasks, n_jobs), total_pixels, L, sub)
+    sums = list(ordered_map(_band_sums, tasks, n_jobs))
+    # each measurement's bands in order, then the measurements along the
+    # fixed tree (as on a Dask cluster, where a worker sums one micrograph)
+    edges = np.concatenate([[0], np.cumsum(per_measurement)])
+    totals = [_add_bands(sums[a:b], L, sub) for a, b in zip(edges[:-1], edges[1:])]
+    return _finish_band_sums(tree_reduce(totals, _add_sums), total_pixels, L, sub)
 
 
 def _autocorrelation_tasks(measurements, L, working_memory, sub=None):
-    """The bands of rows of every measurement (fixed by the tile size) and the pixel count."""
+    """The bands of rows of every measurement (fixed by the tile size), the pixel
+    count and the number of bands of each measurement."""
     LL = L * L
     # pixels per tile: 2 (L*L)-row buffers plus the padded input block (with a
     # subset of n shifts: the L*L-row window and two n-row buffers)
@@ -404,6 +411,7 @@ def _autocorrelation_tasks(measurements, L, working_memory, sub=None):
     tile_pixels = chunk_rows(bytes_per_pixel, _TILE_BYTES // bytes_per_pixel, working_memory)
 
     tasks = []
+    per_measurement = []   # number of tasks (bands) of each measurement
     total_pixels = 0
     for M in measurements:
         N1, N2 = M.shape
@@ -422,11 +430,12 @@ def _autocorrelation_tasks(measurements, L, working_memory, sub=None):
         band = max(tile_rows, -(-N1 // 64 // tile_rows) * tile_rows)
         for r0 in range(0, N1, band):
             tasks.append((M, r0, min(N1, r0 + band), L, tile_rows, tile_cols, sub))
-    return tasks, total_pixels
+        per_measurement.append(len(tasks) - sum(per_measurement))
+    return tasks, total_pixels, per_measurement
 
 
-def _combine_band_sums(band_sums, total_pixels, L, sub=None):
-    """Add the bands' raw sums in the given (fixed) order; divide by the pixel count."""
+def _add_bands(band_sums, L, sub=None):
+    """Add bands' raw sums ``(s1, s2, s3)`` in the given (fixed) order."""
     LL = L * L
     n3 = LL if sub is None else len(sub[0])
     s1 = 0.0
@@ -436,6 +445,17 @@ def _combine_band_sums(band_sums, total_pixels, L, sub=None):
         s1 += r1
         s2 += r2
         s3 += r3
+    return s1, s2, s3
+
+
+def _add_sums(a, b):
+    """Two measurements' raw sums added (a node of the reduction tree)."""
+    return tuple(x + y for x, y in zip(a, b))
+
+
+def _finish_band_sums(sums, total_pixels, L, sub=None):
+    """The autocorrelations from the data's raw sums: symmetrize, divide by the pixels."""
+    s1, s2, s3 = sums
     s3 = _symmetrize_blocks(s3, L, sub)
     P = float(total_pixels)
     a3 = s3 / P
@@ -443,24 +463,30 @@ def _combine_band_sums(band_sums, total_pixels, L, sub=None):
 
 
 def _block_band_sums(block, image_size, working_memory=None, n_jobs=None, shift_radius=None):
-    """One micrograph's bands' raw sums and pixel count (a task on a Dask worker)."""
+    """One micrograph's raw sums (its bands in order) and pixel count (a Dask task)."""
     sub = _shift_subset(image_size, _check_shift_radius(shift_radius, image_size))
-    tasks, pixels = _autocorrelation_tasks([block], image_size,
-                                           resolve_working_memory(working_memory), sub)
+    tasks, pixels, _ = _autocorrelation_tasks([block], image_size,
+                                              resolve_working_memory(working_memory), sub)
     with blas_single_thread():
-        return [_band_sums(*t) for t in tasks], pixels
+        return _add_bands([_band_sums(*t) for t in tasks], image_size, sub), pixels
+
+
+def _pair_block_sums(a, b):
+    """Two micrographs' ``(raw sums, pixels)`` added (on the workers)."""
+    return _add_sums(a[0], b[0]), a[1] + b[1]
 
 
 def _combine_blocks(parts, image_size, working_memory=None, n_jobs=None, shift_radius=None):
-    """The micrographs' band sums added in order: the in-memory result, bit for bit."""
+    """The micrographs' ``(raw sums, pixels)`` reduced along the fixed tree:
+    the in-memory result, bit for bit."""
     sub = _shift_subset(image_size, _check_shift_radius(shift_radius, image_size))
-    return _combine_band_sums([r for sums, _ in parts for r in sums],
-                              sum(p for _, p in parts), image_size, sub)
+    sums, pixels = tree_reduce(parts, _pair_block_sums)
+    return _finish_band_sums(sums, pixels, image_size, sub)
 
 
-#: How a distributed patch source computes it: per micrograph, then combined
-#: (:meth:`mtdlearn._dask.DaskPatchData.memoize`).
-measurement_autocorrelations.blockwise = (_block_band_sums, _combine_blocks)
+#: How a distributed patch source computes it: per micrograph, then paired
+#: along the fixed tree on the workers (:meth:`mtdlearn._dask.DaskPatchData.memoize`).
+measurement_autocorrelations.blockwise = (_block_band_sums, _combine_blocks, _pair_block_sums)
 
 
 # ---------------------------------------------------------------------------

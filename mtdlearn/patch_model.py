@@ -16,12 +16,13 @@ size ``N_d x H`` outlives a chunk: the chunks are reduced to
 parameters (eq. 16, 18).
 """
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 
-from ._parallel import ordered_map, task_ranges
+from ._parallel import ordered_map, task_ranges, tree_reduce
 from .hypotheses import HypothesisSpace
 from .patches import PatchData, chunk_rows
 
@@ -484,11 +485,12 @@ def _partition(data, subset, chunk, tasks_per_block):
 
 def _sum_per_measurement(parts):
     """Sum ``(measurement, Statistics)`` parts: each measurement's in order, then
-    the measurements in order (what a distributed source's blocks give)."""
+    the measurements along the fixed tree of :func:`~mtdlearn._parallel.tree_reduce`
+    (what a distributed source's blocks give)."""
     per_measurement = {}
     for i, st in parts:
         per_measurement[i] = st if i not in per_measurement else per_measurement[i] + st
-    return _sum_statistics(per_measurement[i] for i in sorted(per_measurement))
+    return tree_reduce((per_measurement[i] for i in sorted(per_measurement)), operator.add)
 
 
 def _block_statistics(block, image_size, model, chunk, tasks_per_block):
@@ -512,17 +514,6 @@ def _distributed_subset(data, subset):
         raise ValueError("on a distributed patch source subset must hold whole measurements "
                          f"(start and stop among the offsets {offsets}), got {subset!r}")
     return data.take(range(offsets.index(start), offsets.index(stop)))
-
-
-def _sum_statistics(parts):
-    """Sum :class:`Statistics` in the given order (the fixed reduction order)."""
-    total = None
-    for st in parts:
-        if total is None:
-            total = st
-        else:
-            total += st
-    return total
 
 
 def estep_statistics(data, model, subset=None, *, chunk=None, n_jobs=None, working_memory=None,
@@ -602,12 +593,14 @@ def _run_tasks(data, model, subset, chunk, ranges, n_jobs, tasks_per_block, per_
     (``per_block(block, L, model, chunk, tasks_per_block)``, a module-level
     function); in memory ``per_range(data, model, start, stop, chunk)`` over
     ``ranges`` in ``n_jobs`` threads.  Either way each measurement's tasks
-    are summed in order, then the measurements in order: the same sums.
+    are summed in order, then the measurements along a fixed tree (by tasks
+    on the workers when distributed): the same sums, and only the total
+    reaches the client.
     """
     if data.distributed:
         data = _distributed_subset(data, subset)
-        return _sum_statistics(data.map_blocks(per_block, data.image_size, model, chunk,
-                                               tasks_per_block))
+        return data.map_reduce(per_block, operator.add, data.image_size, model, chunk,
+                               tasks_per_block)
     return _sum_per_measurement(ordered_map(
         lambda i, a, b: (i, per_range(data, model, a, b, chunk)), ranges, n_jobs))
 

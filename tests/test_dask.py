@@ -204,6 +204,39 @@ def test_client_never_reads_the_pixels(client):
     fitted.predict([_guarded(M) for M in X])
 
 
+def test_client_receives_one_total_per_reduction(client, monkeypatch):
+    """What a fit gathers per micrograph is a few bytes (value checks, maxima,
+    digests); the statistics, moments and histograms, whose size does not
+    shrink with the data, are reduced on the workers (map_reduce) and reach
+    the client once.  So the client's memory does not grow with the number
+    of micrographs."""
+    import pickle
+
+    from mtdlearn._dask import DaskPatchData
+
+    gathered, reduced = [], []
+    map_blocks, map_reduce = DaskPatchData.map_blocks, DaskPatchData.map_reduce
+
+    def spy_blocks(self, func, *args, **kwargs):
+        parts = map_blocks(self, func, *args, **kwargs)
+        gathered.append((getattr(func, "__name__", func), len(parts),
+                         max(len(pickle.dumps(p)) for p in parts)))
+        return parts
+
+    def spy_reduce(self, func, pair, *args, **kwargs):
+        reduced.append(getattr(func, "__name__", func))
+        return map_reduce(self, func, pair, *args, **kwargs)
+
+    monkeypatch.setattr(DaskPatchData, "map_blocks", spy_blocks)
+    monkeypatch.setattr(DaskPatchData, "map_reduce", spy_reduce)
+    X = _data()
+    _em(max_iter=2, initializer=AutocorrelationInitializer()).fit(
+        [da.from_array(M) for M in X])
+    assert all(n == len(X) and size < 1024 for _, n, size in gathered), gathered
+    assert {"_block_first_pass", "_block_scan", "_block_band_sums",
+            "_block_statistics"} <= set(reduced), reduced
+
+
 class _Interrupt(Exception):
     pass
 
@@ -362,3 +395,31 @@ def test_unaligned_block_is_realigned_before_use():
     np.testing.assert_array_equal(seen[1], 2.0 * M)
     # an aligned block is passed through as it is (no copy)
     assert _block_apply(M, lambda b: b, (), {}) is M
+
+
+def test_reductions_on_the_workers_equal_in_memory(client):
+    """map_reduce pairs the micrographs' results along the in-memory tree, and
+    every pass of the quartile's radix selection runs on the workers (forced
+    to several passes here): the same values, to the last bit."""
+    from mtdlearn._parallel import tree_reduce
+    from mtdlearn.initializers import (_block_first_pass, _block_scan, _energy_blocks,
+                                       _order_statistics, _pair_first_passes, data_statistics)
+
+    X = _data()
+    data = as_dask_source([da.from_array(M) for M in X], L)
+    # the first pass: blocks' sums (in order), patch count, first-digit counts
+    moments, n, first = data.map_reduce(_block_first_pass, _pair_first_passes, L, 16, 2**22)
+    expected = tree_reduce([_block_first_pass(M, L, 16, 2**22) for M in X], _pair_first_passes)
+    assert moments == expected[0] and n == expected[1]
+    np.testing.assert_array_equal(first, expected[2])
+
+    def scan(per_values, pair, *args):
+        return data.map_reduce(_block_scan, pair, L, 16, 2**22, per_values, pair, *args)
+
+    values = np.sort(np.concatenate([e for M in X for e in _energy_blocks(M, L, 16, 2**22)]))
+    assert values.size == n
+    for rank in (0, n // 4, n - 1):
+        # max_collect=0: digit counts pass after pass, then the extremes
+        got = _order_statistics(scan, n, rank, first, max_collect=0)
+        assert got == (values[rank], values[min(rank + 1, n - 1)])
+    assert data.memoize(data_statistics, L) == data_statistics(X, L)

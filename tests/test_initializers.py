@@ -145,7 +145,7 @@ def test_data_statistics_quartile_is_numpys_exactly():
 
 
 def test_order_statistics_in_several_passes():
-    from mtdlearn.initializers import _order_statistics, _radix_digits
+    from mtdlearn.initializers import _fold, _order_statistics, _radix_digits
 
     rng = np.random.default_rng(4)
     for values in (rng.chisquare(25, 999) / 25, np.zeros(50),
@@ -158,6 +158,7 @@ def test_order_statistics_in_several_passes():
         ordered = np.sort(values)
         for rank in (0, values.size // 4, values.size // 2, values.size - 1):
             for max_collect in (0, 3, 2**16):  # 0 and 3 force more passes
-                got = _order_statistics(lambda: iter(parts), values.size, rank, first,
-                                        max_collect=max_collect)
+                got = _order_statistics(
+                    lambda per_values, pair, *args: _fold(parts, per_values, pair, args),
+                    values.size, rank, first, max_collect=max_collect)
                 assert got == (ordered[rank], ordered[min(rank + 1, values.size - 1)])

@@ -23,7 +23,7 @@ ALLOWED = {
     "rotations": {"_validation"},
     "operators": {"_validation"},
     "patches": {"_validation", "io"},
-    "_dask": {"patches"},
+    "_dask": {"_parallel", "patches"},
     "hypotheses": {"basis", "operators"},
     "patch_model": {"_parallel", "hypotheses", "patches"},
     "posteriors": {"_parallel", "patch_model", "patches"},

@@ -5,8 +5,11 @@ import threading
 
 import joblib
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mtdlearn._parallel import check_n_jobs, ordered_map, resolve_n_jobs, task_ranges
+from mtdlearn._parallel import (check_n_jobs, ordered_map, resolve_n_jobs, task_ranges,
+                                tree_reduce)
 
 
 def test_resolve_n_jobs_follows_scikit_learn():
@@ -49,3 +52,25 @@ def test_ordered_map_keeps_task_order(n_jobs):
     assert len(seen) == 20
     if os.cpu_count() == 1 or n_jobs in (None, 1):
         assert set(seen) == {threading.get_ident()}       # serial: in this thread
+
+
+@given(st.lists(st.text(max_size=3), min_size=1, max_size=40))
+def test_tree_reduce_keeps_the_order(items):
+    """With an associative, non-commutative pair (concatenation) the tree gives
+    the in-order result: neighbours are always paired left to right."""
+    assert tree_reduce(items, lambda a, b: a + b) == "".join(items)
+
+
+@given(st.integers(1, 70))
+def test_tree_reduce_is_a_balanced_tree_fixed_by_the_count(n):
+    """Each item is paired ceil(log2(n)) times at most, and the nesting depends
+    on ``n`` only (what makes the distributed and in-memory sums the same bits)."""
+    depth = tree_reduce([0] * n, lambda a, b: max(a, b) + 1)
+    assert depth == (n - 1).bit_length()
+    shape = tree_reduce([(i,) for i in range(n)], lambda a, b: (a, b))
+    assert shape == tree_reduce([(i,) for i in range(n)], lambda a, b: (a, b))
+
+
+def test_tree_reduce_needs_an_item():
+    with pytest.raises(ValueError, match="at least one item"):
+        tree_reduce([], lambda a, b: a)
