@@ -28,8 +28,8 @@ from .datasets import make_measurement
 from .initializers import InitialState, RandomInitializer
 from .operators import check_shift_probabilities, shift_probabilities_to_density
 from .hypotheses import HypothesisSpace
-from .patch_model import build_patch_model, estep_statistics
-from .posteriors import estep_per_patch, iter_detections
+from .patch_model import estep_statistics
+from .posteriors import build_per_patch_model, estep_per_patch, iter_detections
 from .patches import _max_abs, as_patch_source
 from .rotations import check_rotation_grid
 
@@ -474,8 +474,8 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         data = _patch_source(X, self.basis_.image_size)
         self._check_data(data, _scale_bounds(2, sum(M.size for M in data.measurements)),
                          fitting=False)
-        model = build_patch_model(self.coef_, self.shift_probabilities_, self.noise_variance_,
-                                  self._hypotheses())
+        model = build_per_patch_model(self.coef_, self.shift_probabilities_,
+                                      self.noise_variance_, self._hypotheses())
         return data, model, dict(n_jobs=self.n_jobs, working_memory=self.working_memory)
 
     def _per_patch(self, X):

@@ -13,11 +13,97 @@ come to the client).
 import numpy as np
 
 from ._parallel import ordered_map
-from .patch_model import (_chunk_posteriors, _distributed_subset, _get_augmented,
-                          _patch_loglik, _tasks)
+from .fft_estep import (FFTPatchModel, _chunk, build_fft_patch_model, choose_estep,
+                        fft_chunk_size)
+from .patch_model import (_chunk_posteriors, _distributed_subset, _get_augmented, _partition,
+                          _patch_loglik, _tasks, build_patch_model)
 from .patches import PatchData
 
-__all__ = ["estep_per_patch", "estep_detections", "iter_detections"]
+__all__ = ["build_per_patch_model", "estep_per_patch", "estep_detections", "iter_detections"]
+
+
+def build_per_patch_model(coef, shift_probabilities, noise_variance, hypotheses):
+    """The float64 model of the per-patch E-step, for the kernel that costs less.
+
+    :func:`mtdlearn.fft_estep.choose_estep` decides, as for the fit: the
+    GEMM's :class:`~mtdlearn.patch_model.PatchModel` (an ``H x L**2`` table
+    of templates: 14 MB at ``L = 11``, ``K = 16``, but 1.4 GB at ``L = 41``)
+    or the FFT's :class:`~mtdlearn.fft_estep.FFTPatchModel` (``K`` spectra).
+    Every function of this module takes either; the two give the same
+    numbers to rounding.
+
+    Parameters
+    ----------
+    coef : ndarray of shape (p,)
+        Image coefficients.
+    shift_probabilities : ndarray of shape (2L, 2L)
+        ``rho``.
+    noise_variance : float
+        ``sigma**2``.
+    hypotheses : HypothesisSpace
+        Basis and rotations.
+
+    Returns
+    -------
+    model : PatchModel or FFTPatchModel
+        The parameters laid out for the chosen kernel, in float64.
+
+    Examples
+    --------
+    >>> from mtdlearn import FourierBesselBasis, make_target
+    >>> from mtdlearn.hypotheses import HypothesisSpace
+    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> from mtdlearn.posteriors import build_per_patch_model
+    >>> for L in (5, 21):
+    ...     basis = FourierBesselBasis(L, n_coefficients=10)
+    ...     model = build_per_patch_model(make_target(basis, random_state=0),
+    ...                                   density_to_shift_probabilities(0.05, L), 1.0,
+    ...                                   HypothesisSpace(basis, [0.0, 3.14]))
+    ...     print(L, type(model).__name__)
+    5 PatchModel
+    21 FFTPatchModel
+    """
+    build = (build_fft_patch_model if choose_estep(hypotheses.image_size,
+                                                   hypotheses.n_rotations) == "fft"
+             else build_patch_model)
+    return build(coef, shift_probabilities, noise_variance, hypotheses)
+
+
+def _per_patch_range_fft(data, model, start, stop, step):
+    """:func:`_per_patch_range` with the FFT kernel (:func:`mtdlearn.fft_estep._chunk`)."""
+    n = stop - start
+    L = model.hypotheses.image_size
+    d = L * L
+    ll = np.empty(n)
+    best = np.empty(n, dtype=np.int64)
+    best_p = np.empty(n)
+    p_empty = np.empty(n)
+    buf = np.empty((min(step, n), d), dtype=model.dtype)
+    for c0 in range(start, stop, step):
+        c1 = min(stop, c0 + step)
+        P = data.get(c0, c1, out=buf[:c1 - c0]).reshape(-1, L, L)
+        E, u, s, e_empty, _, _ = _chunk(P, model)
+        # the hypotheses' entries of the lag grids, in the hypotheses' order
+        E = E[:, :, model.lag_index].reshape(len(P), -1)
+        sl = slice(c0 - start, c1 - start)
+        ll[sl] = _patch_loglik(u, s, d, model)
+        arg = E.argmax(axis=1)
+        emax = E[np.arange(len(arg)), arg]
+        use_empty = e_empty >= emax
+        best[sl] = np.where(use_empty, -1, arg)
+        best_p[sl] = np.where(use_empty, e_empty, emax) / s
+        p_empty[sl] = e_empty / s
+    return ll, best, best_p, p_empty
+
+
+def _kernel(data, model, subset, chunk, working_memory, tasks_per_block):
+    """The chunk size, the task partition and the per-range function of ``model``'s kernel."""
+    if isinstance(model, FFTPatchModel):
+        if chunk is None:
+            chunk = fft_chunk_size(model.hypotheses, working_memory, model.dtype.itemsize)
+        return chunk, _partition(data, subset, chunk, tasks_per_block), _per_patch_range_fft
+    chunk, ranges = _tasks(data, model, subset, chunk, working_memory, tasks_per_block)
+    return chunk, ranges, _per_patch_range
 
 
 def _per_patch_range(data, model, start, stop, step):
@@ -55,8 +141,8 @@ def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, workin
     ----------
     data : PatchData
         The patches.
-    model : PatchModel
-        The parameters (:func:`build_patch_model`).
+    model : PatchModel or FFTPatchModel
+        The parameters (:func:`build_per_patch_model`).
     subset : (int, int), default=None
         Only the patches ``start..stop-1``; ``None`` means all.  On a
         distributed source, whole measurements only (``start`` and ``stop``
@@ -123,7 +209,8 @@ def _block_per_patch(block, image_size, model, chunk, tasks_per_block):
 def _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory, tasks_per_block):
     """Yield ``(start, stop, (loglik, best, best_p, p_empty))`` task by task, in order
     (one measurement at a time on a distributed source, where the tasks run)."""
-    chunk, ranges = _tasks(data, model, subset, chunk, working_memory, tasks_per_block)
+    chunk, ranges, per_range = _kernel(data, model, subset, chunk, working_memory,
+                                       tasks_per_block)
     if data.distributed:
         start = 0 if subset is None else subset[0]
         data = _distributed_subset(data, subset)
@@ -132,8 +219,7 @@ def _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory, tasks_p
         for i, part in enumerate(parts):
             yield start + int(data.offsets[i]), start + int(data.offsets[i + 1]), part
         return
-    parts = ordered_map(lambda i, a, b: _per_patch_range(data, model, a, b, chunk), ranges,
-                        n_jobs)
+    parts = ordered_map(lambda i, a, b: per_range(data, model, a, b, chunk), ranges, n_jobs)
     for (_, a, b), part in zip(ranges, parts):
         yield a, b, part
 
@@ -150,8 +236,8 @@ def estep_detections(data, model, subset=None, *, chunk=None, n_jobs=None, worki
     ----------
     data : PatchData
         The patches.
-    model : PatchModel
-        The parameters (:func:`build_patch_model`).
+    model : PatchModel or FFTPatchModel
+        The parameters (:func:`build_per_patch_model`).
     subset : (int, int), default=None
         Only the patches ``start..stop-1``; ``None`` means all.  On a
         distributed source, whole measurements only (``start`` and ``stop``
@@ -235,8 +321,8 @@ def iter_detections(data, model, *, chunk=None, n_jobs=None, working_memory=None
     ----------
     data : PatchData
         The patches.
-    model : PatchModel
-        The parameters (:func:`build_patch_model`).
+    model : PatchModel or FFTPatchModel
+        The parameters (:func:`build_per_patch_model`).
     chunk : int, default=None
         Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
     n_jobs : int, default=None
@@ -279,15 +365,15 @@ def iter_detections(data, model, *, chunk=None, n_jobs=None, working_memory=None
     ...  iter_detections(PatchData(list(X), 5), model)]
     [(0, True), (1, True)]
     """
-    chunk, ranges = _tasks(data, model, None, chunk, working_memory, tasks_per_block)
+    chunk, ranges, per_range = _kernel(data, model, None, chunk, working_memory,
+                                       tasks_per_block)
     if data.distributed:
         parts = data.iter_blocks(_block_detections, data.image_size, model, chunk,
                                  tasks_per_block)
         for i, (patch, best, best_p) in enumerate(parts):
             yield i, patch + int(data.offsets[i]), best, best_p
         return
-    parts = ordered_map(lambda i, a, b: _per_patch_range(data, model, a, b, chunk), ranges,
-                        n_jobs)
+    parts = ordered_map(lambda i, a, b: per_range(data, model, a, b, chunk), ranges, n_jobs)
     current, kept = 0, []
     for (i, a, _), part in zip(ranges, parts):
         if i != current:

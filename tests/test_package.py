@@ -26,7 +26,7 @@ ALLOWED = {
     "_dask": {"_parallel", "patches"},
     "hypotheses": {"basis", "operators"},
     "patch_model": {"_parallel", "hypotheses", "patches"},
-    "posteriors": {"_parallel", "patch_model", "patches"},
+    "posteriors": {"_parallel", "fft_estep", "patch_model", "patches"},
     "checkpoint": {"initializers"},
     "fft_estep": {"hypotheses", "patch_model", "patches"},
     "moments": {"_parallel", "_validation", "basis", "operators", "patches"},

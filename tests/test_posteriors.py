@@ -64,3 +64,38 @@ def test_detections_per_measurement(basis, coef):
         assert np.all((patch >= data.offsets[i]) & (patch < data.offsets[i + 1]))
     for j in range(3):
         assert_array_equal(np.concatenate([g[j + 1] for g in groups]), whole[j])
+
+
+def test_fft_kernel_gives_the_gemm_posteriors_patch_by_patch():
+    """At L = 13 the per-patch model is the FFT one (no H x L**2 table); its
+    log-likelihoods, MAP hypotheses and posteriors are the GEMM's to rounding:
+    1e-10, the criterion of the two E-steps' statistics (tests/test_fft_estep.py)."""
+    from mtdlearn import FourierBesselBasis, make_target
+    from mtdlearn.fft_estep import FFTPatchModel
+    from mtdlearn.posteriors import build_per_patch_model
+
+    L13 = 13
+    basis = FourierBesselBasis(L13, n_coefficients=12)
+    coef13 = make_target(basis, random_state=3)
+    X, _ = make_measurement(coef13, basis, 70, snr=4, density=0.1, n_measurements=2,
+                            random_state=3)
+    data = PatchData([X[0], X[1][:53, :66]], L13)
+    args = (coef13, density_to_shift_probabilities(0.1, L13), 0.8,
+            _space(basis, np.linspace(0, 2 * np.pi, 5, endpoint=False)))
+    fft = build_per_patch_model(*args)
+    assert isinstance(fft, FFTPatchModel)
+    gemm = build_patch_model(*args)
+    ll, best, best_p, p_empty = estep_per_patch(data, gemm)
+    assert 0 < np.count_nonzero(best >= 0) < data.n_patches
+    for chunk, n_jobs in [(None, 1), (3, 2)]:
+        ll_f, best_f, best_p_f, p_empty_f = estep_per_patch(data, fft, chunk=chunk,
+                                                            n_jobs=n_jobs, tasks_per_block=2)
+        np.testing.assert_allclose(ll_f, ll, rtol=1e-10)
+        assert_array_equal(best_f, best)
+        np.testing.assert_allclose(best_p_f, best_p, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(p_empty_f, p_empty, rtol=1e-10, atol=1e-14)
+    patch, b_, p_ = estep_detections(data, fft, chunk=3)
+    assert_array_equal(patch, np.flatnonzero(best >= 0))
+    assert_array_equal(b_, best[patch])
+    groups = [g[1] for g in iter_detections(data, fft, chunk=3)]
+    assert_array_equal(np.concatenate(groups), patch)
