@@ -71,29 +71,35 @@ def build_per_patch_model(coef, shift_probabilities, noise_variance, hypotheses)
 
 def _per_patch_range_fft(data, model, start, stop, step):
     """:func:`_per_patch_range` with the FFT kernel (:func:`mtdlearn.fft_estep._chunk`)."""
-    n = stop - start
     L = model.hypotheses.image_size
-    d = L * L
-    ll = np.empty(n)
-    best = np.empty(n, dtype=np.int64)
-    best_p = np.empty(n)
-    p_empty = np.empty(n)
-    buf = np.empty((min(step, n), d), dtype=model.dtype)
+    out = _per_patch_outputs(stop - start)
+    buf = np.empty((min(step, stop - start), L * L), dtype=model.dtype)
     for c0 in range(start, stop, step):
         c1 = min(stop, c0 + step)
         P = data.get(c0, c1, out=buf[:c1 - c0]).reshape(-1, L, L)
         E, u, s, e_empty, _, _ = _chunk(P, model)
         # the hypotheses' entries of the lag grids, in the hypotheses' order
         E = E[:, :, model.lag_index].reshape(len(P), -1)
-        sl = slice(c0 - start, c1 - start)
-        ll[sl] = _patch_loglik(u, s, d, model)
-        arg = E.argmax(axis=1)
-        emax = E[np.arange(len(arg)), arg]
-        use_empty = e_empty >= emax
-        best[sl] = np.where(use_empty, -1, arg)
-        best_p[sl] = np.where(use_empty, e_empty, emax) / s
-        p_empty[sl] = e_empty / s
-    return ll, best, best_p, p_empty
+        _keep_per_patch(out, slice(c0 - start, c1 - start), E, u, s, e_empty, L * L, model)
+    return out
+
+
+def _per_patch_outputs(n):
+    """Empty ``(loglik, best, best_p, p_empty)`` of ``n`` patches."""
+    return np.empty(n), np.empty(n, dtype=np.int64), np.empty(n), np.empty(n)
+
+
+def _keep_per_patch(out, sl, E, u, s, e_empty, d, model):
+    """Write a chunk's log-likelihoods, MAP hypotheses and posteriors into ``out[sl]``
+    (``E``: its posterior numerators, one column per hypothesis)."""
+    ll, best, best_p, p_empty = out
+    ll[sl] = _patch_loglik(u, s, d, model)
+    arg = E.argmax(axis=1)
+    emax = E[np.arange(len(arg)), arg]
+    use_empty = e_empty >= emax
+    best[sl] = np.where(use_empty, -1, arg)
+    best_p[sl] = np.where(use_empty, e_empty, emax) / s
+    p_empty[sl] = e_empty / s
 
 
 def _kernel(data, model, subset, chunk, working_memory, tasks_per_block):
@@ -109,25 +115,15 @@ def _kernel(data, model, subset, chunk, working_memory, tasks_per_block):
 def _per_patch_range(data, model, start, stop, step):
     n = stop - start
     d = model.templates.shape[1]
-    ll = np.empty(n)
-    best = np.empty(n, dtype=np.int64)
-    best_p = np.empty(n)
-    p_empty = np.empty(n)
+    out = _per_patch_outputs(n)
     Pa_buf = np.empty((min(step, n), d + 2), dtype=model.dtype)
     E_buf = np.empty((min(step, n), model.templates.shape[0]), dtype=model.dtype)
     for c0 in range(start, stop, step):
         c1 = min(stop, c0 + step)
         Pa, sq = _get_augmented(data, c0, c1, model, out=Pa_buf)
         E, u, s, e_empty = _chunk_posteriors(Pa, sq, model, out=E_buf)
-        sl = slice(c0 - start, c1 - start)
-        ll[sl] = _patch_loglik(u, s, d, model)
-        arg = E.argmax(axis=1)
-        emax = E[np.arange(len(arg)), arg]
-        use_empty = e_empty >= emax
-        best[sl] = np.where(use_empty, -1, arg)
-        best_p[sl] = np.where(use_empty, e_empty, emax) / s
-        p_empty[sl] = e_empty / s
-    return ll, best, best_p, p_empty
+        _keep_per_patch(out, slice(c0 - start, c1 - start), E, u, s, e_empty, d, model)
+    return out
 
 
 def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, working_memory=None,

@@ -142,6 +142,10 @@ def test_fft_estep_on_cluster_equals_in_memory(client, monkeypatch):
     assert False in calls and True in calls   # the FFT E-step ran on both
     assert all(calls[len(calls) // 2:]) and not any(calls[:len(calls) // 2])
     _assert_same_fit(fitted, expected)  # bit-identical, not only close
+    # predict and score_samples take the FFT kernel too, on the workers as in memory
+    dask_X = [da.from_array(M) for M in X]
+    assert np.array_equal(fitted.predict(dask_X), expected.predict(X))
+    assert np.array_equal(fitted.score_samples(dask_X), expected.score_samples(X))
 
 
 def test_incremental_em_on_cluster(client, monkeypatch):
