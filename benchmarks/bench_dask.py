@@ -5,7 +5,9 @@ Writes ``--n-micrographs`` simulated micrographs of ``--size``^2 pixels
 fits them three ways from the files:
 
 * ``cluster-2``: a ``LocalCluster`` of 2 single-thread worker processes,
-  ``fit(read_micrographs(paths))``;
+  ``fit(read_micrographs(paths))``, with Dask's default settings or, with
+  ``--quiet-workers``, as ``mtdlearn fit --workers`` starts it (no worker
+  profiler, event-loop ticks every second: ``mtdlearn.cli.QUIET_WORKERS``);
 * ``cluster-1``: the same with 1 worker;
 * ``in-proc-2`` and ``in-proc-1``: ``fit(paths)``, memory-mapped, with
   ``n_jobs=2`` threads and ``n_jobs=1`` (the same cores as the clusters).
@@ -84,6 +86,10 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--modes", default="cluster-2,cluster-1,in-proc-2,in-proc-1",
                         help="comma-separated subset of the four runs")
+    parser.add_argument("--quiet-workers", action="store_true",
+                        help="start the clusters as `mtdlearn fit --workers` does "
+                             "(mtdlearn.cli.QUIET_WORKERS: no worker profiler, 1 s ticks) "
+                             "instead of with Dask's defaults")
     args = parser.parse_args(argv)
     args.modes = args.modes.split(",")
 
@@ -114,8 +120,14 @@ def main(argv=None):
         for workers in (2, 1):
             if f"cluster-{workers}" not in args.modes:
                 continue
-            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                              dashboard_address=None) as cluster, Client(cluster) as client:
+            if args.quiet_workers:
+                from mtdlearn.cli import local_cluster
+
+                cluster = local_cluster(workers)
+            else:
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+            with cluster, Client(cluster) as client:
                 start, per_iter, est = _fit_seconds(lambda: read_micrographs(paths), basis, K,
                                                     args.max_iter, None)
                 worker_mb = max(client.run(_rss_mb).values())
