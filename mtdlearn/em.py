@@ -351,7 +351,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
                 phase = prepared
             else:
                 grid = UniformRotationGrid(size)
-                phase = _EMData(prepared.data, HypothesisSpace(self.basis_, grid.get_angles()),
+                phase = _EMData(prepared.data, HypothesisSpace(prepared.hypotheses.basis,
+                                                                grid.get_angles()),
                                 prepared.estimate_noise)
                 state = InitialState(res["coef"], res["shift_probabilities"],
                                      res["noise_variance"])

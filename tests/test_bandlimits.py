@@ -154,3 +154,15 @@ def test_select_bandlimit_is_validated(tmp_path):
 
     with pytest.raises(ValueError, match="checkpoint"):
         ApproxEMEstimator(5, select_bandlimit=True).fit(X, checkpoint=tmp_path / "c.npz")
+
+
+def test_selection_with_refinement_refines_the_chosen_basis(problem):
+    """The finer rotation grids run in the chosen sub-basis (not the full one)."""
+    image, X = problem
+    em = _fit(ApproxEMEstimator(11, rotations=4, refinement=2, select_bandlimit=True,
+                                max_iter=30, random_state=0), X)
+    assert em.coef_.shape == (78,)
+    assert em.n_functions_ < 78
+    assert np.count_nonzero(em.coef_) <= em.n_functions_
+    assert len(em.angles_) == 8
+    assert em.coarse_n_iter_ < em.n_iter_
