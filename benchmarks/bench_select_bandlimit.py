@@ -17,6 +17,10 @@ Usage::
     taskset -c 1 python benchmarks/bench_select_bandlimit.py --seed 0 \\
         --kw '{"select_bandlimit": true}'
     taskset -c 1 python benchmarks/bench_select_bandlimit.py --seed 0 --n-coefficients 60
+    taskset -c 1 python benchmarks/bench_select_bandlimit.py --seed 0 --truth-n-coefficients 0
+
+(``--truth-n-coefficients 0``: a truth with a white spectrum up to Nyquist in
+the 281-function default basis, as in ``bench_sizes.py --recovery``.)
 """
 
 import argparse
@@ -42,9 +46,12 @@ def main():
     ap.add_argument("--n-coefficients", type=int, default=None)
     ap.add_argument("--max-iter", type=int, default=100)
     ap.add_argument("--kw", default="{}", help="more estimator parameters, as JSON")
+    ap.add_argument("--truth-n-coefficients", type=int, default=60,
+                    help="n_coefficients of the truth's basis; 0: the default basis")
     a = ap.parse_args()
     L, seed = 21, a.seed
-    truth_basis = FourierBesselBasis(L, n_coefficients=60)
+    truth_basis = (FourierBesselBasis(L, n_coefficients=a.truth_n_coefficients)
+                   if a.truth_n_coefficients else FourierBesselBasis(L))
     coef = make_target(truth_basis, random_state=seed)
     X, _ = make_measurement(coef, truth_basis, 1536, snr=3, density=0.1, random_state=seed)
     basis = FourierBesselBasis(L, n_coefficients=a.n_coefficients) if a.n_coefficients else None
