@@ -1,7 +1,7 @@
 """The nested band-limited sub-bases of a Fourier-Bessel basis.
 
 :class:`~mtdlearn.ApproxEMEstimator` with ``select_bandlimit=True`` chooses
-among them the band limit that the data support (the Bayesian information
+among them the band limit that the data support (Akaike's information
 criterion).  This module builds the sequence and maps coefficients between a
 basis and its sub-bases (exactly: the functions are the same, so an image
 keeps its pixels).

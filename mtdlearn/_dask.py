@@ -27,7 +27,8 @@ checked (finite, not constant) by one task per block.
 from ._parallel import tree_reduce
 from .patches import PatchData, _scan_values
 
-__all__ = ["is_dask_input", "DaskPatchData", "as_dask_source", "active_client"]
+__all__ = ["is_dask_input", "DaskPatchData", "as_dask_source", "active_client", "local_cluster",
+           "QUIET_WORKERS", "NO_HTTP_PORT"]
 
 
 def _is_dask_array(x):
@@ -338,3 +339,41 @@ def as_dask_source(X, image_size, name="X"):
             raise ValueError(f"{label} of shape {a.shape} is smaller than one "
                              f"{image_size}x{image_size} patch")
     return DaskPatchData(arrays, image_size, names).check(name)
+
+
+#: Dask settings of the local cluster of ``mtdlearn fit --workers``: no statistical profiler
+#: (it samples the running task's stack every 10 ms, for a dashboard this
+#: cluster does not start) and event-loop health checks every second instead
+#: of every 20 ms.  A worker with one core shares it with its event loop;
+#: measured (32 micrographs of 2048^2, L = 5, K = 16, one core): 57.5 s per
+#: iteration with Dask's defaults, 53.4 s with these, 44.3 s in process.
+QUIET_WORKERS = {"distributed.worker.profile.enabled": False,
+                 "distributed.admin.tick.interval": "1s"}
+
+
+#: Scheduler options of a ``LocalCluster`` without dashboard whose HTTP server
+#: (health checks, metrics) takes a free port: with ``dashboard_address=None``
+#: alone it asks for 8787 and warns when another cluster holds it.
+NO_HTTP_PORT = {"dashboard": False, "dashboard_address": ":0"}
+
+
+def local_cluster(n_workers):
+    """Start the local Dask cluster of ``mtdlearn fit --workers``.
+
+    Parameters
+    ----------
+    n_workers : int
+        Worker processes, one thread each.
+
+    Returns
+    -------
+    cluster : distributed.LocalCluster
+        Its workers set as :data:`QUIET_WORKERS` (the caller's Dask settings
+        are left as they were); no dashboard.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set(QUIET_WORKERS):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                            dashboard_address=None, scheduler_kwargs=NO_HTTP_PORT)

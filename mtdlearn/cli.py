@@ -161,38 +161,6 @@ def _uses_dask(args):
     return args.scheduler is not None or args.workers is not None
 
 
-#: Dask settings of the local cluster of ``--workers``: no statistical profiler
-#: (it samples the running task's stack every 10 ms, for a dashboard this
-#: cluster does not start) and event-loop health checks every second instead
-#: of every 20 ms.  A worker with one core shares it with its event loop;
-#: measured (32 micrographs of 2048^2, L = 5, K = 16, one core): 57.5 s per
-#: iteration with Dask's defaults, 53.4 s with these, 44.3 s in process.
-QUIET_WORKERS = {"distributed.worker.profile.enabled": False,
-                 "distributed.admin.tick.interval": "1s"}
-
-
-def local_cluster(n_workers):
-    """Start the local Dask cluster of ``--workers``.
-
-    Parameters
-    ----------
-    n_workers : int
-        Worker processes, one thread each.
-
-    Returns
-    -------
-    cluster : distributed.LocalCluster
-        Its workers set as :data:`QUIET_WORKERS` (the caller's Dask settings
-        are left as they were); no dashboard.
-    """
-    import dask
-    from distributed import LocalCluster
-
-    with dask.config.set(QUIET_WORKERS):
-        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                            dashboard_address=None)
-
-
 def _inputs(args):
     """The measurements: memory-mapped files, or lazy micrographs read on the workers."""
     paths = _expand_inputs(args.inputs)
@@ -224,6 +192,8 @@ class _dask_client:
         if args.scheduler is not None:
             client = Client(args.scheduler, timeout="30s")
         else:
+            from ._dask import local_cluster
+
             cluster = local_cluster(args.workers)
             self.stack.append(cluster)
             client = Client(cluster)

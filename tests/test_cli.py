@@ -553,16 +553,3 @@ def test_fit_and_predict_on_a_local_dask_cluster(tmp_path, capsys):
                  "--output-dir", str(tmp_path / "c")]) == 2
     assert "not both" in capsys.readouterr().err
 
-
-def test_local_cluster_workers_run_without_the_profiler():
-    """--workers starts workers without Dask's statistical profiler and with slow
-    event-loop ticks (cli.QUIET_WORKERS), the settings the benchmark measured."""
-    distributed = pytest.importorskip("distributed")
-    from mtdlearn.cli import QUIET_WORKERS, local_cluster
-
-    with local_cluster(1) as cluster, distributed.Client(cluster) as client:
-        import dask
-
-        seen = client.run(lambda: {k: dask.config.get(k) for k in QUIET_WORKERS})
-        assert list(seen.values()) == [QUIET_WORKERS]
-    assert dask.config.get("distributed.worker.profile.enabled") is True  # not changed here

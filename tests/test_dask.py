@@ -22,7 +22,7 @@ import joblib  # noqa: E402
 
 from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator,  # noqa: E402
                       FourierBesselBasis, make_measurement, make_target)
-from mtdlearn._dask import as_dask_source  # noqa: E402
+from mtdlearn._dask import NO_HTTP_PORT, as_dask_source  # noqa: E402
 from mtdlearn.autocorrelation import AutocorrelationInitializer  # noqa: E402
 from mtdlearn.checkpoint import FitCheckpoint, hash_measurements  # noqa: E402
 from mtdlearn.io import picks_table, read_micrographs  # noqa: E402
@@ -51,7 +51,8 @@ def _em(**kw):
 @pytest.fixture(scope="module")
 def client():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, host="127.0.0.1") as cluster:
+                                  dashboard_address=None, host="127.0.0.1",
+                                  scheduler_kwargs=NO_HTTP_PORT) as cluster:
         with distributed.Client(cluster) as c:
             yield c
 
@@ -427,3 +428,17 @@ def test_reductions_on_the_workers_equal_in_memory(client):
         got = _order_statistics(scan, n, rank, first, max_collect=0)
         assert got == (values[rank], values[min(rank + 1, n - 1)])
     assert data.memoize(data_statistics, L) == data_statistics(X, L)
+
+
+def test_local_cluster_workers_run_without_the_profiler():
+    """--workers starts workers without Dask's statistical profiler and with slow
+    event-loop ticks (_dask.QUIET_WORKERS), the settings the benchmark measured."""
+    distributed = pytest.importorskip("distributed")
+    from mtdlearn._dask import QUIET_WORKERS, local_cluster
+
+    with local_cluster(1) as cluster, distributed.Client(cluster) as client:
+        import dask
+
+        seen = client.run(lambda: {k: dask.config.get(k) for k in QUIET_WORKERS})
+        assert list(seen.values()) == [QUIET_WORKERS]
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # not changed here

@@ -46,9 +46,10 @@ def _grid_measurement(coef, basis, size, K, sigma2, seed):
        K=st.integers(1, 8), fixed_noise=st.booleans())
 def test_log_likelihood_never_decreases(basis, coef, seed, snr, K, fixed_noise):
     X, truth = make_measurement(coef, basis, 80, snr=snr, random_state=seed)
+    # one grid (refinement="auto" refines K = 1 < nu_max = 2: each grid its own objective)
     em = ApproxEMEstimator(L, basis=basis, rotations=K, max_iter=15, tol=0.0, dtype=np.float64,
                            noise_variance=truth.noise_variance if fixed_noise else None,
-                           random_state=seed)
+                           refinement=None, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         em.fit(X)
@@ -497,8 +498,59 @@ def test_refinement_reaches_the_fine_grid(basis, coef):
     assert refined.angles_.shape == (16,) and refined.rotations_.n_rotations == 16
     assert 0 < refined.coarse_n_iter_ < refined.n_iter_
     assert refined.predict(X)["angle"].max() < 2 * np.pi
-    with pytest.raises(ValueError, match="refinement must be None or an int >= 2"):
+    with pytest.raises(ValueError, match="refinement must be None, 'auto' or an int >= 2"):
         ApproxEMEstimator(L, refinement=1).fit(X)
+    with pytest.raises(ValueError, match="refinement must be None, 'auto' or an int >= 2"):
+        ApproxEMEstimator(L, refinement="fine").fit(X)
+
+
+@given(st.sampled_from([3, 5, 7, 9, 11, 13, 15, 21, 25]), st.integers(1, 40))
+@settings(max_examples=30, deadline=None)
+def test_auto_refinement_grows_the_grid_to_the_top_angular_frequency(size, K):
+    """refinement="auto": the smallest power of two r with r K >= nu_max."""
+    from mtdlearn.em import auto_refinement
+
+    nu_max = int(np.max(np.abs(FourierBesselBasis(size).frequencies)))
+    r = auto_refinement(FourierBesselBasis(size), K)
+    if K >= nu_max:
+        assert r is None
+    else:
+        assert r >= 2 and r & (r - 1) == 0 and r * K >= nu_max > r // 2 * K
+
+
+def test_auto_refinement_is_the_default_and_keeps_the_paper_setting(basis, coef, tmp_path):
+    """The paper's basis (nu_max = 2) at K >= 2 runs one grid, bit for bit as
+    refinement=None; where K < nu_max, "auto" is refinement=r; a grid that is not
+    uniform is kept; a checkpointed fit runs one grid."""
+    X, _ = make_measurement(coef, basis, 80, snr=20, random_state=5)
+    kw = dict(basis=basis, max_iter=20, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        default = ApproxEMEstimator(L, rotations=4, **kw).fit(X)
+        assert default.refinement == "auto"
+        plain = ApproxEMEstimator(L, rotations=4, refinement=None, **kw).fit(X)
+        np.testing.assert_array_equal(default.coef_, plain.coef_)
+        assert default.log_likelihood_history_ == plain.log_likelihood_history_
+        # K = 1 < nu_max = 2: auto is refinement=2, ending on the 2-point grid
+        auto = ApproxEMEstimator(L, rotations=1, **kw).fit(X)
+        two = ApproxEMEstimator(L, rotations=1, refinement=2, **kw).fit(X)
+        np.testing.assert_array_equal(auto.coef_, two.coef_)
+        assert auto.rotations_.n_rotations == 2
+        # a grid of one's own is kept as given
+        from mtdlearn.rotations import check_rotation_grid
+
+        class OneAngle:
+            def get_angles(self):
+                return np.array([0.3])
+
+        custom = ApproxEMEstimator(L, rotations=OneAngle(), **kw).fit(X)
+        assert check_rotation_grid(custom.rotations_)[1].tolist() == [0.3]
+        # checkpointed: one grid (an explicit refinement is refused there)
+        saved = ApproxEMEstimator(L, rotations=1, **kw).fit(X, checkpoint=tmp_path / "c.npz")
+        assert saved.rotations_.n_rotations == 1
+        with pytest.raises(ValueError, match="refinement"):
+            ApproxEMEstimator(L, rotations=1, refinement=2, **kw).fit(
+                X, checkpoint=tmp_path / "d.npz")
 
 
 @pytest.mark.parametrize("K, r, sizes", [(16, 2, [16, 32]), (16, 3, [16, 32, 48]),

@@ -47,7 +47,7 @@ ALLOWED = {
     "plotting": {"_validation", "basis", "metrics"},
     "experiments": {"autocorrelation", "basis", "datasets", "em", "initializers", "metrics"},
     "_cli_files": set(),
-    "cli": {"_cli_files", "autocorrelation", "basis", "datasets", "em", "initializers", "io",
+    "cli": {"_cli_files", "_dask", "autocorrelation", "basis", "datasets", "em", "initializers", "io",
             "metrics",
             "operators", "rotations",
             "plotting"},
