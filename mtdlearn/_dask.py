@@ -24,6 +24,8 @@ reads the pixels: shapes come from the arrays' metadata, and the values are
 checked (finite, not constant) by one task per block.
 """
 
+import numpy as np
+
 from ._parallel import tree_reduce
 from .patches import PatchData, _scan_values
 
@@ -56,8 +58,6 @@ def active_client():
 
 
 def _block_apply(block, func, args, kwargs):
-    import numpy as np
-
     # A block that arrived from another process can sit at any byte offset
     # of its message frame (measured: addresses 5 and 6 mod 64); NumPy then
     # takes its unaligned loops, which round sums differently on some CPUs
@@ -151,6 +151,19 @@ class DaskPatchData(PatchData):
             st["blocks"], st["client"] = blocks, client
         return st["blocks"]
 
+    def _block_tasks(self, func, args, kwargs):
+        """One delayed ``func(block_i, *args, **kwargs)`` per micrograph, and the
+        active client (``None``: dask's default scheduler).  With a client the
+        (small) arguments go to every worker once per call."""
+        import dask
+
+        blocks = self._blocks()
+        client = active_client()
+        if client is not None:
+            args, kwargs = client.scatter([args, kwargs], broadcast=True, hash=False)
+        return [dask.delayed(_block_apply, pure=False)(b, func, args, kwargs)
+                for b in blocks], client
+
     def map_blocks(self, func, *args, **kwargs):
         """``[func(block_i, *args, **kwargs) for each micrograph]``, on the workers, in order.
 
@@ -159,16 +172,9 @@ class DaskPatchData(PatchData):
         """
         import dask
 
-        blocks = self._blocks()
-        client = active_client()
+        tasks, client = self._block_tasks(func, args, kwargs)
         if client is not None:
-            # the (small) arguments go to every worker once per call
-            args_f, kwargs_f = client.scatter([args, kwargs], broadcast=True, hash=False)
-            tasks = [dask.delayed(_block_apply, pure=False)(b, func, args_f, kwargs_f)
-                     for b in blocks]
-            futures = client.compute(tasks)
-            return client.gather(futures)
-        tasks = [dask.delayed(_block_apply, pure=False)(b, func, args, kwargs) for b in blocks]
+            return client.gather(client.compute(tasks))
         return list(dask.compute(*tasks))
 
     def map_reduce(self, func, pair, *args, **kwargs):
@@ -186,11 +192,7 @@ class DaskPatchData(PatchData):
         """
         import dask
 
-        blocks = self._blocks()
-        client = active_client()
-        if client is not None:
-            args, kwargs = client.scatter([args, kwargs], broadcast=True, hash=False)
-        tasks = [dask.delayed(_block_apply, pure=False)(b, func, args, kwargs) for b in blocks]
+        tasks, client = self._block_tasks(func, args, kwargs)
         root = tree_reduce(tasks, dask.delayed(pair, pure=False))
         if client is not None:
             return client.compute(root).result()
@@ -205,18 +207,12 @@ class DaskPatchData(PatchData):
         worker.  For results that grow with the data (detections), so that
         the client holds one micrograph's at a time.
         """
-        import dask
-
-        blocks = self._blocks()
-        client = active_client()
+        tasks, client = self._block_tasks(func, args, kwargs)
         if client is None:
-            for b in blocks:
-                yield dask.delayed(_block_apply, pure=False)(b, func, args, kwargs).compute()
+            for task in tasks:
+                yield task.compute()
             return
-        args_f, kwargs_f = client.scatter([args, kwargs], broadcast=True, hash=False)
-        futures = client.compute([dask.delayed(_block_apply, pure=False)(b, func, args_f,
-                                                                        kwargs_f)
-                                  for b in blocks])
+        futures = client.compute(tasks)
         for i in range(len(futures)):
             future, futures[i] = futures[i], None   # released once handed over
             yield future.result()
@@ -277,8 +273,6 @@ class DaskPatchData(PatchData):
 
 
 def _scan_values_any(block):
-    import numpy as np
-
     finite, constant = _scan_values(np.asarray(block))
     return bool(finite), constant
 
@@ -300,8 +294,6 @@ def as_dask_source(X, image_size, name="X"):
     data : DaskPatchData
         Its values checked on the workers.
     """
-    import numpy as np
-
     if isinstance(X, DaskPatchData):
         for i, M in enumerate(X.measurements):
             if min(M.shape) < image_size:
