@@ -6,8 +6,15 @@ this file: for a few seeds, the fitted parameters, log-likelihood histories,
 ``tests/test_regression.py`` pins the package to these values (1e-12; the
 autocorrelation fit's outputs to where its optimizer stops).
 The cases are listed in ``CASES`` and shared with the test.
+
+``python tests/data/make_regression.py --case I`` re-records case ``I`` only,
+keeping the others' arrays: done for case 2's ``em_*`` and ``ac_*`` arrays (its
+moments were then put back from the wave-1 record) (the EM started from the autocorrelation
+fit) when that fit's L-BFGS-B memory went from 10 to 50 correction pairs
+(``moment_fit._LBFGS_MEMORY``), see ``tests/test_regression.py``.
 """
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +78,20 @@ def run_case(seed, size, snr, K, fixed, init, dtype):
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", type=int, default=None,
+                    help="re-record this case only, keeping the others' arrays")
+    args = ap.parse_args()
     arrays = {}
+    if args.case is not None:
+        if not 0 <= args.case < len(CASES):
+            raise SystemExit(f"--case must be in [0, {len(CASES)}), got {args.case}")
+        with np.load(FIXTURE) as old:
+            arrays = {k: old[k] for k in old.files if not k.startswith(f"case{args.case}_")}
     for i, case in enumerate(CASES):
-        for key, value in run_case(*case).items():
-            arrays[f"case{i}_{key}"] = value
+        if args.case is None or i == args.case:
+            for key, value in run_case(*case).items():
+                arrays[f"case{i}_{key}"] = value
     np.savez(FIXTURE, **arrays)
     print(f"wrote {FIXTURE} ({len(arrays)} arrays)")
 
