@@ -16,16 +16,27 @@ of ``--repeat`` runs.  Beside them:
 The GEMM kernel at L = 41 needs its H x L^2 template table (1.4 GB at
 K = 16) and is skipped unless ``--gemm-41``.
 
-Part 2 (``--recovery``): a default-settings fit (``ApproxEMEstimator(L)``
-with only ``random_state``; optionally ``--n-coefficients``) at N=4096 (or
-``--recovery-size``), density 0.1, for each SNR: time, iterations and
-relative error, the measurement's size and the process's peak resident
-memory (a high-water mark over the whole run, data included).
+Part 2 (``--recovery``): a default-settings fit (``ApproxEMEstimator(L,
+random_state=seed, n_jobs=--jobs)``) at N=4096 (or ``--recovery-size``),
+density 0.1, for each SNR, of a band-limited particle: the truth is
+``make_target`` in ``FourierBesselBasis(L, bandlimit=f * lambda_max)``, ``f``
+(``--truth-fraction``) of the default basis's Nyquist band limit (0.47815:
+the 61 of 281 functions of issue 12's L = 21 particle, 232 of 1055 at
+L = 41; ``1``: the whole default basis, a white spectrum up to Nyquist).
+After every iteration (a SQUAREM cycle) it prints the fit's elapsed time
+(the error computations excluded), the grid's K and the rotation-aligned
+relative errors on the images and by eq. (19), with the truth expanded
+exactly into the default basis; ``--budget`` stops a fit after the
+iteration that crosses it (reported as such).  At the end: time, status and
+the peak resident memory of the fit (``VmHWM`` reset before it, Linux), and
+how far it rose above the resident memory at the start, when the measurement
+and the interpreter are already resident: the fit's memory beyond the data.
 
 Usage::
 
     python benchmarks/bench_sizes.py --cost --size 1050
-    python benchmarks/bench_sizes.py --recovery --image-size 21 --snr 3 10 --recovery-size 1536
+    python benchmarks/bench_sizes.py --recovery --image-size 21 --snr 1 3 10 --budget 900
+    taskset -c 1 python benchmarks/bench_sizes.py --recovery --image-size 41 --snr 3 --jobs 1
 """
 
 import argparse
@@ -107,29 +118,93 @@ def cost(size, sizes, K, repeat, gemm_41):
               f" {choice:>6} {times[choice] / base:>6.1f}", flush=True)
 
 
-def recovery(L, snrs, size, n_coefficients, seeds, max_iter):
-    print(f"L = {L}, N = {size}, density 0.1, default settings"
-          + (f", n_coefficients={n_coefficients}" if n_coefficients else ""))
-    print(f"{'SNR':>5} {'seed':>4} {'p':>5} {'iters':>5} {'time s':>7} {'error':>7} "
-          f"{'data MB':>8} {'peak RSS MB':>11}")
+def _rss_mb(field):
+    """``VmRSS`` / ``VmHWM`` of this process from /proc (Linux), in MB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak():
+    """Reset the peak resident memory (``VmHWM``) to the current one, if Linux allows."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class _Stop(Exception):
+    pass
+
+
+def recovery(L, snrs, size, truth_fraction, seeds, max_iter, budget, n_jobs):
+    """Default-settings fits of a band-limited particle; prints one line per iteration."""
+    full = FourierBesselBasis(L)
+    truth_basis = (FourierBesselBasis(L, bandlimit=truth_fraction * np.max(full.roots))
+                   if truth_fraction < 1 else full)
+    print(f"L = {L}, N = {size}, density 0.1, truth: {truth_basis.n_functions} of the "
+          f"{full.n_functions} default functions (band limit {truth_fraction:g} of Nyquist); "
+          f"ApproxEMEstimator({L}, random_state=seed, n_jobs={n_jobs}), budget {budget:g} s",
+          flush=True)
     for snr in snrs:
         for seed in seeds:
-            basis = (FourierBesselBasis(L, n_coefficients=n_coefficients) if n_coefficients
-                     else FourierBesselBasis(L))
-            coef = make_target(basis, random_state=seed)
-            X, _ = make_measurement(coef, basis, size, snr=snr, density=0.1, random_state=seed)
-            em = ApproxEMEstimator(L, basis=basis if n_coefficients else None,
-                                   max_iter=max_iter, random_state=seed)
-            t = time.perf_counter()
+            coef = make_target(truth_basis, random_state=seed)
+            X, _ = make_measurement(coef, truth_basis, size, snr=snr, density=0.1,
+                                    random_state=seed)
+            truth = full.expand(truth_basis.evaluate(coef))   # exact: nested bases
+            del coef
+            em = ApproxEMEstimator(L, max_iter=max_iter, n_jobs=n_jobs, random_state=seed)
+            step, clock = em._step, {"excluded": 0.0}
+            print(f"SNR {snr:g}, seed {seed}: measurement {X.nbytes / 2**20:.0f} MB, "
+                  f"resident before the fit {_rss_mb('VmRSS'):.0f} MB", flush=True)
+            print(f"{'iter':>5} {'time s':>8} {'K':>4} {'img':>7} {'coef':>7}", flush=True)
+
+            def timed_step(prepared, state, objective, stats, n_jobs, step=step, clock=clock):
+                out = step(prepared, state, objective, stats, n_jobs)
+                elapsed = time.perf_counter() - clock["t0"] - clock["excluded"]
+                t = time.perf_counter()   # the errors are not part of the fit's time
+                c = out[0].coef
+                clock["n"] = clock.get("n", 0) + 1
+                print(f"{clock['n']:>5} {elapsed:>8.1f} "
+                      f"{prepared.hypotheses.n_rotations:>4} "
+                      f"{relative_error(truth, c, full, domain='image'):>7.4f} "
+                      f"{relative_error(truth, c, full):>7.4f}", flush=True)
+                clock["excluded"] += time.perf_counter() - t
+                if elapsed > budget:
+                    raise _Stop
+                return out
+
+            em._step = timed_step
+            reset = _reset_peak()
+            before = _rss_mb("VmRSS")
+            clock["t0"] = time.perf_counter()
+            stopped = False
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                em.fit(X)
-            err = relative_error(coef, em.coef_, basis)
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(f"{snr:>5g} {seed:>4} {basis.n_functions:>5} {em.n_iter_:>5}"
-                  f" {time.perf_counter() - t:>7.1f} {err:>7.4f} {X.nbytes / 2**20:>8.0f}"
-                  f" {rss:>11.0f}" + ("" if em.converged_ else "  (not converged)"),
+                try:
+                    em.fit(X)
+                except _Stop:
+                    stopped = True
+            elapsed = time.perf_counter() - clock["t0"] - clock["excluded"]
+            peak = _rss_mb("VmHWM")
+            status = ("stopped at the budget, not converged" if stopped else
+                      f"{'converged' if em.converged_ else 'not converged'} after "
+                      f"{em.n_iter_} iterations")
+            print(f"SNR {snr:g}, seed {seed}: {elapsed:.1f} s, {status}; peak resident "
+                  f"{peak:.0f} MB ({'during the fit' if reset else 'whole process'}), "
+                  f"{peak - before:.0f} MB above the resident {before:.0f} MB at the start",
                   flush=True)
+            if not stopped:
+                print(f"final error: img {relative_error(truth, em.coef_, full, 'image'):.4f}"
+                      f" coef {relative_error(truth, em.coef_, full):.4f}", flush=True)
+            del X, em
 
 
 def main():
@@ -144,15 +219,20 @@ def main():
     ap.add_argument("--image-size", type=int, default=21)
     ap.add_argument("--snr", type=float, nargs="+", default=[1, 3, 10])
     ap.add_argument("--recovery-size", type=int, default=4096)
-    ap.add_argument("--n-coefficients", type=int, default=None)
+    ap.add_argument("--truth-fraction", type=float, default=0.47815,
+                    help="the truth's band limit, a fraction of the default basis's (1: the "
+                         "whole default basis, a white spectrum up to Nyquist)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--max-iter", type=int, default=100)
+    ap.add_argument("--budget", type=float, default=np.inf,
+                    help="stop a fit after the iteration that crosses this many seconds")
+    ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
     if args.cost:
         cost(args.size, args.sizes, args.rotations, args.repeat, args.gemm_41)
     if args.recovery:
-        recovery(args.image_size, args.snr, args.recovery_size, args.n_coefficients,
-                 args.seeds, args.max_iter)
+        recovery(args.image_size, args.snr, args.recovery_size, args.truth_fraction,
+                 args.seeds, args.max_iter, args.budget, args.jobs)
 
 
 if __name__ == "__main__":
