@@ -24,9 +24,10 @@ density 0.1, for each SNR, of a band-limited particle: the truth is
 the 61 of 281 functions of issue 12's L = 21 particle, 232 of 1055 at
 L = 41; ``1``: the whole default basis, a white spectrum up to Nyquist).
 After every iteration (a SQUAREM cycle) it prints the fit's elapsed time
-(the error computations excluded), the grid's K and the rotation-aligned
+(the error computations excluded), the grid's K, the rotation-aligned
 relative errors on the images and by eq. (19), with the truth expanded
-exactly into the default basis; ``--budget`` stops a fit after the
+exactly into the default basis, and the gain of the mean log-likelihood
+per patch (``inf`` or negative where a grid or the precision changes); ``--budget`` stops a fit after the
 iteration that crosses it (reported as such).  At the end: time, status and
 the peak resident memory of the fit (``VmHWM`` reset before it, Linux), and
 how far it rose above the resident memory at the start, when the measurement
@@ -164,7 +165,8 @@ def recovery(L, snrs, size, truth_fraction, seeds, max_iter, budget, n_jobs):
             step, clock = em._step, {"excluded": 0.0}
             print(f"SNR {snr:g}, seed {seed}: measurement {X.nbytes / 2**20:.0f} MB, "
                   f"resident before the fit {_rss_mb('VmRSS'):.0f} MB", flush=True)
-            print(f"{'iter':>5} {'time s':>8} {'K':>4} {'img':>7} {'coef':>7}", flush=True)
+            print(f"{'iter':>5} {'time s':>8} {'K':>4} {'img':>7} {'coef':>7} {'gain':>10}",
+                  flush=True)
 
             def timed_step(prepared, state, objective, stats, n_jobs, step=step, clock=clock):
                 out = step(prepared, state, objective, stats, n_jobs)
@@ -175,7 +177,8 @@ def recovery(L, snrs, size, truth_fraction, seeds, max_iter, budget, n_jobs):
                 print(f"{clock['n']:>5} {elapsed:>8.1f} "
                       f"{prepared.hypotheses.n_rotations:>4} "
                       f"{relative_error(truth, c, full, domain='image'):>7.4f} "
-                      f"{relative_error(truth, c, full):>7.4f}", flush=True)
+                      f"{relative_error(truth, c, full):>7.4f} {out[1] - objective:>10.3e}",
+                      flush=True)
                 clock["excluded"] += time.perf_counter() - t
                 if elapsed > budget:
                     raise _Stop
