@@ -796,5 +796,11 @@ def rotated_evaluation(basis, angles):
     >>> np.allclose(BR[1] @ coef, basis.evaluate(basis.rotate(coef, 1.0)).ravel())
     True
     """
-    R = basis.rotation_matrices(np.asarray(angles, dtype=np.float64))  # rotate = R @ coef
-    return np.matmul(basis.matrix[None], R)
+    # one angle at a time: the (K, p, p) stack of rotation matrices was 570 MB
+    # at L = 41, K = 64 (p = 1055), beside the 908 MB result
+    angles = np.atleast_1d(np.asarray(angles, dtype=np.float64))
+    B = basis.matrix
+    out = np.empty(angles.shape + B.shape)
+    for index in np.ndindex(angles.shape):
+        np.matmul(B, basis.rotation_matrices(angles[index]), out=out[index])  # rotate = R @ coef
+    return out

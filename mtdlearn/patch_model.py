@@ -635,6 +635,28 @@ def noise_variance_floor(mean_square):
     return 1e-12 * max(float(mean_square), 1e-300)
 
 
+#: The M-step forms ``sum_k BR_k^T diag(D_k) BR_k`` over blocks of
+#: rotations whose weighted copy of ``BR`` stays within this many bytes.
+#: The table ``BR`` is ``K L**2 p`` floats: at L = 41 and K = 64 (the last
+#: grid of ``refinement="auto"``) 908 MB, and one weighted copy of all of
+#: it took a K = 64 iteration's peak to 2.2 GB (measured, N = 1025).  Up to
+#: this size (every L <= 21 at K <= 32) there is one block, as before.
+_GRAM_BLOCK_BYTES = 64 * 2**20
+
+
+def _weighted_gram(BR, D):
+    """``sum_k BR[k].T @ diag(D[k]) @ BR[k]`` (p, p), in blocks of rotations."""
+    K, d, p = BR.shape
+    step = max(1, _GRAM_BLOCK_BYTES // (d * p * BR.itemsize))
+    if step >= K:   # one GEMM (a 3-operand einsum loops: 55 s at L = 41)
+        return (BR * D[..., None]).reshape(-1, p).T @ BR.reshape(-1, p)
+    A = np.zeros((p, p))
+    for k0 in range(0, K, step):
+        B = BR[k0:k0 + step]
+        A += (B * D[k0:k0 + step, :, None]).reshape(-1, p).T @ B.reshape(-1, p)
+    return A
+
+
 def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_floor=0.0):
     """Run one M-step from the sufficient statistics (eq. 16 and 18).
 
@@ -694,9 +716,7 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
     BR = space.rotated_evaluation
     W = space.per_rotation(stats.weights)
     D = W @ space.visibility                             # (K, d) pixel weights
-    # sum_k BR_k^T diag(D_k) BR_k as one GEMM (a 3-operand einsum loops: 55 s at L = 41)
-    p = BR.shape[-1]
-    A = (BR * D[..., None]).reshape(-1, p).T @ BR.reshape(-1, p)
+    A = _weighted_gram(BR, D)
     y = (space.adjoint(stats.weighted_patches) if stats.rotation_images is None
          else stats.rotation_images)                     # (K, d)
     b = np.einsum("kfp,kf->p", BR, y)

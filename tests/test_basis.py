@@ -715,3 +715,20 @@ def test_large_basis_pickles_cheaply():
     assert copy == basis and copy._matrix is None
     assert_array_equal(copy.matrix, basis.matrix)
     assert_allclose(copy.expand(image), basis.expand(image), rtol=0, atol=0)
+
+
+def test_rotated_evaluation_is_the_rotated_images():
+    """``rotated_evaluation(basis, angles)[k] @ coef`` is the image of
+    ``rotate(coef, angles[k])``, for several angles and a scalar angle."""
+    from mtdlearn.basis import rotated_evaluation
+
+    basis = FourierBesselBasis(9)
+    coef = np.random.default_rng(1).standard_normal(basis.n_functions)
+    angles = np.array([0.0, 0.4, 2.0, -1.3])
+    BR = rotated_evaluation(basis, angles)
+    assert BR.shape == (4, 81, basis.n_functions)
+    for k, phi in enumerate(angles):
+        expected = basis.evaluate(basis.rotate(coef, phi)).ravel()
+        np.testing.assert_allclose(BR[k] @ coef, expected, rtol=0,
+                                   atol=1e-12 * np.abs(expected).max())
+    assert rotated_evaluation(basis, 0.4).shape == (1, 81, basis.n_functions)

@@ -299,3 +299,20 @@ def test_exponent_floor_does_not_change_the_statistics(monkeypatch, dtype, rtol)
     for name in ("weights", "weighted_patches", "loglik", "weight_empty"):
         a, b = np.asarray(getattr(floored, name)), np.asarray(getattr(plain, name))
         np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.max(np.abs(b)), err_msg=name)
+
+
+def test_weighted_gram_in_blocks_equals_one_gemm(monkeypatch):
+    """The M-step's ``sum_k BR_k^T diag(D_k) BR_k`` in blocks of rotations
+    (bounded memory at large L and K) is the one-GEMM sum, to rounding."""
+    from mtdlearn import patch_model
+
+    rng = np.random.default_rng(0)
+    BR = rng.standard_normal((7, 25, 10))
+    D = rng.random((7, 25))
+    whole = patch_model._weighted_gram(BR, D)
+    expected = np.einsum("kfp,kf,kfq->pq", BR, D, BR)
+    np.testing.assert_allclose(whole, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    # two rotations per block: 4 blocks, the last one short
+    monkeypatch.setattr(patch_model, "_GRAM_BLOCK_BYTES", 2 * 25 * 10 * 8)
+    blocks = patch_model._weighted_gram(BR, D)
+    np.testing.assert_allclose(blocks, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
