@@ -398,7 +398,8 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         """Iterate from ``state`` until the gain is below ``tol`` or ``max_iter``.
 
         ``tol=None`` is the estimator's ``tol`` (a subclass may stop a phase
-        earlier).  ``resume=(n_iter, history, converged)`` continues a start saved after
+        earlier, with a larger float or with ``tol(history)``, a threshold
+        computed from the objectives so far).  ``resume=(n_iter, history, converged)`` continues a start saved after
         ``n_iter`` iterations at ``state`` (the statistics are recomputed
         from it, bit for bit); ``callback(state, n_iter, history, converged)``
         is called after every iteration.
@@ -431,7 +432,7 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
             if self.verbose:
                 print(f"[{name}] iter {n_iter}  log-likelihood {objective:.10g}  "
                       f"gain {gain:.3e}  ({time.perf_counter() - t0:.2f} s)")
-            converged = gain < tol
+            converged = gain < (tol(history) if callable(tol) else tol)
             if callback is not None:
                 callback(state, n_iter, history, converged)
             if converged:

@@ -101,7 +101,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
         fine over the uniform grids of ``K, 2K, 4K, ...`` (those below
         ``r K``) and ``r K`` rotations, each started from the previous
         grid's fixed point.  The coarser grids stop once their gain per
-        patch is below ``1e-4`` (or ``tol``, if larger); the finest runs to
+        patch is below ``1e-4`` (or ``tol``, if larger) or below ``1e-3``
+        times what the grid's phase has gained so far; the finest runs to
         ``tol``.  This gives the accuracy of the fine grid (whose bias
         ``1 - sinc(nu pi / K)`` is ``r**2`` times smaller) for a few fine
         iterations.  ``rotations_`` and ``angles_`` then describe the fine
@@ -380,7 +381,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
             if last:
                 coarse_n_iter = n_iter
             res = self._run_grid(phase, state, seed, n_jobs,
-                                 tol=None if last else max(self.tol, _COARSE_TOL))
+                                 tol=None if last else self._coarse_tol)
             n_iter += res["n_iter"]
             n_e_steps += res["extra"]["n_e_steps_"]
             history += res["extra"]["log_likelihood_history_"]
@@ -390,6 +391,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
                      angles_=grid.get_angles())
         res["n_iter"] = n_iter
         return res
+
+    def _coarse_tol(self, history):
+        """A coarse grid's phase stops below this gain per patch (see ``_COARSE_TOL``)."""
+        return max(self.tol, _COARSE_TOL, _COARSE_RELATIVE_TOL * (history[-1] - history[0]))
 
     def _run_selecting(self, prepared, state, seed, n_jobs):
         """Band-limit selection: fit ``basis_`` loosely, choose the nested
@@ -526,6 +531,20 @@ _ACCELERATIONS = (None, "squarem", "incremental")
 #: (min of 3): coarse phases run to ``tol`` 9.8 s, at 1e-5 7.4 s, at 1e-4
 #: 6.8 s, at 1e-3 8.5 s, all with error 0.0024; plain K=16 took 4.1 s.
 _COARSE_TOL = 1e-4
+
+#: ... or below this fraction of what the phase has gained so far (its
+#: objective now minus at its first E-step).  The absolute 1e-4 alone does
+#: not scale: a patch's log-likelihood sums over its ``L**2`` pixels and
+#: grows with the SNR, so at large L the coarse phases ran on long after
+#: their error had stalled.  Measured, one core each (docs/results.rst):
+#: L = 21, N = 1536, SNR 3, seeds 0-2, the K = 16 phase ran 18 / 13 / 42
+#: cycles with 1e-4 alone and 4 / 4 / 4 with this rule; eq. (19) <= 0.08
+#: after 138 / 103 / 299 s before, after cycle 5 (47-101 s) now, the same
+#: error after 300 s (0.063 / 0.057 / 0.057 before, 0.063 / 0.058 / 0.059
+#: now).  L = 41, N = 4096: the K = 16 phase ran 20 cycles (762 s), now 4
+#: (176 s).  L = 5, N = 300, SNR 500, r = 4 (``bench_refinement.py``):
+#: 90 E-steps, 4.0 s, error 0.00239 before; 83, 3.8 s, 0.00246 now.
+_COARSE_RELATIVE_TOL = 1e-3
 
 #: With ``select_bandlimit``, the fit in ``basis`` stops when its gain per
 #: patch is below this (or ``tol``, if larger) and the band limit is chosen

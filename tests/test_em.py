@@ -588,3 +588,14 @@ def test_incremental_blocks_of_a_distributed_source_end_on_micrographs(sizes):
     nearest = offsets[np.abs(offsets[:, None] - ideal[None, :]).argmin(axis=0)]
     assert edges == np.unique(nearest).tolist()
     assert edges[0] == 0 and edges[-1] == data.n_patches
+
+
+def test_coarse_phase_threshold_scales_with_the_phase_gain():
+    """A coarse grid's phase ends below 1e-4 per patch (or ``tol``), or below
+    1e-3 of what the phase has gained since its first E-step."""
+    from mtdlearn import em as em_module
+
+    est = ApproxEMEstimator(5, tol=1e-6)
+    assert est._coarse_tol([-50.0, -40.0, -39.9]) == pytest.approx(1e-3 * 10.1)
+    assert est._coarse_tol([-50.0, -49.99]) == em_module._COARSE_TOL
+    assert ApproxEMEstimator(5, tol=1e-3)._coarse_tol([-50.0, -49.99]) == 1e-3
