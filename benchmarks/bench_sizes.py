@@ -17,7 +17,7 @@ The GEMM kernel at L = 41 needs its H x L^2 template table (1.4 GB at
 K = 16) and is skipped unless ``--gemm-41``.
 
 Part 2 (``--recovery``): a default-settings fit (``ApproxEMEstimator(L,
-random_state=seed, n_jobs=--jobs)``) at N=4096 (or ``--recovery-size``),
+random_state=seed, n_jobs=--jobs)``, plus the JSON parameters of ``--kw``) at N=4096 (or ``--recovery-size``),
 density 0.1, for each SNR, of a band-limited particle: the truth is
 ``make_target`` in ``FourierBesselBasis(L, bandlimit=f * lambda_max)``, ``f``
 (``--truth-fraction``) of the default basis's Nyquist band limit (0.47815:
@@ -41,6 +41,7 @@ Usage::
 """
 
 import argparse
+import json
 import resource
 import time
 import warnings
@@ -145,14 +146,15 @@ class _Stop(Exception):
     pass
 
 
-def recovery(L, snrs, size, truth_fraction, seeds, max_iter, budget, n_jobs):
+def recovery(L, snrs, size, truth_fraction, seeds, max_iter, budget, n_jobs, kw=None):
     """Default-settings fits of a band-limited particle; prints one line per iteration."""
     full = FourierBesselBasis(L)
     truth_basis = (FourierBesselBasis(L, bandlimit=truth_fraction * np.max(full.roots))
                    if truth_fraction < 1 else full)
     print(f"L = {L}, N = {size}, density 0.1, truth: {truth_basis.n_functions} of the "
           f"{full.n_functions} default functions (band limit {truth_fraction:g} of Nyquist); "
-          f"ApproxEMEstimator({L}, random_state=seed, n_jobs={n_jobs}), budget {budget:g} s",
+          f"ApproxEMEstimator({L}, random_state=seed, n_jobs={n_jobs}"
+          + "".join(f", {k}={v!r}" for k, v in (kw or {}).items()) + f"), budget {budget:g} s",
           flush=True)
     for snr in snrs:
         for seed in seeds:
@@ -161,7 +163,8 @@ def recovery(L, snrs, size, truth_fraction, seeds, max_iter, budget, n_jobs):
                                     random_state=seed)
             truth = full.expand(truth_basis.evaluate(coef))   # exact: nested bases
             del coef
-            em = ApproxEMEstimator(L, max_iter=max_iter, n_jobs=n_jobs, random_state=seed)
+            em = ApproxEMEstimator(L, max_iter=max_iter, n_jobs=n_jobs, random_state=seed,
+                                   **(kw or {}))
             step, clock = em._step, {"excluded": 0.0}
             print(f"SNR {snr:g}, seed {seed}: measurement {X.nbytes / 2**20:.0f} MB, "
                   f"resident before the fit {_rss_mb('VmRSS'):.0f} MB", flush=True)
@@ -230,12 +233,15 @@ def main():
     ap.add_argument("--budget", type=float, default=np.inf,
                     help="stop a fit after the iteration that crosses this many seconds")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--kw", default="{}",
+                    help="more estimator parameters for --recovery, as JSON (not the defaults "
+                         "then), e.g. '{\"rotations\": 64, \"refinement\": null}'")
     args = ap.parse_args()
     if args.cost:
         cost(args.size, args.sizes, args.rotations, args.repeat, args.gemm_41)
     if args.recovery:
         recovery(args.image_size, args.snr, args.recovery_size, args.truth_fraction,
-                 args.seeds, args.max_iter, args.budget, args.jobs)
+                 args.seeds, args.max_iter, args.budget, args.jobs, json.loads(args.kw))
 
 
 if __name__ == "__main__":
