@@ -17,21 +17,23 @@ The GEMM kernel at L = 41 needs its H x L^2 template table (1.4 GB at
 K = 16) and is skipped unless ``--gemm-41``.
 
 Part 2 (``--recovery``): a default-settings fit (``ApproxEMEstimator(L,
-random_state=seed, n_jobs=--jobs)``, plus the JSON parameters of ``--kw``) at N=4096 (or ``--recovery-size``),
-density 0.1, for each SNR, of a band-limited particle: the truth is
-``make_target`` in ``FourierBesselBasis(L, bandlimit=f * lambda_max)``, ``f``
+random_state=seed, n_jobs=--jobs)``, plus the JSON parameters of ``--kw``)
+at N=4096 (or ``--recovery-size``), density 0.1, for each SNR, of a
+band-limited particle: the truth is ``make_target`` in
+``FourierBesselBasis(L, bandlimit=f * lambda_max)``, ``f``
 (``--truth-fraction``) of the default basis's Nyquist band limit (0.47815:
-the 61 of 281 functions of issue 12's L = 21 particle, 232 of 1055 at
-L = 41; ``1``: the whole default basis, a white spectrum up to Nyquist).
-After every iteration (a SQUAREM cycle) it prints the fit's elapsed time
-(the error computations excluded), the grid's K, the rotation-aligned
-relative errors on the images and by eq. (19), with the truth expanded
-exactly into the default basis, and the gain of the mean log-likelihood
-per patch (``inf`` or negative where a grid or the precision changes); ``--budget`` stops a fit after the
-iteration that crosses it (reported as such).  At the end: time, status and
-the peak resident memory of the fit (``VmHWM`` reset before it, Linux), and
-how far it rose above the resident memory at the start, when the measurement
-and the interpreter are already resident: the fit's memory beyond the data.
+the 61 of 281 functions of issue 12's L = 21 particle, 232 of 1055 at L =
+41; ``1``: the whole default basis, a white spectrum up to Nyquist). After
+every iteration (a SQUAREM cycle) it prints the fit's elapsed time (the
+error computations excluded), the grid's K, the rotation-aligned relative
+errors on the images and by eq. (19), with the truth expanded exactly into
+the default basis, and the gain of the mean log-likelihood per patch
+(``inf`` or negative where a grid or the precision changes); ``--budget``
+stops a fit after the iteration that crosses it (reported as such). At the
+end: time, status and the peak resident memory of the fit (``VmHWM`` reset
+before it, Linux), and how far it rose above the resident memory at the
+start, when the measurement and the interpreter are already resident: the
+fit's memory beyond the data.
 
 Usage::
 

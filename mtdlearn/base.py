@@ -399,10 +399,11 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
 
         ``tol=None`` is the estimator's ``tol`` (a subclass may stop a phase
         earlier, with a larger float or with ``tol(history)``, a threshold
-        computed from the objectives so far).  ``resume=(n_iter, history, converged)`` continues a start saved after
-        ``n_iter`` iterations at ``state`` (the statistics are recomputed
-        from it, bit for bit); ``callback(state, n_iter, history, converged)``
-        is called after every iteration.
+        computed from the objectives so far).  ``resume=(n_iter, history,
+        converged)`` continues a start saved after ``n_iter`` iterations at
+        ``state`` (the statistics are recomputed from it, bit for bit);
+        ``callback(state, n_iter, history, converged)`` is called after every
+        iteration.
         """
         name = self._verbose_name
         tol = self.tol if tol is None else tol
