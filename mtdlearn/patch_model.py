@@ -648,8 +648,8 @@ def _weighted_gram(BR, D):
     """``sum_k BR[k].T @ diag(D[k]) @ BR[k]`` (p, p), in blocks of rotations."""
     K, d, p = BR.shape
     step = max(1, _GRAM_BLOCK_BYTES // (d * p * BR.itemsize))
-    if step >= K:   # one GEMM (a 3-operand einsum loops: 55 s at L = 41)
-        return (BR * D[..., None]).reshape(-1, p).T @ BR.reshape(-1, p)
+    # one GEMM per block (a 3-operand einsum loops: 55 s at L = 41); with one
+    # block, 0 + G is G exactly
     A = np.zeros((p, p))
     for k0 in range(0, K, step):
         B = BR[k0:k0 + step]
