@@ -117,6 +117,7 @@ def _cmd_fit(args):
         "n_iter": est.n_iter_,
         "converged": est.converged_,
         "n_patches": est.n_patches_,
+        "n_rotations": len(est.angles_),   # the grid searched (refinement may refine it)
         "seconds": elapsed,
         "estimator_params": {k: (v if isinstance(v, (int, float, str, bool, type(None)))
                                  else repr(v)) for k, v in est.get_params(deep=False).items()},
@@ -218,7 +219,9 @@ def _load_model(path):
     try:
         params = json.loads(Path(path).read_text())
         L, p = int(params["image_size"]), int(params["n_coefficients"])
-        rotations = int(params["estimator_params"].get("rotations", 16))
+        # the grid the fit searched; files of before 2026-12-06 hold only the parameter
+        rotations = int(params.get("n_rotations",
+                                   params["estimator_params"].get("rotations", 16)))
         est = ApproxEMEstimator(L, basis=FourierBesselBasis(L, n_coefficients=p),
                                 rotations=rotations)
         est.basis_ = est.basis

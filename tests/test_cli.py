@@ -13,7 +13,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from mtdlearn import FourierBesselBasis
-from mtdlearn.cli import main
+from mtdlearn.cli import _load_model, main
 from mtdlearn.datasets import make_measurement, make_target
 
 
@@ -471,6 +471,12 @@ def test_fit_glob_then_predict_writes_star(tmp_path, capsys):
     assert main(["predict", pattern, "--model", str(out / "coef.npy"),
                  "--output", str(tmp_path / "x.star")]) == 2
     assert "params.json" in capsys.readouterr().err
+    # predict searches the grid the fit searched: refinement="auto" made K = 1 into 2
+    assert main(["fit", pattern, "--max-iter", "1", "--rotations", "1", "--quiet",
+                 "--output-dir", str(tmp_path / "k1"), "--n-jobs", "1"]) == 0
+    model = _load_model(tmp_path / "k1" / "params.json")
+    assert json.loads((tmp_path / "k1" / "params.json").read_text())["n_rotations"] == 2
+    assert model.angles_.tolist() == [0.0, np.pi]
     assert main(["fit", str(tmp_path / "none*.mrc"), "--output-dir", str(out)]) == 2
     assert "no file matches" in capsys.readouterr().err
 
