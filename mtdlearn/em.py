@@ -48,7 +48,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
         ``FourierBesselBasis(image_size)``.  Copied with
         :func:`sklearn.base.clone`, never modified.
     rotations : int or rotation grid, default=16
-        ``K``, or an object with ``get_angles()`` (eq. 8).
+        ``K``, or an object with ``get_angles()`` (eq. 8).  With the default
+        ``refinement="auto"``, a uniform ``K`` too coarse for the basis's
+        angular frequencies is replaced by a finer uniform grid (see
+        ``refinement``; ``rotations_`` holds the grid searched).
     initializer : initializer object, default=None
         ``None`` means :class:`~mtdlearn.initializers.RandomInitializer`;
         :class:`~mtdlearn.MultiresolutionInitializer` starts from an EM fit
@@ -106,17 +109,22 @@ class ApproxEMEstimator(BaseMTDEstimator):
         ``tol``.  This gives the accuracy of the fine grid (whose bias
         ``1 - sinc(nu pi / K)`` is ``r**2`` times smaller) for a few fine
         iterations.  ``rotations_`` and ``angles_`` then describe the fine
-        grid.  ``"auto"``: the smallest power of two ``r`` for which ``r K``
-        is at least the basis's highest angular frequency ``nu_max``
-        (``basis_.frequencies``; ``None`` when ``K >= nu_max``, for a basis
-        without frequencies, and for a ``rotations`` grid that is not a
-        :class:`~mtdlearn.UniformRotationGrid`), so the grid grows with the image: no
-        refinement for the paper's basis at L = 5 (``nu_max = 2``) nor for
-        the default bases up to L = 13 at ``K = 16``; ``r = 2`` from L = 15
-        to 23, ``r = 4`` at L = 41 (``nu_max = 58``).  At L = 21, N = 1536,
-        SNR 3 it lowered eq. (19)'s error from 0.096-0.107 to 0.057-0.063
-        (seeds 0-2) in the same 300 s of one core (:doc:`/results`).  A checkpointed fit runs one grid
-        with ``"auto"`` (an explicit ``r`` is refused there).
+        grid.  ``"auto"``: one grid, fine enough for the basis: the uniform
+        grid of ``r K`` rotations, ``r`` the smallest power of two for which
+        ``r K`` is at least the basis's highest angular frequency ``nu_max``
+        (``basis_.frequencies``), fitted from the start without the coarser
+        grids; ``rotations_`` and ``angles_`` describe it.  ``K`` is kept
+        when ``K >= nu_max``, for a basis without frequencies, and for a
+        ``rotations`` grid that is not a
+        :class:`~mtdlearn.UniformRotationGrid`.  So the grid grows with the
+        image: 16 rotations for the paper's basis at L = 5 (``nu_max = 2``)
+        and for the default bases up to L = 13, 32 from L = 15 to 23, 64 at
+        L = 41 (``nu_max = 58``).  At L = 21, N = 1536, SNR 3 the 32-point
+        grid lowers eq. (19)'s error from 0.096-0.107 (K = 16) to
+        0.059-0.063 (seeds 0-2); going through the coarser grids first
+        reached that no sooner at L = 21 and later at L = 41
+        (:doc:`/results`).  Checkpointed fits run it too (an explicit ``r``
+        is refused there).
     select_bandlimit : bool, default=False
         Choose the band limit from the data.  The basis must be a
         :class:`~mtdlearn.FourierBesselBasis`; its functions of ``lambda <=
@@ -161,7 +169,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         Number of E-steps (passes over the data) of the best start, the
         initial one included: the honest measure of work.
     coarse_n_iter_ : int
-        With ``refinement``, the iterations on the coarser grids (included in
+        With an int ``refinement``, the iterations on the coarser grids (included in
         ``n_iter_``; the history holds every grid's phase, each grid's
         log-likelihood being a different objective).
     n_functions_ : int
@@ -180,7 +188,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
     basis_ : basis object
         The copy of ``basis`` (or the default basis) used by the fit.
     rotations_ : rotation grid
-        The rotation grid searched (from ``rotations``).
+        The rotation grid searched (from ``rotations``, and ``refinement``).
     angles_ : ndarray of shape (K,)
         Its angles in radians.
     log_likelihood_history_ : list of float
@@ -314,18 +322,27 @@ class ApproxEMEstimator(BaseMTDEstimator):
         low_e, high_e = _scale_bounds(2, self.basis_.image_size ** 2, np.dtype(dtype))
         return max(low, low_e), min(high, high_e)
 
+    def _validate_params(self):
+        L = super()._validate_params()
+        if isinstance(self.refinement, str) and isinstance(self.rotations_, UniformRotationGrid):
+            # "auto": one grid, fine enough for the basis's top angular frequency
+            factor = auto_refinement(self.basis_, len(self.angles_))
+            if factor is not None:
+                self.rotations_ = UniformRotationGrid(factor * len(self.angles_))
+                self.angles_ = self.rotations_.get_angles()
+        return L
+
     def _prepare(self, data):
         return _EMData(data, HypothesisSpace(self.basis_, self.angles_),
                        self.noise_variance is None)
 
     # -- one start ------------------------------------------------------------
     def _refinement_factor(self):
-        """The oversampling factor ``r`` of ``refinement`` (``None``: one grid)."""
-        if isinstance(self.refinement, str):   # "auto": uniform grids only
-            if not isinstance(self.rotations_, UniformRotationGrid):
-                return None
-            return auto_refinement(self.basis_, len(self.angles_))
-        return None if self.refinement is None else int(self.refinement)
+        """The oversampling factor ``r`` of ``refinement`` (``None``: one grid;
+        ``"auto"`` has set ``rotations_`` to its one grid)."""
+        if self.refinement is None or isinstance(self.refinement, str):
+            return None
+        return int(self.refinement)
 
     def _checkpoint_unsupported(self):
         if self.refinement is not None and not isinstance(self.refinement, str):
@@ -558,6 +575,8 @@ _SELECT_TOL = 1e-3
 def auto_refinement(basis, n_rotations):
     """``refinement="auto"``: the smallest power of two ``r`` with ``r K >= nu_max``.
 
+    The fit then runs on the uniform grid of ``r K`` rotations alone.
+
     Parameters
     ----------
     basis : Basis
@@ -565,12 +584,12 @@ def auto_refinement(basis, n_rotations):
         ``max |basis.frequencies|`` (``None`` is returned for a basis
         without ``frequencies``).
     n_rotations : int
-        ``K``, the size of the coarse grid.
+        ``K``, the size of the given grid.
 
     Returns
     -------
     factor : int or None
-        ``r >= 2``, or ``None`` when ``K >= nu_max`` (one grid).
+        ``r >= 2``, or ``None`` when ``K >= nu_max`` (``K`` is kept).
 
     Examples
     --------

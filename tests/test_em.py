@@ -520,8 +520,9 @@ def test_auto_refinement_grows_the_grid_to_the_top_angular_frequency(size, K):
 
 def test_auto_refinement_is_the_default_and_keeps_the_paper_setting(basis, coef, tmp_path):
     """The paper's basis (nu_max = 2) at K >= 2 runs one grid, bit for bit as
-    refinement=None; where K < nu_max, "auto" is refinement=r; a grid that is not
-    uniform is kept; a checkpointed fit runs one grid."""
+    refinement=None; where K < nu_max, "auto" fits the grid of r K rotations
+    alone, bit for bit as rotations=r K; a grid that is not uniform is kept;
+    a checkpointed fit runs the fine grid too."""
     X, _ = make_measurement(coef, basis, 80, snr=20, random_state=5)
     kw = dict(basis=basis, max_iter=20, random_state=0)
     with warnings.catch_warnings():
@@ -531,11 +532,14 @@ def test_auto_refinement_is_the_default_and_keeps_the_paper_setting(basis, coef,
         plain = ApproxEMEstimator(L, rotations=4, refinement=None, **kw).fit(X)
         np.testing.assert_array_equal(default.coef_, plain.coef_)
         assert default.log_likelihood_history_ == plain.log_likelihood_history_
-        # K = 1 < nu_max = 2: auto is refinement=2, ending on the 2-point grid
+        # K = 1 < nu_max = 2: auto fits the 2-point grid, without the 1-point one
         auto = ApproxEMEstimator(L, rotations=1, **kw).fit(X)
-        two = ApproxEMEstimator(L, rotations=1, refinement=2, **kw).fit(X)
+        two = ApproxEMEstimator(L, rotations=2, refinement=None, **kw).fit(X)
         np.testing.assert_array_equal(auto.coef_, two.coef_)
-        assert auto.rotations_.n_rotations == 2
+        assert auto.log_likelihood_history_ == two.log_likelihood_history_
+        assert auto.rotations_.n_rotations == 2 and auto.angles_.shape == (2,)
+        assert not hasattr(auto, "coarse_n_iter_")
+        assert auto.get_params()["rotations"] == 1   # the parameter is not touched
         # a grid of one's own is kept as given
         from mtdlearn.rotations import check_rotation_grid
 
@@ -545,9 +549,10 @@ def test_auto_refinement_is_the_default_and_keeps_the_paper_setting(basis, coef,
 
         custom = ApproxEMEstimator(L, rotations=OneAngle(), **kw).fit(X)
         assert check_rotation_grid(custom.rotations_)[1].tolist() == [0.3]
-        # checkpointed: one grid (an explicit refinement is refused there)
+        # checkpointed: the same fine grid (an explicit refinement is refused there)
         saved = ApproxEMEstimator(L, rotations=1, **kw).fit(X, checkpoint=tmp_path / "c.npz")
-        assert saved.rotations_.n_rotations == 1
+        assert saved.rotations_.n_rotations == 2
+        np.testing.assert_array_equal(saved.coef_, auto.coef_)
         with pytest.raises(ValueError, match="refinement"):
             ApproxEMEstimator(L, rotations=1, refinement=2, **kw).fit(
                 X, checkpoint=tmp_path / "d.npz")
