@@ -507,8 +507,13 @@ class ApproxEMEstimator(BaseMTDEstimator):
         # exactly; keep sigma^2 above a negligible fraction of the patch energy
         d = prepared.hypotheses.image_size ** 2
         floor = noise_variance_floor(stats.patch_sq / (stats.n_patches * d))
+        # the normal equations are solved where the E-step's rounding
+        # (float32 or float64) leaves them determined (patch_model.solve_gram)
+        run = getattr(state, "run", None)
+        eps = np.finfo(np.float64 if run is None else run.dtype).eps
         coef, rho, sigma2 = m_step(stats, state.shift_probabilities, prepared.hypotheses,
-                                   prepared.estimate_noise, floor)
+                                   prepared.estimate_noise, floor, coef=state.coef,
+                                   rcond=float(len(state.coef) * eps))
         return _EMState(coef, rho, sigma2 if prepared.estimate_noise else state.noise_variance,
                         getattr(state, "run", None))
 

@@ -222,7 +222,8 @@ class MultiresolutionInitializer(_ParamsMixin):
                 break
             previous = objective
             coef, rho, s2 = m_step(stats, rho, space, fixed is None,
-                                   1e-12 * stats.patch_sq / (stats.n_patches * small_L ** 2))
+                                   1e-12 * stats.patch_sq / (stats.n_patches * small_L ** 2),
+                                   coef=coef)
             sigma2 = sigma2 if fixed is not None else s2
         image = upsample_image(small_basis.evaluate(coef), L, b)
         gamma_small = (small_L ** 2 / (2 * small_L - 1) ** 2) * rho.ravel()[space.shifts].sum()

@@ -27,7 +27,7 @@ from .hypotheses import HypothesisSpace
 from .patches import PatchData, chunk_rows
 
 __all__ = ["PatchModel", "build_patch_model", "Statistics", "estep_statistics", "m_step",
-           "noise_variance_floor", "chunk_size"]
+           "solve_gram", "noise_variance_floor", "chunk_size"]
 
 #: A chunk's c x H block of posteriors is kept near this size so it stays in
 #: cache between the GEMM, the exp, the row sums and the second GEMM (measured
@@ -657,7 +657,64 @@ def _weighted_gram(BR, D):
     return A
 
 
-def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_floor=0.0):
+def solve_gram(A, b, previous=None, rcond=None):
+    """Solve the M-step's normal equations ``A alpha = b`` (``A`` positive semi-definite).
+
+    By Cholesky when ``A``'s reciprocal condition number (LAPACK's 1-norm
+    estimate) is at least ``rcond``.  Below it (the patches' posteriors leave
+    some combinations of the basis functions unobserved, as from a random
+    start at large L on few patches), the equations are solved in the
+    eigenspace of ``A``'s eigenvalues above ``rcond`` times the largest, and
+    ``previous``'s component in the others is kept (zero if ``previous`` is
+    ``None``): a generalized EM step, which still does not decrease the
+    M-step's objective ``2 b.alpha - alpha.A.alpha``, where the exact solution
+    would amplify the rounding of ``b`` by up to ``1 / rcond``.
+
+    Parameters
+    ----------
+    A : ndarray of shape (p, p)
+        Symmetric positive semi-definite: ``sum_h W_h A_h^T A_h``.
+    b : ndarray of shape (p,)
+        The right-hand side ``sum_h A_h^T S_h``.
+    previous : ndarray of shape (p,), default=None
+        The coefficients before the M-step.
+    rcond : float, default=None
+        ``None``: ``p`` times float64's machine epsilon.  Give ``p`` times the
+        epsilon of the precision the statistics were computed in.
+
+    Returns
+    -------
+    alpha : ndarray of shape (p,)
+        The solution, or the generalized M-step's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.patch_model import solve_gram
+    >>> A = np.diag([2.0, 1e-20])            # the second direction is unobserved
+    >>> solve_gram(A, np.array([2.0, 1e-12]), previous=np.array([0.0, 0.5])).tolist()
+    [1.0, 0.5]
+    """
+    p = b.shape[0]
+    rcond = p * np.finfo(np.float64).eps if rcond is None else rcond
+    try:
+        factor = scipy.linalg.cho_factor(A, lower=False)
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):   # not positive definite
+        factor = None
+    if factor is not None:
+        anorm = np.abs(A).sum(axis=0).max()
+        estimate, info = scipy.linalg.lapack.dpocon(factor[0], anorm)
+        if info == 0 and estimate >= rcond:
+            return scipy.linalg.cho_solve(factor, b)
+    w, V = scipy.linalg.eigh(A)
+    keep = w > rcond * max(w[-1], 0.0)
+    start = np.zeros(p) if previous is None else np.asarray(previous, dtype=np.float64)
+    Vk = V[:, keep]
+    return start + Vk @ ((Vk.T @ (b - A @ start)) / w[keep])
+
+
+def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_floor=0.0,
+           coef=None, rcond=None):
     """Run one M-step from the sufficient statistics (eq. 16 and 18).
 
     Solves ``(sum_h W_h A_h^T A_h) alpha = sum_h A_h^T S_h`` where ``A_h``
@@ -680,6 +737,13 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
         Also update ``sigma**2``.
     noise_floor : float, default=0.0
         Lower bound on the updated ``sigma**2``.
+    coef : ndarray of shape (p,), default=None
+        The previous ``alpha``, kept in the directions the statistics do not
+        determine (see :func:`solve_gram`).
+    rcond : float, default=None
+        The reciprocal condition number of the normal equations below which
+        they are solved in their well-determined subspace only
+        (:func:`solve_gram`).
 
     Returns
     -------
@@ -720,12 +784,7 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
     y = (space.adjoint(stats.weighted_patches) if stats.rotation_images is None
          else stats.rotation_images)                     # (K, d)
     b = np.einsum("kfp,kf->p", BR, y)
-    try:
-        coef = scipy.linalg.solve(A, b, assume_a="pos")
-    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
-        coef = scipy.linalg.lstsq(A, b)[0]
-    except scipy.linalg.LinAlgWarning:  # pragma: no cover - only if warnings are errors
-        coef = scipy.linalg.lstsq(A, b)[0]
+    coef = solve_gram(A, b, coef, rcond)
 
     n = stats.n_patches
     rho_old = np.asarray(shift_probabilities, dtype=np.float64).reshape(-1)

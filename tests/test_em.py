@@ -406,6 +406,29 @@ def test_numerical_failure_is_reported_not_returned(basis, coef):
         em.fit(X * 1e20)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_underdetermined_m_steps_stay_finite_and_monotone(seed):
+    """L = 13's 162 default functions from 49 patches at SNR 3: from the random
+    start the posteriors leave combinations of the functions unobserved, and
+    the normal equations are singular.  Solved exactly, float32 rounding there
+    blew the coefficients up and the fit raised FloatingPointError at every
+    seed; the generalized M-step (patch_model.solve_gram) keeps them and EM
+    stays monotone (float64 to rounding, float32 to its resolution)."""
+    basis13 = FourierBesselBasis(13)
+    rng = np.random.default_rng(seed)
+    X, _ = make_measurement(0.1 * rng.standard_normal(basis13.n_functions), basis13, 120,
+                            snr=3, random_state=seed + 1)
+    for dtype, slack in ((np.float64, 1e-12), (np.float32, 1e-6)):
+        em = ApproxEMEstimator(13, max_iter=5, tol=0.0, dtype=dtype, acceleration=None,
+                               refinement=None, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            em.fit(X)
+        h = np.asarray(em.log_likelihood_history_)
+        assert np.all(np.isfinite(em.coef_))
+        assert np.all(np.diff(h) >= -slack * np.abs(h).max())
+
+
 # ------------------------------------------------------ time to accuracy
 def _fit(X, basis, **kw):
     params = dict(basis=basis, rotations=4, max_iter=2000, tol=1e-10, random_state=0,
@@ -504,20 +527,6 @@ def test_refinement_reaches_the_fine_grid(basis, coef):
         ApproxEMEstimator(L, refinement="fine").fit(X)
 
 
-@given(st.sampled_from([3, 5, 7, 9, 11, 13, 15, 21, 25]), st.integers(1, 40))
-@settings(max_examples=30, deadline=None)
-def test_auto_refinement_grows_the_grid_to_the_top_angular_frequency(size, K):
-    """refinement="auto": the smallest power of two r with r K >= nu_max."""
-    from mtdlearn.em import auto_refinement
-
-    nu_max = int(np.max(np.abs(FourierBesselBasis(size).frequencies)))
-    r = auto_refinement(FourierBesselBasis(size), K)
-    if K >= nu_max:
-        assert r is None
-    else:
-        assert r >= 2 and r & (r - 1) == 0 and r * K >= nu_max > r // 2 * K
-
-
 def test_auto_refinement_is_the_default_and_keeps_the_paper_setting(basis, coef, tmp_path):
     """The paper's basis (nu_max = 2) at K >= 2 runs one grid, bit for bit as
     refinement=None; where K < nu_max, "auto" fits the grid of r K rotations
@@ -556,15 +565,6 @@ def test_auto_refinement_is_the_default_and_keeps_the_paper_setting(basis, coef,
         with pytest.raises(ValueError, match="refinement"):
             ApproxEMEstimator(L, rotations=1, refinement=2, **kw).fit(
                 X, checkpoint=tmp_path / "d.npz")
-
-
-@pytest.mark.parametrize("K, r, sizes", [(16, 2, [16, 32]), (16, 3, [16, 32, 48]),
-                                         (16, 4, [16, 32, 64]), (8, 5, [8, 16, 32, 40])])
-def test_refinement_grid_schedule(K, r, sizes):
-    """Coarse to fine doubles the grid while below r K, then ends on r K."""
-    from mtdlearn.em import _grid_schedule
-
-    assert _grid_schedule(K, r) == sizes
 
 
 def test_refinement_history_holds_every_grid(basis, coef):

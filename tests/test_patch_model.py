@@ -14,7 +14,7 @@ from mtdlearn.operators import (density_to_shift_probabilities, empty_shifts, no
                                 pad_shift_crop)
 from mtdlearn.hypotheses import HypothesisSpace
 from mtdlearn.patch_model import (Statistics, build_patch_model, chunk_size, estep_statistics,
-                                  m_step)
+                                  m_step, solve_gram)
 from mtdlearn.posteriors import estep_per_patch
 from mtdlearn.patches import PatchData, extract_patches
 
@@ -316,3 +316,45 @@ def test_weighted_gram_in_blocks_equals_one_gemm(monkeypatch):
     monkeypatch.setattr(patch_model, "_GRAM_BLOCK_BYTES", 2 * 25 * 10 * 8)
     blocks = patch_model._weighted_gram(BR, D)
     np.testing.assert_allclose(blocks, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+
+
+@given(seed=st.integers(0, 2**16), p=st.integers(2, 12), rank=st.integers(0, 12),
+       keep_previous=st.booleans())
+def test_solve_gram_is_a_generalized_m_step(seed, p, rank, keep_previous):
+    """Well conditioned: the Cholesky solution.  Rank deficient: the exact
+    solution on A's range, ``previous`` kept on its null space, and the
+    M-step objective ``2 b.x - x.A.x`` no lower than at ``previous``."""
+    rng = np.random.default_rng(seed)
+    rank = min(rank, p)
+    Q, _ = np.linalg.qr(rng.standard_normal((p, p)))
+    w = np.zeros(p)
+    w[:rank] = rng.uniform(0.5, 2.0, rank)      # condition number <= 4 on the range
+    A = (Q * w) @ Q.T
+    b = rng.standard_normal(p)
+    previous = rng.standard_normal(p) if keep_previous else None
+    x = solve_gram(A, b, previous)
+    start = np.zeros(p) if previous is None else previous
+    if rank == p:
+        # |x| <= |b| / min(w) <= 2 |b|: rounding of a condition-4 solve
+        np.testing.assert_allclose(A @ x, b, rtol=0, atol=1e-12 * np.abs(b).max())
+        return
+    R, N = Q[:, :rank], Q[:, rank:]
+    # on the range A x is b's projection; on the null space x is `previous`
+    np.testing.assert_allclose(R.T @ (A @ x), R.T @ b, rtol=0, atol=1e-10 * np.abs(b).max())
+    np.testing.assert_allclose(N.T @ x, N.T @ start, rtol=0, atol=1e-10 * (1 + np.abs(start).max()))
+
+    def objective(v):
+        return 2 * b @ v - v @ A @ v
+
+    assert objective(x) >= objective(start) - 1e-10 * (1 + abs(objective(start)))
+
+
+def test_solve_gram_keeps_what_rounding_cannot_determine():
+    """Below ``rcond`` a direction is kept at ``previous`` instead of being
+    solved from the rounding of ``b`` (the exact solve would give 1e8 there)."""
+    A = np.diag([4.0, 1.0, 1e-12])
+    b = np.array([4.0, 2.0, 1e-4])
+    x = solve_gram(A, b, previous=np.array([9.0, 9.0, 0.25]), rcond=1e-7)
+    np.testing.assert_allclose(x, [1.0, 2.0, 0.25], rtol=1e-12)
+    # the default rcond (p * float64 epsilon) solves it
+    np.testing.assert_allclose(solve_gram(A, b), [1.0, 2.0, 1e8], rtol=1e-6)
