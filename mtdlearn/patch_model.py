@@ -664,7 +664,8 @@ def solve_gram(A, b, previous=None, rcond=None):
     estimate) is at least ``rcond``.  Below it (the patches' posteriors leave
     some combinations of the basis functions unobserved, as from a random
     start at large L on few patches), the equations are solved in the
-    eigenspace of ``A``'s eigenvalues above ``rcond`` times the largest, and
+    eigenspace of ``A``'s eigenvalues above ``rcond`` times the largest (at
+    least ``10 p`` times float64's epsilon, above eigh's rounding), and
     ``previous``'s component in the others is kept (zero if ``previous`` is
     ``None``): a generalized EM step, which still does not decrease the
     M-step's objective ``2 b.alpha - alpha.A.alpha``, where the exact solution
@@ -707,7 +708,9 @@ def solve_gram(A, b, previous=None, rcond=None):
         if info == 0 and estimate >= rcond:
             return scipy.linalg.cho_solve(factor, b)
     w, V = scipy.linalg.eigh(A)
-    keep = w > rcond * max(w[-1], 0.0)
+    # a singular A's zero eigenvalues come out up to a few p eps w_max above
+    # zero (5 eps w_max measured at p = 3): cut well above that
+    keep = w > max(rcond, 10 * p * np.finfo(np.float64).eps) * max(w[-1], 0.0)
     start = np.zeros(p) if previous is None else np.asarray(previous, dtype=np.float64)
     Vk = V[:, keep]
     return start + Vk @ ((Vk.T @ (b - A @ start)) / w[keep])
