@@ -280,6 +280,11 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         >>> em.coef_.shape, em.shift_probabilities_.shape, em.converged_
         ((10,), (10, 10), True)
         """
+        # a previous fit's conditional attributes (e.g. coarse_n_iter_) would
+        # not describe this one
+        for key in getattr(self, "_extra_attributes", ()):
+            if hasattr(self, key):
+                delattr(self, key)
         # every parameter is checked before the data are read
         L = self._validate_params()
         rng = check_random_generator(self.random_state)
@@ -349,8 +354,10 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         self.n_iter_ = int(res["n_iter"])
         self.converged_ = bool(res["converged"])
         self.n_patches_ = int(n_patches)
-        for key, value in res.get("extra", {}).items():
+        extra = res.get("extra", {})
+        for key, value in extra.items():
             setattr(self, key, value)
+        self._extra_attributes = tuple(extra)
 
     # -- one start: the loop ------------------------------------------------
     def _prepare(self, data):

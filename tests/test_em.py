@@ -520,6 +520,9 @@ def test_refinement_reaches_the_fine_grid(basis, coef):
     assert err[2] < 0.25 * err[0] and err[2] < 1.25 * err[1]
     assert refined.angles_.shape == (16,) and refined.rotations_.n_rotations == 16
     assert 0 < refined.coarse_n_iter_ < refined.n_iter_
+    # a refit without refinement does not keep the previous fit's coarse count
+    refined.set_params(refinement=None).fit(X)
+    assert not hasattr(refined, "coarse_n_iter_") and refined.n_iter_ > 0
     assert refined.predict(X)["angle"].max() < 2 * np.pi
     with pytest.raises(ValueError, match="refinement must be None, 'auto' or an int >= 2"):
         ApproxEMEstimator(L, refinement=1).fit(X)
