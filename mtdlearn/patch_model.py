@@ -254,20 +254,6 @@ _LOW = {np.dtype(np.float64): -200.0, np.dtype(np.float32): -40.0}
 #: float32 at ``H = 1e5`` (L=41, K=16).
 _FLOOR = {np.dtype(np.float64): -300.0, np.dtype(np.float32): -80.0}
 
-#: float32's ``exp(_FLOOR)``, subtracted after ``exp`` so that the clamped
-#: exponents give exact zeros.  Left at ``exp(-80) = 1.8e-35``, the
-#: posteriors made subnormal numbers (below 1.2e-38) in the products and FFTs
-#: that follow, which x86 computes far more slowly: at high SNR most
-#: hypotheses are clamped, and an L = 21, K = 32 fit at SNR 10 spent 24 s in
-#: ``r2c`` FFTs and 18 s in ``einsum`` against 10 s and 3.5 s at SNR 1 (same
-#: calls); one float32 FFT E-step (N = 1024, true parameters) took 1.86 /
-#: 3.60 / 6.01 s at SNR 1 / 10 / 100, now 1.84 / 1.84 / 1.87 s.  The shift
-#: changes every value by at most ``exp(_FLOOR)``, within the bound of the
-#: clamp itself (only exponents within about 1e-3 of the floor still give
-#: subnormal values).  float64's ``exp(-300) = 5e-131`` is far from its
-#: subnormals (2.2e-308) and is left as it is.
-_EXP_FLOOR = np.float32(np.exp(np.float32(_FLOOR[np.dtype(np.float32)])))
-
 
 def _chunk_posteriors(Pa, sq, model, out=None):
     """Exponentiated, shifted log-posteriors of a chunk.
@@ -316,8 +302,6 @@ def _exp_rows(E, logit_empty, shift, impossible):
         u[low] += m
     np.maximum(E, _FLOOR[E.dtype], out=E)      # keep exp on its fast path (see _FLOOR)
     np.exp(E, out=E)
-    if E.dtype == np.float32:                  # the clamped ones to exact zeros
-        E -= _EXP_FLOOR                        # (see _EXP_FLOOR)
     if impossible is not None and impossible.size:
         E[:, impossible] = 0.0                 # zero prior: exactly zero posterior
     e_empty = np.exp(logit_empty)

@@ -295,32 +295,10 @@ def test_exponent_floor_does_not_change_the_statistics(monkeypatch, dtype, rtol)
     data = PatchData([X], L)
     floored = estep_statistics(data, model, chunk=16)
     monkeypatch.setitem(pm._FLOOR, np.dtype(dtype), -np.inf)
-    monkeypatch.setattr(pm, "_EXP_FLOOR", np.float32(0.0))
     plain = estep_statistics(data, model, chunk=16)
     for name in ("weights", "weighted_patches", "loglik", "weight_empty"):
         a, b = np.asarray(getattr(floored, name)), np.asarray(getattr(plain, name))
         np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.max(np.abs(b)), err_msg=name)
-
-
-def test_clamped_float32_exponents_give_exact_zeros_not_subnormals():
-    """float32 exponents at or below the floor become exact zeros (not
-    exp(floor), whose products are subnormal and slow); the others move by
-    at most exp(floor).  (Only an exponent within about 1e-3 of the floor
-    would become subnormal; none is here.)"""
-    from mtdlearn.patch_model import _EXP_FLOOR, _FLOOR, _exp_rows
-
-    dtype = np.float32
-    floor = _FLOOR[np.dtype(dtype)]
-    logits = np.array([[0.0, -1.0, floor, floor - 50.0, floor + 0.5],
-                       [-3.0, -2.0 * abs(floor), -7.0, floor - 1e3, -20.0]], dtype=dtype)
-    E = logits.copy()
-    _exp_rows(E, np.array([-5.0, -6.0]), 0.0, None)
-    assert E[0, 2] == E[0, 3] == E[1, 1] == E[1, 3] == 0.0
-    tiny = np.finfo(dtype).tiny
-    assert np.all((E == 0) | (E >= tiny))          # no subnormal numbers
-    kept = logits > floor
-    np.testing.assert_allclose(E[kept], np.exp(logits[kept].astype(np.float64)),
-                               rtol=2 * np.finfo(dtype).eps, atol=float(_EXP_FLOOR))
 
 
 def test_weighted_gram_in_blocks_equals_one_gemm(monkeypatch):
