@@ -345,7 +345,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         return int(self.refinement)
 
     def _checkpoint_unsupported(self):
-        if self.refinement is not None and not isinstance(self.refinement, str):
+        if self._refinement_factor() is not None:
             return "with refinement (two grids of rotations)"
         if self.select_bandlimit:
             return "with select_bandlimit (several bases)"
@@ -515,7 +515,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
                                    prepared.estimate_noise, floor, coef=state.coef,
                                    rcond=float(len(state.coef) * eps))
         return _EMState(coef, rho, sigma2 if prepared.estimate_noise else state.noise_variance,
-                        getattr(state, "run", None))
+                        run)
 
     def _step(self, prepared, state, objective, stats, n_jobs):
         run = state.run
