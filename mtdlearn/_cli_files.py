@@ -34,6 +34,18 @@ def _positive_float(text):
     return value
 
 
+def _tolerance(text):
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+    if not value >= 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a finite number >= 0, got {text}")
+    return value
+
+
 def _check_outputs(paths, overwrite, inputs=()):
     """Refuse, before any work, outputs that would replace an input file, a
     directory, or (without ``overwrite``) an existing file."""

@@ -101,6 +101,8 @@ class AutocorrelationEstimator(BaseMTDEstimator):
         L-BFGS-B iterations of the best start.
     converged_ : bool
         Whether L-BFGS-B reported success for the best start.
+    tol_ : float
+        ``tol`` as a float (L-BFGS-B's ``ftol`` and ``gtol``).
     n_patches_ : int
         Number of ``L x L`` patches ``N_d`` in the fitted measurements (the
         unit of :meth:`score`).
@@ -191,7 +193,7 @@ class AutocorrelationEstimator(BaseMTDEstimator):
             res = fit_autocorrelations(
                 data, basis, density0, state.coef, noise_variance=fixed,
                 noise_variance0=None if fixed is not None else state.noise_variance,
-                max_iter=self.max_iter, tol=self.tol, shift_radius=radius)
+                max_iter=self.max_iter, tol=self.tol_, shift_radius=radius)
         if self.verbose:
             print(f"[Autocorrelation] start seed {seed}: cost {res.cost:.6e}, "
                   f"{res.n_iter} iterations, density {res.density:.4f}")

@@ -68,6 +68,9 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
 
     ``_check_params()``
         Validate the parameters only the subclass has.
+    ``_check_tol(L)``
+        The tolerance of the loop as a float, stored as ``tol_``: by
+        default ``tol``, checked; the EM resolves ``tol="auto"`` here.
     ``_prepare(data)``
         What the starts share, computed once per fit from the
         :class:`~mtdlearn.patches.PatchData` (the measured
@@ -159,7 +162,7 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
                              f"image_size={L}")
         check_int(self.n_init, "n_init", minimum=1)
         check_int(self.max_iter, "max_iter", minimum=0)
-        check_real(self.tol, "tol", minimum=0.0)
+        tol = self._check_tol(L)
         if self.noise_variance is not None:
             check_real(self.noise_variance, "noise_variance", minimum=0.0, strict=True)
         check_n_jobs(self.n_jobs)
@@ -168,8 +171,13 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
             check_real(self.working_memory, "working_memory", minimum=0.0, strict=True)
         self._check_params()
         self.basis_ = basis
+        self.tol_ = tol
         self.rotations_, self.angles_ = check_rotation_grid(self.rotations)
         return L
+
+    def _check_tol(self, L):
+        """The tolerance of the fit, as a float, from ``tol`` (hook)."""
+        return check_real(self.tol, "tol", minimum=0.0)
 
     def _check_params(self):
         """Validate the subclass's own parameters (hook)."""
@@ -413,7 +421,7 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         iteration.
         """
         name = self._verbose_name
-        tol = self.tol if tol is None else tol
+        tol = self.tol_ if tol is None else tol
         t0 = time.perf_counter()
         if resume is None:
             n_done = 0
@@ -470,7 +478,7 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
 
     def _convergence_message(self, res):
         return (f"{type(self).__name__} did not converge in max_iter={self.max_iter} "
-                f"iterations (tol={self.tol}). Increase max_iter, loosen tol, or start "
+                f"iterations (tol={self.tol_:.3g}). Increase max_iter, loosen tol, or start "
                 "closer to the solution (e.g. initializer=AutocorrelationInitializer()).")
 
     # -- the shared generative model ---------------------------------------

@@ -27,7 +27,7 @@ import numpy as np
 
 from ._cli_files import (_bytes_writer, _check_outputs, _CLIError, _image_png, _npy_writer,
                          _png_bytes, _positive_float, _positive_int, _pyplot, _text_writer,
-                         _write_files)
+                         _tolerance, _write_files)
 
 __all__ = ["main"]
 
@@ -118,6 +118,7 @@ def _cmd_fit(args):
         "converged": est.converged_,
         "n_patches": est.n_patches_,
         "n_rotations": len(est.angles_),   # the grid searched (refinement may refine it)
+        "tol": est.tol_,                   # the tolerance used ("auto" resolved)
         "seconds": elapsed,
         "estimator_params": {k: (v if isinstance(v, (int, float, str, bool, type(None)))
                                  else repr(v)) for k, v in est.get_params(deep=False).items()},
@@ -408,7 +409,9 @@ def _build_parser():
                    help="fixed noise variance (default: estimate it)")
     p.add_argument("--n-init", type=_positive_int, default=1, help="random starts (default 1)")
     p.add_argument("--max-iter", type=int, default=100, help="EM iterations (default 100)")
-    p.add_argument("--tol", type=float, default=1e-6, help="EM tolerance (default 1e-6)")
+    p.add_argument("--tol", type=_tolerance, default="auto",
+                   help="EM tolerance: gain of the log-likelihood per patch below which "
+                        "the fit stops, or 'auto' (default): 4e-8 per pixel, 1e-6 at L = 5")
     p.add_argument("--n-jobs", type=int, default=-1,
                    help="threads (default -1: all cores; 1 for one)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -369,7 +369,7 @@ def plot_convergence(estimator_or_history, ax=None, show_gain=False):
 
     EM does not decrease the (approximate) log-likelihood (up to rounding),
     so the curve rises and flattens; the fit stops when the gain of one
-    iteration falls below the estimator's ``tol``.
+    iteration falls below the estimator's ``tol_`` (``tol``, resolved).
 
     Parameters
     ----------
@@ -381,7 +381,7 @@ def plot_convergence(estimator_or_history, ax=None, show_gain=False):
     show_gain : bool, default=False
         Also draw the gain per iteration, ``|Q_k - Q_{k-1}|``, on a log scale
         on a twin axis (decreases, which EM should never make, as red
-        crosses).  The stopping rule compares this gain with ``tol``.
+        crosses).  The stopping rule compares this gain with ``tol_``.
 
     Returns
     -------

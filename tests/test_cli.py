@@ -178,6 +178,7 @@ def test_fit_writes_estimate_params_and_png(tmp_path, capsys, measurement_file, 
     if estimator == "em":
         assert "[ApproxEM] iter 1" in captured.out                # per-iteration lines
         assert "log_likelihood" in params
+        assert params["estimator_params"]["tol"] == "auto" and params["tol"] == 1e-6
     else:
         assert "cost" in params
 
@@ -277,7 +278,8 @@ def test_fit_bad_mrc_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra", [["--rotations", "0"], ["--noise-variance", "-1"],
-                                   ["--estimator", "mcmc"], ["--n-init", "x"]])
+                                   ["--estimator", "mcmc"], ["--n-init", "x"],
+                                   ["--tol", "-1"], ["--tol", "fast"]])
 def test_fit_bad_arguments(tmp_path, capsys, measurement_file, extra):
     assert run(["fit", str(measurement_file), "--output-dir", str(tmp_path)] + extra) == 2
     err = capsys.readouterr().err

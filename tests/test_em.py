@@ -190,6 +190,22 @@ def test_score_predict_proba_sample(basis, coef):
     assert np.isclose(em.shift_probabilities_.sum(), 1.0)
 
 
+def test_auto_tol_is_per_pixel_of_the_patch(basis, coef):
+    # "auto" is 4e-8 per pixel: the paper's 1e-6 at L = 5 exactly (the wave-1
+    # results keep their iterates), 4e-8 L**2 beyond; a float is kept as given
+    X, _ = make_measurement(coef, basis, 60, snr=5, random_state=0)
+    assert ApproxEMEstimator(L, max_iter=0).fit(X).tol_ == 1e-6
+    assert ApproxEMEstimator(L, max_iter=0, tol=1e-3).fit(X).tol_ == 1e-3
+    assert ApproxEMEstimator(L, max_iter=0, tol=0).fit(X).tol_ == 0.0
+    big = FourierBesselBasis(9)
+    X, _ = make_measurement(make_target(big, random_state=0), big, 150, snr=5, random_state=0)
+    em = ApproxEMEstimator(9, dtype=np.float64, random_state=0).fit(X)
+    assert em.tol_ == pytest.approx(4e-8 * 81, rel=1e-15)
+    # it stopped at the first iteration that gained less than tol_
+    gains = np.diff(em.log_likelihood_history_)
+    assert em.converged_ and gains[-1] < em.tol_ and np.all(gains[:-1] >= em.tol_)
+
+
 def test_max_iter_zero_returns_initialization(basis, coef):
     X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
     init = FixedInitializer(coef, density_to_shift_probabilities(0.03, L))
@@ -262,6 +278,7 @@ def test_input_is_not_modified(basis, coef):
     (dict(max_iter=-1), ValueError, "max_iter"),
     (dict(n_init=0), ValueError, "n_init"),
     (dict(tol=-1.0), ValueError, "tol"),
+    (dict(tol="fast"), ValueError, "tol"),
     (dict(n_jobs=0), ValueError, "n_jobs"),
     (dict(working_memory=0), ValueError, "working_memory"),
     (dict(dtype=np.int32), ValueError, "dtype"),
@@ -604,6 +621,9 @@ def test_coarse_phase_threshold_scales_with_the_phase_gain():
     from mtdlearn import em as em_module
 
     est = ApproxEMEstimator(5, tol=1e-6)
+    est._validate_params()                 # the fit resolves tol into tol_
     assert est._coarse_tol([-50.0, -40.0, -39.9]) == pytest.approx(1e-3 * 10.1)
     assert est._coarse_tol([-50.0, -49.99]) == em_module._COARSE_TOL
-    assert ApproxEMEstimator(5, tol=1e-3)._coarse_tol([-50.0, -49.99]) == 1e-3
+    loose = ApproxEMEstimator(5, tol=1e-3)
+    loose._validate_params()
+    assert loose._coarse_tol([-50.0, -49.99]) == 1e-3
