@@ -325,7 +325,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
             # 4e-8 per pixel of the patch: the paper's 1e-6 at L = 5, exactly
             return 4e-8 * L * L
         if isinstance(self.tol, str):
-            raise ValueError(f"tol must be 'auto' or a real number >= 0, got {self.tol!r}")
+            raise TypeError(f"tol must be a real number or 'auto', got str {self.tol!r}")
         return super()._check_tol(L)
 
     def _n_parameters(self):

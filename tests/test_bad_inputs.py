@@ -119,7 +119,7 @@ PARAMS = [
     ("tol", np.nan, ValueError, r"^tol must be finite, got nan"),
     ("tol", -1.0, ValueError, r"^tol must be >= 0.0, got -1.0"),
     ("tol", np.inf, ValueError, r"^tol must be finite, got inf"),
-    ("tol", "1e-6", TypeError, r"^tol must be a real number, got str"),
+    ("tol", "1e-6", TypeError, r"^tol must be a real number( or 'auto')?, got str"),
     ("noise_variance", 0.0, ValueError, r"^noise_variance must be > 0.0, got 0.0"),
     ("noise_variance", -1.0, ValueError, r"^noise_variance must be > 0.0, got -1.0"),
     ("noise_variance", np.nan, ValueError, r"^noise_variance must be finite"),

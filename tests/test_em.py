@@ -278,7 +278,7 @@ def test_input_is_not_modified(basis, coef):
     (dict(max_iter=-1), ValueError, "max_iter"),
     (dict(n_init=0), ValueError, "n_init"),
     (dict(tol=-1.0), ValueError, "tol"),
-    (dict(tol="fast"), ValueError, "tol"),
+    (dict(tol="fast"), TypeError, "tol must be a real number or 'auto'"),
     (dict(n_jobs=0), ValueError, "n_jobs"),
     (dict(working_memory=0), ValueError, "working_memory"),
     (dict(dtype=np.int32), ValueError, "dtype"),
