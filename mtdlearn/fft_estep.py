@@ -21,8 +21,8 @@ import numpy as np
 import scipy.fft
 
 from .hypotheses import HypothesisSpace
-from .patch_model import (Statistics, _exp_rows, _neg_big, _partition, _patch_loglik,
-                          _run_tasks)
+from .patch_model import (_EXP_FLOOR, Statistics, _exp_rows, _neg_big, _partition,
+                          _patch_loglik, _run_tasks)
 from .patches import PatchData, chunk_rows
 
 __all__ = ["FFTPatchModel", "build_fft_patch_model", "estep_statistics_fft", "choose_estep",
@@ -275,7 +275,10 @@ def _chunk(P, model):
     E = _logits(Phat, pterm.astype(model.dtype), model)
     c = E.shape[0]
     logit_empty = model.log_prior_empty - model.shift + pterm
-    u, s, e_empty = _exp_rows(E.reshape(c, -1), logit_empty, model.shift, model.impossible)
+    # float32: clamped hypotheses are exact zeros, not seeds of subnormal
+    # numbers in the FFTs below (patch_model._EXP_FLOOR)
+    u, s, e_empty = _exp_rows(E.reshape(c, -1), logit_empty, model.shift, model.impossible,
+                              exact_zeros=True)
     return E, u, s, e_empty, Phat, sq
 
 
@@ -288,11 +291,13 @@ def _stats_range(data, model, start, stop, step):
     Y = np.zeros((K, n, n // 2 + 1), dtype=np.complex128)
     st = Statistics(None, 0.0, None, 0.0, 0.0, 0)
     buf = np.empty((min(step, stop - start), d), dtype=dtype)
+    floor, floor_mass = float(_EXP_FLOOR[np.dtype(dtype)]), 0.0
     for c0 in range(start, stop, step):
         c1 = min(stop, c0 + step)
         P = data.get(c0, c1, out=buf[:c1 - c0]).reshape(-1, L, L)
         E, u, s, e_empty, Phat, sq = _chunk(P, model)
         inv_s = 1.0 / s
+        floor_mass += floor * float(inv_s.sum())
         W += np.einsum("m,mkf->kf", inv_s.astype(dtype), E)
         # y_k = sum_m (w_mk conv P_m) / s_m: summed in the Fourier domain
         Ehat = scipy.fft.rfft2(E.reshape(-1, K, n, n))
@@ -301,6 +306,9 @@ def _stats_range(data, model, start, stop, step):
         st.patch_sq += float(sq.sum())
         st.loglik += float(_patch_loglik(u, s, d, model).sum())
         st.n_patches += P.shape[0]
+    if floor_mass:   # the clamped mass back into every possible hypothesis
+        W += floor_mass
+        W.reshape(-1)[model.impossible] = 0.0
     st.weights = W[:, model.lag_index].reshape(-1)
     st.rotation_images = scipy.fft.irfft2(Y, s=(n, n))[:, :L, :L].reshape(K, d)
     return st

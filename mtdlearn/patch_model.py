@@ -254,6 +254,27 @@ _LOW = {np.dtype(np.float64): -200.0, np.dtype(np.float32): -40.0}
 #: float32 at ``H = 1e5`` (L=41, K=16).
 _FLOOR = {np.dtype(np.float64): -300.0, np.dtype(np.float32): -80.0}
 
+#: ``exp(_FLOOR)`` as float32's ``exp`` computes it.  The FFT E-step
+#: (``_exp_rows(..., exact_zeros=True)``) subtracts it after ``exp`` so that
+#: the clamped hypotheses are exact zeros in its FFTs and sums: left at
+#: ``exp(-80) = 1.8e-35``, their products there fell below float32's
+#: smallest normal number (1.2e-38), which x86 computes far more slowly, and
+#: at high SNR most hypotheses are clamped.  One float32 FFT E-step
+#: (L = 21, K = 32, N = 1024, true parameters, one core) took 1.51 / 2.91 /
+#: 4.91 s at SNR 1 / 10 / 100 with them, 1.43 / 1.46 / 1.45 s with exact
+#: zeros.  The mass is put back where it decides something: in the row sums
+#: ``s`` and (``fft_estep``) in the weight ``W_h`` of every possible
+#: hypothesis, so ``rho`` keeps every shift it had; without it a shift whose
+#: posteriors were all clamped got ``rho = 0``, which EM never revisits (it
+#: changed an L = 41 fit's path).  What stays dropped, the clamped terms of
+#: the rotation images, is within the clamp's bound (``_FLOOR``).  The GEMM
+#: E-step keeps ``exp(-80)``: its cost is flat in the SNR (``bench_em.py
+#: --flat-cost``), and the extra pass over ``E`` cost 4 % at L = 5.
+#: float64's ``exp(-300) = 5e-131`` is far from its subnormals.
+_EXP_FLOOR = {np.dtype(np.float64): 0.0,
+              np.dtype(np.float32): np.exp(np.full(16, _FLOOR[np.dtype(np.float32)],
+                                                   dtype=np.float32))[0]}
+
 
 def _chunk_posteriors(Pa, sq, model, out=None):
     """Exponentiated, shifted log-posteriors of a chunk.
@@ -273,7 +294,7 @@ def _chunk_posteriors(Pa, sq, model, out=None):
     return E, u, s, e_empty
 
 
-def _exp_rows(E, logit_empty, shift, impossible):
+def _exp_rows(E, logit_empty, shift, impossible, exact_zeros=False):
     """Exponentiate a chunk's shifted logits in place, with their row sums.
 
     ``E`` (c, H) holds ``logit - shift`` of the non-empty hypotheses,
@@ -281,8 +302,10 @@ def _exp_rows(E, logit_empty, shift, impossible):
     (c,), the exp-sums ``s`` (c,) including the empty hypothesis and
     ``e_empty`` (c,).  A row whose maximum is below ``_LOW`` is shifted by
     it (``u`` then holds ``shift`` plus that maximum), exponents are clamped
-    at ``_FLOOR`` and the columns ``impossible`` (zero prior) are set to
-    exactly zero.  Shared by the GEMM and FFT E-steps.
+    at ``_FLOOR`` (with ``exact_zeros``, in float32, the clamped ones give
+    exact zeros and ``s`` keeps their mass, see ``_EXP_FLOOR``) and the
+    columns ``impossible`` (zero prior) are set to exactly zero.  Shared by
+    the GEMM and FFT E-steps.
     """
     u = np.full(E.shape[0], shift)
     # a row's maximum is at least its empty logit: only rows whose empty logit
@@ -302,11 +325,17 @@ def _exp_rows(E, logit_empty, shift, impossible):
         u[low] += m
     np.maximum(E, _FLOOR[E.dtype], out=E)      # keep exp on its fast path (see _FLOOR)
     np.exp(E, out=E)
-    if impossible is not None and impossible.size:
+    floor = _EXP_FLOOR[E.dtype] if exact_zeros else 0.0
+    if floor:
+        E -= floor                             # clamped: exact zeros (see _EXP_FLOOR)
+    n_impossible = 0 if impossible is None else impossible.size
+    if n_impossible:
         E[:, impossible] = 0.0                 # zero prior: exactly zero posterior
     e_empty = np.exp(logit_empty)
     # row sums as a GEMV: one streaming pass, ~40 % cheaper than ndarray.sum here
     s = (E @ np.ones(E.shape[1], dtype=E.dtype)).astype(np.float64) + e_empty
+    if floor:                                  # the subtracted mass, back in the sums
+        s += float(floor) * (E.shape[1] - n_impossible)
     return u, s, e_empty
 
 

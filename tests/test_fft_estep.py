@@ -182,3 +182,29 @@ def test_estimator_uses_fft_at_large_size_and_matches_gemm():
                                atol=1e-9 * np.abs(gemm.coef_).max())
     np.testing.assert_allclose(fft.log_likelihood_history_, gemm.log_likelihood_history_,
                                rtol=1e-10)
+
+
+def test_clamped_mass_stays_in_the_shift_weights(monkeypatch):
+    """As the GEMM E-step (test_patch_model): float32's clamped hypotheses
+    are exact zeros in the FFTs, and their mass is back in every possible
+    hypothesis's weight, so the statistics match exp(floor) left in place."""
+    import mtdlearn.patch_model as pm
+
+    L, K = 5, 4
+    basis = _basis(L)
+    coef = make_target(basis, random_state=1)
+    X, truth = make_measurement(coef, basis, 60, snr=500, random_state=1)
+    rho = density_to_shift_probabilities(0.04, L)
+    rho[0, 3] = 0.0                                   # an impossible shift stays so
+    rho /= rho.sum()
+    space = HypothesisSpace(basis, 2 * np.pi * np.arange(K) / K)
+    model = build_fft_patch_model(coef, rho, truth.noise_variance, space, dtype=np.float32)
+    data = PatchData([X], L)
+    zeros = estep_statistics_fft(data, model, chunk=16)
+    monkeypatch.setitem(pm._EXP_FLOOR, np.dtype(np.float32), 0.0)   # exp(floor) kept
+    kept = estep_statistics_fft(data, model, chunk=16)
+    lp, _ = space.log_prior(rho)
+    assert np.all(zeros.weights[np.isfinite(lp)] > 0)
+    assert np.all(zeros.weights[~np.isfinite(lp)] == 0) and not np.all(np.isfinite(lp))
+    np.testing.assert_allclose(zeros.weights, kept.weights, rtol=1e-5, atol=0)
+    assert zeros.loglik == pytest.approx(kept.loglik, rel=1e-6)

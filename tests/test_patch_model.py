@@ -295,10 +295,36 @@ def test_exponent_floor_does_not_change_the_statistics(monkeypatch, dtype, rtol)
     data = PatchData([X], L)
     floored = estep_statistics(data, model, chunk=16)
     monkeypatch.setitem(pm._FLOOR, np.dtype(dtype), -np.inf)
+    monkeypatch.setitem(pm._EXP_FLOOR, np.dtype(dtype), 0.0)
     plain = estep_statistics(data, model, chunk=16)
     for name in ("weights", "weighted_patches", "loglik", "weight_empty"):
         a, b = np.asarray(getattr(floored, name)), np.asarray(getattr(plain, name))
         np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.max(np.abs(b)), err_msg=name)
+
+
+def test_clamped_float32_exponents_give_exact_zeros_not_subnormals():
+    """With ``exact_zeros`` (the FFT E-step), float32 exponents at or below
+    the floor become exact zeros (not exp(floor), whose products are
+    subnormal and slow); the others move by at most exp(floor), and the row
+    sums keep the clamped mass.  Without it (the GEMM E-step) nothing moves."""
+    from mtdlearn.patch_model import _EXP_FLOOR, _FLOOR, _exp_rows
+
+    dtype = np.dtype(np.float32)
+    floor, f = _FLOOR[dtype], float(_EXP_FLOOR[dtype])
+    logits = np.array([[0.0, -1.0, floor, floor - 50.0, floor + 0.5],
+                       [-3.0, -2.0 * abs(floor), -7.0, floor - 1e3, -20.0]], dtype=dtype)
+    kept = logits.copy()
+    _exp_rows(kept, np.array([-5.0, -6.0]), 0.0, None)
+    np.testing.assert_array_equal(kept, np.exp(np.maximum(logits, np.float32(floor))))
+    E = logits.copy()
+    _, s, e_empty = _exp_rows(E, np.array([-5.0, -6.0]), 0.0, None, exact_zeros=True)
+    assert E[0, 2] == E[0, 3] == E[1, 1] == E[1, 3] == 0.0
+    assert np.all((E == 0) | (E >= np.finfo(dtype).tiny))      # no subnormal numbers
+    kept = logits > floor
+    np.testing.assert_allclose(E[kept], np.exp(logits[kept].astype(np.float64)),
+                               rtol=2 * np.finfo(dtype).eps, atol=f)
+    clamped = np.exp(np.maximum(logits.astype(np.float64), floor)).sum(axis=1)
+    np.testing.assert_allclose(s, clamped + e_empty, rtol=4 * np.finfo(dtype).eps)
 
 
 def test_weighted_gram_in_blocks_equals_one_gemm(monkeypatch):
