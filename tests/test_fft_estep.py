@@ -185,9 +185,10 @@ def test_estimator_uses_fft_at_large_size_and_matches_gemm():
 
 
 def test_clamped_mass_stays_in_the_shift_weights(monkeypatch):
-    """As the GEMM E-step (test_patch_model): float32's clamped hypotheses
-    are exact zeros in the FFTs, and their mass is back in every possible
-    hypothesis's weight, so the statistics match exp(floor) left in place."""
+    """The float32 FFT E-step's clamped hypotheses are exact zeros in its
+    FFTs (the GEMM E-step keeps exp(floor)), and their mass is back in every
+    possible hypothesis's weight, so the statistics match exp(floor) left in
+    place."""
     import mtdlearn.patch_model as pm
 
     L, K = 5, 4
