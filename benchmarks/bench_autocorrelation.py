@@ -34,9 +34,9 @@ import tracemalloc
 import numpy as np
 
 from mtdlearn import FourierBesselBasis
-from mtdlearn.moment_fit import fit_autocorrelations
-from mtdlearn.moments import measurement_autocorrelations
-from mtdlearn.datasets import make_measurement, make_target
+from mtdlearn.autocorrelation.fit import fit_autocorrelations
+from mtdlearn.autocorrelation.moments import measurement_autocorrelations
+from mtdlearn.data.simulate import make_measurement, make_target
 from mtdlearn.metrics import relative_error
 
 

@@ -7,7 +7,7 @@ fits them three ways from the files:
 * ``cluster-2``: a ``LocalCluster`` of 2 single-thread worker processes,
   ``fit(read_micrographs(paths))``, with Dask's default settings or, with
   ``--quiet-workers``, as ``mtdlearn fit --workers`` starts it (no worker
-  profiler, event-loop ticks every second: ``mtdlearn._dask.QUIET_WORKERS``);
+  profiler, event-loop ticks every second: ``mtdlearn.data._dask.QUIET_WORKERS``);
 * ``cluster-1``: the same with 1 worker;
 * ``in-proc-2`` and ``in-proc-1``: ``fit(paths)``, memory-mapped, with
   ``n_jobs=2`` threads and ``n_jobs=1`` (the same cores as the clusters).
@@ -88,15 +88,15 @@ def main(argv=None):
                         help="comma-separated subset of the four runs")
     parser.add_argument("--quiet-workers", action="store_true",
                         help="start the clusters as `mtdlearn fit --workers` does "
-                             "(mtdlearn._dask.QUIET_WORKERS: no worker profiler, 1 s ticks) "
+                             "(mtdlearn.data._dask.QUIET_WORKERS: no worker profiler, 1 s ticks) "
                              "instead of with Dask's defaults")
     args = parser.parse_args(argv)
     args.modes = args.modes.split(",")
 
     from distributed import Client, LocalCluster
 
-    from mtdlearn._dask import NO_HTTP_PORT, local_cluster
-    from mtdlearn.io import read_micrographs
+    from mtdlearn.data._dask import NO_HTTP_PORT, local_cluster
+    from mtdlearn.data.io import read_micrographs
 
     L, K = 5, args.rotations
     H = K * (2 * L - 1) ** 2 + 1

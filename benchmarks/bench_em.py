@@ -40,10 +40,10 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from mtdlearn import FourierBesselBasis, make_measurement, make_target
-from mtdlearn.hypotheses import HypothesisSpace
-from mtdlearn.operators import density_to_shift_probabilities
-from mtdlearn.patch_model import build_patch_model, chunk_size, estep_statistics, m_step
-from mtdlearn.patches import PatchData
+from mtdlearn.likelihood.hypotheses import HypothesisSpace
+from mtdlearn.imaging.shifts import density_to_shift_probabilities
+from mtdlearn.likelihood.patch_model import build_patch_model, chunk_size, estep_statistics, m_step
+from mtdlearn.data.patches import PatchData
 
 
 def roofline(n_patches, H, d, chunk, n_jobs):

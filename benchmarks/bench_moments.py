@@ -4,7 +4,7 @@ For one simulated N x N measurement (default L = 21, N = 4096, SNR 3,
 density 0.1) and each basis (the default ``FourierBesselBasis(L)`` and/or
 ``--n-coefficients``), and for each ``shift_radius`` (``None``: the full
 ``L**4`` third moment; a number: the quarter disk of that radius,
-``mtdlearn.moments.third_order_shifts``), prints:
+``mtdlearn.autocorrelation.moments.third_order_shifts``), prints:
 
 * ``moments``: ``measurement_autocorrelations`` (one pass over the data);
 * ``cost+grad``: one evaluation of the cost and its gradient as the fit
@@ -34,11 +34,11 @@ from threadpoolctl import threadpool_limits
 
 from mtdlearn import FourierBesselBasis, make_measurement, make_target, relative_error
 from mtdlearn.initializers import RandomInitializer
-from mtdlearn.moment_fit import _cost_and_grad_flat, fit_autocorrelations
-from mtdlearn.moments import (_check_shift_radius, _rotated_evaluation, _shift_subset,
+from mtdlearn.autocorrelation.fit import _cost_and_grad_flat, fit_autocorrelations
+from mtdlearn.autocorrelation.moments import (_check_shift_radius, _rotated_evaluation, _shift_subset,
                               default_n_angles, measurement_autocorrelations,
                               third_order_shifts)
-from mtdlearn.operators import shift_probabilities_to_density
+from mtdlearn.imaging.shifts import shift_probabilities_to_density
 
 
 def _timed(fn):

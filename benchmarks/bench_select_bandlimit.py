@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 
 from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement, make_target,
                       relative_error)
-from mtdlearn._bandlimits import embed_coef
+from mtdlearn.basis._bandlimits import embed_coef
 
 
 class _Stop(Exception):

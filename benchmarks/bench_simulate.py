@@ -34,7 +34,7 @@ import tracemalloc
 import numpy as np
 
 from mtdlearn import FourierBesselBasis
-from mtdlearn.datasets import make_measurement, make_target
+from mtdlearn.data.simulate import make_measurement, make_target
 
 MB = 1024.0**2
 

@@ -3,7 +3,7 @@
 Part 1 (``--cost``): for L in {5, 11, 21, 41} at the same measurement side N
 and the same K (default basis, density 0.1, SNR 3), the seconds of one EM
 iteration (build the model, E-step over all patches, M-step), single-thread,
-for the GEMM kernel and the FFT kernel (``mtdlearn.fft_estep``), each the min
+for the GEMM kernel and the FFT kernel (``mtdlearn.likelihood.fft_estep``), each the min
 of ``--repeat`` runs.  Beside them:
 
 * the flops of each kernel (GEMM: two GEMMs of c x (L^2 + 2) x H; FFT:
@@ -53,12 +53,12 @@ from threadpoolctl import threadpool_limits
 
 from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement, make_target,
                       relative_error)
-from mtdlearn.fft_estep import (build_fft_patch_model, choose_estep, estep_statistics_fft,
+from mtdlearn.likelihood.fft_estep import (build_fft_patch_model, choose_estep, estep_statistics_fft,
                                 fft_grid_size)
-from mtdlearn.hypotheses import HypothesisSpace
-from mtdlearn.operators import density_to_shift_probabilities
-from mtdlearn.patch_model import build_patch_model, estep_statistics, m_step
-from mtdlearn.patches import PatchData
+from mtdlearn.likelihood.hypotheses import HypothesisSpace
+from mtdlearn.imaging.shifts import density_to_shift_probabilities
+from mtdlearn.likelihood.patch_model import build_patch_model, estep_statistics, m_step
+from mtdlearn.data.patches import PatchData
 
 
 def _rates():

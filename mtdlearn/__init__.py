@@ -6,15 +6,15 @@ randomly rotated and translated copies of it (Kreymer, Singer and Bendory,
 detection").
 """
 
-from .autocorrelation import AutocorrelationEstimator, AutocorrelationInitializer
+from .autocorrelation.estimator import AutocorrelationEstimator, AutocorrelationInitializer
 from .base import BaseMTDEstimator
-from .basis import FourierBesselBasis
-from .datasets import make_measurement, make_target
-from .em import ApproxEMEstimator
+from .basis.fourier_bessel import FourierBesselBasis
+from .data.simulate import make_measurement, make_target
+from .em.estimator import ApproxEMEstimator
 from .initializers import FixedInitializer, RandomInitializer
 from .metrics import relative_error
-from .multiresolution import MultiresolutionInitializer
-from .rotations import UniformRotationGrid
+from .em.multiresolution import MultiresolutionInitializer
+from .basis.rotations import UniformRotationGrid
 
 __version__ = "0.1.0"
 

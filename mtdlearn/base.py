@@ -2,11 +2,11 @@
 
 :class:`BaseMTDEstimator` owns what both estimators share, in the
 template-method style of scikit-learn's ``BaseMixture``: parameter
-validation, the data (a patch source, :mod:`mtdlearn.patches`), the
+validation, the data (a patch source, :mod:`mtdlearn.data.patches`), the
 ``n_init`` starts, the iteration loop (E-step, M-step, objective,
 convergence test, verbose line, history), the choice of the best start,
 and ``score``, ``score_samples``, ``predict``, ``predict_proba`` and
-``sample`` under the shared generative model (:mod:`mtdlearn.patch_model`).
+``sample`` under the shared generative model (:mod:`mtdlearn.likelihood.patch_model`).
 A subclass provides its own steps through small hooks; a variant of the EM
 (accelerated, incremental) overrides one hook, ``_step``.
 """
@@ -19,19 +19,19 @@ from sklearn.base import BaseEstimator, DensityMixin, clone
 from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 from sklearn.utils.validation import check_is_fitted
 
-from ._dask import as_dask_source, is_dask_input
+from .data._dask import as_dask_source, is_dask_input
 from ._parallel import check_n_jobs, ordered_map
 from ._validation import check_int, check_random_generator, check_real
-from .basis import FourierBesselBasis, check_basis
+from .basis.fourier_bessel import FourierBesselBasis, check_basis
 from .checkpoint import check_checkpoint_path, hash_params, run_checkpointed
-from .datasets import make_measurement
+from .data.simulate import make_measurement
 from .initializers import InitialState, RandomInitializer
-from .operators import check_shift_probabilities, shift_probabilities_to_density
-from .hypotheses import HypothesisSpace
-from .patch_model import estep_statistics
-from .posteriors import build_per_patch_model, estep_per_patch, iter_detections
-from .patches import _max_abs, as_patch_source
-from .rotations import check_rotation_grid
+from .imaging.shifts import check_shift_probabilities, shift_probabilities_to_density
+from .likelihood.hypotheses import HypothesisSpace
+from .likelihood.patch_model import estep_statistics
+from .likelihood.posteriors import build_per_patch_model, estep_per_patch, iter_detections
+from .data.patches import _max_abs, as_patch_source
+from .basis.rotations import check_rotation_grid
 
 __all__ = ["BaseMTDEstimator"]
 
@@ -56,7 +56,7 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
 
     Owns what both estimators share: input validation (one measurement,
     a stack, a sequence of arrays or ``.npy``/``.mrc`` paths, or a
-    :class:`~mtdlearn.patches.PatchData`), the generative model of the
+    :class:`~mtdlearn.data.patches.PatchData`), the generative model of the
     patches (``coef_``, ``shift_probabilities_``, ``noise_variance_``), the
     ``n_init`` starts through joblib, the iteration loop, and ``score``,
     ``score_samples``, ``predict``, ``predict_proba``, ``sample``.
@@ -73,7 +73,7 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         default ``tol``, checked; the EM resolves ``tol="auto"`` here.
     ``_prepare(data)``
         What the starts share, computed once per fit from the
-        :class:`~mtdlearn.patches.PatchData` (the measured
+        :class:`~mtdlearn.data.patches.PatchData` (the measured
         autocorrelations; for the EM, the patches and the hypotheses).
     ``_e_step(prepared, state, n_jobs)``
         ``(objective, stats)`` at ``state`` (an
@@ -240,10 +240,10 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         X : array-like of shape (N1, N2) or (n, N1, N2), a sequence, or PatchData
             The measurement(s): one measurement, a stack, a sequence of
             2-D arrays or ``.npy``/``.mrc`` paths, or a
-            :class:`~mtdlearn.patches.PatchData` (whose data-derived
+            :class:`~mtdlearn.data.patches.PatchData` (whose data-derived
             quantities are then computed once and shared).  A
             ``dask.array.Array`` of shape (N1, N2) or (n, N1, N2), or a list
-            of them (e.g. :func:`mtdlearn.io.read_micrographs`), is fitted
+            of them (e.g. :func:`mtdlearn.data.io.read_micrographs`), is fitted
             where its blocks live, on the active ``distributed.Client`` or
             dask's default scheduler, with the same result to the last bit
             (:doc:`/scaling`).  Input is never modified.
@@ -642,7 +642,7 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
 
         The same rows as :meth:`predict`, grouped by measurement, in order;
         each measurement's are yielded as soon as they are found, so a
-        caller that writes them (:func:`mtdlearn.io.write_star_per_micrograph`)
+        caller that writes them (:func:`mtdlearn.data.io.write_star_per_micrograph`)
         holds one measurement's at a time, however many micrographs there
         are.  With Dask input each micrograph's detections are found on its
         worker and come to the client in turn (:doc:`/scaling`).

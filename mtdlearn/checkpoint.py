@@ -54,7 +54,7 @@ def hash_measurements(measurements, block_bytes=2**24):
     digest is the SHA-256 of their number and their digests in order.  Two
     inputs get the same digest only if they are equal element by element,
     with the same dtypes and shapes.  On a Dask source
-    (:meth:`mtdlearn._dask.DaskPatchData.memoize`) each micrograph is hashed
+    (:meth:`mtdlearn.data._dask.DaskPatchData.memoize`) each micrograph is hashed
     by a task on the worker that holds it (``hash_measurements.blockwise``)
     and only the digests (64 characters each) come to the client, which
     combines them as here: the same digest as in memory when the blocks have
@@ -64,7 +64,7 @@ def hash_measurements(measurements, block_bytes=2**24):
     ----------
     measurements : list of ndarray of shape (N1, N2)
         Validated 2-D measurements (see
-        :func:`mtdlearn.patches.check_measurements`).
+        :func:`mtdlearn.data.patches.check_measurements`).
     block_bytes : int, default=2**24
         Bytes hashed at a time.
 
@@ -107,7 +107,7 @@ def _combine_digests(digests, block_bytes=None):
 
 
 #: How a distributed patch source computes it: per micrograph, then combined
-#: in order on the client (see :meth:`mtdlearn._dask.DaskPatchData.memoize`).
+#: in order on the client (see :meth:`mtdlearn.data._dask.DaskPatchData.memoize`).
 hash_measurements.blockwise = (_measurement_digest, _combine_digests)
 
 

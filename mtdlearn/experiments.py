@@ -14,10 +14,10 @@ import numpy as np
 from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 
-from .autocorrelation import AutocorrelationEstimator
-from .basis import FourierBesselBasis
-from .datasets import make_measurement, make_target
-from .em import ApproxEMEstimator
+from .autocorrelation.estimator import AutocorrelationEstimator
+from .basis.fourier_bessel import FourierBesselBasis
+from .data.simulate import make_measurement, make_target
+from .em.estimator import ApproxEMEstimator
 from .initializers import FixedInitializer, RandomInitializer
 from .metrics import relative_error
 

@@ -7,11 +7,11 @@ An initializer is an object with a method::
     initialize(measurements, basis, noise_variance, random_state) -> InitialState
 
 ``measurements`` is the estimator's patch source, a
-:class:`~mtdlearn.patches.PatchData` (its ``measurements`` attribute is the
+:class:`~mtdlearn.data.patches.PatchData` (its ``measurements`` attribute is the
 list of validated 2-D arrays; quantities derived from the data are computed
 once per fit and shared by all starts through its ``memoize`` method), or,
 when an initializer is called directly, a list of validated 2-D arrays.
-``basis`` is the estimator's basis (see :func:`mtdlearn.basis.check_basis`),
+``basis`` is the estimator's basis (see :func:`mtdlearn.basis.fourier_bessel.check_basis`),
 ``noise_variance`` the fixed ``sigma**2`` or ``None`` when the estimator
 estimates it, and ``random_state`` a ``numpy.random.Generator`` (every random
 draw must come from it).  It returns an :class:`InitialState` holding
@@ -21,7 +21,7 @@ draw must come from it).  It returns an :class:`InitialState` holding
 They never modify the measurements.
 
 :class:`~mtdlearn.AutocorrelationInitializer`, which runs autocorrelation
-analysis, lives beside its estimator in :mod:`mtdlearn.autocorrelation`.
+analysis, lives beside its estimator in :mod:`mtdlearn.autocorrelation.estimator`.
 """
 
 from dataclasses import dataclass
@@ -30,9 +30,9 @@ import numpy as np
 from scipy import stats
 
 from ._validation import check_array_float, check_real
-from .basis import check_basis
-from .operators import check_shift_probabilities, density_to_shift_probabilities, max_density
-from .patches import PatchData, as_patch_source, patch_grid_shape, tile
+from .basis.fourier_bessel import check_basis
+from .imaging.shifts import check_shift_probabilities, density_to_shift_probabilities, max_density
+from .data.patches import PatchData, as_patch_source, patch_grid_shape, tile
 
 __all__ = ["InitialState", "RandomInitializer", "FixedInitializer", "data_statistics"]
 
@@ -58,7 +58,7 @@ class InitialState:
     --------
     >>> import numpy as np
     >>> from mtdlearn.initializers import InitialState
-    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
     >>> state = InitialState(np.ones(10), density_to_shift_probabilities(0.03, 5), 1.0)
     >>> state.shift_probabilities.shape
     (10, 10)
@@ -363,7 +363,7 @@ def _data_statistics_distributed(data, image_size, chunk_rows=1024, block_bytes=
 
 
 #: How a distributed patch source computes it: every pass on the workers
-#: (:meth:`mtdlearn._dask.DaskPatchData.memoize`).
+#: (:meth:`mtdlearn.data._dask.DaskPatchData.memoize`).
 data_statistics.blockwise = _data_statistics_distributed
 
 

@@ -11,7 +11,7 @@ from numbers import Integral
 import numpy as np
 
 from ._validation import check_array_float, check_int
-from .basis import check_basis
+from .basis.fourier_bessel import check_basis
 from .metrics import align_rotation
 
 __all__ = ["plot_measurement", "plot_images", "plot_convergence",
@@ -448,12 +448,12 @@ def plot_shift_probabilities(shift_probabilities, ax=None, mask_empty=True):
 
     See Also
     --------
-    mtdlearn.operators.density_to_shift_probabilities : ``rho`` of a density.
-    mtdlearn.operators.shift_to_offset : Offset of the copy for a shift.
+    mtdlearn.imaging.shifts.density_to_shift_probabilities : ``rho`` of a density.
+    mtdlearn.imaging.shifts.shift_to_offset : Offset of the copy for a shift.
 
     Examples
     --------
-    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
     >>> from mtdlearn.plotting import plot_shift_probabilities
     >>> ax = plot_shift_probabilities(density_to_shift_probabilities(0.04, 5))
     """

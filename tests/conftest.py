@@ -64,7 +64,7 @@ def simulated(basis, coef):
     """A large simulated measurement (N=2000, SNR=5, density 0.04): its truth and
     its autocorrelations."""
     from mtdlearn import make_measurement
-    from mtdlearn.moments import measurement_autocorrelations
+    from mtdlearn.autocorrelation.moments import measurement_autocorrelations
 
     X, truth = make_measurement(coef, basis, 2000, density=0.04, snr=5, random_state=0)
     return truth, measurement_autocorrelations(X, 5)

@@ -1,4 +1,4 @@
-"""Tests of mtdlearn.autocorrelation: AutocorrelationEstimator and
+"""Tests of mtdlearn.autocorrelation.estimator: AutocorrelationEstimator and
 AutocorrelationInitializer."""
 
 import numpy as np
@@ -7,10 +7,10 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
 from mtdlearn import AutocorrelationEstimator, AutocorrelationInitializer, FixedInitializer
-from mtdlearn.datasets import make_measurement
+from mtdlearn.data.simulate import make_measurement
 from mtdlearn.metrics import relative_error
-from mtdlearn.moments import measurement_autocorrelations
-from mtdlearn.operators import density_to_shift_probabilities
+from mtdlearn.autocorrelation.moments import measurement_autocorrelations
+from mtdlearn.imaging.shifts import density_to_shift_probabilities
 
 L = 5
 
@@ -104,7 +104,7 @@ def test_estimator_shift_radius(basis, coef):
     """'auto' keeps the full third moment at L = 5 (bit for bit the None fit);
     a radius fits on the pairs of the kept shifts, and the initializer passes
     it on."""
-    from mtdlearn.moments import third_order_shifts
+    from mtdlearn.autocorrelation.moments import third_order_shifts
 
     X, _ = make_measurement(coef, basis, 300, snr=5, random_state=0)
     kw = dict(basis=basis, n_init=2, random_state=0)

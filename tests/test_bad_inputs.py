@@ -23,11 +23,11 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator, AutocorrelationInitializer,
                       FixedInitializer, FourierBesselBasis, RandomInitializer,
                       UniformRotationGrid, make_measurement, make_target, relative_error)
-from mtdlearn.moments import measurement_autocorrelations
-from mtdlearn.cli import main
-from mtdlearn.io import read_measurement
+from mtdlearn.autocorrelation.moments import measurement_autocorrelations
+from mtdlearn.cli.commands import main
+from mtdlearn.data.io import read_measurement
 from mtdlearn.metrics import align_rotation
-from mtdlearn.operators import (density_to_shift_probabilities, max_density,
+from mtdlearn.imaging.shifts import (density_to_shift_probabilities, max_density,
                                 shift_probabilities_to_density)
 
 L = 5

@@ -1,4 +1,4 @@
-"""Tests of mtdlearn._bandlimits (nested band-limited bases, exact coefficient
+"""Tests of mtdlearn.basis._bandlimits (nested band-limited bases, exact coefficient
 maps) and of ``ApproxEMEstimator(select_bandlimit=True)``, which uses them."""
 
 import warnings
@@ -8,7 +8,7 @@ import pytest
 
 from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement, make_target,
                       relative_error)
-from mtdlearn._bandlimits import (MIN_FUNCTIONS, check_nested_basis, embed_coef, nested_bases,
+from mtdlearn.basis._bandlimits import (MIN_FUNCTIONS, check_nested_basis, embed_coef, nested_bases,
                                restrict_coef)
 
 

@@ -56,7 +56,7 @@ def test_shared_fitted_model(make, problem):
     np.testing.assert_allclose(est.image_, basis.evaluate(est.coef_))
     rho = est.shift_probabilities_
     assert rho.shape == (2 * L, 2 * L) and np.all(rho >= 0) and np.isclose(rho.sum(), 1)
-    from mtdlearn.operators import shift_probabilities_to_density
+    from mtdlearn.imaging.shifts import shift_probabilities_to_density
     assert np.isclose(est.density_, shift_probabilities_to_density(rho))
     assert est.noise_variance_ > 0 and est.n_patches_ == 4 * (100 // L) ** 2
     assert isinstance(est.converged_, bool) and est.n_iter_ >= 0
@@ -392,14 +392,14 @@ def test_basis_protocol_is_checked():
 # ---------------------------------------------------------------------------
 # what the data give is computed once per fit
 def test_data_quantities_computed_once_per_fit(monkeypatch, problem):
-    import mtdlearn.autocorrelation
+    import mtdlearn.autocorrelation.estimator
     import mtdlearn.initializers
     from mtdlearn import AutocorrelationInitializer
 
     basis, coef, X, truth = problem
     calls = {"stats": 0, "moments": 0}
     stats, moments = (mtdlearn.initializers.data_statistics,
-                      mtdlearn.autocorrelation.measurement_autocorrelations)
+                      mtdlearn.autocorrelation.estimator.measurement_autocorrelations)
 
     def counted_stats(*args, **kwargs):
         calls["stats"] += 1
@@ -410,7 +410,7 @@ def test_data_quantities_computed_once_per_fit(monkeypatch, problem):
         return moments(*args, **kwargs)
 
     monkeypatch.setattr(mtdlearn.initializers, "data_statistics", counted_stats)
-    monkeypatch.setattr(mtdlearn.autocorrelation, "measurement_autocorrelations",
+    monkeypatch.setattr(mtdlearn.autocorrelation.estimator, "measurement_autocorrelations",
                         counted_moments)
     _fit(ApproxEMEstimator(L, basis=basis, rotations=2, max_iter=1, n_init=3,
                            random_state=0), X)

@@ -18,7 +18,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy import special
 
 from mtdlearn import FourierBesselBasis
-from mtdlearn import basis as basis_module
+from mtdlearn.basis import fourier_bessel as basis_module
 
 pytestmark = pytest.mark.usefixtures("single_threaded_blas")
 
@@ -645,7 +645,7 @@ def test_large_matrix_matches_jv(L):
 
 
 def test_chebyshev_radial_values_at_a_node():
-    from mtdlearn._fourier_bessel import _chebyshev_size, _radial_values
+    from mtdlearn.basis._fourier_bessel import _chebyshev_size, _radial_values
 
     nu, lam = np.array([0, 3, 7]), np.array([2.4, 30.0, 40.0])
     n_nodes = _chebyshev_size(lam.max())
@@ -720,7 +720,7 @@ def test_large_basis_pickles_cheaply():
 def test_rotated_evaluation_is_the_rotated_images():
     """``rotated_evaluation(basis, angles)[k] @ coef`` is the image of
     ``rotate(coef, angles[k])``, for several angles and a scalar angle."""
-    from mtdlearn.basis import rotated_evaluation
+    from mtdlearn.basis.fourier_bessel import rotated_evaluation
 
     basis = FourierBesselBasis(9)
     coef = np.random.default_rng(1).standard_normal(basis.n_functions)

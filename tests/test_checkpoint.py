@@ -289,7 +289,7 @@ def _wait_for(predicate, timeout, proc):
 
 
 def test_cli_fit_killed_and_rerun_gives_the_uninterrupted_result(tmp_path, capsys):
-    from mtdlearn.cli import main
+    from mtdlearn.cli.commands import main
 
     basis = FourierBesselBasis(L, n_coefficients=10)
     X, _ = make_measurement(make_target(basis, random_state=0), basis, 300, snr=5,

@@ -13,8 +13,8 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from mtdlearn import FourierBesselBasis
-from mtdlearn.cli import _load_model, main
-from mtdlearn.datasets import make_measurement, make_target
+from mtdlearn.cli.commands import _load_model, main
+from mtdlearn.data.simulate import make_measurement, make_target
 
 
 def run(argv):
@@ -412,9 +412,9 @@ def test_demo_refuses_to_overwrite_figure_up_front(tmp_path, monkeypatch, capsys
     fig = tmp_path / "out" / "demo.png"
     fig.parent.mkdir()
     fig.write_bytes(b"old figure")
-    import mtdlearn.datasets
+    import mtdlearn.data.simulate
 
-    monkeypatch.setattr(mtdlearn.datasets, "make_measurement", _must_not_run)
+    monkeypatch.setattr(mtdlearn.data.simulate, "make_measurement", _must_not_run)
     assert run(["demo", "--size", "100"]) == 2               # before simulating anything
     err = capsys.readouterr().err
     assert_one_line_error(err, "demo")
@@ -425,7 +425,7 @@ def test_demo_refuses_to_overwrite_figure_up_front(tmp_path, monkeypatch, capsys
 def test_fit_defaults(tmp_path, capsys, measurement_file):
     """`mtdlearn fit` starts the EM from autocorrelation analysis on all cores
     by default; --init random and --n-jobs 1 choose otherwise."""
-    from mtdlearn.cli import _build_parser
+    from mtdlearn.cli.commands import _build_parser
 
     args = _build_parser().parse_args(["fit", "m.npy"])
     assert args.init == "autocorrelation" and args.n_jobs == -1 and not args.overwrite

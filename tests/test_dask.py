@@ -22,11 +22,11 @@ import joblib  # noqa: E402
 
 from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator,  # noqa: E402
                       FourierBesselBasis, make_measurement, make_target)
-from mtdlearn._dask import NO_HTTP_PORT, as_dask_source  # noqa: E402
-from mtdlearn.autocorrelation import AutocorrelationInitializer  # noqa: E402
+from mtdlearn.data._dask import NO_HTTP_PORT, as_dask_source  # noqa: E402
+from mtdlearn.autocorrelation.estimator import AutocorrelationInitializer  # noqa: E402
 from mtdlearn.checkpoint import FitCheckpoint, hash_measurements  # noqa: E402
-from mtdlearn.io import picks_table, read_micrographs  # noqa: E402
-from mtdlearn.patches import as_patch_source, check_measurements  # noqa: E402
+from mtdlearn.data.io import picks_table, read_micrographs  # noqa: E402
+from mtdlearn.data.patches import as_patch_source, check_measurements  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -120,8 +120,8 @@ def test_autocorrelations_on_cluster_equal_in_memory(client, mrc_paths):
 
 def test_fft_estep_on_cluster_equals_in_memory(client, monkeypatch):
     """At L = 13 the cost model picks the FFT E-step, on the workers as in memory."""
-    import mtdlearn.em as em_module
-    from mtdlearn.fft_estep import choose_estep
+    import mtdlearn.em.estimator as em_module
+    from mtdlearn.likelihood.fft_estep import choose_estep
 
     L13 = 13
     assert choose_estep(L13, 4, np.float32) == choose_estep(L13, 4, np.float64) == "fft"
@@ -153,7 +153,7 @@ def test_incremental_em_on_cluster(client, monkeypatch):
     """Incremental EM on a cluster: its blocks are whole micrographs, each block's
     E-step on the workers; the fit is the in-memory one with the same blocks, to
     the last bit, and ends at batch EM's fixed point."""
-    import mtdlearn.em as em_module
+    import mtdlearn.em.estimator as em_module
 
     monkeypatch.setattr(em_module, "_BLOCK_PATCHES", 500)   # 1592 patches: 3 blocks
     blocks, choose = [], em_module._blocks
@@ -164,7 +164,7 @@ def test_incremental_em_on_cluster(client, monkeypatch):
     assert blocks == [[(0, 576), (576, 1016), (1016, 1592)]]   # the three micrographs
     monkeypatch.setattr(em_module, "_blocks", lambda data: blocks[0])
     _assert_same_fit(fitted, _em(acceleration="incremental", max_iter=10).fit(X))
-    from mtdlearn.patch_model import _distributed_subset
+    from mtdlearn.likelihood.patch_model import _distributed_subset
     with pytest.raises(ValueError, match="subset must hold whole measurements"):
         _distributed_subset(as_dask_source([da.from_array(M) for M in X], L), (0, 100))
     # these blocks, run to convergence (in memory: the same fit), end at batch EM's
@@ -182,7 +182,7 @@ def test_auto_dtype_chooses_as_in_memory(client):
     below it): the same choice, float32, on both."""
     from types import SimpleNamespace
 
-    from mtdlearn.em import _FLOAT32_MAX_ERROR, _float32_resolution
+    from mtdlearn.em.estimator import _FLOAT32_MAX_ERROR, _float32_resolution
 
     rng = np.random.default_rng(0)
     X = [30.0 * rng.standard_normal((325, 325)), rng.standard_normal((325, 325))]
@@ -217,7 +217,7 @@ def test_client_receives_one_total_per_reduction(client, monkeypatch):
     of micrographs."""
     import pickle
 
-    from mtdlearn._dask import DaskPatchData
+    from mtdlearn.data._dask import DaskPatchData
 
     gathered, reduced = [], []
     map_blocks, map_reduce = DaskPatchData.map_blocks, DaskPatchData.map_reduce
@@ -292,7 +292,7 @@ def test_iter_blocks_hands_over_one_result_at_a_time(client, monkeypatch):
     results = as_dask_source([da.from_array(M) for M in _data()], L).iter_blocks(np.shape)
     assert next(results) == shapes[0]
     assert list(results) == shapes[1:]
-    import mtdlearn._dask as dask_module
+    import mtdlearn.data._dask as dask_module
     monkeypatch.setattr(dask_module, "active_client", lambda: None)  # dask's scheduler
     source = as_dask_source([da.from_array(M) for M in _data()], L)
     assert list(source.iter_blocks(np.shape)) == shapes
@@ -378,7 +378,7 @@ def test_import_mtdlearn_does_not_import_dask():
     import subprocess
     import sys
 
-    code = ("import sys, mtdlearn, mtdlearn.io, mtdlearn.cli; "
+    code = ("import sys, mtdlearn, mtdlearn.data.io, mtdlearn.cli.commands; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('dask', 'distributed', 'starfile')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -388,7 +388,7 @@ def test_import_mtdlearn_does_not_import_dask():
 
 def test_unaligned_block_is_realigned_before_use():
     """A block deserialized at an odd byte offset reaches the kernel aligned, same values."""
-    from mtdlearn._dask import _block_apply
+    from mtdlearn.data._dask import _block_apply
 
     M = np.random.default_rng(0).standard_normal((7, 9))
     buf = np.zeros(M.nbytes + 1, dtype=np.uint8)
@@ -434,7 +434,7 @@ def test_local_cluster_workers_run_without_the_profiler():
     """--workers starts workers without Dask's statistical profiler and with slow
     event-loop ticks (_dask.QUIET_WORKERS), the settings the benchmark measured."""
     distributed = pytest.importorskip("distributed")
-    from mtdlearn._dask import QUIET_WORKERS, local_cluster
+    from mtdlearn.data._dask import QUIET_WORKERS, local_cluster
 
     with local_cluster(1) as cluster, distributed.Client(cluster) as client:
         import dask

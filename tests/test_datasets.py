@@ -11,7 +11,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy.spatial import cKDTree
 
 from mtdlearn import FourierBesselBasis
-from mtdlearn.datasets import (MeasurementTruth, make_measurement, make_target, place_copies,
+from mtdlearn.data.simulate import (MeasurementTruth, make_measurement, make_target, place_copies,
                                snr_to_noise_variance)
 
 pytestmark = pytest.mark.usefixtures("single_threaded_blas")

@@ -1,4 +1,4 @@
-"""Tests of mtdlearn.em: ApproxEMEstimator (its E/M kernels: test_patch_model)."""
+"""Tests of mtdlearn.em.estimator: ApproxEMEstimator (its E/M kernels: test_patch_model)."""
 
 import pickle
 import warnings
@@ -12,9 +12,9 @@ from sklearn.model_selection import GridSearchCV, KFold
 
 from mtdlearn import (ApproxEMEstimator, FixedInitializer, FourierBesselBasis,
                       make_measurement, make_target, relative_error)
-from mtdlearn.datasets import place_copies, render_copies
+from mtdlearn.data.simulate import place_copies, render_copies
 from mtdlearn.metrics import align_rotation
-from mtdlearn.operators import density_to_shift_probabilities
+from mtdlearn.imaging.shifts import density_to_shift_probabilities
 
 L = 5
 
@@ -504,7 +504,7 @@ def test_auto_precision_finishes_in_float64(basis, small_problem):
 
 
 def test_incremental_em_reaches_the_batch_fixed_point(basis, small_problem, monkeypatch):
-    import mtdlearn.em as em_module
+    import mtdlearn.em.estimator as em_module
 
     monkeypatch.setattr(em_module, "_BLOCK_PATCHES", 100)   # 4 blocks of the 400 patches
     X, plain = small_problem
@@ -570,7 +570,7 @@ def test_auto_refinement_is_the_default_and_keeps_the_paper_setting(basis, coef,
         assert not hasattr(auto, "coarse_n_iter_")
         assert auto.get_params()["rotations"] == 1   # the parameter is not touched
         # a grid of one's own is kept as given
-        from mtdlearn.rotations import check_rotation_grid
+        from mtdlearn.basis.rotations import check_rotation_grid
 
         class OneAngle:
             def get_angles(self):
@@ -603,7 +603,7 @@ def test_incremental_blocks_of_a_distributed_source_end_on_micrographs(sizes):
     nearest to the in-memory edge (the lower one on a tie)."""
     from types import SimpleNamespace
 
-    from mtdlearn.em import _blocks
+    from mtdlearn.em.estimator import _blocks
 
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     data = SimpleNamespace(distributed=True, offsets=offsets, n_patches=int(offsets[-1]))
@@ -618,7 +618,7 @@ def test_incremental_blocks_of_a_distributed_source_end_on_micrographs(sizes):
 def test_coarse_phase_threshold_scales_with_the_phase_gain():
     """A coarse grid's phase ends below 1e-4 per patch (or ``tol``), or below
     1e-3 of what the phase has gained since its first E-step."""
-    from mtdlearn import em as em_module
+    from mtdlearn.em import estimator as em_module
 
     est = ApproxEMEstimator(5, tol=1e-6)
     est._validate_params()                 # the fit resolves tol into tol_

@@ -1,4 +1,4 @@
-"""Tests of mtdlearn.fft_estep: the FFT E-step against the GEMM E-step, the
+"""Tests of mtdlearn.likelihood.fft_estep: the FFT E-step against the GEMM E-step, the
 cost model, and the M-step fed by either."""
 
 import numpy as np
@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mtdlearn import ApproxEMEstimator, FourierBesselBasis, make_measurement, make_target
-from mtdlearn.fft_estep import (build_fft_patch_model, choose_estep, estep_statistics_fft,
+from mtdlearn.likelihood.fft_estep import (build_fft_patch_model, choose_estep, estep_statistics_fft,
                                 fft_chunk_size, fft_grid_size)
-from mtdlearn.hypotheses import HypothesisSpace
-from mtdlearn.operators import density_to_shift_probabilities
-from mtdlearn.patch_model import Statistics, build_patch_model, estep_statistics, m_step
-from mtdlearn.patches import PatchData
+from mtdlearn.likelihood.hypotheses import HypothesisSpace
+from mtdlearn.imaging.shifts import density_to_shift_probabilities
+from mtdlearn.likelihood.patch_model import Statistics, build_patch_model, estep_statistics, m_step
+from mtdlearn.data.patches import PatchData
 
 
 def _basis(L):
@@ -171,7 +171,7 @@ def test_estimator_uses_fft_at_large_size_and_matches_gemm():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fft = ApproxEMEstimator(L, **kw).fit(X)
-        import mtdlearn.em as em_module
+        import mtdlearn.em.estimator as em_module
         orig = em_module.choose_estep
         em_module.choose_estep = lambda *a, **k: "gemm"
         try:
@@ -189,7 +189,7 @@ def test_clamped_mass_stays_in_the_shift_weights(monkeypatch):
     FFTs (the GEMM E-step keeps exp(floor)), and their mass is back in every
     possible hypothesis's weight, so the statistics match exp(floor) left in
     place."""
-    import mtdlearn.patch_model as pm
+    import mtdlearn.likelihood.patch_model as pm
 
     L, K = 5, 4
     basis = _basis(L)

@@ -7,7 +7,7 @@ from sklearn.base import clone
 from mtdlearn import FourierBesselBasis, make_measurement, make_target
 from mtdlearn.initializers import (FixedInitializer, InitialState, RandomInitializer,
                                    data_statistics)
-from mtdlearn.operators import (density_to_shift_probabilities, max_density,
+from mtdlearn.imaging.shifts import (density_to_shift_probabilities, max_density,
                                 shift_probabilities_to_density)
 
 L = 5
@@ -128,7 +128,7 @@ def test_data_statistics_quartile_is_numpys_exactly():
     bit for bit numpy.quantile of all the patch energies."""
     from scipy import stats
 
-    from mtdlearn.patches import extract_patches
+    from mtdlearn.data.patches import extract_patches
 
     rng = np.random.default_rng(3)
     d = L * L

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from mtdlearn.io import (picks_table, read_measurement, read_micrographs, star_paths,
+from mtdlearn.data.io import (picks_table, read_measurement, read_micrographs, star_paths,
                          write_star, write_star_per_micrograph)
 
 

@@ -1,4 +1,4 @@
-"""Tests of mtdlearn.moment_fit: the least-squares cost, its gradient, and the fit."""
+"""Tests of mtdlearn.autocorrelation.fit: the least-squares cost, its gradient, and the fit."""
 
 import time
 
@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import check_grad
 
-from mtdlearn.datasets import make_target
+from mtdlearn.data.simulate import make_target
 from mtdlearn.metrics import relative_error
-from mtdlearn.moment_fit import autocorrelation_cost_and_grad, fit_autocorrelations
-from mtdlearn.moments import model_autocorrelations, third_order_shifts
+from mtdlearn.autocorrelation.fit import autocorrelation_cost_and_grad, fit_autocorrelations
+from mtdlearn.autocorrelation.moments import model_autocorrelations, third_order_shifts
 
 L = 5
 

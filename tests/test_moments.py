@@ -1,11 +1,11 @@
-"""Tests of mtdlearn.moments: measured, image and model autocorrelations."""
+"""Tests of mtdlearn.autocorrelation.moments: measured, image and model autocorrelations."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtdlearn.moments import (default_n_angles, image_autocorrelations,
+from mtdlearn.autocorrelation.moments import (default_n_angles, image_autocorrelations,
                               measurement_autocorrelations, model_autocorrelations,
                               third_order_shifts)
 
@@ -272,7 +272,7 @@ def test_measured_subset_equals_entries_of_full(size, radius, shape, working_mem
 def test_measured_subset_blockwise_equals_in_memory(n_jobs):
     """The Dask split (per micrograph, then combined) gives the in-memory
     result bit for bit, with a subset of shifts too; so does any n_jobs."""
-    from mtdlearn.moments import _block_band_sums, _combine_blocks
+    from mtdlearn.autocorrelation.moments import _block_band_sums, _combine_blocks
 
     rng = np.random.default_rng(5)
     Ms = [rng.standard_normal((60, 47)), rng.standard_normal((33, 70))]

@@ -1,4 +1,4 @@
-"""Tests of mtdlearn.multiresolution: binning, upsampling against the basis,
+"""Tests of mtdlearn.em.multiresolution: binning, upsampling against the basis,
 and the frequency-marching initializer."""
 
 import numpy as np
@@ -8,7 +8,7 @@ from sklearn.base import clone
 
 from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, MultiresolutionInitializer,
                       RandomInitializer, make_measurement, make_target)
-from mtdlearn.multiresolution import bin_measurement, upsample_image
+from mtdlearn.em.multiresolution import bin_measurement, upsample_image
 
 
 @settings(max_examples=20, deadline=None)

@@ -1,4 +1,4 @@
-"""Tests of mtdlearn.patch_model: the hypothesis space, the E-step kernels
+"""Tests of mtdlearn.likelihood.patch_model: the hypothesis space, the E-step kernels
 against brute force, the sufficient statistics and the M-step."""
 
 from types import SimpleNamespace
@@ -10,13 +10,13 @@ from numpy.testing import assert_array_equal
 from scipy.special import logsumexp
 
 from mtdlearn import FourierBesselBasis, make_measurement, make_target
-from mtdlearn.operators import (density_to_shift_probabilities, empty_shifts, nonempty_shifts,
+from mtdlearn.imaging.shifts import (density_to_shift_probabilities, empty_shifts, nonempty_shifts,
                                 pad_shift_crop)
-from mtdlearn.hypotheses import HypothesisSpace
-from mtdlearn.patch_model import (Statistics, build_patch_model, chunk_size, estep_statistics,
+from mtdlearn.likelihood.hypotheses import HypothesisSpace
+from mtdlearn.likelihood.patch_model import (Statistics, build_patch_model, chunk_size, estep_statistics,
                                   m_step, solve_gram)
-from mtdlearn.posteriors import estep_per_patch
-from mtdlearn.patches import PatchData, extract_patches
+from mtdlearn.likelihood.posteriors import estep_per_patch
+from mtdlearn.data.patches import PatchData, extract_patches
 
 L = 5
 
@@ -49,7 +49,7 @@ def test_decode_inverts_the_layout(basis, K):
     k, d0, d1 = space.decode(h)
     assert_array_equal(k, space.rotation_index)
     # the offsets are those of the shifts (shift_to_offset), in [-(L-1), L-1]
-    from mtdlearn.operators import offset_to_shift
+    from mtdlearn.imaging.shifts import offset_to_shift
 
     s = offset_to_shift(d0, L) * 2 * L + offset_to_shift(d1, L)
     assert_array_equal(s, space.shift_index)
@@ -176,7 +176,7 @@ def test_large_patches_take_the_row_shift_and_keep_float32_precision():
     bound: every float32 row is shifted by its own maximum (before wave 2 each
     was recomputed), and the per-patch log-likelihoods equal float64's to
     float32's precision (relative 1e-6 of terms of size ~1e2)."""
-    import mtdlearn.patch_model as pm
+    import mtdlearn.likelihood.patch_model as pm
 
     L13 = 13
     basis = FourierBesselBasis(L13)
@@ -284,7 +284,7 @@ def test_m_step_solves_normal_equations(basis, coef):
 def test_exponent_floor_does_not_change_the_statistics(monkeypatch, dtype, rtol):
     # at high SNR most exponents are far below -708 (float64) / -87 (float32),
     # where exp is slow; the floor must not move the statistics
-    import mtdlearn.patch_model as pm
+    import mtdlearn.likelihood.patch_model as pm
 
     basis = FourierBesselBasis(L, n_coefficients=10)
     coef = make_target(basis, random_state=1)
@@ -307,7 +307,7 @@ def test_clamped_float32_exponents_give_exact_zeros_not_subnormals():
     the floor become exact zeros (not exp(floor), whose products are
     subnormal and slow); the others move by at most exp(floor), and the row
     sums keep the clamped mass.  Without it (the GEMM E-step) nothing moves."""
-    from mtdlearn.patch_model import _EXP_FLOOR, _FLOOR, _exp_rows
+    from mtdlearn.likelihood.patch_model import _EXP_FLOOR, _FLOOR, _exp_rows
 
     dtype = np.dtype(np.float32)
     floor, f = _FLOOR[dtype], float(_EXP_FLOOR[dtype])
@@ -330,7 +330,7 @@ def test_clamped_float32_exponents_give_exact_zeros_not_subnormals():
 def test_weighted_gram_in_blocks_equals_one_gemm(monkeypatch):
     """The M-step's ``sum_k BR_k^T diag(D_k) BR_k`` in blocks of rotations
     (bounded memory at large L and K) is the one-GEMM sum, to rounding."""
-    from mtdlearn import patch_model
+    from mtdlearn.likelihood import patch_model
 
     rng = np.random.default_rng(0)
     BR = rng.standard_normal((7, 25, 10))

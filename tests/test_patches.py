@@ -1,4 +1,4 @@
-"""Tests of mtdlearn.patches: tiling, measurement validation, the patch source
+"""Tests of mtdlearn.data.patches: tiling, measurement validation, the patch source
 and chunk sizing."""
 
 import hashlib
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from numpy.testing import assert_array_equal
 
-from mtdlearn.patches import (PatchData, as_patch_source, check_measurements, chunk_rows,
+from mtdlearn.data.patches import (PatchData, as_patch_source, check_measurements, chunk_rows,
                               extract_patches, patch_grid_shape, resolve_working_memory, tile)
 
 L = 5
@@ -299,7 +299,7 @@ def test_scan_values_is_blockwise():
     """One pass in row blocks: a difference or a NaN in the last block is seen,
     a NaN is seen after the constant check has stopped, and no temporary
     exceeds a block."""
-    from mtdlearn.patches import _scan_values
+    from mtdlearn.data.patches import _scan_values
 
     row = 8 * 64  # bytes per row of a (n, 64) float64 array
     X = np.zeros((50, 64))

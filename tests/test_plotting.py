@@ -14,7 +14,7 @@ from matplotlib.axes import Axes  # noqa: E402
 
 from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,  # noqa: E402
                       make_target)
-from mtdlearn.operators import density_to_shift_probabilities  # noqa: E402
+from mtdlearn.imaging.shifts import density_to_shift_probabilities  # noqa: E402
 from mtdlearn.plotting import (plot_convergence, plot_images, plot_measurement,  # noqa: E402
                                plot_shift_probabilities)
 

@@ -1,14 +1,14 @@
-"""Tests of mtdlearn.posteriors: the fitted model patch by patch."""
+"""Tests of mtdlearn.likelihood.posteriors: the fitted model patch by patch."""
 
 import numpy as np
 from numpy.testing import assert_array_equal
 
 from mtdlearn import make_measurement
-from mtdlearn.hypotheses import HypothesisSpace
-from mtdlearn.operators import density_to_shift_probabilities
-from mtdlearn.patch_model import build_patch_model, estep_statistics
-from mtdlearn.patches import PatchData
-from mtdlearn.posteriors import estep_detections, estep_per_patch, iter_detections
+from mtdlearn.likelihood.hypotheses import HypothesisSpace
+from mtdlearn.imaging.shifts import density_to_shift_probabilities
+from mtdlearn.likelihood.patch_model import build_patch_model, estep_statistics
+from mtdlearn.data.patches import PatchData
+from mtdlearn.likelihood.posteriors import estep_detections, estep_per_patch, iter_detections
 
 L = 5
 
@@ -71,8 +71,8 @@ def test_fft_kernel_gives_the_gemm_posteriors_patch_by_patch():
     log-likelihoods, MAP hypotheses and posteriors are the GEMM's to rounding:
     1e-10, the criterion of the two E-steps' statistics (tests/test_fft_estep.py)."""
     from mtdlearn import FourierBesselBasis, make_target
-    from mtdlearn.fft_estep import FFTPatchModel
-    from mtdlearn.posteriors import build_per_patch_model
+    from mtdlearn.likelihood.fft_estep import FFTPatchModel
+    from mtdlearn.likelihood.posteriors import build_per_patch_model
 
     L13 = 13
     basis = FourierBesselBasis(L13, n_coefficients=12)

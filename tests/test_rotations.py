@@ -1,4 +1,4 @@
-"""Tests of mtdlearn.rotations."""
+"""Tests of mtdlearn.basis.rotations."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from sklearn.base import clone
 
 from mtdlearn import FourierBesselBasis
-from mtdlearn.rotations import (UniformRotationGrid, _grid_schedule, auto_refinement,
+from mtdlearn.basis.rotations import (UniformRotationGrid, _grid_schedule, auto_refinement,
                                 check_rotation_grid)
 
 

@@ -23,9 +23,9 @@ from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator, Autocorrelati
                       FourierBesselBasis, make_measurement, make_target)
 
 try:  # the moments' module after the restructuring
-    from mtdlearn.moments import measurement_autocorrelations
+    from mtdlearn.autocorrelation.moments import measurement_autocorrelations
 except ImportError:  # pragma: no cover - the layout this fixture was recorded with
-    from mtdlearn.autocorrelation import measurement_autocorrelations
+    from mtdlearn.autocorrelation.estimator import measurement_autocorrelations
 
 HERE = Path(__file__).parent
 FIXTURE = HERE / "wave1_regression.npz"

@@ -8,7 +8,7 @@ approximate log-likelihood (eq. 5) treats the patches as independent.
 
 Computation (:doc:`/design`, "The E-step"): the hypotheses ``h = (k, l)``
 over the non-empty shifts, plus one merged empty hypothesis, are laid out
-by :class:`~mtdlearn.hypotheses.HypothesisSpace`; templates ``T_h`` form an
+by :class:`~mtdlearn.likelihood.hypotheses.HypothesisSpace`; templates ``T_h`` form an
 ``H x L**2`` matrix, and ``||P_m - T_h||**2 = ||P_m||**2 - 2 P_m . T_h +
 ||T_h||**2`` is one GEMM per chunk of patches, followed by a row-wise log-sum-exp.  Nothing of
 size ``N_d x H`` outlives a chunk: the chunks are reduced to
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from ._parallel import ordered_map, task_ranges, tree_reduce
+from .._parallel import ordered_map, task_ranges, tree_reduce
 from .hypotheses import HypothesisSpace
-from .patches import PatchData, chunk_rows
+from ..data.patches import PatchData, chunk_rows
 
 __all__ = ["PatchModel", "build_patch_model", "Statistics", "estep_statistics", "m_step",
            "solve_gram", "noise_variance_floor", "chunk_size"]
@@ -52,7 +52,7 @@ def chunk_size(n_hypotheses, image_size, working_memory=None, itemsize=8):
         ``L``.
     working_memory : float, default=None
         Budget in MiB; ``None`` takes ``sklearn.get_config()["working_memory"]``
-        (see :mod:`mtdlearn.patches`).
+        (see :mod:`mtdlearn.data.patches`).
     itemsize : int, default=8
         Bytes per number of the E-step arithmetic (8 for float64, 4 for
         float32).
@@ -69,7 +69,7 @@ def chunk_size(n_hypotheses, image_size, working_memory=None, itemsize=8):
 
     Examples
     --------
-    >>> from mtdlearn.patch_model import chunk_size
+    >>> from mtdlearn.likelihood.patch_model import chunk_size
     >>> chunk_size(16 * 81, 5)  # K = 16, L = 5: cache-bound
     404
     >>> chunk_size(16 * 81, 5, working_memory=0.5)  # memory-bound
@@ -93,7 +93,7 @@ class PatchModel:
     it gives ``-||P - T_h||**2 / (2 sigma**2) + log prior_h - c`` for every
     non-empty hypothesis at once.  ``c`` (``shift``) is the largest log prior,
     so every exponent is ``<= 0`` (never an exp of an unshifted value).
-    Hypotheses are laid out by ``hypotheses`` (:class:`~mtdlearn.hypotheses.HypothesisSpace`); the
+    Hypotheses are laid out by ``hypotheses`` (:class:`~mtdlearn.likelihood.hypotheses.HypothesisSpace`); the
     empty hypothesis has log prior ``log_prior_empty`` (total mass of the
     empty shifts).  Built by :func:`build_patch_model`.
 
@@ -128,9 +128,9 @@ class PatchModel:
     --------
     >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis, UniformRotationGrid
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.hypotheses import HypothesisSpace
-    >>> from mtdlearn.patch_model import build_patch_model
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    >>> from mtdlearn.likelihood.patch_model import build_patch_model
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
     >>> model = build_patch_model(np.ones(10), density_to_shift_probabilities(0.04, 5),
@@ -193,9 +193,9 @@ def build_patch_model(coef, shift_probabilities, noise_variance, hypotheses, dty
     --------
     >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis, UniformRotationGrid
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.hypotheses import HypothesisSpace
-    >>> from mtdlearn.patch_model import build_patch_model
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    >>> from mtdlearn.likelihood.patch_model import build_patch_model
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
     >>> model = build_patch_model(np.ones(10), density_to_shift_probabilities(0.04, 5),
@@ -368,14 +368,14 @@ class Statistics:
         Number of patches summed (scaled along with the rest).
     rotation_images : ndarray of shape (K, L*L), default=None
         ``HypothesisSpace.adjoint(S)``, what the M-step needs of ``S``; the
-        FFT E-step (:mod:`mtdlearn.fft_estep`) gives it instead of
+        FFT E-step (:mod:`mtdlearn.likelihood.fft_estep`) gives it instead of
         ``weighted_patches`` (then ``None``), and :func:`m_step` uses it
         when present.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.patch_model import Statistics
+    >>> from mtdlearn.likelihood.patch_model import Statistics
     >>> a = Statistics(np.ones(2), 1.0, np.ones((2, 4)), 3.0, -5.0, 3)
     >>> b = a + a
     >>> b.n_patches, float(b.loglik), float((b - a).patch_sq)
@@ -411,7 +411,7 @@ class Statistics:
 
         Examples
         --------
-        >>> from mtdlearn.patch_model import Statistics
+        >>> from mtdlearn.likelihood.patch_model import Statistics
         >>> Statistics.zeros(3, 4).weighted_patches.shape
         (3, 4)
         """
@@ -495,7 +495,7 @@ def _partition(data, subset, chunk, tasks_per_block):
     Tasks never straddle two measurements: each measurement's patches are
     partitioned on their own, from its first patch (or the subset's), so a
     measurement gives the same chunks whether it is alone in memory or a
-    block on a Dask worker (:mod:`mtdlearn._dask`).  Returns a list of
+    block on a Dask worker (:mod:`mtdlearn.data._dask`).  Returns a list of
     ``(measurement, start, stop)``.
     """
     start, stop = (0, data.n_patches) if subset is None else subset
@@ -592,10 +592,10 @@ def estep_statistics(data, model, subset=None, *, chunk=None, n_jobs=None, worki
     >>> import numpy as np
     >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
     ...                       make_target)
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.hypotheses import HypothesisSpace
-    >>> from mtdlearn.patch_model import build_patch_model, estep_statistics
-    >>> from mtdlearn.patches import PatchData
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    >>> from mtdlearn.likelihood.patch_model import build_patch_model, estep_statistics
+    >>> from mtdlearn.data.patches import PatchData
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = make_target(basis, random_state=0)
     >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
@@ -657,7 +657,7 @@ def noise_variance_floor(mean_square):
 
     Examples
     --------
-    >>> from mtdlearn.patch_model import noise_variance_floor
+    >>> from mtdlearn.likelihood.patch_model import noise_variance_floor
     >>> noise_variance_floor(2.0)
     2e-12
     """
@@ -720,7 +720,7 @@ def solve_gram(A, b, previous=None, rcond=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.patch_model import solve_gram
+    >>> from mtdlearn.likelihood.patch_model import solve_gram
     >>> A = np.diag([2.0, 1e-20])            # the second direction is unobserved
     >>> solve_gram(A, np.array([2.0, 1e-12]), previous=np.array([0.0, 0.5])).tolist()
     [1.0, 0.5]
@@ -791,10 +791,10 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
     >>> import numpy as np
     >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
     ...                       make_target)
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.hypotheses import HypothesisSpace
-    >>> from mtdlearn.patch_model import build_patch_model, estep_statistics, m_step
-    >>> from mtdlearn.patches import PatchData
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    >>> from mtdlearn.likelihood.patch_model import build_patch_model, estep_statistics, m_step
+    >>> from mtdlearn.data.patches import PatchData
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = make_target(basis, random_state=0)
     >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)

@@ -11,8 +11,8 @@ import functools
 
 import numpy as np
 
-from .basis import rotated_evaluation
-from .operators import (empty_shifts, gather_adjoint, nonempty_shifts, shift_gather_index,
+from ..basis.fourier_bessel import rotated_evaluation
+from ..imaging.shifts import (empty_shifts, gather_adjoint, nonempty_shifts, shift_gather_index,
                         shift_to_offset)
 
 __all__ = ["HypothesisSpace"]
@@ -32,7 +32,7 @@ class HypothesisSpace:
     Parameters
     ----------
     basis : basis object
-        The basis of the coefficients (see :func:`mtdlearn.basis.check_basis`).
+        The basis of the coefficients (see :func:`mtdlearn.basis.fourier_bessel.check_basis`).
     angles : array-like of shape (K,)
         The rotation grid, in radians.
 
@@ -58,7 +58,7 @@ class HypothesisSpace:
     Examples
     --------
     >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.hypotheses import HypothesisSpace
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
     >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0, 3.14159])
     >>> space.n_hypotheses, space.n_shifts, space.empty.size
     (162, 81, 19)
@@ -81,7 +81,7 @@ class HypothesisSpace:
         Examples
         --------
         >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.hypotheses import HypothesisSpace
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
         >>> HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0]).rotation_index[[0, 81]]
         array([0, 1])
         """
@@ -94,7 +94,7 @@ class HypothesisSpace:
         Examples
         --------
         >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.hypotheses import HypothesisSpace
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
         >>> HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0]).shift_index[[0, 81]]
         array([0, 0])
         """
@@ -117,7 +117,7 @@ class HypothesisSpace:
         --------
         >>> import numpy as np
         >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.hypotheses import HypothesisSpace
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
         >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0])
         >>> space.per_rotation(np.zeros(space.n_hypotheses)).shape
         (2, 81)
@@ -148,7 +148,7 @@ class HypothesisSpace:
         Examples
         --------
         >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.hypotheses import HypothesisSpace
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
         >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0])
         >>> space.decode([0, 82])
         (array([0, 1]), array([0, 0]), array([ 0, -1]))
@@ -178,7 +178,7 @@ class HypothesisSpace:
         --------
         >>> import numpy as np
         >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.hypotheses import HypothesisSpace
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
         >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0])
         >>> lp, lp_empty = space.log_prior(np.full((10, 10), 0.01))
         >>> lp.shape, bool(np.allclose(lp, np.log(0.005)))
@@ -207,7 +207,7 @@ class HypothesisSpace:
         --------
         >>> import numpy as np
         >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.hypotheses import HypothesisSpace
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
         >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0])
         >>> space.templates(np.ones(10)).shape
         (162, 25)
@@ -222,12 +222,12 @@ class HypothesisSpace:
         """Gather table of the non-empty shifts, ``(S, L*L)``.
 
         ``T_{k, j}.ravel() = append(F_k.ravel(), 0)[gather_index[j]]``
-        (see :func:`mtdlearn.operators.shift_gather_index`).
+        (see :func:`mtdlearn.imaging.shifts.shift_gather_index`).
 
         Examples
         --------
         >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.hypotheses import HypothesisSpace
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
         >>> HypothesisSpace(FourierBesselBasis(5), [0.0]).gather_index.shape
         (81, 25)
         """
@@ -240,7 +240,7 @@ class HypothesisSpace:
         Examples
         --------
         >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.hypotheses import HypothesisSpace
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
         >>> vis = HypothesisSpace(FourierBesselBasis(5), [0.0]).visibility
         >>> vis.shape, float(vis[0].sum())  # shift (0, 0) shows the whole image
         ((81, 25), 25.0)
@@ -260,7 +260,7 @@ class HypothesisSpace:
         Examples
         --------
         >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.hypotheses import HypothesisSpace
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
         >>> HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0]).rotated_evaluation.shape
         (2, 25, 10)
         """
@@ -286,7 +286,7 @@ class HypothesisSpace:
         --------
         >>> import numpy as np
         >>> from mtdlearn import FourierBesselBasis
-        >>> from mtdlearn.hypotheses import HypothesisSpace
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
         >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0])
         >>> space.adjoint(np.ones((81, 25))).reshape(5, 5)[0]  # corner pixel seen 25 times
         array([25., 25., 25., 25., 25.])

@@ -15,7 +15,7 @@ Shifts are indexed flat, ``s = l_0 * 2L + l_1``, in ``0 .. 4L**2 - 1``.
 
 import numpy as np
 
-from ._validation import check_array_float, check_int, check_real
+from .._validation import check_array_float, check_int, check_real
 
 __all__ = [
     "pad_shift_crop",
@@ -73,7 +73,7 @@ def pad_shift_crop(image, shift):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.operators import pad_shift_crop
+    >>> from mtdlearn.imaging.shifts import pad_shift_crop
     >>> F = np.arange(9.0).reshape(3, 3)
     >>> pad_shift_crop(F, (5, 5))  # offset d = (1, 1)
     array([[0., 0., 0.],
@@ -117,7 +117,7 @@ def pad_shift_crop_adjoint(patch, shift):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.operators import pad_shift_crop_adjoint
+    >>> from mtdlearn.imaging.shifts import pad_shift_crop_adjoint
     >>> pad_shift_crop_adjoint(np.ones((3, 3)), (5, 5))
     array([[1., 1., 0.],
            [1., 1., 0.],
@@ -149,7 +149,7 @@ def all_shifts(image_size):
 
     Examples
     --------
-    >>> from mtdlearn.operators import all_shifts
+    >>> from mtdlearn.imaging.shifts import all_shifts
     >>> all_shifts(3)[:4]
     array([[0, 0],
            [0, 1],
@@ -178,7 +178,7 @@ def nonempty_shifts(image_size):
 
     Examples
     --------
-    >>> from mtdlearn.operators import nonempty_shifts
+    >>> from mtdlearn.imaging.shifts import nonempty_shifts
     >>> nonempty_shifts(3).size
     25
     """
@@ -204,7 +204,7 @@ def empty_shifts(image_size):
 
     Examples
     --------
-    >>> from mtdlearn.operators import empty_shifts
+    >>> from mtdlearn.imaging.shifts import empty_shifts
     >>> empty_shifts(3)
     array([ 3,  9, 15, 18, 19, 20, 21, 22, 23, 27, 33])
     """
@@ -235,7 +235,7 @@ def shift_gather_index(image_size, shifts=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.operators import pad_shift_crop, shift_gather_index
+    >>> from mtdlearn.imaging.shifts import pad_shift_crop, shift_gather_index
     >>> F = np.arange(9.0).reshape(3, 3)
     >>> index = shift_gather_index(3, [35])  # shift (5, 5)
     >>> index
@@ -283,7 +283,7 @@ def gather_adjoint(values, index, size):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.operators import gather_adjoint, shift_gather_index
+    >>> from mtdlearn.imaging.shifts import gather_adjoint, shift_gather_index
     >>> index = shift_gather_index(3, [35])          # shift (5, 5)
     >>> gather_adjoint(np.ones((1, 1, 9)), index, 9).reshape(3, 3)
     array([[1., 1., 0.],
@@ -321,7 +321,7 @@ def shift_to_offset(shift, image_size):
 
     Examples
     --------
-    >>> from mtdlearn.operators import shift_to_offset
+    >>> from mtdlearn.imaging.shifts import shift_to_offset
     >>> shift_to_offset([0, 1, 2, 3, 4, 5], 3)
     array([ 0, -1, -2,  3,  2,  1])
     """
@@ -351,7 +351,7 @@ def offset_to_shift(offset, image_size):
 
     Examples
     --------
-    >>> from mtdlearn.operators import offset_to_shift
+    >>> from mtdlearn.imaging.shifts import offset_to_shift
     >>> offset_to_shift([0, -1, -2, 2, 1], 3)
     array([0, 1, 2, 4, 5])
     """
@@ -378,7 +378,7 @@ def max_density(image_size):
 
     Examples
     --------
-    >>> from mtdlearn.operators import max_density
+    >>> from mtdlearn.imaging.shifts import max_density
     >>> max_density(5) == 25 / 81
     True
     """
@@ -407,7 +407,7 @@ def density_to_shift_probabilities(density, image_size):
 
     Examples
     --------
-    >>> from mtdlearn.operators import density_to_shift_probabilities
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
     >>> rho = density_to_shift_probabilities(0.04, 5)
     >>> rho.shape
     (10, 10)
@@ -451,7 +451,7 @@ def shift_probabilities_to_density(shift_probabilities):
 
     Examples
     --------
-    >>> from mtdlearn.operators import (density_to_shift_probabilities,
+    >>> from mtdlearn.imaging.shifts import (density_to_shift_probabilities,
     ...                                 shift_probabilities_to_density)
     >>> rho = density_to_shift_probabilities(0.04, 5)
     >>> gamma = shift_probabilities_to_density(rho)  # 0.04 up to rounding:
@@ -492,7 +492,7 @@ def check_shift_probabilities(shift_probabilities, image_size, name="shift_proba
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.operators import check_shift_probabilities
+    >>> from mtdlearn.imaging.shifts import check_shift_probabilities
     >>> check_shift_probabilities(np.full((6, 6), 1 / 36), 3).shape
     (6, 6)
     """

@@ -22,7 +22,7 @@ import numpy as np
 from ._fourier_bessel import (_FULL_PINV_MAX_FUNCTIONS, _PAPER_DEFAULT_MAX_SIZE,
                               _least_squares_blocks, _radial_values,
                               _reflection_parities, _select_by_bandlimit, _select_by_count)
-from ._validation import check_array_float, check_int, check_real
+from .._validation import check_array_float, check_int, check_real
 
 __all__ = ["FourierBesselBasis", "check_basis", "rotated_evaluation"]
 
@@ -755,7 +755,7 @@ def check_basis(basis, name="basis"):
 
     Examples
     --------
-    >>> from mtdlearn.basis import FourierBesselBasis, check_basis
+    >>> from mtdlearn.basis.fourier_bessel import FourierBesselBasis, check_basis
     >>> check_basis(FourierBesselBasis(5)).n_functions
     10
     """
@@ -787,7 +787,7 @@ def rotated_evaluation(basis, angles):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.basis import FourierBesselBasis, rotated_evaluation
+    >>> from mtdlearn.basis.fourier_bessel import FourierBesselBasis, rotated_evaluation
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = np.arange(1.0, 11.0)
     >>> BR = rotated_evaluation(basis, [0.0, 1.0])

@@ -1,15 +1,15 @@
 """Autocorrelation analysis: the least-squares misfit of the moments, and its fit.
 
 The cost compares the measured autocorrelations
-(:func:`mtdlearn.moments.measurement_autocorrelations`) with the model's
-(:func:`mtdlearn.moments.model_autocorrelations`)::
+(:func:`mtdlearn.autocorrelation.moments.measurement_autocorrelations`) with the model's
+(:func:`mtdlearn.autocorrelation.moments.model_autocorrelations`)::
 
     cost = R1**2 / 2 + ||R2||**2 / (2 L**2) + ||R3||**2 / (2 L**4)
 
 with ``Rk = model_k - measured_k``; its gradient is analytic, and
 :func:`fit_autocorrelations` minimizes it with L-BFGS-B.  With a
 ``shift_radius``, ``R3`` runs over the pairs of the ``n`` kept shifts
-(:func:`~mtdlearn.moments.third_order_shifts`) and its weight is
+(:func:`~mtdlearn.autocorrelation.moments.third_order_shifts`) and its weight is
 ``1 / (2 n**2)``: each term stays a mean over its moment's entries.
 """
 
@@ -18,13 +18,13 @@ from numbers import Real
 import numpy as np
 from scipy.optimize import OptimizeResult, minimize
 
-from ._parallel import blas_single_thread
-from ._validation import check_int, check_real
-from .basis import check_basis
+from .._parallel import blas_single_thread
+from .._validation import check_int, check_real
+from ..basis.fourier_bessel import check_basis
 from .moments import (_check_coef, _check_density, _check_measured, _check_n_angles,
                       _check_noise_variance, _check_shift_radius, _model_flat, _noise_pattern,
                       _ac2_fft_adjoint, _rotated_evaluation, _shift_subset, _windows_adjoint)
-from .operators import gather_adjoint, max_density
+from ..imaging.shifts import gather_adjoint, max_density
 
 __all__ = ["autocorrelation_cost_and_grad", "fit_autocorrelations"]
 
@@ -93,7 +93,7 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     """Weighted least-squares misfit of the autocorrelations, and its gradient.
 
     ``cost = R1**2 / 2 + ||R2||**2 / (2 L**2) + ||R3||**2 / (2 L**4)`` with
-    ``Rk = model_k - measured_k`` (:func:`~mtdlearn.moments.model_autocorrelations`).  The
+    ``Rk = model_k - measured_k`` (:func:`~mtdlearn.autocorrelation.moments.model_autocorrelations`).  The
     gradient is analytic: the model is linear in ``gamma`` and
     ``sigma**2``, and the rotated images are linear in ``coef``, so the chain
     rule runs through ``F_phi -> (sum, ac2, ac3)`` (first and second factor
@@ -111,7 +111,7 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     noise_variance : float
         ``sigma**2 >= 0``.
     measured : tuple (a1, a2, a3)
-        Measured autocorrelations, as from :func:`~mtdlearn.moments.measurement_autocorrelations`
+        Measured autocorrelations, as from :func:`~mtdlearn.autocorrelation.moments.measurement_autocorrelations`
         with the same ``shift_radius``.
     basis : basis object
         The steerable basis.
@@ -119,9 +119,9 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
         Whether ``noise_variance`` is a free parameter; if not, its gradient
         is returned as ``0.0``.
     n_angles : int, default=None
-        See :func:`~mtdlearn.moments.model_autocorrelations`.
+        See :func:`~mtdlearn.autocorrelation.moments.model_autocorrelations`.
     shift_radius : float, "auto" or None, default=None
-        The third moment's shifts (:func:`~mtdlearn.moments.third_order_shifts`);
+        The third moment's shifts (:func:`~mtdlearn.autocorrelation.moments.third_order_shifts`);
         ``None`` uses all of them.
 
     Returns
@@ -139,8 +139,8 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     --------
     >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.moment_fit import autocorrelation_cost_and_grad
-    >>> from mtdlearn.moments import model_autocorrelations
+    >>> from mtdlearn.autocorrelation.fit import autocorrelation_cost_and_grad
+    >>> from mtdlearn.autocorrelation.moments import model_autocorrelations
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = np.linspace(1.0, 2.0, 10)
     >>> measured = model_autocorrelations(coef, basis, 0.04, 0.5)
@@ -191,7 +191,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     Parameters
     ----------
     measured : tuple (a1, a2, a3)
-        Measured autocorrelations, as from :func:`~mtdlearn.moments.measurement_autocorrelations`.
+        Measured autocorrelations, as from :func:`~mtdlearn.autocorrelation.moments.measurement_autocorrelations`.
     basis : basis object
         The steerable basis of the coefficients.
     density0 : float
@@ -209,10 +209,10 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     tol : float, default=1e-14
         L-BFGS-B's ``ftol`` and ``gtol`` on the scaled problem.
     n_angles : int, default=None
-        See :func:`~mtdlearn.moments.model_autocorrelations`.
+        See :func:`~mtdlearn.autocorrelation.moments.model_autocorrelations`.
     shift_radius : float, "auto" or None, default=None
         The third moment's shifts, as ``measured`` was computed with
-        (:func:`~mtdlearn.moments.third_order_shifts`); ``None`` uses all.
+        (:func:`~mtdlearn.autocorrelation.moments.third_order_shifts`); ``None`` uses all.
 
     Returns
     -------
@@ -226,8 +226,8 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     --------
     >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.moment_fit import fit_autocorrelations
-    >>> from mtdlearn.moments import model_autocorrelations
+    >>> from mtdlearn.autocorrelation.fit import fit_autocorrelations
+    >>> from mtdlearn.autocorrelation.moments import model_autocorrelations
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = np.linspace(1.0, 2.0, 10)
     >>> measured = model_autocorrelations(coef, basis, 0.04, 0.5)

@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import (check_array_float, check_int, check_random_generator,
+from .._validation import (check_array_float, check_int, check_random_generator,
                           check_real)
-from .basis import check_basis
+from ..basis.fourier_bessel import check_basis
 
 __all__ = ["make_target", "make_measurement", "MeasurementTruth", "place_copies",
            "render_copies", "snr_to_noise_variance"]
@@ -38,7 +38,7 @@ def make_target(basis, norm=10.0, random_state=None):
     Examples
     --------
     >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.datasets import make_target
+    >>> from mtdlearn.data.simulate import make_target
     >>> make_target(FourierBesselBasis(5, n_coefficients=10), random_state=0).shape
     (10,)
     """
@@ -85,7 +85,7 @@ def snr_to_noise_variance(coef, basis, snr):
     --------
     >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.datasets import snr_to_noise_variance
+    >>> from mtdlearn.data.simulate import snr_to_noise_variance
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = np.ones(10)
     >>> energy = float(np.sum(basis.evaluate(coef) ** 2))
@@ -237,7 +237,7 @@ def render_copies(out, coef, basis, positions, angles, measurement, batch=20000)
     --------
     >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.datasets import render_copies
+    >>> from mtdlearn.data.simulate import render_copies
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = np.ones(10)
     >>> out = render_copies(np.zeros((1, 20, 20)), coef, basis, np.array([[2, 3]]),
@@ -288,7 +288,7 @@ def place_copies(shape, image_size, n_copies, rng, max_rounds=200):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.datasets import place_copies
+    >>> from mtdlearn.data.simulate import place_copies
     >>> pos = place_copies((100, 100), 5, 20, np.random.default_rng(0))
     >>> pos.shape
     (20, 2)
@@ -395,7 +395,7 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
     Examples
     --------
     >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.datasets import make_target, make_measurement
+    >>> from mtdlearn.data.simulate import make_target, make_measurement
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = make_target(basis, random_state=0)
     >>> X, truth = make_measurement(coef, basis, 200, snr=5, random_state=0)

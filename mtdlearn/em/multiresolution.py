@@ -12,14 +12,14 @@ RELION, cryoSPARC).  :doc:`/design`, "Multiresolution start".
 import numpy as np
 import scipy.ndimage
 
-from ._validation import check_int
-from .basis import FourierBesselBasis
-from .hypotheses import HypothesisSpace
-from .initializers import (DEFAULT_DENSITY, InitialState, RandomInitializer, _ParamsMixin,
+from .._validation import check_int
+from ..basis.fourier_bessel import FourierBesselBasis
+from ..likelihood.hypotheses import HypothesisSpace
+from ..initializers import (DEFAULT_DENSITY, InitialState, RandomInitializer, _ParamsMixin,
                            _check_initialize_args)
-from .operators import density_to_shift_probabilities, max_density
-from .patch_model import build_patch_model, estep_statistics, m_step
-from .patches import PatchData
+from ..imaging.shifts import density_to_shift_probabilities, max_density
+from ..likelihood.patch_model import build_patch_model, estep_statistics, m_step
+from ..data.patches import PatchData
 
 __all__ = ["MultiresolutionInitializer", "bin_measurement", "upsample_image"]
 
@@ -46,7 +46,7 @@ def bin_measurement(measurement, factor):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.multiresolution import bin_measurement
+    >>> from mtdlearn.em.multiresolution import bin_measurement
     >>> bin_measurement(np.arange(16.0).reshape(4, 4), 2)
     array([[ 2.5,  4.5],
            [10.5, 12.5]])
@@ -82,7 +82,7 @@ def upsample_image(image, image_size, factor):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.multiresolution import upsample_image
+    >>> from mtdlearn.em.multiresolution import upsample_image
     >>> up = upsample_image(np.ones((5, 5)), 9, 2)
     >>> up.shape, bool(abs(up[4, 4] - 1) < 1e-12)
     ((9, 9), True)
@@ -183,7 +183,7 @@ class MultiresolutionInitializer(_ParamsMixin):
         --------
         >>> import numpy as np
         >>> from mtdlearn import FourierBesselBasis, make_measurement, make_target
-        >>> from mtdlearn.multiresolution import MultiresolutionInitializer
+        >>> from mtdlearn.em.multiresolution import MultiresolutionInitializer
         >>> basis = FourierBesselBasis(11, n_coefficients=20)
         >>> X, _ = make_measurement(make_target(basis, random_state=0), basis, 220,
         ...                         snr=10, density=0.1, random_state=0)

@@ -1,7 +1,7 @@
 """The fitted model patch by patch: log-likelihoods, posteriors, MAP detections.
 
 What ``score_samples``, ``predict_proba`` and ``predict`` report: the
-E-step of :mod:`mtdlearn.patch_model` (its chunks, tasks and kernels), kept
+E-step of :mod:`mtdlearn.likelihood.patch_model` (its chunks, tasks and kernels), kept
 per patch instead of reduced to sufficient statistics.  Outputs are filled
 task by task, and :func:`estep_detections` keeps only the patches that hold
 a detection, so no temporary grows with the data beyond the output itself;
@@ -12,12 +12,12 @@ come to the client).
 
 import numpy as np
 
-from ._parallel import ordered_map
+from .._parallel import ordered_map
 from .fft_estep import (FFTPatchModel, _chunk, build_fft_patch_model, choose_estep,
                         fft_chunk_size)
 from .patch_model import (_chunk_posteriors, _distributed_subset, _get_augmented, _partition,
                           _patch_loglik, _tasks, build_patch_model)
-from .patches import PatchData
+from ..data.patches import PatchData
 
 __all__ = ["build_per_patch_model", "estep_per_patch", "estep_detections", "iter_detections"]
 
@@ -25,10 +25,10 @@ __all__ = ["build_per_patch_model", "estep_per_patch", "estep_detections", "iter
 def build_per_patch_model(coef, shift_probabilities, noise_variance, hypotheses):
     """The float64 model of the per-patch E-step, for the kernel that costs less.
 
-    :func:`mtdlearn.fft_estep.choose_estep` decides, as for the fit: the
-    GEMM's :class:`~mtdlearn.patch_model.PatchModel` (an ``H x L**2`` table
+    :func:`mtdlearn.likelihood.fft_estep.choose_estep` decides, as for the fit: the
+    GEMM's :class:`~mtdlearn.likelihood.patch_model.PatchModel` (an ``H x L**2`` table
     of templates: 14 MB at ``L = 11``, ``K = 16``, but 1.4 GB at ``L = 41``)
-    or the FFT's :class:`~mtdlearn.fft_estep.FFTPatchModel` (``K`` spectra).
+    or the FFT's :class:`~mtdlearn.likelihood.fft_estep.FFTPatchModel` (``K`` spectra).
     Every function of this module takes either; the two give the same
     numbers to rounding.
 
@@ -51,9 +51,9 @@ def build_per_patch_model(coef, shift_probabilities, noise_variance, hypotheses)
     Examples
     --------
     >>> from mtdlearn import FourierBesselBasis, make_target
-    >>> from mtdlearn.hypotheses import HypothesisSpace
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.posteriors import build_per_patch_model
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    >>> from mtdlearn.likelihood.posteriors import build_per_patch_model
     >>> for L in (5, 21):
     ...     basis = FourierBesselBasis(L, n_coefficients=10)
     ...     model = build_per_patch_model(make_target(basis, random_state=0),
@@ -70,7 +70,7 @@ def build_per_patch_model(coef, shift_probabilities, noise_variance, hypotheses)
 
 
 def _per_patch_range_fft(data, model, start, stop, step):
-    """:func:`_per_patch_range` with the FFT kernel (:func:`mtdlearn.fft_estep._chunk`)."""
+    """:func:`_per_patch_range` with the FFT kernel (:func:`mtdlearn.likelihood.fft_estep._chunk`)."""
     L = model.hypotheses.image_size
     out = _per_patch_outputs(stop - start)
     buf = np.empty((min(step, stop - start), L * L), dtype=model.dtype)
@@ -158,7 +158,7 @@ def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, workin
         ``log p(M_m | alpha, rho)`` of each patch (eq. 5 terms, Gaussian
         constant included).
     best : ndarray of shape (n,), int
-        Index of the MAP hypothesis (see :class:`~mtdlearn.hypotheses.HypothesisSpace`), or
+        Index of the MAP hypothesis (see :class:`~mtdlearn.likelihood.hypotheses.HypothesisSpace`), or
         ``-1`` when the empty hypothesis wins.
     best_posterior : ndarray of shape (n,)
         Posterior probability of the MAP hypothesis.
@@ -170,11 +170,11 @@ def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, workin
     >>> import numpy as np
     >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
     ...                       make_target)
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.hypotheses import HypothesisSpace
-    >>> from mtdlearn.patch_model import build_patch_model
-    >>> from mtdlearn.posteriors import estep_per_patch
-    >>> from mtdlearn.patches import PatchData
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    >>> from mtdlearn.likelihood.patch_model import build_patch_model
+    >>> from mtdlearn.likelihood.posteriors import estep_per_patch
+    >>> from mtdlearn.data.patches import PatchData
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = make_target(basis, random_state=0)
     >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
@@ -261,11 +261,11 @@ def estep_detections(data, model, subset=None, *, chunk=None, n_jobs=None, worki
     >>> import numpy as np
     >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
     ...                       make_target)
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.hypotheses import HypothesisSpace
-    >>> from mtdlearn.patch_model import build_patch_model
-    >>> from mtdlearn.posteriors import estep_detections, estep_per_patch
-    >>> from mtdlearn.patches import PatchData
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    >>> from mtdlearn.likelihood.patch_model import build_patch_model
+    >>> from mtdlearn.likelihood.posteriors import estep_detections, estep_per_patch
+    >>> from mtdlearn.data.patches import PatchData
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = make_target(basis, random_state=0)
     >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
@@ -306,9 +306,9 @@ def iter_detections(data, model, *, chunk=None, n_jobs=None, working_memory=None
 
     The same tasks, in the same order; the detections of a measurement are
     yielded as soon as its last task is done, so a consumer that writes
-    them (``predict_per_measurement``, :func:`mtdlearn.io.write_star_per_micrograph`)
+    them (``predict_per_measurement``, :func:`mtdlearn.data.io.write_star_per_micrograph`)
     holds one measurement's at a time.  On a distributed source
-    (:mod:`mtdlearn._dask`) each measurement's detections are found by a
+    (:mod:`mtdlearn.data._dask`) each measurement's detections are found by a
     task on the worker that holds it and brought to the client in turn
     (``DaskPatchData.iter_blocks``): only the detections travel, never the
     per-patch arrays.
@@ -345,11 +345,11 @@ def iter_detections(data, model, *, chunk=None, n_jobs=None, working_memory=None
     >>> import numpy as np
     >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
     ...                       make_target)
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.hypotheses import HypothesisSpace
-    >>> from mtdlearn.patch_model import build_patch_model
-    >>> from mtdlearn.posteriors import iter_detections
-    >>> from mtdlearn.patches import PatchData
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    >>> from mtdlearn.likelihood.patch_model import build_patch_model
+    >>> from mtdlearn.likelihood.posteriors import iter_detections
+    >>> from mtdlearn.data.patches import PatchData
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = make_target(basis, random_state=0)
     >>> X, truth = make_measurement(coef, basis, 100, snr=5, n_measurements=2,

@@ -38,7 +38,7 @@ Shifts are *forward* shifts ``s = (s_row, s_col)`` in ``[0, L)**2``.
   with equispaced angles (see :func:`model_autocorrelations`).
 
 The least-squares cost, its analytic gradient and an L-BFGS-B fit are in
-:mod:`mtdlearn.moment_fit`.
+:mod:`mtdlearn.autocorrelation.fit`.
 """
 
 import functools
@@ -47,11 +47,11 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._parallel import blas_single_thread, check_n_jobs, ordered_map, tree_reduce
-from ._validation import check_array_float, check_int, check_real
-from .basis import check_basis, rotated_evaluation
-from .operators import gather_adjoint, max_density
-from .patches import check_measurements, chunk_rows, resolve_working_memory
+from .._parallel import blas_single_thread, check_n_jobs, ordered_map, tree_reduce
+from .._validation import check_array_float, check_int, check_real
+from ..basis.fourier_bessel import check_basis, rotated_evaluation
+from ..imaging.shifts import gather_adjoint, max_density
+from ..data.patches import check_measurements, chunk_rows, resolve_working_memory
 
 __all__ = [
     "measurement_autocorrelations",
@@ -94,7 +94,7 @@ def default_n_angles(basis):
     Examples
     --------
     >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.moments import default_n_angles
+    >>> from mtdlearn.autocorrelation.moments import default_n_angles
     >>> default_n_angles(FourierBesselBasis(5, n_coefficients=10))
     7
     """
@@ -176,7 +176,7 @@ def third_order_shifts(image_size, shift_radius=None):
 
     Examples
     --------
-    >>> from mtdlearn.moments import third_order_shifts
+    >>> from mtdlearn.autocorrelation.moments import third_order_shifts
     >>> third_order_shifts(5, shift_radius=1.5).tolist()
     [[0, 0], [0, 1], [1, 0], [1, 1]]
     >>> len(third_order_shifts(5)), len(third_order_shifts(21, shift_radius="auto"))
@@ -377,7 +377,7 @@ def measurement_autocorrelations(X, image_size, working_memory=None, n_jobs=None
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.moments import measurement_autocorrelations
+    >>> from mtdlearn.autocorrelation.moments import measurement_autocorrelations
     >>> M = np.zeros((20, 20))
     >>> M[3, 4], M[3, 5] = 1.0, 2.0
     >>> a1, a2, a3 = measurement_autocorrelations(M, 3)
@@ -485,7 +485,7 @@ def _combine_blocks(parts, image_size, working_memory=None, n_jobs=None, shift_r
 
 
 #: How a distributed patch source computes it: per micrograph, then paired
-#: along the fixed tree on the workers (:meth:`mtdlearn._dask.DaskPatchData.memoize`).
+#: along the fixed tree on the workers (:meth:`mtdlearn.data._dask.DaskPatchData.memoize`).
 measurement_autocorrelations.blockwise = (_block_band_sums, _combine_blocks, _pair_block_sums)
 
 
@@ -596,7 +596,7 @@ def image_autocorrelations(images):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.moments import image_autocorrelations
+    >>> from mtdlearn.autocorrelation.moments import image_autocorrelations
     >>> F = np.arange(9.0).reshape(3, 3)
     >>> total, ac2, ac3 = image_autocorrelations(F)
     >>> float(total), float(ac2[0, 0]), float(ac2[0, 2])
@@ -709,7 +709,7 @@ def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None, 
     --------
     >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.moments import model_autocorrelations
+    >>> from mtdlearn.autocorrelation.moments import model_autocorrelations
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> a1, a2, a3 = model_autocorrelations(np.ones(10), basis, 0.04, 0.5)
     >>> a2.shape, a3.shape

@@ -1,11 +1,11 @@
 """Measurements on a Dask cluster: a patch source whose blocks are micrographs.
 
 :class:`DaskPatchData` is the distributed counterpart of
-:class:`~mtdlearn.patches.PatchData`.  Each measurement is one block (a
+:class:`~mtdlearn.data.patches.PatchData`.  Each measurement is one block (a
 whole micrograph), loaded by the task that first needs it (from its file
-when the arrays come from :func:`mtdlearn.io.read_micrographs`) and, when a
+when the arrays come from :func:`mtdlearn.data.io.read_micrographs`) and, when a
 ``distributed.Client`` is active, persisted in worker memory across the
-iterations.  The E-step (:func:`mtdlearn.patch_model.estep_statistics`)
+iterations.  The E-step (:func:`mtdlearn.likelihood.patch_model.estep_statistics`)
 and the per-data quantities (:meth:`DaskPatchData.memoize`) call
 :meth:`DaskPatchData.map_blocks`: one task per block, on the worker that
 holds it, with the small model sent once per call.  Results of a few bytes
@@ -26,7 +26,7 @@ checked (finite, not constant) by one task per block.
 
 import numpy as np
 
-from ._parallel import tree_reduce
+from .._parallel import tree_reduce
 from .patches import PatchData, _scan_values
 
 __all__ = ["is_dask_input", "DaskPatchData", "as_dask_source", "active_client", "local_cluster",
@@ -76,7 +76,7 @@ class DaskPatchData(PatchData):
     arrays : list of dask.array.Array of shape (N1, N2)
         The micrographs (sizes may differ).  They are rechunked to one
         chunk each; build them so that a task reads its micrograph (see
-        :func:`mtdlearn.io.read_micrographs`), never from client memory, so
+        :func:`mtdlearn.data.io.read_micrographs`), never from client memory, so
         that a lost worker's blocks can be recomputed.
     image_size : int
         Patch side ``L``.

@@ -2,7 +2,7 @@
 (the paper's Algorithm 1), streamed over chunks of patches.
 
 The estimator is thin: the E-step kernels, the sufficient statistics and the
-M-step are in :mod:`mtdlearn.patch_model`, the loop in
+M-step are in :mod:`mtdlearn.likelihood.patch_model`, the loop in
 :class:`~mtdlearn.base.BaseMTDEstimator`.
 """
 
@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import BaseMTDEstimator, _scale_bounds
-from .initializers import InitialState, data_statistics
-from .hypotheses import HypothesisSpace
-from .fft_estep import build_fft_patch_model, choose_estep, estep_statistics_fft
-from .patch_model import build_patch_model, estep_statistics, m_step, noise_variance_floor
-from ._bandlimits import check_nested_basis, embed_coef, nested_bases
-from .rotations import UniformRotationGrid, _grid_schedule, auto_refinement
+from ..base import BaseMTDEstimator, _scale_bounds
+from ..initializers import InitialState, data_statistics
+from ..likelihood.hypotheses import HypothesisSpace
+from ..likelihood.fft_estep import build_fft_patch_model, choose_estep, estep_statistics_fft
+from ..likelihood.patch_model import build_patch_model, estep_statistics, m_step, noise_variance_floor
+from ..basis._bandlimits import check_nested_basis, embed_coef, nested_bases
+from ..basis.rotations import UniformRotationGrid, _grid_schedule, auto_refinement
 
 __all__ = ["ApproxEMEstimator"]
 
@@ -44,7 +44,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         Diameter ``L = 2n + 1`` of the target image, odd.
     basis : basis object, default=None
         Steerable basis of the image (any object following the protocol of
-        :func:`mtdlearn.basis.check_basis`); ``None`` means
+        :func:`mtdlearn.basis.fourier_bessel.check_basis`); ``None`` means
         ``FourierBesselBasis(image_size)``.  Copied with
         :func:`sklearn.base.clone`, never modified.
     rotations : int or rotation grid, default=16

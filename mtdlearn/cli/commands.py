@@ -4,7 +4,7 @@
 (``'data/*.mrc'``); with ``--scheduler tcp://host:8786`` (an existing Dask
 cluster) or ``--workers N`` (a local cluster of N single-thread worker
 processes) the micrographs are read by the Dask workers
-(:func:`mtdlearn.io.read_micrographs`) and the E-step runs there.
+(:func:`mtdlearn.data.io.read_micrographs`) and the E-step runs there.
 
 Every command has ``--help``.  Bad arguments and unreadable files give a
 one-line error on stderr and exit status 2, never a traceback.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_files import (_bytes_writer, _check_outputs, _CLIError, _image_png, _npy_writer,
+from ._files import (_bytes_writer, _check_outputs, _CLIError, _image_png, _npy_writer,
                          _png_bytes, _positive_float, _positive_int, _pyplot, _text_writer,
                          _tolerance, _write_files)
 
@@ -33,8 +33,8 @@ __all__ = ["main"]
 
 
 def _cmd_simulate(args):
-    from .basis import FourierBesselBasis
-    from .datasets import make_measurement, make_target
+    from ..basis.fourier_bessel import FourierBesselBasis
+    from ..data.simulate import make_measurement, make_target
 
     out = Path(args.output)
     if out.suffix != ".npy":
@@ -64,9 +64,9 @@ def _cmd_simulate(args):
 
 
 def _make_estimator(args, basis, verbose):
-    from .autocorrelation import AutocorrelationEstimator, AutocorrelationInitializer
-    from .em import ApproxEMEstimator
-    from .initializers import RandomInitializer
+    from ..autocorrelation.estimator import AutocorrelationEstimator, AutocorrelationInitializer
+    from ..em.estimator import ApproxEMEstimator
+    from ..initializers import RandomInitializer
 
     if args.estimator == "autocorrelation":
         return AutocorrelationEstimator(basis.image_size, basis=basis, n_init=args.n_init,
@@ -82,7 +82,7 @@ def _make_estimator(args, basis, verbose):
 
 
 def _cmd_fit(args):
-    from .basis import FourierBesselBasis
+    from ..basis.fourier_bessel import FourierBesselBasis
 
     basis = FourierBesselBasis(args.image_size, n_coefficients=args.n_coefficients)
     est = _make_estimator(args, basis, verbose=0 if args.quiet else 1)
@@ -167,7 +167,7 @@ def _inputs(args):
     """The measurements: memory-mapped files, or lazy micrographs read on the workers."""
     paths = _expand_inputs(args.inputs)
     if _uses_dask(args):
-        from .io import read_micrographs
+        from ..data.io import read_micrographs
 
         return read_micrographs(paths)
     return paths
@@ -194,7 +194,7 @@ class _dask_client:
         if args.scheduler is not None:
             client = Client(args.scheduler, timeout="30s")
         else:
-            from ._dask import local_cluster
+            from ..data._dask import local_cluster
 
             cluster = local_cluster(args.workers)
             self.stack.append(cluster)
@@ -212,10 +212,10 @@ class _dask_client:
 
 def _load_model(path):
     """An estimator with the parameters that ``mtdlearn fit`` wrote to params.json."""
-    from .basis import FourierBesselBasis
-    from .em import ApproxEMEstimator
-    from .operators import shift_probabilities_to_density
-    from .rotations import check_rotation_grid
+    from ..basis.fourier_bessel import FourierBesselBasis
+    from ..em.estimator import ApproxEMEstimator
+    from ..imaging.shifts import shift_probabilities_to_density
+    from ..basis.rotations import check_rotation_grid
 
     try:
         params = json.loads(Path(path).read_text())
@@ -238,7 +238,7 @@ def _load_model(path):
 
 
 def _cmd_predict(args):
-    from .io import (micrograph_names, picks_table, star_paths, write_star,
+    from ..data.io import (micrograph_names, picks_table, star_paths, write_star,
                      write_star_per_micrograph)
 
     est = _load_model(args.model)
@@ -268,12 +268,12 @@ def _cmd_predict(args):
 def _cmd_demo(args):
     import resource
 
-    from .autocorrelation import AutocorrelationEstimator
-    from .basis import FourierBesselBasis
-    from .datasets import make_measurement, make_target
-    from .em import ApproxEMEstimator
-    from .initializers import FixedInitializer
-    from .metrics import relative_error
+    from ..autocorrelation.estimator import AutocorrelationEstimator
+    from ..basis.fourier_bessel import FourierBesselBasis
+    from ..data.simulate import make_measurement, make_target
+    from ..em.estimator import ApproxEMEstimator
+    from ..initializers import FixedInitializer
+    from ..metrics import relative_error
 
     if args.figure:
         _check_outputs([args.figure], args.overwrite)
@@ -316,7 +316,7 @@ def _cmd_demo(args):
         if plt is None:
             print("  matplotlib is not installed: no figure written", file=sys.stderr)
             return
-        from .plotting import plot_images
+        from ..plotting import plot_images
 
         fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
         plot_images(coef, [ac.coef_, em.coef_], basis,
@@ -478,7 +478,7 @@ def main(argv=None):
     --------
     >>> import os
     >>> import tempfile
-    >>> from mtdlearn.cli import main
+    >>> from mtdlearn.cli.commands import main
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     status = main(["simulate", os.path.join(tmp, "m.npy"), "--size", "60",
     ...                    "--snr", "5"])

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import _all_finite
+from .._validation import _all_finite
 
 __all__ = ["read_measurement", "read_micrographs", "micrograph_names", "picks_table",
            "write_star", "star_paths", "write_star_per_micrograph"]
@@ -151,7 +151,7 @@ def read_measurement(path):
     >>> import os
     >>> import tempfile
     >>> import numpy as np
-    >>> from mtdlearn.io import read_measurement
+    >>> from mtdlearn.data.io import read_measurement
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     path = os.path.join(tmp, "measurement.npy")
     ...     np.save(path, np.zeros((40, 40), dtype=np.float32))
@@ -225,7 +225,7 @@ def read_micrographs(paths_or_glob):
     --------
     >>> import os, tempfile
     >>> import numpy as np
-    >>> from mtdlearn.io import read_micrographs
+    >>> from mtdlearn.data.io import read_micrographs
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     for i in range(2):
     ...         np.save(os.path.join(tmp, f"mic{i}.npy"), np.full((30, 40), i, np.float32))
@@ -281,7 +281,7 @@ def micrograph_names(paths_or_glob):
     --------
     >>> import os, tempfile
     >>> import numpy as np
-    >>> from mtdlearn.io import micrograph_names
+    >>> from mtdlearn.data.io import micrograph_names
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     np.save(os.path.join(tmp, "a.npy"), np.zeros((30, 40)))
     ...     np.save(os.path.join(tmp, "b.npy"), np.zeros((2, 30, 40)))
@@ -315,7 +315,7 @@ def picks_table(detections, image_size, micrograph_names=None):
       centres, in pixels).
     * ``rlnAnglePsi = (-degrees(angle)) mod 360``.  A copy at ``angle =
       phi`` is ``F_phi(r, theta) = F(r, theta + phi)`` with ``theta =
-      atan2(y, x)`` (:mod:`mtdlearn.basis`): the estimate turned by
+      atan2(y, x)`` (:mod:`mtdlearn.basis.fourier_bessel`): the estimate turned by
       ``-phi``, from ``+x`` towards ``+y``.  RELION's ``psi`` is the angle
       that turns the reference into the particle, positive from ``+x``
       towards ``+y`` (right-handed): hence ``psi = -phi``.
@@ -341,7 +341,7 @@ def picks_table(detections, image_size, micrograph_names=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.io import picks_table
+    >>> from mtdlearn.data.io import picks_table
     >>> det = np.array([(0, 10, 20, np.pi / 2, 0.9), (0, 10, 20, np.pi / 2, 0.7)],
     ...                dtype=[("measurement", int), ("row", int), ("col", int),
     ...                       ("angle", float), ("probability", float)])
@@ -403,7 +403,7 @@ def write_star(picks, path, micrograph_names=None, overwrite=False):
     >>> import os, tempfile
     >>> import numpy as np
     >>> import starfile
-    >>> from mtdlearn.io import picks_table, write_star
+    >>> from mtdlearn.data.io import picks_table, write_star
     >>> det = np.array([(0, 10, 20, 0.5, 0.9)],
     ...                dtype=[("measurement", int), ("row", int), ("col", int),
     ...                       ("angle", float), ("probability", float)])
@@ -468,7 +468,7 @@ def star_paths(micrograph_names, output_dir, suffix="_picks.star"):
 
     Examples
     --------
-    >>> from mtdlearn.io import star_paths
+    >>> from mtdlearn.data.io import star_paths
     >>> [p.name for p in star_paths(["a.mrc", "b.mrcs@2"], "picks")]
     ['a_picks.star', 'b_2_picks.star']
     """
@@ -524,7 +524,7 @@ def write_star_per_micrograph(detections, image_size, output_dir, micrograph_nam
     >>> import os, tempfile
     >>> import numpy as np
     >>> import starfile
-    >>> from mtdlearn.io import write_star_per_micrograph
+    >>> from mtdlearn.data.io import write_star_per_micrograph
     >>> dtype = [("measurement", int), ("row", int), ("col", int), ("angle", float),
     ...          ("probability", float)]
     >>> per_micrograph = [(0, np.array([(0, 10, 20, 0.5, 0.9)], dtype=dtype)),

@@ -9,7 +9,7 @@ keeps its pixels).
 
 import numpy as np
 
-from .basis import FourierBesselBasis
+from .fourier_bessel import FourierBesselBasis
 
 #: The smallest basis of the sequence has at least this many functions ...
 MIN_FUNCTIONS = 10

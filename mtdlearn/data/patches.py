@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse
 from sklearn import get_config
 
-from ._validation import (ComplexDataError, _row_blocks, check_array_float, check_int,
+from .._validation import (ComplexDataError, _row_blocks, check_array_float, check_int,
                           check_real)
 from .io import _open_measurement
 
@@ -105,7 +105,7 @@ def check_measurements(X, image_size, name="X"):
     X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
         One measurement, a stack, or a sequence of 2-D arrays (sizes may
         differ) or paths to ``.npy``/``.mrc`` files (opened read-only, see
-        :func:`mtdlearn.io.read_measurement`).
+        :func:`mtdlearn.data.io.read_measurement`).
     image_size : int
         Patch side ``L``.
     name : str, default="X"
@@ -119,7 +119,7 @@ def check_measurements(X, image_size, name="X"):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.patches import check_measurements
+    >>> from mtdlearn.data.patches import check_measurements
     >>> [M.shape for M in check_measurements(np.eye(12)[None, :10].repeat(2, 0), 5)]
     [(10, 12), (10, 12)]
     """
@@ -240,7 +240,7 @@ def patch_grid_shape(shape, image_size):
 
     Examples
     --------
-    >>> from mtdlearn.patches import patch_grid_shape
+    >>> from mtdlearn.data.patches import patch_grid_shape
     >>> patch_grid_shape((11, 17), 5)
     (2, 3)
     """
@@ -268,7 +268,7 @@ def tile(block, image_size):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.patches import tile
+    >>> from mtdlearn.data.patches import tile
     >>> tile(np.arange(36.0).reshape(6, 6), 3)[0, 1]
     array([[ 3.,  4.,  5.],
            [ 9., 10., 11.],
@@ -300,7 +300,7 @@ def extract_patches(measurement, image_size):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.patches import extract_patches
+    >>> from mtdlearn.data.patches import extract_patches
     >>> extract_patches(np.arange(36.).reshape(6, 6), 3)[1]
     array([[ 3.,  4.,  5.],
            [ 9., 10., 11.],
@@ -333,7 +333,7 @@ def resolve_working_memory(working_memory, name="working_memory"):
 
     Examples
     --------
-    >>> from mtdlearn.patches import resolve_working_memory
+    >>> from mtdlearn.data.patches import resolve_working_memory
     >>> resolve_working_memory(64)
     64.0
     """
@@ -373,7 +373,7 @@ def chunk_rows(row_bytes, max_rows, working_memory=None, unit=None):
 
     Examples
     --------
-    >>> from mtdlearn.patches import chunk_rows
+    >>> from mtdlearn.data.patches import chunk_rows
     >>> chunk_rows(2**20, 100, working_memory=8)
     8
     """
@@ -419,7 +419,7 @@ class PatchData:
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.patches import PatchData
+    >>> from mtdlearn.data.patches import PatchData
     >>> data = PatchData([np.arange(36.0).reshape(6, 6)], 3)
     >>> data.n_patches
     4
@@ -429,7 +429,7 @@ class PatchData:
 
     #: Whether the measurements live elsewhere (on a Dask cluster): the
     #: E-step and the per-data quantities then run block by block through
-    #: ``map_blocks`` (:mod:`mtdlearn._dask`).
+    #: ``map_blocks`` (:mod:`mtdlearn.data._dask`).
     distributed = False
 
     def __init__(self, measurements, image_size):
@@ -458,7 +458,7 @@ class PatchData:
         Examples
         --------
         >>> import numpy as np
-        >>> from mtdlearn.patches import PatchData
+        >>> from mtdlearn.data.patches import PatchData
         >>> PatchData([np.zeros((12, 12))], 3).with_image_size(5).n_patches
         4
         """
@@ -494,7 +494,7 @@ class PatchData:
         Examples
         --------
         >>> import numpy as np
-        >>> from mtdlearn.patches import PatchData
+        >>> from mtdlearn.data.patches import PatchData
         >>> data = PatchData([np.ones((6, 6))], 3)
         >>> calls = []
         >>> def total(measurements):
@@ -531,7 +531,7 @@ class PatchData:
         Examples
         --------
         >>> import numpy as np
-        >>> from mtdlearn.patches import PatchData
+        >>> from mtdlearn.data.patches import PatchData
         >>> data = PatchData([np.zeros((10, 10)), np.ones((5, 5))], 5)
         >>> data.get(3, 5).sum(axis=1)
         array([ 0., 25.])
@@ -573,7 +573,7 @@ class PatchData:
         Examples
         --------
         >>> import numpy as np
-        >>> from mtdlearn.patches import PatchData
+        >>> from mtdlearn.data.patches import PatchData
         >>> data = PatchData([np.zeros((6, 6))], 3)
         >>> data.locate([1, 3])
         (array([0, 0]), array([0, 3]), array([3, 3]))
@@ -607,7 +607,7 @@ def as_patch_source(X, image_size, name="X"):
     Examples
     --------
     >>> import numpy as np
-    >>> from mtdlearn.patches import as_patch_source
+    >>> from mtdlearn.data.patches import as_patch_source
     >>> as_patch_source(np.random.default_rng(0).normal(size=(2, 10, 10)), 5).n_patches
     8
     """

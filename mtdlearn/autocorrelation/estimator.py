@@ -1,20 +1,20 @@
 """Autocorrelation analysis: the paper's baseline estimator and the EM's initializer.
 
 :class:`AutocorrelationEstimator` fits the model by matching the first three
-autocorrelations of the measurement (:mod:`mtdlearn.moments`) with those of
-the model, averaged over rotations (:mod:`mtdlearn.moment_fit`).
+autocorrelations of the measurement (:mod:`mtdlearn.autocorrelation.moments`) with those of
+the model, averaged over rotations (:mod:`mtdlearn.autocorrelation.fit`).
 :class:`AutocorrelationInitializer` starts the EM from its estimate.
 """
 
 import numpy as np
 from scipy.optimize import OptimizeResult
 
-from .base import BaseMTDEstimator, _scale_bounds
-from .initializers import InitialState, _check_initialize_args, _ParamsMixin
-from .moment_fit import autocorrelation_cost_and_grad, fit_autocorrelations
+from ..base import BaseMTDEstimator, _scale_bounds
+from ..initializers import InitialState, _check_initialize_args, _ParamsMixin
+from .fit import autocorrelation_cost_and_grad, fit_autocorrelations
 from .moments import _check_shift_radius, measurement_autocorrelations
-from .operators import density_to_shift_probabilities, shift_probabilities_to_density
-from .patch_model import noise_variance_floor
+from ..imaging.shifts import density_to_shift_probabilities, shift_probabilities_to_density
+from ..likelihood.patch_model import noise_variance_floor
 
 __all__ = ["AutocorrelationEstimator", "AutocorrelationInitializer"]
 
@@ -39,7 +39,7 @@ class AutocorrelationEstimator(BaseMTDEstimator):
     image_size : int
         Diameter ``L = 2n + 1`` of the target image, odd.
     basis : basis object, default=None
-        Any object following the protocol of :func:`mtdlearn.basis.check_basis`;
+        Any object following the protocol of :func:`mtdlearn.basis.fourier_bessel.check_basis`;
         ``None`` means ``FourierBesselBasis(image_size)``.  Copied with
         :func:`sklearn.base.clone`, never modified.
     rotations : int or rotation grid, default=16
@@ -59,7 +59,7 @@ class AutocorrelationEstimator(BaseMTDEstimator):
         L-BFGS-B's ``ftol`` and ``gtol`` on the scaled cost.
     shift_radius : float, "auto" or None, default="auto"
         The third moment keeps the pairs of the forward shifts ``s`` with
-        ``|s| <= shift_radius`` (:func:`~mtdlearn.moments.third_order_shifts`);
+        ``|s| <= shift_radius`` (:func:`~mtdlearn.autocorrelation.moments.third_order_shifts`);
         ``None`` keeps all ``L**4`` pairs.  ``"auto"`` keeps all of them up
         to ``L = 11`` (the paper's ``L = 5`` included) and uses ``L / 2``
         beyond, where the full third moment is too slow (at ``L = 21``: about
@@ -90,7 +90,7 @@ class AutocorrelationEstimator(BaseMTDEstimator):
     noise_variance_ : float
         Estimated ``sigma**2``, or the fixed ``noise_variance``.
     autocorrelations_ : tuple (a1, a2, a3)
-        The measured autocorrelations (see :func:`~mtdlearn.moments.measurement_autocorrelations`);
+        The measured autocorrelations (see :func:`~mtdlearn.autocorrelation.moments.measurement_autocorrelations`);
         ``a3`` over the pairs of the kept shifts when ``shift_radius_`` is
         not ``None``.
     shift_radius_ : float or None
@@ -269,7 +269,7 @@ class AutocorrelationInitializer(_ParamsMixin):
         --------
         >>> import numpy as np
         >>> from mtdlearn import FourierBesselBasis, make_measurement, make_target
-        >>> from mtdlearn.autocorrelation import AutocorrelationInitializer
+        >>> from mtdlearn.autocorrelation.estimator import AutocorrelationInitializer
         >>> basis = FourierBesselBasis(5, n_coefficients=10)
         >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 200,
         ...                             snr=5, random_state=0)

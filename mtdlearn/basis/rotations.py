@@ -10,7 +10,7 @@ from numbers import Integral
 
 import numpy as np
 
-from ._validation import check_int
+from .._validation import check_int
 
 __all__ = ["UniformRotationGrid", "check_rotation_grid", "auto_refinement"]
 
@@ -29,7 +29,7 @@ class UniformRotationGrid:
 
     Examples
     --------
-    >>> from mtdlearn.rotations import UniformRotationGrid
+    >>> from mtdlearn.basis.rotations import UniformRotationGrid
     >>> UniformRotationGrid(4).get_angles()
     array([0.        , 1.57079633, 3.14159265, 4.71238898])
     """
@@ -53,7 +53,7 @@ class UniformRotationGrid:
 
         Examples
         --------
-        >>> from mtdlearn.rotations import UniformRotationGrid
+        >>> from mtdlearn.basis.rotations import UniformRotationGrid
         >>> UniformRotationGrid(8).get_params()
         {'n_rotations': 8}
         """
@@ -74,7 +74,7 @@ class UniformRotationGrid:
 
         Examples
         --------
-        >>> from mtdlearn.rotations import UniformRotationGrid
+        >>> from mtdlearn.basis.rotations import UniformRotationGrid
         >>> UniformRotationGrid(8).set_params(n_rotations=4)
         UniformRotationGrid(n_rotations=4)
         """
@@ -95,7 +95,7 @@ class UniformRotationGrid:
 
         Examples
         --------
-        >>> from mtdlearn.rotations import UniformRotationGrid
+        >>> from mtdlearn.basis.rotations import UniformRotationGrid
         >>> UniformRotationGrid(2).get_angles()
         array([0.        , 3.14159265])
         """
@@ -135,7 +135,7 @@ def check_rotation_grid(rotations, name="rotations"):
 
     Examples
     --------
-    >>> from mtdlearn.rotations import check_rotation_grid
+    >>> from mtdlearn.basis.rotations import check_rotation_grid
     >>> grid, angles = check_rotation_grid(4)
     >>> grid, angles.shape
     (UniformRotationGrid(n_rotations=4), (4,))
@@ -177,7 +177,7 @@ def auto_refinement(basis, n_rotations):
     Examples
     --------
     >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.rotations import auto_refinement
+    >>> from mtdlearn.basis.rotations import auto_refinement
     >>> [auto_refinement(FourierBesselBasis(L), 16) for L in (5, 13, 21, 41)]
     [None, None, 2, 4]
     """

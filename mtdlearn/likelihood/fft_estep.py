@@ -11,7 +11,7 @@ E-step's cost per patch and rotation drops from ``O(L**4)`` to
 a convolution of the posterior maps with the patches, summed here in the
 Fourier domain without forming ``S`` (``H x L**2``).
 
-:func:`choose_estep` picks the GEMM (:mod:`mtdlearn.patch_model`) or this
+:func:`choose_estep` picks the GEMM (:mod:`mtdlearn.likelihood.patch_model`) or this
 path from a cost model; both give the same statistics to rounding.
 """
 
@@ -23,7 +23,7 @@ import scipy.fft
 from .hypotheses import HypothesisSpace
 from .patch_model import (_EXP_FLOOR, Statistics, _exp_rows, _neg_big, _partition,
                           _patch_loglik, _run_tasks)
-from .patches import PatchData, chunk_rows
+from ..data.patches import PatchData, chunk_rows
 
 __all__ = ["FFTPatchModel", "build_fft_patch_model", "estep_statistics_fft", "choose_estep",
            "fft_chunk_size",
@@ -55,7 +55,7 @@ def fft_grid_size(image_size):
 
     Examples
     --------
-    >>> from mtdlearn.fft_estep import fft_grid_size
+    >>> from mtdlearn.likelihood.fft_estep import fft_grid_size
     >>> fft_grid_size(5), fft_grid_size(21)
     (9, 45)
     """
@@ -100,7 +100,7 @@ def choose_estep(image_size, n_rotations, dtype=np.float64):
 
     Examples
     --------
-    >>> from mtdlearn.fft_estep import choose_estep
+    >>> from mtdlearn.likelihood.fft_estep import choose_estep
     >>> choose_estep(5, 16), choose_estep(21, 16)
     ('gemm', 'fft')
     """
@@ -118,7 +118,7 @@ class FFTPatchModel:
     The logit of hypothesis ``(k, l)`` for patch ``P`` is
     ``corr(P, F_k)[l] / sigma**2 + bias[k, l] - ||P||**2 / (2 sigma**2)`` with
     ``bias = -||C T_l Z F_k||**2 / (2 sigma**2) + log prior - shift``, the same
-    numbers as the GEMM's :class:`~mtdlearn.patch_model.PatchModel` laid out on
+    numbers as the GEMM's :class:`~mtdlearn.likelihood.patch_model.PatchModel` laid out on
     the ``N x N`` lag grid (entries that are no shift get a large negative bias).
     Built by :func:`build_fft_patch_model`; no ``H x L**2`` template table.
 
@@ -153,9 +153,9 @@ class FFTPatchModel:
     --------
     >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis, UniformRotationGrid
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.hypotheses import HypothesisSpace
-    >>> from mtdlearn.fft_estep import build_fft_patch_model
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    >>> from mtdlearn.likelihood.fft_estep import build_fft_patch_model
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
     >>> model = build_fft_patch_model(np.ones(10), density_to_shift_probabilities(0.04, 5),
@@ -215,9 +215,9 @@ def build_fft_patch_model(coef, shift_probabilities, noise_variance, hypotheses,
     --------
     >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis, UniformRotationGrid
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.hypotheses import HypothesisSpace
-    >>> from mtdlearn.fft_estep import build_fft_patch_model
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    >>> from mtdlearn.likelihood.fft_estep import build_fft_patch_model
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> space = HypothesisSpace(basis, UniformRotationGrid(4).get_angles())
     >>> model = build_fft_patch_model(np.ones(10), density_to_shift_probabilities(0.04, 5),
@@ -265,7 +265,7 @@ def _logits(Phat, pterm, model):
 def _chunk(P, model):
     """FFT E-step of a chunk ``P`` (c, L, L): ``E, u, s, e_empty, Phat, sq``.
 
-    As :func:`mtdlearn.patch_model._chunk_posteriors`, with the posterior
+    As :func:`mtdlearn.likelihood.patch_model._chunk_posteriors`, with the posterior
     maps ``E`` of shape ``(c, K, N*N)`` (zero where the grid holds no shift).
     """
     n = model.grid_size
@@ -338,8 +338,8 @@ def fft_chunk_size(hypotheses, working_memory=None, itemsize=8):
     Examples
     --------
     >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.hypotheses import HypothesisSpace
-    >>> from mtdlearn.fft_estep import fft_chunk_size
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    >>> from mtdlearn.likelihood.fft_estep import fft_chunk_size
     >>> fft_chunk_size(HypothesisSpace(FourierBesselBasis(21), [0.0] * 16))
     16
     """
@@ -353,13 +353,13 @@ def estep_statistics_fft(data, model, subset=None, *, chunk=None, n_jobs=None,
                          working_memory=None, tasks_per_block=8):
     """Run the E-step by FFT and sum the sufficient statistics.
 
-    The same statistics as :func:`mtdlearn.patch_model.estep_statistics`, to
+    The same statistics as :func:`mtdlearn.likelihood.patch_model.estep_statistics`, to
     rounding, except that the weighted patch sums come as
     ``rotation_images`` (``K x L*L``, what the M-step uses) and
     ``weighted_patches`` is ``None``.  Tasks are fixed independently of
     ``n_jobs``, never straddle two measurements, and are reduced in order
     (each measurement's, then the measurements'); on a distributed source
-    (:mod:`mtdlearn._dask`) each measurement is one task on the worker
+    (:mod:`mtdlearn.data._dask`) each measurement is one task on the worker
     that holds it, so the result is the in-memory one to the last bit.
 
     Parameters
@@ -392,10 +392,10 @@ def estep_statistics_fft(data, model, subset=None, *, chunk=None, n_jobs=None,
     >>> import numpy as np
     >>> from mtdlearn import (FourierBesselBasis, UniformRotationGrid, make_measurement,
     ...                       make_target)
-    >>> from mtdlearn.operators import density_to_shift_probabilities
-    >>> from mtdlearn.hypotheses import HypothesisSpace
-    >>> from mtdlearn.fft_estep import build_fft_patch_model, estep_statistics_fft
-    >>> from mtdlearn.patches import PatchData
+    >>> from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    >>> from mtdlearn.likelihood.fft_estep import build_fft_patch_model, estep_statistics_fft
+    >>> from mtdlearn.data.patches import PatchData
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = make_target(basis, random_state=0)
     >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)

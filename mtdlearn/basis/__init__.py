@@ -1,0 +1,13 @@
+"""The steerable basis of the image, rotation grids and nested band limits.
+
+The lowest layer above the package's utilities: it knows images and their
+coefficients, nothing of measurements.  :class:`FourierBesselBasis` is one
+implementation of the basis protocol (:func:`check_basis`); any object that
+follows it can be passed as ``basis``.
+"""
+
+from .fourier_bessel import BASIS_PROTOCOL, FourierBesselBasis, check_basis, rotated_evaluation
+from .rotations import UniformRotationGrid, auto_refinement, check_rotation_grid
+
+__all__ = ["BASIS_PROTOCOL", "FourierBesselBasis", "UniformRotationGrid", "auto_refinement",
+           "check_basis", "check_rotation_grid", "rotated_evaluation"]

@@ -1,0 +1,8 @@
+"""How an image appears in a measurement: shifts into a patch, image formation.
+
+:mod:`~mtdlearn.imaging.shifts` holds the shift operators ``C T_l Z`` of
+eq. (6-7) and the shift distribution ``rho``; :mod:`~mtdlearn.imaging.formation`
+the image formation of each measurement (the identity with white noise in
+the paper's model), the seam through which the E-step's templates, the
+M-step's adjoint, the model moments and the simulator all pass.
+"""
