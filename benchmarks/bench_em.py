@@ -42,7 +42,9 @@ from threadpoolctl import threadpool_limits
 from mtdlearn import FourierBesselBasis, make_measurement, make_target
 from mtdlearn.likelihood.hypotheses import HypothesisSpace
 from mtdlearn.imaging.shifts import density_to_shift_probabilities
-from mtdlearn.likelihood.patch_model import build_patch_model, chunk_size, estep_statistics, m_step
+from mtdlearn.likelihood.patch_model import build_patch_model, chunk_size
+from mtdlearn.likelihood.statistics import estep_statistics
+from mtdlearn.likelihood.m_step import m_step
 from mtdlearn.data.patches import PatchData
 
 

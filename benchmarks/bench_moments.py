@@ -35,9 +35,9 @@ from threadpoolctl import threadpool_limits
 from mtdlearn import FourierBesselBasis, make_measurement, make_target, relative_error
 from mtdlearn.initializers import RandomInitializer
 from mtdlearn.autocorrelation.fit import _cost_and_grad_flat, fit_autocorrelations
-from mtdlearn.autocorrelation.moments import (_check_shift_radius, _rotated_evaluation, _shift_subset,
-                              default_n_angles, measurement_autocorrelations,
-                              third_order_shifts)
+from mtdlearn.autocorrelation.model_moments import _rotated_evaluation, default_n_angles
+from mtdlearn.autocorrelation.moments import (_check_shift_radius, _shift_subset,
+                                              measurement_autocorrelations, third_order_shifts)
 from mtdlearn.imaging.shifts import shift_probabilities_to_density
 
 

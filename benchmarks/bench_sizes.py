@@ -57,7 +57,9 @@ from mtdlearn.likelihood.fft_estep import (build_fft_patch_model, choose_estep, 
                                 fft_grid_size)
 from mtdlearn.likelihood.hypotheses import HypothesisSpace
 from mtdlearn.imaging.shifts import density_to_shift_probabilities
-from mtdlearn.likelihood.patch_model import build_patch_model, estep_statistics, m_step
+from mtdlearn.likelihood.patch_model import build_patch_model
+from mtdlearn.likelihood.statistics import estep_statistics
+from mtdlearn.likelihood.m_step import m_step
 from mtdlearn.data.patches import PatchData
 
 

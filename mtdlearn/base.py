@@ -6,7 +6,8 @@ validation, the data (a patch source, :mod:`mtdlearn.data.patches`), the
 ``n_init`` starts, the iteration loop (E-step, M-step, objective,
 convergence test, verbose line, history), the choice of the best start,
 and ``score``, ``score_samples``, ``predict``, ``predict_proba`` and
-``sample`` under the shared generative model (:mod:`mtdlearn.likelihood.patch_model`).
+``sample`` under the shared generative model (:mod:`mtdlearn.likelihood.patch_model`),
+which it inherits from a mixin beside the model (``mtdlearn.likelihood._inference``).
 A subclass provides its own steps through small hooks; a variant of the EM
 (accelerated, incremental) overrides one hook, ``_step``.
 """
@@ -17,41 +18,22 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin, clone
 from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
-from sklearn.utils.validation import check_is_fitted
 
-from .data._dask import as_dask_source, is_dask_input
 from ._parallel import check_n_jobs, ordered_map
 from ._validation import check_int, check_random_generator, check_real
-from .basis.fourier_bessel import FourierBesselBasis, check_basis
+from .basis.fourier_bessel import FourierBesselBasis
+from .basis.protocol import check_basis
 from .checkpoint import check_checkpoint_path, hash_params, run_checkpointed
-from .data.simulate import make_measurement
 from .initializers import InitialState, RandomInitializer
 from .imaging.shifts import check_shift_probabilities, shift_probabilities_to_density
-from .likelihood.hypotheses import HypothesisSpace
-from .likelihood.patch_model import estep_statistics
-from .likelihood.posteriors import build_per_patch_model, estep_per_patch, iter_detections
-from .data.patches import _max_abs, as_patch_source
+from .likelihood._inference import _InferenceMixin, _patch_source, _scale_bounds
+from .data.measurements import _max_abs
 from .basis.rotations import check_rotation_grid
 
 __all__ = ["BaseMTDEstimator"]
 
 
-def _scale_bounds(power, n_values, dtype=np.float64):
-    """Range of ``max|x|`` whose ``power``-th powers, summed over ``n_values``
-    terms in ``dtype``, neither overflow nor fall within ``1e12`` of underflow."""
-    info = np.finfo(dtype)
-    return ((float(info.tiny) * 1e12) ** (1.0 / power),
-            (float(info.max) / (64.0 * n_values)) ** (1.0 / power))
-
-
-def _patch_source(X, image_size):
-    """The patch source of any input: in memory, or on Dask for dask arrays."""
-    if is_dask_input(X):
-        return as_dask_source(X, image_size)
-    return as_patch_source(X, image_size)
-
-
-class BaseMTDEstimator(DensityMixin, BaseEstimator):
+class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
     """Base class of the multi-target detection estimators.
 
     Owns what both estimators share: input validation (one measurement,
@@ -480,256 +462,3 @@ class BaseMTDEstimator(DensityMixin, BaseEstimator):
         return (f"{type(self).__name__} did not converge in max_iter={self.max_iter} "
                 f"iterations (tol={self.tol_:.3g}). Increase max_iter, loosen tol, or start "
                 "closer to the solution (e.g. initializer=AutocorrelationInitializer()).")
-
-    # -- the shared generative model ---------------------------------------
-    def _hypotheses(self):
-        return HypothesisSpace(self.basis_, self.angles_)
-
-    def _patch_model(self, X):
-        """The patches of ``X`` and the fitted model, for the per-patch E-steps."""
-        check_is_fitted(self, "coef_")
-        data = _patch_source(X, self.basis_.image_size)
-        self._check_data(data, _scale_bounds(2, sum(M.size for M in data.measurements)),
-                         fitting=False)
-        model = build_per_patch_model(self.coef_, self.shift_probabilities_,
-                                      self.noise_variance_, self._hypotheses())
-        return data, model, dict(n_jobs=self.n_jobs, working_memory=self.working_memory)
-
-    def _per_patch(self, X):
-        data, model, options = self._patch_model(X)
-        return data, model, estep_per_patch(data, model, **options)
-
-    def score_samples(self, X):
-        """Compute the approximate log-likelihood of each patch.
-
-        The terms ``log p(M_m | alpha, rho)`` of eq. (5), with the rotation
-        and the shift marginalized over the fitted model (``K`` rotations of
-        ``rotations``, ``4 L**2`` shifts) and the Gaussian constant
-        included.
-
-        Parameters
-        ----------
-        X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
-            Measurement(s), in any of the forms :meth:`fit` accepts.
-
-        Returns
-        -------
-        log_likelihood : ndarray of shape (N_d,)
-            One value per patch, patches row-major, measurements in order.
-
-        Examples
-        --------
-        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
-        ...                       make_target)
-        >>> basis = FourierBesselBasis(5, n_coefficients=10)
-        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
-        ...                             snr=10, random_state=0)
-        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200,
-        ...                        random_state=0).fit(X)
-        >>> em.score_samples(X).shape  # (150 // 5)**2 patches
-        (900,)
-        """
-        return self._per_patch(X)[2][0]
-
-    def score(self, X, y=None):
-        """Mean approximate log-likelihood per patch (eq. 5).
-
-        Comparable between the two estimators and between settings, which
-        makes ``GridSearchCV`` work on held-out measurements.
-
-        Parameters
-        ----------
-        X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
-            Measurement(s), in any of the forms :meth:`fit` accepts.
-        y : None
-            Ignored; present for scikit-learn compatibility.
-
-        Returns
-        -------
-        score : float
-            The mean of :meth:`score_samples`.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
-        ...                       make_target)
-        >>> basis = FourierBesselBasis(5, n_coefficients=10)
-        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
-        ...                             snr=10, random_state=0)
-        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200,
-        ...                        random_state=0).fit(X)
-        >>> bool(np.isclose(em.score(X), em.lower_bound_))  # EM's final objective
-        True
-        """
-        data, model, options = self._patch_model(X)
-        # reduced chunk by chunk: memory does not grow with X
-        return estep_statistics(data, model, **options).loglik / data.n_patches
-
-    def predict_proba(self, X):
-        """Compute each patch's posterior probability of holding (part of) a copy.
-
-        One minus the posterior probability of the empty hypothesis (all
-        shifts with ``l_0 = L`` or ``l_1 = L``) under the fitted model.
-
-        Parameters
-        ----------
-        X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
-            Measurement(s), in any of the forms :meth:`fit` accepts.
-
-        Returns
-        -------
-        proba : ndarray of shape (N_d,)
-            One value in ``[0, 1]`` per patch, patches row-major,
-            measurements in order.
-
-        Examples
-        --------
-        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
-        ...                       make_target)
-        >>> basis = FourierBesselBasis(5, n_coefficients=10)
-        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
-        ...                             snr=10, random_state=0)
-        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200,
-        ...                        random_state=0).fit(X)
-        >>> proba = em.predict_proba(X)
-        >>> proba.shape, bool(((proba >= 0) & (proba <= 1)).all())
-        ((900,), True)
-        """
-        return 1.0 - self._per_patch(X)[2][3]
-
-    def predict(self, X):
-        """Find the maximum-a-posteriori occurrence of each non-empty patch.
-
-        The MAP hypothesis ``(phi_k, l)`` of eq. (11) per patch, reported in
-        measurement coordinates: a copy at shift ``l`` of the patch at
-        ``(r0, c0)`` has its top-left corner at ``(r0, c0) + d`` with
-        ``d = (-l) mod 2L`` mapped to ``[-(L-1), L-1]``.
-
-        Parameters
-        ----------
-        X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
-            Measurement(s), in any of the forms :meth:`fit` accepts.
-
-        Returns
-        -------
-        detections : structured ndarray
-            Fields ``measurement`` (int), ``row``, ``col`` (top-left corner of
-            the copy in measurement coordinates, as the simulator's truth),
-            ``angle`` (radians, from the rotation grid, relative to the
-            estimate ``coef_``), ``probability`` (posterior of the MAP
-            hypothesis).  One row per patch whose MAP is non-empty; a copy
-            straddling several patches is reported by each of them.
-
-        Examples
-        --------
-        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
-        ...                       make_target)
-        >>> basis = FourierBesselBasis(5, n_coefficients=10)
-        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
-        ...                             snr=10, random_state=0)
-        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200,
-        ...                        random_state=0).fit(X)
-        >>> detections = em.predict(X)
-        >>> detections.dtype.names
-        ('measurement', 'row', 'col', 'angle', 'probability')
-        """
-        parts = [det for _, det in self.predict_per_measurement(X)]
-        return np.concatenate(parts)
-
-    def predict_per_measurement(self, X):
-        """Yield :meth:`predict`'s detections one measurement at a time.
-
-        The same rows as :meth:`predict`, grouped by measurement, in order;
-        each measurement's are yielded as soon as they are found, so a
-        caller that writes them (:func:`mtdlearn.data.io.write_star_per_micrograph`)
-        holds one measurement's at a time, however many micrographs there
-        are.  With Dask input each micrograph's detections are found on its
-        worker and come to the client in turn (:doc:`/scaling`).
-
-        Parameters
-        ----------
-        X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
-            Measurement(s), in any of the forms :meth:`fit` accepts.
-
-        Returns
-        -------
-        detections : generator of (int, structured ndarray)
-            ``(measurement, rows)`` for every measurement, in order:
-            its index and its rows of :meth:`predict` (possibly none).
-            ``X`` is checked when this method is called, the E-step runs as
-            the generator is consumed.
-
-        Examples
-        --------
-        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
-        ...                       make_target)
-        >>> basis = FourierBesselBasis(5, n_coefficients=10)
-        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 100,
-        ...                             snr=10, n_measurements=2, random_state=0)
-        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200,
-        ...                        random_state=0).fit(X)
-        >>> [(i, bool((det["measurement"] == i).all()))
-        ...  for i, det in em.predict_per_measurement(X)]
-        [(0, True), (1, True)]
-        """
-        data, model, options = self._patch_model(X)
-        return self._detections(data, model, options)
-
-    def _detections(self, data, model, options):
-        for i, keep, best, best_p in iter_detections(data, model, **options):
-            out = np.empty(len(keep), dtype=[("measurement", np.int64), ("row", np.int64),
-                                             ("col", np.int64), ("angle", np.float64),
-                                             ("probability", np.float64)])
-            for a in range(0, len(keep), 2**16):  # temporaries of a block, not of the output
-                sl = slice(a, a + 2**16)
-                k, d0, d1 = model.hypotheses.decode(best[sl])
-                _, r0, c0 = data.locate(keep[sl])
-                out["row"][sl] = r0 + d0
-                out["col"][sl] = c0 + d1
-                out["angle"][sl] = self.angles_[k]
-            out["measurement"] = i
-            out["probability"] = best_p
-            yield i, out
-
-    def sample(self, size, n_measurements=None, random_state=None):
-        """Draw a synthetic measurement from the fitted model.
-
-        Copies of ``image_`` at the fitted density ``density_``, uniformly
-        rotated, with noise of variance ``noise_variance_``
-        (see :func:`mtdlearn.make_measurement`).
-
-        Parameters
-        ----------
-        size : int or (int, int)
-            Side ``N`` (or shape) of each measurement.
-        n_measurements : int, default=None
-            ``None`` draws one measurement; an int draws a stack.
-        random_state : int, Generator, RandomState or None, default=None
-            Seed or generator of the draw (not the estimator's
-            ``random_state``).
-
-        Returns
-        -------
-        X : ndarray of shape (N1, N2) or (n_measurements, N1, N2)
-            The synthetic measurement(s).
-        truth : MeasurementTruth
-            Positions, angles and the rest of the simulated truth.
-
-        Examples
-        --------
-        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
-        ...                       make_target)
-        >>> basis = FourierBesselBasis(5, n_coefficients=10)
-        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
-        ...                             snr=10, random_state=0)
-        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=200,
-        ...                        random_state=0).fit(X)
-        >>> X_new, truth_new = em.sample(100, random_state=0)
-        >>> X_new.shape
-        (100, 100)
-        """
-        check_is_fitted(self, "coef_")
-        return make_measurement(self.coef_, self.basis_, size, density=self.density_,
-                                noise_variance=self.noise_variance_,
-                                n_measurements=n_measurements, random_state=random_state)

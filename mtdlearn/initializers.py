@@ -11,7 +11,7 @@ An initializer is an object with a method::
 list of validated 2-D arrays; quantities derived from the data are computed
 once per fit and shared by all starts through its ``memoize`` method), or,
 when an initializer is called directly, a list of validated 2-D arrays.
-``basis`` is the estimator's basis (see :func:`mtdlearn.basis.fourier_bessel.check_basis`),
+``basis`` is the estimator's basis (see :func:`mtdlearn.basis.protocol.check_basis`),
 ``noise_variance`` the fixed ``sigma**2`` or ``None`` when the estimator
 estimates it, and ``random_state`` a ``numpy.random.Generator`` (every random
 draw must come from it).  It returns an :class:`InitialState` holding
@@ -30,9 +30,10 @@ import numpy as np
 from scipy import stats
 
 from ._validation import check_array_float, check_real
-from .basis.fourier_bessel import check_basis
+from .basis.protocol import check_basis
 from .imaging.shifts import check_shift_probabilities, density_to_shift_probabilities, max_density
-from .data.patches import PatchData, as_patch_source, patch_grid_shape, tile
+from .data.measurements import patch_grid_shape, tile
+from .data.patches import PatchData, as_patch_source
 
 __all__ = ["InitialState", "RandomInitializer", "FixedInitializer", "data_statistics"]
 

@@ -4,7 +4,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from ._validation import check_array_float
-from .basis.fourier_bessel import check_basis
+from .basis.protocol import check_basis
 
 __all__ = ["relative_error", "align_rotation"]
 

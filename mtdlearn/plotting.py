@@ -11,7 +11,7 @@ from numbers import Integral
 import numpy as np
 
 from ._validation import check_array_float, check_int
-from .basis.fourier_bessel import check_basis
+from .basis.protocol import check_basis
 from .metrics import align_rotation
 
 __all__ = ["plot_measurement", "plot_images", "plot_convergence",

@@ -720,7 +720,7 @@ def test_large_basis_pickles_cheaply():
 def test_rotated_evaluation_is_the_rotated_images():
     """``rotated_evaluation(basis, angles)[k] @ coef`` is the image of
     ``rotate(coef, angles[k])``, for several angles and a scalar angle."""
-    from mtdlearn.basis.fourier_bessel import rotated_evaluation
+    from mtdlearn.basis.protocol import rotated_evaluation
 
     basis = FourierBesselBasis(9)
     coef = np.random.default_rng(1).standard_normal(basis.n_functions)

@@ -25,8 +25,10 @@ from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator,  # noqa: E402
 from mtdlearn.data._dask import NO_HTTP_PORT, as_dask_source  # noqa: E402
 from mtdlearn.autocorrelation.estimator import AutocorrelationInitializer  # noqa: E402
 from mtdlearn.checkpoint import FitCheckpoint, hash_measurements  # noqa: E402
-from mtdlearn.data.io import picks_table, read_micrographs  # noqa: E402
-from mtdlearn.data.patches import as_patch_source, check_measurements  # noqa: E402
+from mtdlearn.data.io import read_micrographs  # noqa: E402
+from mtdlearn.data.star import picks_table  # noqa: E402
+from mtdlearn.data.measurements import check_measurements  # noqa: E402
+from mtdlearn.data.patches import as_patch_source  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -120,7 +122,7 @@ def test_autocorrelations_on_cluster_equal_in_memory(client, mrc_paths):
 
 def test_fft_estep_on_cluster_equals_in_memory(client, monkeypatch):
     """At L = 13 the cost model picks the FFT E-step, on the workers as in memory."""
-    import mtdlearn.em.estimator as em_module
+    from mtdlearn.em import _state   # where the E-step's kernels are chosen
     from mtdlearn.likelihood.fft_estep import choose_estep
 
     L13 = 13
@@ -130,13 +132,13 @@ def test_fft_estep_on_cluster_equals_in_memory(client, monkeypatch):
                             density=0.1, n_measurements=3, random_state=1)
     X = [X[0], np.ascontiguousarray(X[1][:67, :75]), X[2]]  # not multiples of L
     calls = []
-    fft = em_module.estep_statistics_fft
+    fft = _state.estep_statistics_fft
 
     def counted(data, *args, **kwargs):
         calls.append(data.distributed)
         return fft(data, *args, **kwargs)
 
-    monkeypatch.setattr(em_module, "estep_statistics_fft", counted)
+    monkeypatch.setattr(_state, "estep_statistics_fft", counted)
     kw = dict(basis=basis, rotations=4, max_iter=2, random_state=0)
     expected = ApproxEMEstimator(L13, **kw).fit(X)
     fitted = ApproxEMEstimator(L13, **kw).fit([da.from_array(M) for M in X])
@@ -153,18 +155,18 @@ def test_incremental_em_on_cluster(client, monkeypatch):
     """Incremental EM on a cluster: its blocks are whole micrographs, each block's
     E-step on the workers; the fit is the in-memory one with the same blocks, to
     the last bit, and ends at batch EM's fixed point."""
-    import mtdlearn.em.estimator as em_module
+    from mtdlearn.em import _incremental
 
-    monkeypatch.setattr(em_module, "_BLOCK_PATCHES", 500)   # 1592 patches: 3 blocks
-    blocks, choose = [], em_module._blocks
-    monkeypatch.setattr(em_module, "_blocks", lambda data: blocks.append(choose(data))
+    monkeypatch.setattr(_incremental, "_BLOCK_PATCHES", 500)   # 1592 patches: 3 blocks
+    blocks, choose = [], _incremental.blocks
+    monkeypatch.setattr(_incremental, "blocks", lambda data: blocks.append(choose(data))
                         or blocks[-1])
     X = _data()
     fitted = _em(acceleration="incremental", max_iter=10).fit([da.from_array(M) for M in X])
     assert blocks == [[(0, 576), (576, 1016), (1016, 1592)]]   # the three micrographs
-    monkeypatch.setattr(em_module, "_blocks", lambda data: blocks[0])
+    monkeypatch.setattr(_incremental, "blocks", lambda data: blocks[0])
     _assert_same_fit(fitted, _em(acceleration="incremental", max_iter=10).fit(X))
-    from mtdlearn.likelihood.patch_model import _distributed_subset
+    from mtdlearn.likelihood.statistics import _distributed_subset
     with pytest.raises(ValueError, match="subset must hold whole measurements"):
         _distributed_subset(as_dask_source([da.from_array(M) for M in X], L), (0, 100))
     # these blocks, run to convergence (in memory: the same fit), end at batch EM's
@@ -182,13 +184,13 @@ def test_auto_dtype_chooses_as_in_memory(client):
     below it): the same choice, float32, on both."""
     from types import SimpleNamespace
 
-    from mtdlearn.em.estimator import _FLOAT32_MAX_ERROR, _float32_resolution
+    from mtdlearn.em._precision import _FLOAT32_MAX_ERROR, float32_resolution
 
     rng = np.random.default_rng(0)
     X = [30.0 * rng.standard_normal((325, 325)), rng.standard_normal((325, 325))]
     state = SimpleNamespace(noise_variance=1.0)
-    in_memory = _float32_resolution(as_patch_source(X, L), state)
-    on_cluster = _float32_resolution(as_dask_source([da.from_array(M) for M in X], L), state)
+    in_memory = float32_resolution(as_patch_source(X, L), state)
+    on_cluster = float32_resolution(as_dask_source([da.from_array(M) for M in X], L), state)
     assert in_memory == on_cluster < _FLOAT32_MAX_ERROR
     fitted = _em(noise_variance=1.0, max_iter=0).fit([da.from_array(M) for M in X])
     _assert_same_fit(fitted, _em(noise_variance=1.0, max_iter=0).fit(X))  # same precision

@@ -115,7 +115,7 @@ def test_public_api_collected():
     expected = {
         "mtdlearn.em.estimator.ApproxEMEstimator",
         "mtdlearn.em.estimator.ApproxEMEstimator.fit",  # from BaseMTDEstimator
-        "mtdlearn.likelihood.patch_model.m_step",
+        "mtdlearn.likelihood.m_step.m_step",
         "mtdlearn.basis.fourier_bessel.FourierBesselBasis.matrix",  # a property
         "mtdlearn.data.simulate.MeasurementTruth.__init__",  # written by @dataclass
         "mtdlearn.cli.commands.main",

@@ -504,9 +504,9 @@ def test_auto_precision_finishes_in_float64(basis, small_problem):
 
 
 def test_incremental_em_reaches_the_batch_fixed_point(basis, small_problem, monkeypatch):
-    import mtdlearn.em.estimator as em_module
+    from mtdlearn.em import _incremental
 
-    monkeypatch.setattr(em_module, "_BLOCK_PATCHES", 100)   # 4 blocks of the 400 patches
+    monkeypatch.setattr(_incremental, "_BLOCK_PATCHES", 100)   # 4 blocks of the 400 patches
     X, plain = small_problem
     em = _fit(X, basis, acceleration="incremental")
     assert em.converged_
@@ -603,12 +603,12 @@ def test_incremental_blocks_of_a_distributed_source_end_on_micrographs(sizes):
     nearest to the in-memory edge (the lower one on a tie)."""
     from types import SimpleNamespace
 
-    from mtdlearn.em.estimator import _blocks
+    from mtdlearn.em._incremental import blocks
 
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     data = SimpleNamespace(distributed=True, offsets=offsets, n_patches=int(offsets[-1]))
-    edges = [a for a, _ in _blocks(data)] + [_blocks(data)[-1][1]]
-    memory = _blocks(SimpleNamespace(distributed=False, n_patches=data.n_patches))
+    edges = [a for a, _ in blocks(data)] + [blocks(data)[-1][1]]
+    memory = blocks(SimpleNamespace(distributed=False, n_patches=data.n_patches))
     ideal = np.array([a for a, _ in memory] + [memory[-1][1]])
     nearest = offsets[np.abs(offsets[:, None] - ideal[None, :]).argmin(axis=0)]
     assert edges == np.unique(nearest).tolist()
@@ -618,12 +618,12 @@ def test_incremental_blocks_of_a_distributed_source_end_on_micrographs(sizes):
 def test_coarse_phase_threshold_scales_with_the_phase_gain():
     """A coarse grid's phase ends below 1e-4 per patch (or ``tol``), or below
     1e-3 of what the phase has gained since its first E-step."""
-    from mtdlearn.em import estimator as em_module
+    from mtdlearn.em import _refinement
 
     est = ApproxEMEstimator(5, tol=1e-6)
     est._validate_params()                 # the fit resolves tol into tol_
-    assert est._coarse_tol([-50.0, -40.0, -39.9]) == pytest.approx(1e-3 * 10.1)
-    assert est._coarse_tol([-50.0, -49.99]) == em_module._COARSE_TOL
+    assert _refinement.coarse_tol(est.tol_, [-50.0, -40.0, -39.9]) == pytest.approx(1e-3 * 10.1)
+    assert _refinement.coarse_tol(est.tol_, [-50.0, -49.99]) == _refinement._COARSE_TOL
     loose = ApproxEMEstimator(5, tol=1e-3)
     loose._validate_params()
-    assert loose._coarse_tol([-50.0, -49.99]) == 1e-3
+    assert _refinement.coarse_tol(loose.tol_, [-50.0, -49.99]) == 1e-3

@@ -10,7 +10,9 @@ from mtdlearn.likelihood.fft_estep import (build_fft_patch_model, choose_estep, 
                                 fft_chunk_size, fft_grid_size)
 from mtdlearn.likelihood.hypotheses import HypothesisSpace
 from mtdlearn.imaging.shifts import density_to_shift_probabilities
-from mtdlearn.likelihood.patch_model import Statistics, build_patch_model, estep_statistics, m_step
+from mtdlearn.likelihood.patch_model import build_patch_model
+from mtdlearn.likelihood.statistics import Statistics, estep_statistics
+from mtdlearn.likelihood.m_step import m_step
 from mtdlearn.data.patches import PatchData
 
 
@@ -171,13 +173,13 @@ def test_estimator_uses_fft_at_large_size_and_matches_gemm():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fft = ApproxEMEstimator(L, **kw).fit(X)
-        import mtdlearn.em.estimator as em_module
-        orig = em_module.choose_estep
-        em_module.choose_estep = lambda *a, **k: "gemm"
+        from mtdlearn.em import _state   # where the E-step's kernels are chosen
+        orig = _state.choose_estep
+        _state.choose_estep = lambda *a, **k: "gemm"
         try:
             gemm = ApproxEMEstimator(L, **kw).fit(X)
         finally:
-            em_module.choose_estep = orig
+            _state.choose_estep = orig
     np.testing.assert_allclose(fft.coef_, gemm.coef_, rtol=0,
                                atol=1e-9 * np.abs(gemm.coef_).max())
     np.testing.assert_allclose(fft.log_likelihood_history_, gemm.log_likelihood_history_,

@@ -128,7 +128,7 @@ def test_data_statistics_quartile_is_numpys_exactly():
     bit for bit numpy.quantile of all the patch energies."""
     from scipy import stats
 
-    from mtdlearn.data.patches import extract_patches
+    from mtdlearn.data.measurements import extract_patches
 
     rng = np.random.default_rng(3)
     d = L * L

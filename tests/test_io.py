@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from mtdlearn.data.io import (picks_table, read_measurement, read_micrographs, star_paths,
-                         write_star, write_star_per_micrograph)
+from mtdlearn.data.io import read_measurement, read_micrographs
+from mtdlearn.data.star import picks_table, star_paths, write_star, write_star_per_micrograph
 
 
 def _state(path):

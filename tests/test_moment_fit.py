@@ -11,7 +11,8 @@ from scipy.optimize import check_grad
 from mtdlearn.data.simulate import make_target
 from mtdlearn.metrics import relative_error
 from mtdlearn.autocorrelation.fit import autocorrelation_cost_and_grad, fit_autocorrelations
-from mtdlearn.autocorrelation.moments import model_autocorrelations, third_order_shifts
+from mtdlearn.autocorrelation.model_moments import model_autocorrelations
+from mtdlearn.autocorrelation.moments import third_order_shifts
 
 L = 5
 

@@ -1,13 +1,14 @@
-"""Tests of mtdlearn.autocorrelation.moments: measured, image and model autocorrelations."""
+"""Tests of mtdlearn.autocorrelation.moments and model_moments: measured, image and model
+autocorrelations."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtdlearn.autocorrelation.moments import (default_n_angles, image_autocorrelations,
-                              measurement_autocorrelations, model_autocorrelations,
-                              third_order_shifts)
+from mtdlearn.autocorrelation.model_moments import (default_n_angles, image_autocorrelations,
+                                                    model_autocorrelations)
+from mtdlearn.autocorrelation.moments import measurement_autocorrelations, third_order_shifts
 
 L = 5
 

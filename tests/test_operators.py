@@ -17,7 +17,7 @@ from mtdlearn.data.simulate import make_measurement, make_target
 from mtdlearn.imaging.shifts import (all_shifts, empty_shifts, gather_adjoint, nonempty_shifts,
                                 offset_to_shift, pad_shift_crop, pad_shift_crop_adjoint,
                                 shift_gather_index, shift_to_offset)
-from mtdlearn.data.patches import extract_patches, patch_grid_shape
+from mtdlearn.data.measurements import extract_patches, patch_grid_shape
 
 pytestmark = pytest.mark.usefixtures("single_threaded_blas")
 

@@ -13,10 +13,12 @@ from mtdlearn import FourierBesselBasis, make_measurement, make_target
 from mtdlearn.imaging.shifts import (density_to_shift_probabilities, empty_shifts, nonempty_shifts,
                                 pad_shift_crop)
 from mtdlearn.likelihood.hypotheses import HypothesisSpace
-from mtdlearn.likelihood.patch_model import (Statistics, build_patch_model, chunk_size, estep_statistics,
-                                  m_step, solve_gram)
+from mtdlearn.likelihood.patch_model import build_patch_model, chunk_size
+from mtdlearn.likelihood.statistics import Statistics, estep_statistics
+from mtdlearn.likelihood.m_step import m_step, solve_gram
 from mtdlearn.likelihood.posteriors import estep_per_patch
-from mtdlearn.data.patches import PatchData, extract_patches
+from mtdlearn.data.measurements import extract_patches
+from mtdlearn.data.patches import PatchData
 
 L = 5
 
@@ -330,17 +332,17 @@ def test_clamped_float32_exponents_give_exact_zeros_not_subnormals():
 def test_weighted_gram_in_blocks_equals_one_gemm(monkeypatch):
     """The M-step's ``sum_k BR_k^T diag(D_k) BR_k`` in blocks of rotations
     (bounded memory at large L and K) is the one-GEMM sum, to rounding."""
-    from mtdlearn.likelihood import patch_model
+    from mtdlearn.likelihood import m_step as m_step_module
 
     rng = np.random.default_rng(0)
     BR = rng.standard_normal((7, 25, 10))
     D = rng.random((7, 25))
-    whole = patch_model._weighted_gram(BR, D)
+    whole = m_step_module._weighted_gram(BR, D)
     expected = np.einsum("kfp,kf,kfq->pq", BR, D, BR)
     np.testing.assert_allclose(whole, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
     # two rotations per block: 4 blocks, the last one short
-    monkeypatch.setattr(patch_model, "_GRAM_BLOCK_BYTES", 2 * 25 * 10 * 8)
-    blocks = patch_model._weighted_gram(BR, D)
+    monkeypatch.setattr(m_step_module, "_GRAM_BLOCK_BYTES", 2 * 25 * 10 * 8)
+    blocks = m_step_module._weighted_gram(BR, D)
     np.testing.assert_allclose(blocks, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
 
 

@@ -1,5 +1,5 @@
-"""Tests of mtdlearn.data.patches: tiling, measurement validation, the patch source
-and chunk sizing."""
+"""Tests of mtdlearn.data.measurements and mtdlearn.data.patches: tiling,
+measurement validation, the patch source and chunk sizing."""
 
 import hashlib
 from pathlib import Path
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from numpy.testing import assert_array_equal
 
-from mtdlearn.data.patches import (PatchData, as_patch_source, check_measurements, chunk_rows,
-                              extract_patches, patch_grid_shape, resolve_working_memory, tile)
+from mtdlearn.data.measurements import check_measurements, extract_patches, patch_grid_shape, tile
+from mtdlearn.data.patches import PatchData, as_patch_source, chunk_rows, resolve_working_memory
 
 L = 5
 sizes = st.integers(1, 7)
@@ -299,7 +299,7 @@ def test_scan_values_is_blockwise():
     """One pass in row blocks: a difference or a NaN in the last block is seen,
     a NaN is seen after the constant check has stopped, and no temporary
     exceeds a block."""
-    from mtdlearn.data.patches import _scan_values
+    from mtdlearn.data.measurements import _scan_values
 
     row = 8 * 64  # bytes per row of a (n, 64) float64 array
     X = np.zeros((50, 64))

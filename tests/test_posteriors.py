@@ -6,7 +6,8 @@ from numpy.testing import assert_array_equal
 from mtdlearn import make_measurement
 from mtdlearn.likelihood.hypotheses import HypothesisSpace
 from mtdlearn.imaging.shifts import density_to_shift_probabilities
-from mtdlearn.likelihood.patch_model import build_patch_model, estep_statistics
+from mtdlearn.likelihood.patch_model import build_patch_model
+from mtdlearn.likelihood.statistics import estep_statistics
 from mtdlearn.data.patches import PatchData
 from mtdlearn.likelihood.posteriors import estep_detections, estep_per_patch, iter_detections
 

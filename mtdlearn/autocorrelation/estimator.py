@@ -14,7 +14,7 @@ from ..initializers import InitialState, _check_initialize_args, _ParamsMixin
 from .fit import autocorrelation_cost_and_grad, fit_autocorrelations
 from .moments import _check_shift_radius, measurement_autocorrelations
 from ..imaging.shifts import density_to_shift_probabilities, shift_probabilities_to_density
-from ..likelihood.patch_model import noise_variance_floor
+from ..likelihood.m_step import noise_variance_floor
 
 __all__ = ["AutocorrelationEstimator", "AutocorrelationInitializer"]
 
@@ -39,7 +39,7 @@ class AutocorrelationEstimator(BaseMTDEstimator):
     image_size : int
         Diameter ``L = 2n + 1`` of the target image, odd.
     basis : basis object, default=None
-        Any object following the protocol of :func:`mtdlearn.basis.fourier_bessel.check_basis`;
+        Any object following the protocol of :func:`mtdlearn.basis.protocol.check_basis`;
         ``None`` means ``FourierBesselBasis(image_size)``.  Copied with
         :func:`sklearn.base.clone`, never modified.
     rotations : int or rotation grid, default=16

@@ -2,7 +2,7 @@
 
 The cost compares the measured autocorrelations
 (:func:`mtdlearn.autocorrelation.moments.measurement_autocorrelations`) with the model's
-(:func:`mtdlearn.autocorrelation.moments.model_autocorrelations`)::
+(:func:`mtdlearn.autocorrelation.model_moments.model_autocorrelations`)::
 
     cost = R1**2 / 2 + ||R2||**2 / (2 L**2) + ||R3||**2 / (2 L**4)
 
@@ -20,10 +20,11 @@ from scipy.optimize import OptimizeResult, minimize
 
 from .._parallel import blas_single_thread
 from .._validation import check_int, check_real
-from ..basis.fourier_bessel import check_basis
-from .moments import (_check_coef, _check_density, _check_measured, _check_n_angles,
-                      _check_noise_variance, _check_shift_radius, _model_flat, _noise_pattern,
-                      _ac2_fft_adjoint, _rotated_evaluation, _shift_subset, _windows_adjoint)
+from ..basis.protocol import check_basis
+from .model_moments import (_check_coef, _check_density, _check_n_angles, _check_noise_variance,
+                            _model_flat, _noise_pattern, _ac2_fft_adjoint, _rotated_evaluation,
+                            _windows_adjoint)
+from .moments import _check_measured, _check_shift_radius, _shift_subset
 from ..imaging.shifts import gather_adjoint, max_density
 
 __all__ = ["autocorrelation_cost_and_grad", "fit_autocorrelations"]
@@ -89,11 +90,13 @@ def _cost_and_grad_flat(BR, density, coef, noise_variance, m1, m2, m3, L, sub=No
 
 
 def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis,
-                                  estimate_noise=False, n_angles=None, *, shift_radius=None):
+                                  estimate_noise=False, n_angles=None, *, shift_radius=None,
+                                  formation=None):
     """Weighted least-squares misfit of the autocorrelations, and its gradient.
 
     ``cost = R1**2 / 2 + ||R2||**2 / (2 L**2) + ||R3||**2 / (2 L**4)`` with
-    ``Rk = model_k - measured_k`` (:func:`~mtdlearn.autocorrelation.moments.model_autocorrelations`).  The
+    ``Rk = model_k - measured_k``
+    (:func:`~mtdlearn.autocorrelation.model_moments.model_autocorrelations`).  The
     gradient is analytic: the model is linear in ``gamma`` and
     ``sigma**2``, and the rotated images are linear in ``coef``, so the chain
     rule runs through ``F_phi -> (sum, ac2, ac3)`` (first and second factor
@@ -119,10 +122,13 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
         Whether ``noise_variance`` is a free parameter; if not, its gradient
         is returned as ``0.0``.
     n_angles : int, default=None
-        See :func:`~mtdlearn.autocorrelation.moments.model_autocorrelations`.
+        See :func:`~mtdlearn.autocorrelation.model_moments.model_autocorrelations`.
     shift_radius : float, "auto" or None, default=None
         The third moment's shifts (:func:`~mtdlearn.autocorrelation.moments.third_order_shifts`);
         ``None`` uses all of them.
+    formation : ImageFormation, default=None
+        How a copy appears in the measurement (see
+        :func:`~mtdlearn.autocorrelation.model_moments.model_autocorrelations`).
 
     Returns
     -------
@@ -140,7 +146,7 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis
     >>> from mtdlearn.autocorrelation.fit import autocorrelation_cost_and_grad
-    >>> from mtdlearn.autocorrelation.moments import model_autocorrelations
+    >>> from mtdlearn.autocorrelation.model_moments import model_autocorrelations
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = np.linspace(1.0, 2.0, 10)
     >>> measured = model_autocorrelations(coef, basis, 0.04, 0.5)
@@ -159,7 +165,7 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     if not isinstance(estimate_noise, (bool, np.bool_)):
         raise TypeError(f"estimate_noise must be a bool, got {type(estimate_noise).__name__}")
     K = _check_n_angles(n_angles, basis)
-    BR = _rotated_evaluation(basis, K)
+    BR = _rotated_evaluation(basis, K, formation)
     LL = L * L
     n3 = m3.shape[0] if sub is not None else LL
     cost, g_density, g_coef, g_noise = _cost_and_grad_flat(
@@ -172,7 +178,7 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
 # ---------------------------------------------------------------------------
 def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
                          noise_variance0=None, max_iter=1000, tol=1e-14, n_angles=None, *,
-                         shift_radius=None):
+                         shift_radius=None, formation=None):
     """Fit ``(gamma, coef[, sigma**2])`` to measured autocorrelations.
 
     Minimizes the cost of :func:`autocorrelation_cost_and_grad` with
@@ -209,10 +215,13 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     tol : float, default=1e-14
         L-BFGS-B's ``ftol`` and ``gtol`` on the scaled problem.
     n_angles : int, default=None
-        See :func:`~mtdlearn.autocorrelation.moments.model_autocorrelations`.
+        See :func:`~mtdlearn.autocorrelation.model_moments.model_autocorrelations`.
     shift_radius : float, "auto" or None, default=None
         The third moment's shifts, as ``measured`` was computed with
         (:func:`~mtdlearn.autocorrelation.moments.third_order_shifts`); ``None`` uses all.
+    formation : ImageFormation, default=None
+        How a copy appears in the measurement (see
+        :func:`~mtdlearn.autocorrelation.model_moments.model_autocorrelations`).
 
     Returns
     -------
@@ -227,7 +236,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     >>> import numpy as np
     >>> from mtdlearn import FourierBesselBasis
     >>> from mtdlearn.autocorrelation.fit import fit_autocorrelations
-    >>> from mtdlearn.autocorrelation.moments import model_autocorrelations
+    >>> from mtdlearn.autocorrelation.model_moments import model_autocorrelations
     >>> basis = FourierBesselBasis(5, n_coefficients=10)
     >>> coef = np.linspace(1.0, 2.0, 10)
     >>> measured = model_autocorrelations(coef, basis, 0.04, 0.5)
@@ -263,7 +272,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     tol = check_real(tol, "tol", minimum=0.0, strict=True)
     K = _check_n_angles(n_angles, basis)
-    BR = _rotated_evaluation(basis, K)
+    BR = _rotated_evaluation(basis, K, formation)
 
     if estimate_noise:
         if noise_variance0 is None:

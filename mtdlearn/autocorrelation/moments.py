@@ -1,41 +1,28 @@
-"""Autocorrelations of measurements and of the model, their misfit and its fit.
+"""Autocorrelations of measurements, and the shifts of the third moment.
 
 Autocorrelation analysis (the baseline of the paper, and the initializer of
 the EM; :class:`~mtdlearn.AutocorrelationEstimator`) matches the first
-three autocorrelations of the measurement with those predicted by the model, averaged over the unknown rotations and positions.
+three autocorrelations of the measurement, computed here, with those
+predicted by the model (:mod:`mtdlearn.autocorrelation.model_moments`),
+averaged over the unknown rotations and positions.
 
 .. rubric:: Notes
 
-Shifts are *forward* shifts ``s = (s_row, s_col)`` in ``[0, L)**2``.
+Shifts are *forward* shifts ``s = (s_row, s_col)`` in ``[0, L)**2``;
+:func:`third_order_shifts` gives those whose pairs the third moment keeps
+(all of them by default), for the measurement and the model alike.
 
-* Measurement (:func:`measurement_autocorrelations`)::
+Measurement (:func:`measurement_autocorrelations`)::
 
-      a1          = (1/P) sum_x M[x]
-      a2[s]       = (1/P) sum_x M[x] M[x+s]
-      a3[s1, s2]  = (1/P) sum_x M[x] M[x+s1] M[x+s2]
+    a1          = (1/P) sum_x M[x]
+    a2[s]       = (1/P) sum_x M[x] M[x+s]
+    a3[s1, s2]  = (1/P) sum_x M[x] M[x+s1] M[x+s2]
 
-  where the sums run over the ``x`` for which every pixel of the product lies
-  in the measurement, and ``P`` is the total number of pixels (the sums and
-  ``P`` are both summed over a stack of measurements).  ``a2`` has shape
-  ``(L, L)`` and ``a3`` has shape ``(L, L, L, L)``, indexed
-  ``a3[s1_row, s1_col, s2_row, s2_col]``.
-
-* One image (:func:`image_autocorrelations`), zero outside the ``L x L``
-  square::
-
-      ac2(F)[s]      = sum_x F[x] F[x+s]
-      ac3(F)[s1, s2] = sum_x F[x] F[x+s1] F[x+s2]
-
-* Model (:func:`model_autocorrelations`) for well-separated copies of
-  density ``gamma`` and white noise of variance ``sigma**2``::
-
-      a1         = gamma / L**2 * E_phi[sum F_phi]
-      a2[s]      = gamma / L**2 * E_phi[ac2(F_phi)][s] + sigma**2 delta(s)
-      a3[s1, s2] = gamma / L**2 * E_phi[ac3(F_phi)][s1, s2]
-                   + sigma**2 a1 (delta(s1) + delta(s2) + delta(s1 - s2))
-
-  ``E_phi`` is the average over a uniform rotation ``phi``, computed exactly
-  with equispaced angles (see :func:`model_autocorrelations`).
+where the sums run over the ``x`` for which every pixel of the product lies
+in the measurement, and ``P`` is the total number of pixels (the sums and
+``P`` are both summed over a stack of measurements).  ``a2`` has shape
+``(L, L)`` and ``a3`` has shape ``(L, L, L, L)``, indexed
+``a3[s1_row, s1_col, s2_row, s2_col]``.
 
 The least-squares cost, its analytic gradient and an L-BFGS-B fit are in
 :mod:`mtdlearn.autocorrelation.fit`.
@@ -44,22 +31,14 @@ The least-squares cost, its analytic gradient and an L-BFGS-B fit are in
 import functools
 
 import numpy as np
-import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .._parallel import blas_single_thread, check_n_jobs, ordered_map, tree_reduce
 from .._validation import check_array_float, check_int, check_real
-from ..basis.fourier_bessel import check_basis, rotated_evaluation
-from ..imaging.shifts import gather_adjoint, max_density
-from ..data.patches import check_measurements, chunk_rows, resolve_working_memory
+from ..data.measurements import check_measurements
+from ..data.patches import chunk_rows, resolve_working_memory
 
-__all__ = [
-    "measurement_autocorrelations",
-    "image_autocorrelations",
-    "model_autocorrelations",
-    "default_n_angles",
-    "third_order_shifts",
-]
+__all__ = ["measurement_autocorrelations", "third_order_shifts"]
 
 # Bytes of the per-tile buffers of the measurement pass: two (L*L, tile)
 # float64 buffers, 2 * 25 * 8 * 4096 B = 1.6 MB for L = 5 (4096-pixel
@@ -70,44 +49,8 @@ _TILE_BYTES = (2 * 25 + 1) * 8 * 4096
 
 
 # ---------------------------------------------------------------------------
-# validation helpers
+# the shifts of the third moment (the measurement's and the model's)
 # ---------------------------------------------------------------------------
-def default_n_angles(basis):
-    """Number of equispaced angles that makes the rotational average exact.
-
-    The third-order model autocorrelation of the rotated image is a
-    trigonometric polynomial of degree at most ``3 * nu_max`` in the angle,
-    and the mean over ``K`` equispaced angles of ``exp(i k phi)`` vanishes for
-    every ``0 < |k| < K``; hence ``K = 3 * nu_max + 1`` angles average it
-    exactly.
-
-    Parameters
-    ----------
-    basis : basis object
-        The basis; only its largest angular frequency ``nu_max`` matters.
-
-    Returns
-    -------
-    int
-        ``3 * nu_max + 1``.
-
-    Examples
-    --------
-    >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.autocorrelation.moments import default_n_angles
-    >>> default_n_angles(FourierBesselBasis(5, n_coefficients=10))
-    7
-    """
-    check_basis(basis)
-    return 3 * int(np.max(basis.frequencies, initial=0)) + 1
-
-
-def _check_n_angles(n_angles, basis):
-    if n_angles is None:
-        return default_n_angles(basis)
-    return check_int(n_angles, "n_angles", minimum=1)
-
-
 #: ``shift_radius="auto"`` keeps the full third moment up to this image size.
 _AUTO_FULL_MAX_SIZE = 11
 
@@ -127,6 +70,21 @@ def _check_shift_radius(shift_radius, L):
                              f"got {shift_radius!r}")
         return _auto_shift_radius(L)
     return check_real(shift_radius, "shift_radius", minimum=0.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _window_index(L):
+    """Index ``idx[x, s]`` (``L*L x L*L``) of pixel ``x + s`` in an ``L x L``
+    image flattened row-major, or ``L*L`` (a zero slot) when ``x + s`` leaves
+    the image."""
+    xr, xc = np.divmod(np.arange(L * L), L)
+    sr, sc = np.divmod(np.arange(L * L), L)
+    rr = xr[:, None] + sr[None, :]
+    cc = xc[:, None] + sc[None, :]
+    inside = (rr < L) & (cc < L)
+    idx = np.where(inside, rr * L + cc, L * L).astype(np.intp)
+    idx.setflags(write=False)
+    return idx
 
 
 @functools.lru_cache(maxsize=32)
@@ -188,24 +146,6 @@ def third_order_shifts(image_size, shift_radius=None):
     return np.stack(np.divmod(flat, L), axis=1)
 
 
-def _check_density(density, L, name="density"):
-    return check_real(density, name, minimum=0.0, maximum=max_density(L))
-
-
-def _check_noise_variance(noise_variance, name="noise_variance"):
-    return check_real(noise_variance, name, minimum=0.0)
-
-
-def _check_coef(coef, basis, name="coef"):
-    coef = check_array_float(coef, name, ndim=1)
-    if coef.shape[0] != basis.n_functions:
-        raise ValueError(
-            f"{name} must have length basis.n_functions={basis.n_functions}, "
-            f"got {coef.shape[0]}"
-        )
-    return coef
-
-
 def _check_measured(measured, L, sub=None, name="measured"):
     """``measured = (a1, a2, a3)`` with shapes (), (L, L), (L, L, L, L) (or
     ``(n, n)`` for a subset of ``n`` shifts)."""
@@ -227,7 +167,7 @@ def _check_measured(measured, L, sub=None, name="measured"):
 
 
 # ---------------------------------------------------------------------------
-# 1. autocorrelations of a measurement
+# autocorrelations of a measurement
 # ---------------------------------------------------------------------------
 def _band_sums(M, r_start, r_stop, L, tile_rows, tile_cols, sub=None):
     """Raw sums over the output pixels ``x`` with rows in ``[r_start, r_stop)``.
@@ -487,241 +427,3 @@ def _combine_blocks(parts, image_size, working_memory=None, n_jobs=None, shift_r
 #: How a distributed patch source computes it: per micrograph, then paired
 #: along the fixed tree on the workers (:meth:`mtdlearn.data._dask.DaskPatchData.memoize`).
 measurement_autocorrelations.blockwise = (_block_band_sums, _combine_blocks, _pair_block_sums)
-
-
-# ---------------------------------------------------------------------------
-# 2. autocorrelations of small images and of the model
-# ---------------------------------------------------------------------------
-@functools.lru_cache(maxsize=16)
-def _window_index(L):
-    """Index ``idx[x, s]`` (``L*L x L*L``) of pixel ``x + s`` in an ``L x L``
-    image flattened row-major, or ``L*L`` (a zero slot) when ``x + s`` leaves
-    the image."""
-    xr, xc = np.divmod(np.arange(L * L), L)
-    sr, sc = np.divmod(np.arange(L * L), L)
-    rr = xr[:, None] + sr[None, :]
-    cc = xc[:, None] + sc[None, :]
-    inside = (rr < L) & (cc < L)
-    idx = np.where(inside, rr * L + cc, L * L).astype(np.intp)
-    idx.setflags(write=False)
-    return idx
-
-
-def _windows(F):
-    """Window tensor ``W[..., x, s] = F[..., x + s]`` (zero outside) of
-    flattened images ``F`` of shape (..., L*L)."""
-    LL = F.shape[-1]
-    L = int(round(np.sqrt(LL)))
-    Fz = np.concatenate([F, np.zeros(F.shape[:-1] + (1,))], axis=-1)
-    return Fz[..., _window_index(L)]
-
-
-def _windows_adjoint(G, L):
-    """Adjoint of :func:`_windows`: ``(K, L*L, L*L)`` to ``(K, L*L)``."""
-    return gather_adjoint(G, _window_index(L), L * L)
-
-
-def _flat_autocorrelations(F, sub=None):
-    """Sum, ac2 and ac3 of flattened images ``F`` (K, L*L); also the windows.
-
-    With a subset ``sub`` of ``n`` shifts, ac3 holds their pairs only,
-    ``(K, n, n)``, the windows are those of the kept shifts, ``(K, L*L, n)``,
-    and ac2 comes from an FFT (:func:`_ac2_fft`): the ``L**4`` window tensor
-    is never formed."""
-    S = F.sum(axis=-1)
-    if sub is None:
-        W = _windows(F)  # (K, x, s)
-        A2 = np.einsum("kx,kxs->ks", F, W)
-    else:
-        Fz = np.concatenate([F, np.zeros(F.shape[:-1] + (1,))], axis=-1)
-        W = Fz[..., sub[2]]  # (K, x, n)
-        A2 = _ac2_fft(F)
-    A3 = np.matmul(np.swapaxes(F[:, :, None] * W, 1, 2), W)  # (K, s1, s2)
-    return S, A2, A3, W
-
-
-def _ac2_fft(F):
-    """``ac2`` of flattened images (K, L*L) by FFT on a ``2L x 2L`` grid.
-
-    ``sum_x F[x] F[x + s]`` is the circular correlation of the zero-padded
-    image at lag ``s``; for ``0 <= s < L`` and ``x < L``, ``x + s < 2L``,
-    so no product wraps around."""
-    L = int(round(np.sqrt(F.shape[-1])))
-    Fh = scipy.fft.rfft2(F.reshape(-1, L, L), s=(2 * L, 2 * L))
-    ac = scipy.fft.irfft2(Fh.real**2 + Fh.imag**2, s=(2 * L, 2 * L))
-    return ac[:, :L, :L].reshape(F.shape)
-
-
-def _ac2_fft_adjoint(F, G2):
-    """Gradient of ``sum_s G2[s] ac2(F_k)[s]`` for each image (K, L*L).
-
-    ``d ac2[s] / d F[y] = F[y + s] + F[y - s]``: a correlation plus a
-    convolution with ``G2``, i.e. ``2 Re(G2^) F^`` on the ``2L x 2L`` grid
-    (a lag ``y - s < 0`` wraps to a row or column ``>= L + 1``, where ``F``
-    is zero)."""
-    L = int(round(np.sqrt(F.shape[-1])))
-    Fh = scipy.fft.rfft2(F.reshape(-1, L, L), s=(2 * L, 2 * L))
-    Gh = scipy.fft.rfft2(G2.reshape(L, L), s=(2 * L, 2 * L))
-    out = scipy.fft.irfft2((2 * Gh.real) * Fh, s=(2 * L, 2 * L))
-    return out[:, :L, :L].reshape(F.shape)
-
-
-def image_autocorrelations(images):
-    """Pixel sum and second and third autocorrelations of small images.
-
-    For an ``L x L`` image ``F`` (zero outside the square) and forward
-    shifts ``s, s1, s2`` in ``[0, L)**2``::
-
-        ac2(F)[s]      = sum_x F[x] F[x+s]
-        ac3(F)[s1, s2] = sum_x F[x] F[x+s1] F[x+s2]
-
-    These are the raw sums of :func:`measurement_autocorrelations` for a
-    measurement that holds ``F`` alone (the measured ``a2 * P`` and
-    ``a3 * P``).  Vectorized over a batch: one gather and one batched GEMM.
-
-    Parameters
-    ----------
-    images : array-like of shape (..., L, L)
-        A batch of square images (any leading shape).
-
-    Returns
-    -------
-    total : ndarray of shape (...)
-        ``sum_x F[x]``.
-    ac2 : ndarray of shape (..., L, L)
-        ``ac2[..., s_row, s_col]``.
-    ac3 : ndarray of shape (..., L, L, L, L)
-        ``ac3[..., s1_row, s1_col, s2_row, s2_col]``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from mtdlearn.autocorrelation.moments import image_autocorrelations
-    >>> F = np.arange(9.0).reshape(3, 3)
-    >>> total, ac2, ac3 = image_autocorrelations(F)
-    >>> float(total), float(ac2[0, 0]), float(ac2[0, 2])
-    (36.0, 204.0, 63.0)
-    """
-    images = check_array_float(images, "images", min_ndim=2)
-    L = images.shape[-1]
-    if images.shape[-2] != L or L == 0:
-        raise ValueError(f"images must end with a square shape (L, L), got {images.shape}")
-    batch = images.shape[:-2]
-    F = images.reshape((-1, L * L))
-    S, A2, A3, _ = _flat_autocorrelations(F)
-    return (S.reshape(batch), A2.reshape(batch + (L, L)),
-            A3.reshape(batch + (L, L, L, L)))
-
-
-def _rotated_evaluation(basis, n_angles):
-    """``BR[k] = B R(phi_k)`` (K, L*L, p) for the equispaced angles
-    ``phi_k = 2 pi k / K``: ``F_{phi_k}.ravel() = BR[k] @ coef``."""
-    return rotated_evaluation(basis, 2 * np.pi * np.arange(n_angles) / n_angles)
-
-
-def _noise_pattern(n):
-    """``D[s1, s2] = delta(s1) + delta(s2) + delta(s1 - s2)`` as (n, n) over the
-    first ``n`` kept shifts (all ``L*L``, or a subset: shift 0 comes first)."""
-    D = np.eye(n)
-    D[0, :] += 1.0
-    D[:, 0] += 1.0
-    return D
-
-
-def _model_flat(BR, coef, density, noise_variance, L, sub=None):
-    """Model moments (flat; a3 over the subset ``sub`` of shifts) and the
-    intermediate arrays the gradient needs."""
-    F = BR @ coef  # (K, L*L)
-    S, A2, A3, W = _flat_autocorrelations(F, sub)
-    E1, E2, E3 = S.mean(), A2.mean(axis=0), A3.mean(axis=0)
-    scale = density / (L * L)
-    a1 = scale * E1
-    a2 = scale * E2
-    a2[0] += noise_variance
-    a3 = scale * E3 + (noise_variance * a1) * _noise_pattern(E3.shape[0])
-    return (a1, a2, a3), (F, W, E1, E2, E3)
-
-
-def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None, *,
-                           shift_radius=None):
-    """Compute the autocorrelations the model predicts for well-separated copies.
-
-    With ``F_phi = basis.evaluate(basis.rotate(coef, phi))``, density
-    ``gamma`` and noise variance ``sigma**2`` (:doc:`/design`, "Autocorrelation
-    analysis")::
-
-        a1         = gamma / L**2 * E_phi[sum_x F_phi[x]]
-        a2[s]      = gamma / L**2 * E_phi[ac2(F_phi)][s] + sigma**2 delta(s)
-        a3[s1, s2] = gamma / L**2 * E_phi[ac3(F_phi)][s1, s2]
-                     + sigma**2 a1 (delta(s1) + delta(s2) + delta(s1 - s2))
-
-    Where the terms come from: a copy's top-left corner falls in a given
-    pixel with probability ``gamma / L**2``, and well separated copies never
-    contribute two factors of one product (two pixels at most ``L - 1`` apart
-    in each axis cannot lie in different copies).  Writing a pixel as signal
-    plus noise, ``E[(f + e)(f' + e')(f'' + e'')] = f f' f'' + f E[e' e''] +
-    f' E[e e''] + f'' E[e e']`` (odd noise moments vanish): a pair of noise
-    factors at the *same* pixel gives ``sigma**2`` times the remaining signal
-    factor, whose mean over ``x`` is ``a1``.  The pair ``(x+s1, x+s2)``
-    coincides when ``s1 = s2``, the pair ``(x, x+s2)`` when ``s2 = 0`` and
-    ``(x, x+s1)`` when ``s1 = 0``; at ``s1 = s2 = 0`` all three apply, giving
-    ``E[(f + e)**3] = f**3 + 3 sigma**2 f``.  In ``a2`` the noise adds
-    ``E[e**2] = sigma**2`` at ``s = 0`` only; ``a1`` gets no noise term.
-    (Border effects of the finite measurement are neglected.)
-
-    ``E_phi`` is the mean over the continuous uniform rotation.  Every pixel
-    of ``F_phi`` is a trigonometric polynomial of degree ``nu_max`` in
-    ``phi``, so ``ac3`` has degree ``<= 3 nu_max`` (``ac2`` ``2 nu_max``,
-    the sum ``nu_max``), and its mean equals the mean over ``K`` equispaced
-    angles ``2 pi k / K`` whenever ``K > 3 nu_max``.  The pixel sum is not
-    rotation invariant on the pixel grid, so it is averaged too.
-
-    Parameters
-    ----------
-    coef : array-like of shape (n_functions,)
-        Coefficients of the image ``F`` in ``basis``.
-    basis : basis object
-        The steerable basis (gives ``L`` and the rotations).
-    density : float
-        ``gamma`` in ``[0, L**2 / (2L - 1)**2]``.
-    noise_variance : float
-        ``sigma**2 >= 0``.
-    n_angles : int, default=None
-        Number of equispaced angles; ``None`` means ``3 * nu_max + 1``, the
-        fewest that give the exact average.  Fewer angles give an
-        approximation; more change nothing but the cost.
-    shift_radius : float, "auto" or None, default=None
-        Keep the third moment on the pairs of :func:`third_order_shifts`
-        only; ``None`` keeps all of them.
-
-    Returns
-    -------
-    a1 : float
-        Mean.
-    a2 : ndarray of shape (L, L)
-        ``a2[s_row, s_col]``.
-    a3 : ndarray of shape (L, L, L, L) or (n_shifts, n_shifts)
-        ``a3[s1_row, s1_col, s2_row, s2_col]``; with a ``shift_radius``,
-        ``a3[i, j]`` at the shifts ``third_order_shifts(L, shift_radius)[i]``
-        and ``[j]``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.autocorrelation.moments import model_autocorrelations
-    >>> basis = FourierBesselBasis(5, n_coefficients=10)
-    >>> a1, a2, a3 = model_autocorrelations(np.ones(10), basis, 0.04, 0.5)
-    >>> a2.shape, a3.shape
-    ((5, 5), (5, 5, 5, 5))
-    """
-    check_basis(basis)
-    coef = _check_coef(coef, basis)
-    L = basis.image_size
-    density = _check_density(density, L)
-    noise_variance = _check_noise_variance(noise_variance)
-    K = _check_n_angles(n_angles, basis)
-    sub = _shift_subset(L, _check_shift_radius(shift_radius, L))
-    BR = _rotated_evaluation(basis, K)
-    (a1, a2, a3), _ = _model_flat(BR, coef, density, noise_variance, L, sub)
-    return float(a1), a2.reshape(L, L), (a3.reshape(L, L, L, L) if sub is None else a3)

@@ -1,9 +1,13 @@
 """Numerics of the Fourier-Bessel basis: Bessel roots, the selection rules,
-radial values and the least-squares projector (private; the API is
-:class:`mtdlearn.FourierBesselBasis`)."""
+the function tables, evaluation at points, rotation and the complex form,
+and the least-squares projector (private; the API is
+:class:`mtdlearn.FourierBesselBasis`, whose methods are thin wrappers of
+these functions)."""
 
 import numpy as np
 from scipy import linalg, special
+
+from .._validation import check_int, check_real
 
 #: Largest image size whose default basis (neither ``n_coefficients`` nor
 #: ``bandlimit``) is every candidate of the paper's ``n_coefficients`` rule.
@@ -241,3 +245,187 @@ def _least_squares_blocks(matrix, pixels, x, y, eps_x, eps_y):
         folded = matrix[np.ix_(pixels[rows], cols)] * np.sqrt(orbit)[:, None]
         blocks.append((cols, gather, weights, _pinv(folded)))
     return blocks
+
+
+def _apply_least_squares(inside, blocks, n_functions):
+    """Coefficients ``(..., p)`` of the pixels inside the disk ``(..., m)``.
+
+    ``blocks`` is the whole pseudo-inverse (an array) or the reflection
+    blocks of :func:`_least_squares_blocks`."""
+    if isinstance(blocks, np.ndarray):  # the whole pseudo-inverse
+        return inside @ blocks.T
+    flat = inside.reshape(-1, inside.shape[-1])
+    # pad with a zero pixel: the repeated members of an orbit point at it
+    flat = np.concatenate([flat, np.zeros((flat.shape[0], 1))], axis=1)
+    coef = np.empty((flat.shape[0], n_functions))
+    for cols, gather, weights, pinv in blocks:
+        folded = np.einsum("bkj,kj->bk", flat[:, gather], weights)
+        coef[:, cols] = folded @ pinv.T
+    return coef.reshape(inside.shape[:-1] + (n_functions,))
+
+
+def _least_squares_factors(matrix, mask, n, frequencies, kinds, whole):
+    """The factored least squares of ``expand``: ``pinv(matrix[mask.ravel()])``
+    if ``whole``, else the reflection blocks of :func:`_least_squares_blocks`
+    (``n``: the pixel offset, ``L = 2n + 1``)."""
+    if whole:
+        return np.linalg.pinv(matrix[mask.ravel()])
+    i, j = np.nonzero(mask)  # row-major, as np.flatnonzero(mask)
+    eps_x, eps_y = _reflection_parities(frequencies, kinds)
+    return _least_squares_blocks(matrix, np.flatnonzero(mask), j - n, i - n, eps_x, eps_y)
+
+
+def _pixel_coordinates(L, n):
+    """``(x, y)`` of the pixels of the ``L x L`` grid, each ``(L, L)``:
+    ``x = j - n`` along the columns, ``y = i - n`` along the rows."""
+    idx = np.arange(L, dtype=np.float64) - n
+    y, x = np.meshgrid(idx, idx, indexing="ij")
+    return x, y
+
+
+def _choose_functions(image_size, n_coefficients, bandlimit, radius):
+    """Validate a basis's parameters and choose its functions.
+
+    Returns ``(L, n, radius, mask, n_inside, max_count, nu, q, roots)``: the
+    image size, ``n = L // 2``, the radius in pixels, the pixels inside the
+    disk and their count, the largest count of functions worth choosing, and
+    the chosen pairs ``(nu, q, lambda)`` sorted by ``lambda``
+    (:class:`~mtdlearn.FourierBesselBasis`, Notes: the default functions).
+    """
+    L = check_int(image_size, "image_size", minimum=3)
+    if L % 2 == 0:
+        raise ValueError(f"image_size must be odd (L = 2n + 1), got {L}")
+    n = L // 2
+    if n_coefficients is not None and bandlimit is not None:
+        raise ValueError("give at most one of n_coefficients and bandlimit, not both")
+    if radius is None:
+        radius = float(n + 1)
+    else:
+        radius = check_real(radius, "radius", minimum=0.0, strict=True)
+    x, y = _pixel_coordinates(L, n)
+    mask = np.hypot(x, y) / radius < 1
+    n_inside = int(mask.sum())
+    # a band limit keeping more than this many functions is an error anyway
+    max_count = 4 * n_inside + 100
+    if bandlimit is not None:
+        lam = check_real(bandlimit, "bandlimit", minimum=0.0, strict=True)
+        nu, q, roots = _select_by_bandlimit(lam, max_count)
+        if nu.size == 0:
+            raise ValueError(
+                f"bandlimit={lam} is below the first root of J_0 (2.405): no function kept"
+            )
+    elif n_coefficients is not None or L <= _PAPER_DEFAULT_MAX_SIZE:
+        m = None
+        if n_coefficients is not None:
+            m = check_int(n_coefficients, "n_coefficients", minimum=1)
+        nu, q, roots = _select_by_count(n, m)
+        available = int(np.sum(np.where(nu == 0, 1, 2)))
+        if m is not None and available < m:
+            raise ValueError(
+                f"n_coefficients={m} exceeds the {available} candidate functions of "
+                f"image_size={L} (nu < nu_max, q <= Q: the paper's rule); use "
+                "bandlimit for more"
+            )
+    else:
+        # the Nyquist band limit of the disk (FourierBesselBasis, Notes)
+        nu, q, roots = _select_by_bandlimit(np.pi * radius, max_count)
+        if nu.size == 0:
+            raise ValueError(
+                f"radius={radius} is too small for image_size={L}: the default band "
+                f"limit pi * radius = {np.pi * radius:.4g} is below the first root of "
+                "J_0 (2.405); give a larger radius or an explicit bandlimit"
+            )
+    return L, n, radius, mask, n_inside, max_count, nu, q, roots
+
+
+def _function_tables(nu, q, roots):
+    """``(frequencies, radial_indices, roots, kinds)`` of the real functions
+    of the pairs ``(nu, q, lambda)``: one ``nu = 0`` function (kind 0), or a
+    (cos, sin) pair (kinds 1, 2), per pair."""
+    sizes = np.where(nu == 0, 1, 2)
+    frequencies = np.repeat(nu, sizes).astype(np.int64)
+    radial_indices = np.repeat(q, sizes).astype(np.int64)
+    roots = np.repeat(roots, sizes).astype(np.float64)
+    kinds = np.ones(int(sizes.sum()), dtype=np.int64)
+    start = np.cumsum(sizes) - sizes
+    kinds[start[nu == 0]] = 0
+    kinds[start[nu > 0] + 1] = 2
+    return frequencies, radial_indices, roots, kinds
+
+
+def _check_pixel_count(n_functions, n_inside, max_count, radius):
+    """No more functions than pixels inside the disk (else they are dependent)."""
+    if n_inside < n_functions:
+        count = (f"at least {n_functions}" if n_functions > max_count
+                 else f"{n_functions}")
+        raise ValueError(
+            f"{count} basis functions but only {n_inside} pixels inside "
+            f"the disk of radius {radius}: lower bandlimit/n_coefficients or enlarge "
+            "image_size"
+        )
+
+
+def _evaluate_at(x, y, radius, frequencies, roots, kinds):
+    """Every basis function at the points ``(x, y)`` (1-D), shape ``(len(x), p)``.
+
+    ``J_nu`` is evaluated once per distinct radius and ``(nu, q)`` (a cos
+    and a sin share it; on the pixel grid about one radius in eight is
+    distinct; :func:`_radial_values`), ``cos``/``sin`` once per point and
+    distinct ``nu``.  Points with ``r >= 1`` give zero.
+    """
+    n_functions = int(frequencies.size)
+    r = np.hypot(x, y) / radius
+    theta = np.arctan2(y, x)
+    out = np.zeros((r.size, n_functions))
+    inside = np.flatnonzero(r < 1)
+    if inside.size == 0 or n_functions == 0:
+        return out
+    r_unique, r_index = np.unique(r[inside], return_inverse=True)
+    first = np.flatnonzero(kinds != 2)  # first function of each (nu, q)
+    pair = np.cumsum(kinds != 2) - 1  # function -> its (nu, q)
+    radial = _radial_values(frequencies[first], roots[first], r_unique)
+    # angular factors: cos(nu theta) and sin(nu theta) per distinct nu
+    # (cos(0 theta) = 1 for the nu = 0 functions)
+    nus, nu_index = np.unique(frequencies, return_inverse=True)
+    nu_theta = nus[None, :] * theta[inside][:, None]
+    angular = np.concatenate([np.cos(nu_theta), np.sin(nu_theta)], axis=1)
+    column = nu_index.ravel() + np.where(kinds == 2, nus.size, 0)
+    r_index = r_index.ravel()
+    # assemble a block of rows at a time, so the work stays in cache
+    step = max(1, 2**19 // max(n_functions, 1))
+    for start in range(0, inside.size, step):
+        rows = slice(start, start + step)
+        block = radial[np.ix_(r_index[rows], pair)]
+        block *= angular[rows][:, column]
+        out[inside[rows]] = block
+    return out
+
+
+def _rotate_pairs(out, angles, cos, sin, nu):
+    """Rotate the (cos, sin) pairs of ``out`` (at ``cos``, ``sin``, of
+    frequencies ``nu``) by ``nu * angles``, in place; returns ``out``."""
+    a = out[..., cos]
+    b = out[..., sin]
+    phase = angles[..., None] * nu
+    c, s = np.cos(phase), np.sin(phase)
+    out[..., cos] = a * c + b * s
+    out[..., sin] = b * c - a * s
+    return out
+
+
+def _to_complex(coef, cos, sin):
+    """The paper's complex coefficients of real ones (pairs at ``cos``, ``sin``)."""
+    z = coef.astype(np.complex128)
+    a, b = coef[..., cos], coef[..., sin]
+    z[..., cos] = (a - 1j * b) / 2
+    z[..., sin] = (a + 1j * b) / 2
+    return z
+
+
+def _from_complex(z, cos, sin):
+    """Real coefficients of the paper's complex ones: the inverse of :func:`_to_complex`."""
+    out = np.real(z).astype(np.float64)
+    zp, zm = z[..., cos], z[..., sin]
+    out[..., cos] = np.real(zp + zm)
+    out[..., sin] = np.real(1j * (zp - zm))
+    return out

@@ -19,12 +19,13 @@ import threading
 
 import numpy as np
 
-from ._fourier_bessel import (_FULL_PINV_MAX_FUNCTIONS, _PAPER_DEFAULT_MAX_SIZE,
-                              _least_squares_blocks, _radial_values,
-                              _reflection_parities, _select_by_bandlimit, _select_by_count)
-from .._validation import check_array_float, check_int, check_real
+from ._fourier_bessel import (_FULL_PINV_MAX_FUNCTIONS, _apply_least_squares,
+                              _check_pixel_count, _choose_functions, _evaluate_at,
+                              _from_complex, _function_tables, _least_squares_factors,
+                              _pixel_coordinates, _rotate_pairs, _to_complex)
+from .._validation import check_array_float
 
-__all__ = ["FourierBesselBasis", "check_basis", "rotated_evaluation"]
+__all__ = ["FourierBesselBasis"]
 
 class FourierBesselBasis:
     """Steerable Fourier-Bessel basis of ``L x L`` images on a disk.
@@ -225,62 +226,11 @@ class FourierBesselBasis:
         The evaluation matrix and the least-squares factors are computed on
         first use (:attr:`matrix`, :meth:`expand`) and cached.
         """
-        L = check_int(self.image_size, "image_size", minimum=3)
-        if L % 2 == 0:
-            raise ValueError(f"image_size must be odd (L = 2n + 1), got {L}")
-        n = L // 2
-        if self.n_coefficients is not None and self.bandlimit is not None:
-            raise ValueError("give at most one of n_coefficients and bandlimit, not both")
-        if self.radius is None:
-            radius = float(n + 1)
-        else:
-            radius = check_real(self.radius, "radius", minimum=0.0, strict=True)
-        idx = np.arange(L, dtype=np.float64) - n
-        y, x = np.meshgrid(idx, idx, indexing="ij")
-        mask = np.hypot(x, y) / radius < 1
-        n_inside = int(mask.sum())
-        # a band limit keeping more than this many functions is an error anyway
-        max_count = 4 * n_inside + 100
-        if self.bandlimit is not None:
-            lam = check_real(self.bandlimit, "bandlimit", minimum=0.0, strict=True)
-            nu, q, roots = _select_by_bandlimit(lam, max_count)
-            if nu.size == 0:
-                raise ValueError(
-                    f"bandlimit={lam} is below the first root of J_0 (2.405): no function kept"
-                )
-        elif self.n_coefficients is not None or L <= _PAPER_DEFAULT_MAX_SIZE:
-            m = None
-            if self.n_coefficients is not None:
-                m = check_int(self.n_coefficients, "n_coefficients", minimum=1)
-            nu, q, roots = _select_by_count(n, m)
-            available = int(np.sum(np.where(nu == 0, 1, 2)))
-            if m is not None and available < m:
-                raise ValueError(
-                    f"n_coefficients={m} exceeds the {available} candidate functions of "
-                    f"image_size={L} (nu < nu_max, q <= Q: the paper's rule); use "
-                    "bandlimit for more"
-                )
-        else:
-            # the Nyquist band limit of the disk (class Notes)
-            nu, q, roots = _select_by_bandlimit(np.pi * radius, max_count)
-            if nu.size == 0:
-                raise ValueError(
-                    f"radius={radius} is too small for image_size={L}: the default band "
-                    f"limit pi * radius = {np.pi * radius:.4g} is below the first root of "
-                    "J_0 (2.405); give a larger radius or an explicit bandlimit"
-                )
+        L, n, radius, mask, n_inside, max_count, nu, q, roots = _choose_functions(
+            self.image_size, self.n_coefficients, self.bandlimit, self.radius)
         self._L, self._n, self._radius = L, n, radius
-
-        # one nu = 0 function, or a (cos, sin) pair, per (nu, q)
-        sizes = np.where(nu == 0, 1, 2)
-        self.frequencies = np.repeat(nu, sizes).astype(np.int64)
-        self.radial_indices = np.repeat(q, sizes).astype(np.int64)
-        self.roots = np.repeat(roots, sizes).astype(np.float64)
-        kinds = np.ones(int(sizes.sum()), dtype=np.int64)
-        start = np.cumsum(sizes) - sizes
-        kinds[start[nu == 0]] = 0
-        kinds[start[nu > 0] + 1] = 2
-        self.kinds = kinds
+        self.frequencies, self.radial_indices, self.roots, self.kinds = _function_tables(
+            nu, q, roots)
         self.n_functions = int(self.frequencies.size)
         self.max_frequency = int(self.frequencies.max()) if self.n_functions else 0
         # index of cos / sin members of pairs, and of nu = 0 functions
@@ -289,14 +239,7 @@ class FourierBesselBasis:
         self._zero = np.flatnonzero(self.kinds == 0)
 
         self.mask = mask
-        if n_inside < self.n_functions:
-            count = (f"at least {self.n_functions}" if self.n_functions > max_count
-                     else f"{self.n_functions}")
-            raise ValueError(
-                f"{count} basis functions but only {n_inside} pixels inside "
-                f"the disk of radius {radius}: lower bandlimit/n_coefficients or enlarge "
-                "image_size"
-            )
+        _check_pixel_count(self.n_functions, n_inside, max_count, radius)
         # computed on first use, once even if threads ask together; never
         # pickled (__getstate__ keeps the parameters only)
         self._matrix = None
@@ -325,62 +268,27 @@ class FourierBesselBasis:
         """
         with self._lock:
             if self._matrix is None:
-                L, n = self._L, self._n
-                idx = np.arange(L, dtype=np.float64) - n
-                y, x = np.meshgrid(idx, idx, indexing="ij")
+                x, y = _pixel_coordinates(self._L, self._n)
                 self._matrix = self._eval_points(x.ravel(), y.ravel())
         return self._matrix
 
     def _eval_points(self, x, y):
-        """Every basis function at the points ``(x, y)`` (1-D), shape ``(len(x), p)``.
-
-        ``J_nu`` is evaluated once per distinct radius and ``(nu, q)`` (a cos
-        and a sin share it; on the pixel grid about one radius in eight is
-        distinct; :func:`_radial_values`), ``cos``/``sin`` once per point and
-        distinct ``nu``.  Points with ``r >= 1`` give zero.
-        """
-        r = np.hypot(x, y) / self._radius
-        theta = np.arctan2(y, x)
-        out = np.zeros((r.size, self.n_functions))
-        inside = np.flatnonzero(r < 1)
-        if inside.size == 0 or self.n_functions == 0:
-            return out
-        r_unique, r_index = np.unique(r[inside], return_inverse=True)
-        first = np.flatnonzero(self.kinds != 2)  # first function of each (nu, q)
-        pair = np.cumsum(self.kinds != 2) - 1  # function -> its (nu, q)
-        radial = _radial_values(self.frequencies[first], self.roots[first], r_unique)
-        # angular factors: cos(nu theta) and sin(nu theta) per distinct nu
-        # (cos(0 theta) = 1 for the nu = 0 functions)
-        nus, nu_index = np.unique(self.frequencies, return_inverse=True)
-        nu_theta = nus[None, :] * theta[inside][:, None]
-        angular = np.concatenate([np.cos(nu_theta), np.sin(nu_theta)], axis=1)
-        column = nu_index.ravel() + np.where(self.kinds == 2, nus.size, 0)
-        r_index = r_index.ravel()
-        # assemble a block of rows at a time, so the work stays in cache
-        step = max(1, 2**19 // max(self.n_functions, 1))
-        for start in range(0, inside.size, step):
-            rows = slice(start, start + step)
-            block = radial[np.ix_(r_index[rows], pair)]
-            block *= angular[rows][:, column]
-            out[inside[rows]] = block
-        return out
+        """Every basis function at the points ``(x, y)`` (1-D), shape ``(len(x), p)``
+        (:func:`~mtdlearn.basis._fourier_bessel._evaluate_at`)."""
+        return _evaluate_at(x, y, self._radius, self.frequencies, self.roots, self.kinds)
 
     def _least_squares(self):
         """The factored least-squares problem of :meth:`expand`, cached.
 
         ``pinv(matrix[mask.ravel()])`` for small bases, else the reflection
-        blocks of :func:`_least_squares_blocks` (see
+        blocks of :func:`_least_squares_factors` (see
         ``_FULL_PINV_MAX_FUNCTIONS``).
         """
         with self._lock:
-            if self._projector is None and self.n_functions <= _FULL_PINV_MAX_FUNCTIONS:
-                self._projector = np.linalg.pinv(self.matrix[self.mask.ravel()])
-            elif self._projector is None:
-                n = self._n
-                i, j = np.nonzero(self.mask)  # row-major, as np.flatnonzero(mask)
-                eps_x, eps_y = _reflection_parities(self.frequencies, self.kinds)
-                self._projector = _least_squares_blocks(
-                    self.matrix, np.flatnonzero(self.mask), j - n, i - n, eps_x, eps_y)
+            if self._projector is None:
+                self._projector = _least_squares_factors(
+                    self.matrix, self.mask, self._n, self.frequencies, self.kinds,
+                    whole=self.n_functions <= _FULL_PINV_MAX_FUNCTIONS)
         return self._projector
 
     def _check_coef(self, coef, name="coef"):
@@ -527,17 +435,7 @@ class FourierBesselBasis:
         """
         images = self._check_images(images)
         blocks = self._least_squares()
-        inside = images[..., self.mask]
-        if isinstance(blocks, np.ndarray):  # the whole pseudo-inverse
-            return inside @ blocks.T
-        flat = inside.reshape(-1, inside.shape[-1])
-        # pad with a zero pixel: the repeated members of an orbit point at it
-        flat = np.concatenate([flat, np.zeros((flat.shape[0], 1))], axis=1)
-        coef = np.empty((flat.shape[0], self.n_functions))
-        for cols, gather, weights, pinv in blocks:
-            folded = np.einsum("bkj,kj->bk", flat[:, gather], weights)
-            coef[:, cols] = folded @ pinv.T
-        return coef.reshape(inside.shape[:-1] + (self.n_functions,))
+        return _apply_least_squares(images[..., self.mask], blocks, self.n_functions)
 
     def rotate(self, coef, angles):
         """Rotate coefficients: those of the image rotated by ``angles``.
@@ -576,13 +474,7 @@ class FourierBesselBasis:
         angles = check_array_float(angles, "angles", min_ndim=0)
         shape = np.broadcast_shapes(coef.shape[:-1], angles.shape)
         out = np.array(np.broadcast_to(coef, shape + (self.n_functions,)), dtype=np.float64)
-        a = out[..., self._cos]
-        b = out[..., self._sin]
-        phase = angles[..., None] * self.frequencies[self._cos]
-        c, s = np.cos(phase), np.sin(phase)
-        out[..., self._cos] = a * c + b * s
-        out[..., self._sin] = b * c - a * s
-        return out
+        return _rotate_pairs(out, angles, self._cos, self._sin, self.frequencies[self._cos])
 
     def rotation_matrices(self, angles):
         """Compute the rotation matrices ``R(phi)`` of the coefficients.
@@ -669,12 +561,7 @@ class FourierBesselBasis:
         ...             basis.to_complex(coef) * np.exp(1j * basis.complex_frequencies * phi))
         True
         """
-        coef = self._check_coef(coef)
-        z = coef.astype(np.complex128)
-        a, b = coef[..., self._cos], coef[..., self._sin]
-        z[..., self._cos] = (a - 1j * b) / 2
-        z[..., self._sin] = (a + 1j * b) / 2
-        return z
+        return _to_complex(self._check_coef(coef), self._cos, self._sin)
 
     def from_complex(self, z):
         """Convert the paper's complex coefficients back to real ones.
@@ -710,97 +597,4 @@ class FourierBesselBasis:
             )
         if not np.all(np.isfinite(z)):
             raise ValueError("z must contain only finite values")
-        out = np.real(z).astype(np.float64)
-        zp, zm = z[..., self._cos], z[..., self._sin]
-        out[..., self._cos] = np.real(zp + zm)
-        out[..., self._sin] = np.real(1j * (zp - zm))
-        return out
-
-
-
-# ---------------------------------------------------------------------------
-# the basis protocol: what the estimators need of a basis
-#: Attributes and methods an estimator uses; any object that has them (with
-#: the meanings of :class:`FourierBesselBasis`) can serve as a basis.
-BASIS_PROTOCOL = ("image_size", "n_functions", "frequencies", "matrix", "evaluate", "expand",
-                  "rotate", "rotation_matrices", "get_params")
-
-
-def check_basis(basis, name="basis"):
-    """Check that an object follows the basis protocol (duck typing).
-
-    A basis needs ``image_size`` (``L``), ``n_functions`` (``p``),
-    ``frequencies`` (angular frequency of each coefficient), ``matrix``
-    (the ``L*L x p`` evaluation matrix), ``evaluate``, ``expand``,
-    ``rotate``, ``rotation_matrices`` and ``get_params`` (so that
-    :func:`sklearn.base.clone` can copy it); see :class:`FourierBesselBasis`
-    for their meaning.
-
-    Parameters
-    ----------
-    basis : object
-        The candidate basis.
-    name : str, default="basis"
-        Name used in error messages.
-
-    Returns
-    -------
-    basis : object
-        ``basis`` itself.
-
-    Raises
-    ------
-    TypeError
-        Naming the missing attributes.
-
-    Examples
-    --------
-    >>> from mtdlearn.basis.fourier_bessel import FourierBesselBasis, check_basis
-    >>> check_basis(FourierBesselBasis(5)).n_functions
-    10
-    """
-    missing = [attr for attr in BASIS_PROTOCOL if not hasattr(basis, attr)]
-    if missing:
-        raise TypeError(f"{name} must follow the basis protocol (like FourierBesselBasis); "
-                        f"{type(basis).__name__} has no {', '.join(missing)}")
-    return basis
-
-
-def rotated_evaluation(basis, angles):
-    """Evaluation matrices of the rotated coefficients, ``B R(phi_k)``.
-
-    ``F_{phi_k}.ravel() = rotated_evaluation(basis, angles)[k] @ coef``: the
-    pixel image of ``coef`` rotated by ``phi_k``.
-
-    Parameters
-    ----------
-    basis : basis object
-        A basis following the protocol of :func:`check_basis`.
-    angles : array-like of shape (K,)
-        Rotation angles in radians.
-
-    Returns
-    -------
-    BR : ndarray of shape (K, L*L, p)
-        One evaluation matrix per angle.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from mtdlearn.basis.fourier_bessel import FourierBesselBasis, rotated_evaluation
-    >>> basis = FourierBesselBasis(5, n_coefficients=10)
-    >>> coef = np.arange(1.0, 11.0)
-    >>> BR = rotated_evaluation(basis, [0.0, 1.0])
-    >>> BR.shape
-    (2, 25, 10)
-    >>> np.allclose(BR[1] @ coef, basis.evaluate(basis.rotate(coef, 1.0)).ravel())
-    True
-    """
-    # one angle at a time: the (K, p, p) stack of rotation matrices was 570 MB
-    # at L = 41, K = 64 (p = 1055), beside the 908 MB result
-    angles = np.atleast_1d(np.asarray(angles, dtype=np.float64))
-    B = basis.matrix
-    out = np.empty(angles.shape + B.shape)
-    for index in np.ndindex(angles.shape):
-        np.matmul(B, basis.rotation_matrices(angles[index]), out=out[index])  # rotate = R @ coef
-    return out
+        return _from_complex(z, self._cos, self._sin)

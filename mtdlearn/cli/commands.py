@@ -238,8 +238,8 @@ def _load_model(path):
 
 
 def _cmd_predict(args):
-    from ..data.io import (micrograph_names, picks_table, star_paths, write_star,
-                     write_star_per_micrograph)
+    from ..data.io import micrograph_names
+    from ..data.star import picks_table, star_paths, write_star, write_star_per_micrograph
 
     est = _load_model(args.model)
     inputs = _expand_inputs(args.inputs)

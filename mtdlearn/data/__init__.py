@@ -2,13 +2,15 @@
 
 Patch sources (:class:`~mtdlearn.data.patches.PatchData` for arrays and
 memory-mapped files, :class:`~mtdlearn.data._dask.DaskPatchData` for
-Dask arrays) hand the estimators their ``L x L`` patches; :mod:`~mtdlearn.data.io`
-reads MRC and ``.npy`` files and writes RELION STAR picks;
+Dask arrays) hand the estimators their ``L x L`` patches of measurements
+validated and tiled by :mod:`~mtdlearn.data.measurements`;
+:mod:`~mtdlearn.data.io` reads MRC and ``.npy`` files and
+:mod:`~mtdlearn.data.star` writes RELION STAR picks;
 :mod:`~mtdlearn.data.simulate` draws measurements from the model.
 """
 
-from .io import (micrograph_names, picks_table, read_measurement, read_micrographs, write_star,
-                 write_star_per_micrograph)
+from .io import micrograph_names, read_measurement, read_micrographs
+from .star import picks_table, write_star, write_star_per_micrograph
 from .simulate import MeasurementTruth, make_measurement, make_target
 
 __all__ = ["MeasurementTruth", "make_measurement", "make_target", "micrograph_names",

@@ -27,7 +27,8 @@ checked (finite, not constant) by one task per block.
 import numpy as np
 
 from .._parallel import tree_reduce
-from .patches import PatchData, _scan_values
+from .measurements import _scan_values
+from .patches import PatchData
 
 __all__ = ["is_dask_input", "DaskPatchData", "as_dask_source", "active_client", "local_cluster",
            "QUIET_WORKERS", "NO_HTTP_PORT"]

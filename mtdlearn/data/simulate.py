@@ -7,7 +7,8 @@ import numpy as np
 
 from .._validation import (check_array_float, check_int, check_random_generator,
                           check_real)
-from ..basis.fourier_bessel import check_basis
+from ..basis.protocol import check_basis
+from ..imaging.formation import check_formation
 
 __all__ = ["make_target", "make_measurement", "MeasurementTruth", "place_copies",
            "render_copies", "snr_to_noise_variance"]
@@ -128,6 +129,9 @@ class MeasurementTruth:
         Basis of ``coef``.
     shape : tuple
         Shape of the measurement array.
+    formations : tuple of ImageFormation, default=None
+        The image formation of each measurement (``None``: the paper's
+        white-noise model for all).
 
     Attributes
     ----------
@@ -160,6 +164,7 @@ class MeasurementTruth:
     coef: np.ndarray
     basis: object
     shape: tuple
+    formations: tuple = None
     _clean: np.ndarray = field(default=None, repr=False)
 
     @property
@@ -167,7 +172,8 @@ class MeasurementTruth:
         """The noise-free measurement, same shape as the measurement array.
 
         Rendered from ``coef``, ``positions``, ``angles`` and ``measurement``
-        on first access, then cached.
+        on first access, then formed by each measurement's image formation
+        (``formations``) and cached.
 
         Examples
         --------
@@ -184,6 +190,8 @@ class MeasurementTruth:
             view = out if out.ndim == 3 else out[None]
             render_copies(view, self.coef, self.basis, self.positions, self.angles,
                           self.measurement)
+            for i, formation in enumerate(self.formations or ()):
+                view[i] = formation.form_measurement(view[i])
             self._clean = out
         return self._clean
 
@@ -353,13 +361,15 @@ def place_copies(shape, image_size, n_copies, rng, max_rounds=200):
 
 
 def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=None,
-                     n_measurements=None, random_state=None):
+                     n_measurements=None, random_state=None, formation=None):
     """Simulate a measurement of the multi-target detection model (eq. 1).
 
     Copies of the image ``basis.evaluate(coef)``, each rotated by an angle
     drawn uniformly on ``[0, 2 pi)``, are placed with top-left corners pairwise
     at least ``2L - 1`` apart (Chebyshev distance), so every ``L x L`` tile
-    touches at most one copy; white Gaussian noise is added.
+    touches at most one copy; each measurement is formed by its image
+    formation (the identity in the paper's model) and its noise is added
+    (white Gaussian noise in the paper's model).
 
     Parameters
     ----------
@@ -383,6 +393,12 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
         ``(n_measurements, N1, N2)``, each with the requested density.
     random_state : int, Generator, RandomState or None, default=None
         Seed or generator of the positions, angles and noise.
+    formation : ImageFormation or sequence of ImageFormation, default=None
+        How the copies appear in each measurement
+        (:mod:`mtdlearn.imaging.formation`): one for all, or one per
+        measurement.  ``None``: the paper's model,
+        :class:`~mtdlearn.imaging.formation.WhiteNoiseFormation`.  The noise
+        of variance ``sigma**2`` is drawn by the formation.
 
     Returns
     -------
@@ -426,6 +442,7 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
         noise_variance = 0.0
     stack = n_measurements is not None
     n_meas = check_int(n_measurements, "n_measurements", minimum=1) if stack else 1
+    formations = _check_formations(formation, n_meas)
     rng = check_random_generator(random_state)
 
     area = shape[0] * shape[1]
@@ -450,15 +467,20 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
 
     X = np.empty((n_meas,) + shape)
     if noise_variance > 0:
-        sigma = np.sqrt(noise_variance)
-        for i in range(n_meas):  # row blocks: no second N^2 temporary
-            for r0 in range(0, shape[0], 1024):
-                blk = X[i, r0 : r0 + 1024]
-                rng.standard_normal(out=blk)
-                blk *= sigma
+        for i in range(n_meas):
+            formations[i].draw_noise(X[i], noise_variance, rng)
     else:
         X.fill(0.0)
-    render_copies(X, coef, basis, positions, angles, meas)
+    if all(f.is_identity for f in formations):
+        # forming is the identity: the copies go straight into the noise
+        # (no second N^2 array; the same numbers)
+        render_copies(X, coef, basis, positions, angles, meas)
+    else:
+        for i in range(n_meas):
+            clean = np.zeros((1,) + shape)
+            mine = meas == i
+            render_copies(clean, coef, basis, positions[mine], angles[mine], meas[mine] * 0)
+            X[i] += formations[i].form_measurement(clean[0])
     truth = MeasurementTruth(
         positions=positions,
         angles=angles,
@@ -468,5 +490,16 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
         coef=coef.copy(),
         basis=basis,
         shape=X.shape if stack else shape,
+        formations=None if all(f.is_identity for f in formations) else tuple(formations),
     )
     return (X if stack else X[0]), truth
+
+
+def _check_formations(formation, n_measurements):
+    """One image formation per measurement, from ``None``, one, or a sequence."""
+    if formation is None or not isinstance(formation, (list, tuple)):
+        return [check_formation(formation)] * n_measurements
+    if len(formation) != n_measurements:
+        raise ValueError(f"formation must be one ImageFormation or one per measurement "
+                         f"({n_measurements}); got {len(formation)}")
+    return [check_formation(f, "formation[%d]" % i) for i, f in enumerate(formation)]

@@ -3,31 +3,36 @@
 
 The estimator is thin: the E-step kernels, the sufficient statistics and the
 M-step are in :mod:`mtdlearn.likelihood.patch_model`, the loop in
-:class:`~mtdlearn.base.BaseMTDEstimator`.
-"""
+:class:`~mtdlearn.base.BaseMTDEstimator`.  This module holds the estimator's
+parameters, their validation and the hooks the loop calls; each acceleration
+is a module of its own that the hooks call:
 
-from dataclasses import dataclass
+- :mod:`mtdlearn.em._squarem`: SQUAREM cycles (``acceleration="squarem"``);
+- :mod:`mtdlearn.em._incremental`: incremental EM passes
+  (``acceleration="incremental"``);
+- :mod:`mtdlearn.em._precision`: float32 E-steps finished in float64
+  (``dtype="auto"``);
+- :mod:`mtdlearn.em._refinement`: coarse-to-fine rotation grids
+  (``refinement``);
+- :mod:`mtdlearn.em._bandlimit_selection`: the choice of the band limit
+  (``select_bandlimit``);
+- :mod:`mtdlearn.em._state`: what a start carries (its bookkeeping, the
+  E-step's kernels).
+"""
 
 import numpy as np
 
 from ..base import BaseMTDEstimator, _scale_bounds
-from ..initializers import InitialState, data_statistics
+from ..basis._bandlimits import check_nested_basis
+from ..basis.rotations import UniformRotationGrid, auto_refinement
 from ..likelihood.hypotheses import HypothesisSpace
-from ..likelihood.fft_estep import build_fft_patch_model, choose_estep, estep_statistics_fft
-from ..likelihood.patch_model import build_patch_model, estep_statistics, m_step, noise_variance_floor
-from ..basis._bandlimits import check_nested_basis, embed_coef, nested_bases
-from ..basis.rotations import UniformRotationGrid, _grid_schedule, auto_refinement
+from ..likelihood.m_step import m_step, noise_variance_floor
+from . import _bandlimit_selection, _incremental, _precision, _refinement, _squarem
+from ._state import _EMData, _EMState, _Run, kernels
 
 __all__ = ["ApproxEMEstimator"]
 
-
-@dataclass
-class _EMData:
-    """What the starts of one EM fit share."""
-
-    data: object                  # PatchData
-    hypotheses: HypothesisSpace
-    estimate_noise: bool
+_ACCELERATIONS = (None, "squarem", "incremental")
 
 
 class ApproxEMEstimator(BaseMTDEstimator):
@@ -354,15 +359,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
                        self.noise_variance is None)
 
     # -- one start ------------------------------------------------------------
-    def _refinement_factor(self):
-        """The oversampling factor ``r`` of ``refinement`` (``None``: one grid;
-        ``"auto"`` has set ``rotations_`` to its one grid)."""
-        if self.refinement is None or isinstance(self.refinement, str):
-            return None
-        return int(self.refinement)
-
     def _checkpoint_unsupported(self):
-        if self._refinement_factor() is not None:
+        if _refinement.factor(self.refinement) is not None:
             return "with refinement (two grids of rotations)"
         if self.select_bandlimit:
             return "with select_bandlimit (several bases)"
@@ -389,107 +387,18 @@ class ApproxEMEstimator(BaseMTDEstimator):
         if resume is not None or callback is not None:   # checkpointed: one grid
             return self._run_grid(prepared, state, seed, n_jobs, resume, callback)
         if self.select_bandlimit and self.max_iter > 0:
-            return self._run_selecting(prepared, state, seed, n_jobs)
-        return self._run_refined(prepared, state, seed, n_jobs)
-
-    def _run_refined(self, prepared, state, seed, n_jobs):
-        factor = self._refinement_factor()
-        if factor is None or self.max_iter == 0:
-            return self._run_grid(prepared, state, seed, n_jobs)
-        # coarse to fine: from each grid's (loosely converged) fixed point to
-        # the next, finer grid of the same uniform family; the last grid, of
-        # `refinement` K rotations, runs to `tol`
-        sizes = _grid_schedule(len(self.angles_), factor)
-        res, n_iter, n_e_steps, history = None, 0, 0, []
-        for i, size in enumerate(sizes):
-            last = i == len(sizes) - 1
-            if i == 0:
-                phase = prepared
-            else:
-                grid = UniformRotationGrid(size)
-                phase = _EMData(prepared.data, HypothesisSpace(prepared.hypotheses.basis,
-                                                                grid.get_angles()),
-                                prepared.estimate_noise)
-                state = InitialState(res["coef"], res["shift_probabilities"],
-                                     res["noise_variance"])
-            if last:
-                coarse_n_iter = n_iter
-            res = self._run_grid(phase, state, seed, n_jobs,
-                                 tol=None if last else self._coarse_tol)
-            n_iter += res["n_iter"]
-            n_e_steps += res["extra"]["n_e_steps_"]
-            history += res["extra"]["log_likelihood_history_"]
-        extra = res["extra"]
-        extra.update(n_e_steps_=n_e_steps, coarse_n_iter_=coarse_n_iter,
-                     log_likelihood_history_=history, rotations_=grid,
-                     angles_=grid.get_angles())
-        res["n_iter"] = n_iter
-        return res
-
-    def _coarse_tol(self, history):
-        """A coarse grid's phase stops below this gain per patch (see ``_COARSE_TOL``)."""
-        return max(self.tol_, _COARSE_TOL, _COARSE_RELATIVE_TOL * (history[-1] - history[0]))
-
-    def _run_selecting(self, prepared, state, seed, n_jobs):
-        """Band-limit selection: fit ``basis_`` loosely, choose the nested
-        sub-basis of highest AIC per patch (each after one M-step from the
-        loose fit's posteriors and one E-step), finish it at ``tol``."""
-        full = self.basis_
-        stages = nested_bases(full)
-        if len(stages) == 1:   # nothing to choose from
-            return self._run_refined(prepared, state, seed, n_jobs)
-        res = self._run_grid(prepared, state, seed, n_jobs, tol=max(self.tol_, _SELECT_TOL))
-        # the comparison in the precision the fit started in (float32 for "auto",
-        # unless high SNR): its rounding is far below the AIC's differences
-        auto = isinstance(self.dtype, str)
-        run = _Run(np.dtype(np.float32) if auto else np.dtype(self.dtype))
-        fit = _EMState(res["coef"], res["shift_probabilities"], res["noise_variance"], run)
-        if auto and _float32_resolution(prepared.data, fit) > _FLOAT32_MAX_ERROR:
-            run.dtype = np.dtype(np.float64)
-        objective, stats = self._e_step(prepared, fit, n_jobs)
-        n_patches = prepared.data.n_patches
-        penalty = 1.0 / n_patches   # -AIC / (2 N_d): 1 / N_d per parameter
-        path, best = [], None
-        for basis in stages:
-            if basis is full:
-                phase, cand, value = prepared, fit, objective
-            else:
-                phase = _EMData(prepared.data, HypothesisSpace(basis, self.angles_),
-                                prepared.estimate_noise)
-                cand = self._m_step(phase, fit, stats)
-                value, _ = self._e_step(phase, cand, n_jobs)
-            score = value - penalty * basis.n_functions
-            path.append((basis.n_functions, float(value), float(score)))
-            if self.verbose:
-                print(f"[{self._verbose_name}] band limit: {basis.n_functions} functions, "
-                      f"log-likelihood {value:.10g}, AIC/patch {score:.10g}")
-            if best is None or score > best[0]:
-                best = (score, basis, phase, cand)
-        _, basis, phase, cand = best
-        first = res
-        res = self._run_refined(phase, InitialState(cand.coef, cand.shift_probabilities,
-                                                    cand.noise_variance), seed, n_jobs)
-        extra = res["extra"]
-        extra.update(n_e_steps_=first["extra"]["n_e_steps_"] + run.n_e_steps
-                     + extra["n_e_steps_"],
-                     log_likelihood_history_=(first["extra"]["log_likelihood_history_"]
-                                              + extra["log_likelihood_history_"]),
-                     n_functions_=basis.n_functions, bandlimit_path_=path)
-        if "coarse_n_iter_" in extra:
-            extra["coarse_n_iter_"] += first["n_iter"]
-        res["n_iter"] += first["n_iter"]
-        res["coef"] = embed_coef(res["coef"], basis, full)
-        return res
+            return _bandlimit_selection.run(self, prepared, state, seed, n_jobs)
+        return _refinement.run(self, prepared, state, seed, n_jobs)
 
     def _run_grid(self, prepared, state, seed, n_jobs, resume=None, callback=None, tol=None):
+        """One start on the grid of ``prepared``: the loop's ``_run_start``
+        with a fresh :class:`~mtdlearn.em._state._Run` (or the resumed one)."""
         if isinstance(state, _EMState):   # resumed from a checkpoint
             run = state.run
         else:
-            auto = isinstance(self.dtype, str)
-            run = _Run(np.dtype(np.float32) if auto else np.dtype(self.dtype), finish=auto)
+            run = _Run(_precision.start_dtype(self.dtype, prepared.data, state),
+                       finish=isinstance(self.dtype, str))
             state = _EMState(state.coef, state.shift_probabilities, state.noise_variance, run)
-            if auto and _float32_resolution(prepared.data, state) > _FLOAT32_MAX_ERROR:
-                run.dtype = np.dtype(np.float64)   # high SNR: float32 logits would cancel
         res = super()._run_start(prepared, state, seed, n_jobs, resume, callback, tol)
         res["extra"]["n_e_steps_"] = run.n_e_steps
         res["extra"]["float64_from_iter_"] = run.float64_from
@@ -498,17 +407,13 @@ class ApproxEMEstimator(BaseMTDEstimator):
     def _e_step(self, prepared, state, n_jobs):
         run = state.run
         run.n_e_steps += 1
-        build, estep = _kernels(prepared, run.dtype)
+        build, estep = kernels(prepared, run.dtype)
         model = build(state.coef, state.shift_probabilities, state.noise_variance,
                       prepared.hypotheses, dtype=run.dtype)
         if self.acceleration == "incremental" and run.incremental and run.blocks is None:
             # the first E-step keeps each block's statistics (same work)
-            run.ranges = _blocks(prepared.data)
-            run.blocks = [estep(prepared.data, model, subset=rng, n_jobs=n_jobs,
-                                working_memory=self.working_memory)
-                          for rng in run.ranges]
-            stats = _sum_blocks(run.blocks)
-            run.incremental = len(run.ranges) > 1
+            stats = _incremental.blockwise_e_step(prepared, run, model, estep, n_jobs,
+                                                  self.working_memory)
         else:
             stats = estep(prepared.data, model, n_jobs=n_jobs,
                           working_memory=self.working_memory)
@@ -538,20 +443,15 @@ class ApproxEMEstimator(BaseMTDEstimator):
         run = state.run
         run.n_iter += 1
         if self.acceleration == "incremental" and run.incremental:
-            new = _incremental_pass(self, prepared, state, objective, stats, n_jobs)
+            new = _incremental.run_pass(self, prepared, state, objective, stats, n_jobs)
         elif self.acceleration in ("squarem", "incremental"):
-            new = _squarem_cycle(self, prepared, state, objective, stats, n_jobs)
+            new = _squarem.cycle(self, prepared, state, objective, stats, n_jobs)
         else:
             new = super()._step(prepared, state, objective, stats, n_jobs)
         state, new_objective, stats = new
-        if run.finish and run.dtype == np.float32 and not run.incomparable:
-            resolution = _float32_resolution(prepared.data, state, stats, new_objective)
-            if new_objective - objective < max(self.tol_, resolution):
-                # float32 gains are at its rounding level: finish in float64
-                run.dtype = np.dtype(np.float64)
-                run.float64_from = run.n_iter
-                run.incomparable = True
-                new_objective, stats = self._e_step(prepared, state, n_jobs)
+        if _precision.finish_in_float64(run, prepared.data, state, stats, objective,
+                                        new_objective, self.tol_):
+            new_objective, stats = self._e_step(prepared, state, n_jobs)
         return state, new_objective, stats
 
     def _gain(self, previous, objective, state):
@@ -560,252 +460,3 @@ class ApproxEMEstimator(BaseMTDEstimator):
             run.incomparable = False
             return np.inf
         return objective - previous
-
-
-_ACCELERATIONS = (None, "squarem", "incremental")
-
-#: With ``refinement``, a coarser grid's phase stops when its gain per patch
-#: is below this (or ``tol``, if larger): it only has to land near the next
-#: grid's fixed point.  Measured at N=300, SNR 500, K=16, r=4, one thread
-#: (min of 3): coarse phases run to ``tol`` 9.8 s, at 1e-5 7.4 s, at 1e-4
-#: 6.8 s, at 1e-3 8.5 s, all with error 0.0024; plain K=16 took 4.1 s.
-_COARSE_TOL = 1e-4
-
-#: ... or below this fraction of what the phase has gained so far (its
-#: objective now minus at its first E-step).  The absolute 1e-4 alone does
-#: not scale: a patch's log-likelihood sums over its ``L**2`` pixels and
-#: grows with the SNR, so at large L the coarse phases ran on long after
-#: their error had stalled.  Measured, one core each (docs/results.rst):
-#: L = 21, N = 1536, SNR 3, seeds 0-2, the K = 16 phase ran 18 / 13 / 42
-#: cycles with 1e-4 alone and 4 / 4 / 4 with this rule; eq. (19) <= 0.08
-#: after 138 / 103 / 299 s before, after cycle 5 (47-101 s) now, the same
-#: error after 300 s (0.063 / 0.057 / 0.057 before, 0.063 / 0.058 / 0.059
-#: now).  L = 41, N = 4096: the K = 16 phase ran 20 cycles (762 s), now 4
-#: (176 s).  L = 5, N = 300, SNR 500, r = 4 (``bench_refinement.py``):
-#: 90 E-steps, 4.0 s, error 0.00239 before; 83, 3.8 s, 0.00246 now.
-_COARSE_RELATIVE_TOL = 1e-3
-
-#: With ``select_bandlimit``, the fit in ``basis`` stops when its gain per
-#: patch is below this (or ``tol``, if larger) and the band limit is chosen
-#: there.  Measured at L=21, N=1536, SNR 3, 61-function target, seed 0: the
-#: default basis gains 1.06, 0.057, 0.002 per patch in its first 3 SQUAREM
-#: cycles (image error 0.051 reached), then less than 1e-3 for the next 37,
-#: which lower the error by 0.003 (docs/results.rst, "Band-limit selection").
-_SELECT_TOL = 1e-3
-
-
-#: Above this estimated float32 error of the logits (relative posterior error),
-#: ``dtype="auto"`` runs in float64 from the start: the expansion
-#: ``||P||**2 - 2 P.T + ||T||**2`` cancels when the patch energy is much larger
-#: than ``sigma**2`` (high SNR), and float32 keeps ~7 digits of each term.
-_FLOAT32_MAX_ERROR = 1e-3
-
-
-def _float32_resolution(data, state, stats=None, objective=None):
-    """Rounding level of float32 E-steps for ``state``.
-
-    Without ``stats``: the float32 error of the logits, ``eps * energy / (2 sigma**2)``
-    with the mean patch energy (the terms of the expansion that cancel),
-    ``L**2`` times the whole data's mean square (:func:`data_statistics`).
-    With ``stats``: the resolution of the mean log-likelihood per patch,
-    ``eps * (|objective| + energy / (2 sigma**2)) / sqrt(N_d)`` (independent
-    rounding errors of the N_d patch terms).
-    """
-    eps = np.finfo(np.float32).eps
-    if stats is None:
-        # the whole data's mean square per pixel times L**2 (memoized: the
-        # initializers compute it too; on a distributed source, on the
-        # workers), so that the choice is the same in memory and on Dask
-        L = data.image_size
-        energy = data.memoize(data_statistics, L)[1] * L * L
-        return eps * energy / (2.0 * state.noise_variance)
-    energy = stats.patch_sq / stats.n_patches
-    return eps * (abs(objective) + energy / (2.0 * state.noise_variance)) / np.sqrt(
-        stats.n_patches)
-
-
-@dataclass
-class _Run:
-    """Bookkeeping of one start (shared by the states of the start)."""
-
-    dtype: np.dtype
-    finish: bool = False          # dtype="auto": switch float32 -> float64
-    n_e_steps: int = 0
-    n_iter: int = 0
-    float64_from: int = None      # iteration of the switch, None if none
-    incomparable: bool = False
-    step_max: float = 1.0         # SQUAREM
-    incremental: bool = True      # incremental EM: still in the incremental phase
-    ranges: list = None           # incremental EM: the blocks' patch ranges
-    blocks: list = None           # incremental EM: each block's statistics
-
-
-@dataclass
-class _EMState(InitialState):
-    """An :class:`InitialState` that carries its start's bookkeeping."""
-
-    run: _Run = None
-
-
-# ---------------------------------------------------------------------------
-# SQUAREM
-#: SQUAREM's step bounds and the factor of the adaptive maximum step
-#: (Varadhan & Roland 2008, section 6: step.min0 = 1, step.max0 = 1, mstep = 4).
-_STEP_MIN, _STEP_MAX0, _MSTEP = 1.0, 1.0, 4.0
-
-
-class _Coordinates:
-    """Unconstrained coordinates of (alpha, rho, sigma**2) for extrapolation:
-    ``alpha`` as is, ``log rho`` on the support of ``rho`` (back through a
-    softmax, so ``rho`` stays on the simplex and zeros stay zero) and
-    ``log sigma**2`` when it is estimated."""
-
-    def __init__(self, state, estimate_noise):
-        self.support = np.flatnonzero(np.ravel(state.shift_probabilities) > 0)
-        self.shape = np.shape(state.shift_probabilities)
-        self.p = np.size(state.coef)
-        self.estimate_noise = estimate_noise
-        self.noise_variance = state.noise_variance
-
-    def encode(self, state):
-        rho = np.ravel(state.shift_probabilities)[self.support]
-        parts = [np.asarray(state.coef, dtype=np.float64),
-                 np.log(np.maximum(rho, np.finfo(np.float64).tiny))]
-        if self.estimate_noise:
-            parts.append([np.log(state.noise_variance)])
-        return np.concatenate(parts)
-
-    def decode(self, x, run):
-        p, m = self.p, self.support.size
-        logr = x[p:p + m]
-        r = np.exp(logr - logr.max())
-        rho = np.zeros(int(np.prod(self.shape)))
-        rho[self.support] = r / r.sum()
-        sigma2 = float(np.exp(x[-1])) if self.estimate_noise else self.noise_variance
-        return _EMState(x[:p].copy(), rho.reshape(self.shape), sigma2, run)
-
-
-def _squarem_cycle(est, prepared, state, objective, stats, n_jobs):
-    """One SQUAREM cycle (scheme S3) with the monotone safeguard: 3 E-steps
-    (2 when the step is 1).
-
-    ``x1 = F(x0)`` and ``x2 = F(x1)`` cost one E-step (at ``x1``; the one at
-    ``x0`` is the previous cycle's last).  The extrapolated point ``x'`` is
-    accepted when its log-likelihood (the E-step that its stabilizing EM step
-    needs anyway) is not below ``x0``'s; the cycle then ends at ``F(x')``,
-    which EM's monotonicity keeps at least as good.  Otherwise it ends at
-    ``x2 = F(F(x0))`` and the maximum step shrinks.  The last E-step (at the
-    end point) gives the cycle's log-likelihood and the next cycle's first map.
-    """
-    run = state.run
-    x1 = est._m_step(prepared, state, stats)
-    l1, s1 = est._e_step(prepared, x1, n_jobs)
-    x2 = est._m_step(prepared, x1, s1)
-    coords = _Coordinates(state, prepared.estimate_noise)
-    v0, v1, v2 = coords.encode(state), coords.encode(x1), coords.encode(x2)
-    r = v1 - v0
-    v = v2 - 2.0 * v1 + v0
-    nr, nv = np.linalg.norm(r), np.linalg.norm(v)
-    step = float(np.clip(nr / nv, _STEP_MIN, run.step_max)) if (
-        np.isfinite(nr) and np.isfinite(nv) and nv > 0) else _STEP_MIN   # -alpha
-    end = x2
-    if abs(step - 1.0) >= 0.01:   # alpha = -1 would be x2 = F(F(x0)) itself
-        lp = np.nan
-        try:
-            xp = coords.decode(v0 + 2.0 * step * r + step * step * v, run)
-            lp, sp = est._e_step(prepared, xp, n_jobs)
-        except (FloatingPointError, ValueError, np.linalg.LinAlgError):
-            pass
-        if np.isfinite(lp) and lp >= objective:
-            end = est._m_step(prepared, xp, sp)        # the stabilizing EM step
-            if step == run.step_max:
-                run.step_max *= _MSTEP
-        elif step == run.step_max:   # worse: fall back to F(F(x0)), shrink the step
-            run.step_max = max(_STEP_MAX0, run.step_max / _MSTEP)
-    elif step == run.step_max:
-        run.step_max *= _MSTEP
-    new_objective, new_stats = est._e_step(prepared, end, n_jobs)
-    return end, new_objective, new_stats
-
-
-# ---------------------------------------------------------------------------
-# incremental EM
-#: Patches per block of the incremental EM (a block's E-step is then long
-#: enough to keep both threads busy); fewer than two blocks: plain passes.
-_BLOCK_PATCHES = 8192
-#: The incremental phase ends when a pass gains less than this per patch (or
-#: after _MAX_PASSES passes); batch SQUAREM cycles then finish.
-_INCREMENTAL_GAIN, _MAX_PASSES = 1e-3, 20
-
-
-def _kernels(prepared, dtype):
-    """The E-step's kernels: FFT where it is cheaper (large L; see the design,
-    "FFT path"), else the GEMM; the same choice in memory and on a distributed source."""
-    space = prepared.hypotheses
-    if choose_estep(space.image_size, space.n_rotations, dtype) == "fft":
-        return build_fft_patch_model, estep_statistics_fft
-    return build_patch_model, estep_statistics
-
-
-def _sum_blocks(blocks):
-    total = blocks[0]
-    for block in blocks[1:]:
-        total = total + block
-    return total
-
-
-def _blocks(data):
-    """Contiguous patch ranges of the incremental EM (independent of ``n_jobs``).
-
-    In memory: ``n_patches // _BLOCK_PATCHES`` equal ranges.  On a
-    distributed source, whose tasks are whole micrographs: each edge moved
-    to the nearest micrograph boundary, so a block is one micrograph or
-    several consecutive ones.
-    """
-    n_patches = data.n_patches
-    n_blocks = max(1, n_patches // _BLOCK_PATCHES)
-    edges = np.linspace(0, n_patches, n_blocks + 1).round().astype(int)
-    if data.distributed:
-        # nearest boundary (the lower one on a tie), without a micrographs x
-        # blocks table: 1000 micrographs of 4096^2 make 8e4 blocks
-        offsets = np.asarray(data.offsets, dtype=np.int64)
-        pos = np.clip(np.searchsorted(offsets, edges), 1, len(offsets) - 1)
-        left, right = offsets[pos - 1], offsets[pos]
-        edges = np.unique(np.where(edges - left <= right - edges, left, right))
-    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
-
-
-def _incremental_pass(est, prepared, state, objective, stats, n_jobs):
-    """One pass of incremental EM (Neal & Hinton 1998) over the blocks.
-
-    Before each block: an M-step from the total statistics; then the block's
-    E-step at the new parameters, swapped into the total.  The pass's
-    objective is the sum of the blocks' log-likelihoods, each at the
-    parameters of its own E-step.  When a pass gains little, one batch E-step
-    at the current parameters ends the incremental phase (its objective is the
-    true log-likelihood, not comparable with the passes').
-    """
-    run = state.run
-    total = stats
-    build, estep = _kernels(prepared, run.dtype)
-    for b, rng in enumerate(run.ranges):
-        state = est._m_step(prepared, state, total)
-        model = build(state.coef, state.shift_probabilities, state.noise_variance,
-                      prepared.hypotheses, dtype=run.dtype)
-        block = estep(prepared.data, model, subset=rng, n_jobs=n_jobs,
-                      working_memory=est.working_memory)
-        run.blocks[b] = block
-        # swap the block into the total; re-summed in block order, since
-        # total - old + new cancels (weights ~0 in the other blocks go negative)
-        total = _sum_blocks(run.blocks)
-    run.n_e_steps += 1   # one pass over the data
-    pass_objective = total.loglik / total.n_patches
-    if (pass_objective - objective < _INCREMENTAL_GAIN
-            or run.n_iter >= _MAX_PASSES):
-        run.incremental = False
-        run.blocks = None
-        run.incomparable = True
-        state = est._m_step(prepared, state, total)
-        new_objective, stats = est._e_step(prepared, state, n_jobs)
-        return state, new_objective, stats
-    return state, pass_objective, total

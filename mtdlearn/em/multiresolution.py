@@ -18,7 +18,9 @@ from ..likelihood.hypotheses import HypothesisSpace
 from ..initializers import (DEFAULT_DENSITY, InitialState, RandomInitializer, _ParamsMixin,
                            _check_initialize_args)
 from ..imaging.shifts import density_to_shift_probabilities, max_density
-from ..likelihood.patch_model import build_patch_model, estep_statistics, m_step
+from ..likelihood.patch_model import build_patch_model
+from ..likelihood.statistics import estep_statistics
+from ..likelihood.m_step import m_step
 from ..data.patches import PatchData
 
 __all__ = ["MultiresolutionInitializer", "bin_measurement", "upsample_image"]

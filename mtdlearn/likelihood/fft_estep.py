@@ -21,8 +21,8 @@ import numpy as np
 import scipy.fft
 
 from .hypotheses import HypothesisSpace
-from .patch_model import (_EXP_FLOOR, Statistics, _exp_rows, _neg_big, _partition,
-                          _patch_loglik, _run_tasks)
+from .patch_model import _EXP_FLOOR, _exp_rows, _neg_big, _patch_loglik
+from .statistics import Statistics, _partition, _run_tasks
 from ..data.patches import PatchData, chunk_rows
 
 __all__ = ["FFTPatchModel", "build_fft_patch_model", "estep_statistics_fft", "choose_estep",
@@ -227,9 +227,9 @@ def build_fft_patch_model(coef, shift_probabilities, noise_variance, hypotheses,
     """
     dtype = np.dtype(dtype)
     space = hypotheses
-    L, K = space.image_size, space.n_rotations
+    L, K = space.image_size, space.n_images      # one map per (component, rotation)
     n = fft_grid_size(L)
-    images = space.basis.evaluate(space.basis.rotate(coef, space.angles)).reshape(K, L, L)
+    images = space.rotated_images(coef).reshape(K, L, L)
     spec = scipy.fft.rfft2(images, s=(n, n))
     # energies of the cropped templates: correlation of F_k**2 with the window
     window = scipy.fft.rfft2(np.ones((L, L)), s=(n, n))
@@ -284,7 +284,7 @@ def _chunk(P, model):
 
 def _stats_range(data, model, start, stop, step):
     space = model.hypotheses
-    L, K, n = space.image_size, space.n_rotations, model.grid_size
+    L, K, n = space.image_size, space.n_images, model.grid_size
     d = L * L
     dtype = model.dtype
     W = np.zeros((K, n * n))
@@ -344,7 +344,7 @@ def fft_chunk_size(hypotheses, working_memory=None, itemsize=8):
     16
     """
     n = fft_grid_size(hypotheses.image_size)
-    per_map = hypotheses.n_rotations * n * n * itemsize
+    per_map = hypotheses.n_images * n * n * itemsize
     cap = max(4, CACHE_BYTES // per_map)
     return chunk_rows(3 * per_map + 8 * 3 * n * n, cap, working_memory, unit="patch")
 

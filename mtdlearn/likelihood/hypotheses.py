@@ -1,17 +1,21 @@
 """The hypotheses of the E-step: one owner of their layout.
 
-A hypothesis pairs a rotation of the grid (eq. 8) with a non-empty shift of
-the copy in the patch (eq. 6-7); the empty shifts merge into one more
-hypothesis.  :class:`HypothesisSpace` lays them out, gives their priors
-(eq. 12), templates and the linear maps ``A_h`` of the M-step, and decodes
-an index back to (rotation, offset).
+A hypothesis names a component (the kind of particle; one in the paper's
+model), a rotation of the grid (eq. 8) and a non-empty shift of the copy in
+the patch (eq. 6-7); the empty shifts merge into one more hypothesis.
+:class:`HypothesisSpace` lays them out, gives their priors (eq. 12),
+templates and the linear maps ``A_h`` of the M-step (through the image
+formation of the measurements, :mod:`mtdlearn.imaging.formation`), and
+decodes an index back to (component, rotation, offset).
 """
 
 import functools
 
 import numpy as np
 
-from ..basis.fourier_bessel import rotated_evaluation
+from ..basis.protocol import rotated_evaluation
+from .._validation import check_int
+from ..imaging.formation import check_formation
 from ..imaging.shifts import (empty_shifts, gather_adjoint, nonempty_shifts, shift_gather_index,
                         shift_to_offset)
 
@@ -21,20 +25,29 @@ __all__ = ["HypothesisSpace"]
 class HypothesisSpace:
     """The hypotheses of the E-step: their layout, priors, decoding and maps.
 
-    Hypothesis ``h = k * S + j`` pairs rotation ``k`` of the grid (eq. 8)
-    with the ``j``-th non-empty shift (``S = (2L-1)**2`` of them, in
-    increasing flat order ``l_0 * 2L + l_1``): rotation-major.  The ``4L-1``
-    empty shifts all give the same (empty) patch and form one merged
-    hypothesis, kept apart.  This class is the one owner of that layout:
-    everything that builds templates, priors or per-hypothesis tables, or
-    decodes a hypothesis index, asks it.
+    Hypothesis ``h = (c * K + k) * S + j`` pairs component ``c`` (one kind
+    of particle, with its own coefficients; ``C = 1`` in the paper's model)
+    and rotation ``k`` of the grid (eq. 8) with the ``j``-th non-empty shift
+    (``S = (2L-1)**2`` of them, in increasing flat order ``l_0 * 2L + l_1``):
+    component-major, then rotation-major.  The ``4L-1`` empty shifts all
+    give the same (empty) patch and form one merged hypothesis, kept apart.
+    This class is the one owner of that layout: everything that builds
+    templates, priors or per-hypothesis tables, or decodes a hypothesis
+    index, asks it.  A template image is one (component, rotation) pair:
+    ``n_images = C K`` of them.
 
     Parameters
     ----------
     basis : basis object
-        The basis of the coefficients (see :func:`mtdlearn.basis.fourier_bessel.check_basis`).
+        The basis of the coefficients (see :func:`mtdlearn.basis.check_basis`).
     angles : array-like of shape (K,)
         The rotation grid, in radians.
+    n_components : int, default=1
+        ``C``, the number of kinds of particle.
+    formation : ImageFormation, default=None
+        How a copy appears in the measurements these hypotheses explain
+        (:mod:`mtdlearn.imaging.formation`); ``None``: the paper's model,
+        :class:`~mtdlearn.imaging.formation.WhiteNoiseFormation`.
 
     Attributes
     ----------
@@ -46,6 +59,12 @@ class HypothesisSpace:
         ``L``.
     n_rotations : int
         ``K``.
+    n_components : int
+        ``C``.
+    n_images : int
+        ``C K`` template images, one per (component, rotation).
+    formation : ImageFormation
+        The image formation of the measurements.
     shifts : ndarray of shape (S,)
         Flat indices of the non-empty shifts.
     empty : ndarray of shape (4L-1,)
@@ -53,7 +72,7 @@ class HypothesisSpace:
     n_shifts : int
         ``S = (2L-1)**2``.
     n_hypotheses : int
-        ``H = K * S`` non-empty hypotheses (the merged empty one not counted).
+        ``H = C * K * S`` non-empty hypotheses (the merged empty one not counted).
 
     Examples
     --------
@@ -64,15 +83,32 @@ class HypothesisSpace:
     (162, 81, 19)
     """
 
-    def __init__(self, basis, angles):
+    def __init__(self, basis, angles, *, n_components=1, formation=None):
         self.basis = basis
         self.angles = np.asarray(angles, dtype=np.float64)
         self.image_size = L = int(basis.image_size)
         self.n_rotations = int(self.angles.size)
+        self.n_components = check_int(n_components, "n_components", minimum=1)
+        self.n_images = self.n_components * self.n_rotations
+        self.formation = check_formation(formation)
         self.shifts = nonempty_shifts(L)
         self.empty = empty_shifts(L)
         self.n_shifts = int(self.shifts.size)
-        self.n_hypotheses = self.n_rotations * self.n_shifts
+        self.n_hypotheses = self.n_images * self.n_shifts
+
+    @property
+    def component_index(self):
+        """Component index ``c`` of each non-empty hypothesis, shape ``(H,)``.
+
+        Examples
+        --------
+        >>> from mtdlearn import FourierBesselBasis
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+        >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0], n_components=2)
+        >>> space.component_index[[0, 161, 162]]
+        array([0, 0, 1])
+        """
+        return np.repeat(np.arange(self.n_components), self.n_rotations * self.n_shifts)
 
     @property
     def rotation_index(self):
@@ -85,7 +121,7 @@ class HypothesisSpace:
         >>> HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0]).rotation_index[[0, 81]]
         array([0, 1])
         """
-        return np.repeat(np.arange(self.n_rotations), self.n_shifts)
+        return np.tile(np.repeat(np.arange(self.n_rotations), self.n_shifts), self.n_components)
 
     @property
     def shift_index(self):
@@ -98,10 +134,10 @@ class HypothesisSpace:
         >>> HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0]).shift_index[[0, 81]]
         array([0, 0])
         """
-        return np.tile(self.shifts, self.n_rotations)
+        return np.tile(self.shifts, self.n_images)
 
     def per_rotation(self, values):
-        """View per-hypothesis values as ``(K, S, ...)``.
+        """View per-hypothesis values as ``(C K, S, ...)``: per template image, by shift.
 
         Parameters
         ----------
@@ -110,8 +146,9 @@ class HypothesisSpace:
 
         Returns
         -------
-        values : ndarray of shape (K, S, ...)
-            The same values, rotation by shift.
+        values : ndarray of shape (C K, S, ...)
+            The same values, (component, rotation) by shift: ``(K, S, ...)``
+            for one component.
 
         Examples
         --------
@@ -122,10 +159,33 @@ class HypothesisSpace:
         >>> space.per_rotation(np.zeros(space.n_hypotheses)).shape
         (2, 81)
         """
-        return values.reshape((self.n_rotations, self.n_shifts) + values.shape[1:])
+        return values.reshape((self.n_images, self.n_shifts) + values.shape[1:])
+
+    def component(self, hypothesis):
+        """Component index of non-empty hypotheses.
+
+        Parameters
+        ----------
+        hypothesis : array-like of int
+            Indices in ``[0, H)``.
+
+        Returns
+        -------
+        component : ndarray of int
+            ``c``, in ``[0, C)``.
+
+        Examples
+        --------
+        >>> from mtdlearn import FourierBesselBasis
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+        >>> HypothesisSpace(FourierBesselBasis(5), [0.0], n_components=2).component([0, 81])
+        array([0, 1])
+        """
+        h = np.asarray(hypothesis, dtype=np.int64)
+        return h // (self.n_rotations * self.n_shifts)
 
     def decode(self, hypothesis):
-        """Rotation index and copy offset of non-empty hypotheses.
+        """Rotation index and copy offset of non-empty hypotheses (see :meth:`component`).
 
         A copy at shift ``l`` of a patch has its top-left corner at offset
         ``d = (-l) mod 2L``, mapped to ``[-(L-1), L-1]``, from the patch's
@@ -156,7 +216,7 @@ class HypothesisSpace:
         h = np.asarray(hypothesis, dtype=np.int64)
         L = self.image_size
         s = self.shifts[h % self.n_shifts]
-        return (h // self.n_shifts, shift_to_offset(s // (2 * L), L),
+        return ((h // self.n_shifts) % self.n_rotations, shift_to_offset(s // (2 * L), L),
                 shift_to_offset(s % (2 * L), L))
 
     def log_prior(self, shift_probabilities):
@@ -170,7 +230,9 @@ class HypothesisSpace:
         Returns
         -------
         log_prior : ndarray of shape (H,)
-            ``log rho_l - log K``; ``-inf`` where ``rho_l = 0``.
+            ``log rho_l - log K``; ``-inf`` where ``rho_l = 0``.  With
+            ``C`` components, the same for each: their abundances are
+            equal (the heterogeneity model will weight them).
         log_prior_empty : float
             Log of the total mass of the empty shifts.
 
@@ -187,16 +249,51 @@ class HypothesisSpace:
         rho = np.asarray(shift_probabilities, dtype=np.float64).reshape(-1)
         with np.errstate(divide="ignore"):
             lp = np.tile(np.log(rho[self.shifts]) - np.log(self.n_rotations), self.n_rotations)
+            if self.n_components > 1:
+                lp = np.tile(lp - np.log(self.n_components), self.n_components)
             lp_empty = float(np.log(rho[self.empty].sum()))
         return lp, lp_empty
 
-    def templates(self, coef):
-        """All non-empty templates ``T_h = C T_l Z F_{phi_k}`` (eq. 6-7).
+    def rotated_images(self, coef):
+        """The formed, rotated images ``H F^{(c)}_{phi_k}``, one per template image.
 
         Parameters
         ----------
-        coef : array-like of shape (p,)
-            Image coefficients ``alpha``.
+        coef : array-like of shape (p,) or (C, p)
+            Image coefficients ``alpha`` (one row per component).
+
+        Returns
+        -------
+        images : ndarray of shape (C K, L*L)
+            Flattened images, component-major, through :attr:`formation`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import FourierBesselBasis
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+        >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0], n_components=2)
+        >>> space.rotated_images(np.ones((2, 10))).shape
+        (4, 25)
+        """
+        coef = np.asarray(coef)
+        rows = coef.reshape(self.n_components, -1) if coef.ndim == 2 else [coef]
+        if len(rows) != self.n_components:
+            raise ValueError(f"coef must have {self.n_components} row(s), one per component; "
+                             f"got shape {coef.shape}")
+        K = self.n_rotations
+        images = [self.basis.evaluate(self.basis.rotate(c, self.angles)).reshape(K, -1)
+                  for c in rows]
+        images = images[0] if len(images) == 1 else np.concatenate(images)
+        return self.formation.form(images)
+
+    def templates(self, coef):
+        """All non-empty templates ``T_h = C T_l Z H F^{(c)}_{phi_k}`` (eq. 6-7).
+
+        Parameters
+        ----------
+        coef : array-like of shape (p,) or (C, p)
+            Image coefficients ``alpha`` (one row per component).
 
         Returns
         -------
@@ -212,9 +309,9 @@ class HypothesisSpace:
         >>> space.templates(np.ones(10)).shape
         (162, 25)
         """
-        K, d = self.n_rotations, self.image_size ** 2
-        images = self.basis.evaluate(self.basis.rotate(coef, self.angles)).reshape(K, -1)
-        ext = np.concatenate([images, np.zeros((K, 1))], axis=1)
+        d = self.image_size ** 2
+        images = self.rotated_images(coef)
+        ext = np.concatenate([images, np.zeros((self.n_images, 1))], axis=1)
         return ext[:, self.gather_index].reshape(-1, d)
 
     @functools.cached_property
@@ -252,10 +349,12 @@ class HypothesisSpace:
 
     @functools.cached_property
     def rotated_evaluation(self):
-        """``B R(phi_k)`` for every rotation, ``(K, L*L, p)``.
+        """``H B R(phi_k)`` for every rotation, ``(K, L*L, p)``.
 
-        With the shifts' gather it gives the linear maps ``A_h`` of the
-        M-step: ``T_h = A_h alpha``.
+        The basis evaluated at each rotation, through :attr:`formation`
+        (``H``; the identity in the paper's model).  With the shifts'
+        gather it gives the linear maps ``A_h`` of the M-step:
+        ``T_h = A_h alpha`` (the same for every component).
 
         Examples
         --------
@@ -264,13 +363,13 @@ class HypothesisSpace:
         >>> HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0]).rotated_evaluation.shape
         (2, 25, 10)
         """
-        return rotated_evaluation(self.basis, self.angles)
+        return self.formation.form_columns(rotated_evaluation(self.basis, self.angles))
 
     def adjoint(self, weighted_patches):
-        """Scatter per-hypothesis patches back to each rotation's image pixels.
+        """Scatter per-hypothesis patches back to each template image's pixels.
 
-        Applies ``sum_l (C T_l Z)^T`` within each rotation: the adjoint of
-        the shifts, used by the M-step on ``S = w^T P``.
+        Applies ``sum_l (C T_l Z)^T`` within each (component, rotation): the
+        adjoint of the shifts, used by the M-step on ``S = w^T P``.
 
         Parameters
         ----------
@@ -279,8 +378,8 @@ class HypothesisSpace:
 
         Returns
         -------
-        images : ndarray of shape (K, L*L)
-            Per rotation, the sum of the patches mapped back to the image.
+        images : ndarray of shape (C K, L*L)
+            Per template image, the sum of the patches mapped back to it.
 
         Examples
         --------

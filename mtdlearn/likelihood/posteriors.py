@@ -15,8 +15,8 @@ import numpy as np
 from .._parallel import ordered_map
 from .fft_estep import (FFTPatchModel, _chunk, build_fft_patch_model, choose_estep,
                         fft_chunk_size)
-from .patch_model import (_chunk_posteriors, _distributed_subset, _get_augmented, _partition,
-                          _patch_loglik, _tasks, build_patch_model)
+from .patch_model import _chunk_posteriors, _get_augmented, _patch_loglik, build_patch_model
+from .statistics import _distributed_subset, _partition, _tasks
 from ..data.patches import PatchData
 
 __all__ = ["build_per_patch_model", "estep_per_patch", "estep_detections", "iter_detections"]
@@ -306,7 +306,7 @@ def iter_detections(data, model, *, chunk=None, n_jobs=None, working_memory=None
 
     The same tasks, in the same order; the detections of a measurement are
     yielded as soon as its last task is done, so a consumer that writes
-    them (``predict_per_measurement``, :func:`mtdlearn.data.io.write_star_per_micrograph`)
+    them (``predict_per_measurement``, :func:`mtdlearn.data.star.write_star_per_micrograph`)
     holds one measurement's at a time.  On a distributed source
     (:mod:`mtdlearn.data._dask`) each measurement's detections are found by a
     task on the worker that holds it and brought to the client in turn

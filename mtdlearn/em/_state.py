@@ -1,0 +1,62 @@
+"""What the EM's starts carry: the shared data, one start's bookkeeping, its
+states, and the choice of the E-step's kernels.
+
+:class:`~mtdlearn.em.estimator.ApproxEMEstimator` builds an :class:`_EMData`
+in its ``_prepare`` hook and an :class:`_Run` for each start in
+``_run_grid``; every state of that start (an :class:`_EMState`) points to
+the same :class:`_Run`, through which the strategies (SQUAREM, incremental
+EM, the float32 finish) keep their counters and switches.  :func:`kernels`
+is called before every E-step, by the estimator's ``_e_step`` and by the
+incremental passes.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..initializers import InitialState
+from ..likelihood.fft_estep import build_fft_patch_model, choose_estep, estep_statistics_fft
+from ..likelihood.hypotheses import HypothesisSpace
+from ..likelihood.patch_model import build_patch_model
+from ..likelihood.statistics import estep_statistics
+
+
+@dataclass
+class _EMData:
+    """What the starts of one EM fit share."""
+
+    data: object                  # PatchData
+    hypotheses: HypothesisSpace
+    estimate_noise: bool
+
+
+@dataclass
+class _Run:
+    """Bookkeeping of one start (shared by the states of the start)."""
+
+    dtype: np.dtype
+    finish: bool = False          # dtype="auto": switch float32 -> float64
+    n_e_steps: int = 0
+    n_iter: int = 0
+    float64_from: int = None      # iteration of the switch, None if none
+    incomparable: bool = False
+    step_max: float = 1.0         # SQUAREM
+    incremental: bool = True      # incremental EM: still in the incremental phase
+    ranges: list = None           # incremental EM: the blocks' patch ranges
+    blocks: list = None           # incremental EM: each block's statistics
+
+
+@dataclass
+class _EMState(InitialState):
+    """An :class:`InitialState` that carries its start's bookkeeping."""
+
+    run: _Run = None
+
+
+def kernels(prepared, dtype):
+    """The E-step's kernels: FFT where it is cheaper (large L; see the design,
+    "FFT path"), else the GEMM; the same choice in memory and on a distributed source."""
+    space = prepared.hypotheses
+    if choose_estep(space.image_size, space.n_rotations, dtype) == "fft":
+        return build_fft_patch_model, estep_statistics_fft
+    return build_patch_model, estep_statistics
