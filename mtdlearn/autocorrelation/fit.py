@@ -317,7 +317,8 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
                                 "maxcor": _LBFGS_MEMORY})
     gamma, coef, var = unpack(res.x)
     return OptimizeResult(
-        density=float(gamma),
+        # at the upper bound, (gmax / g_scale) * g_scale can round one ulp above gmax
+        density=float(min(gamma, gmax)),
         coef=np.asarray(coef, dtype=np.float64),
         noise_variance=float(var),
         cost=float(res.fun * f_scale),
