@@ -24,7 +24,7 @@ from ._validation import check_int, check_random_generator, check_real
 from .basis.fourier_bessel import FourierBesselBasis
 from .basis.protocol import check_basis
 from .checkpoint import check_checkpoint_path, hash_params, run_checkpointed
-from .initializers import InitialState, RandomInitializer
+from .initializers import InitialState, RandomInitializer, data_statistics
 from .imaging.shifts import check_shift_probabilities, shift_probabilities_to_density
 from .likelihood._inference import _InferenceMixin, _patch_source, _scale_bounds
 from .data.measurements import _max_abs
@@ -326,10 +326,23 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
         else:
             results = run_checkpointed(self, path, params_hash, data, prepared, seeds,
                                        first_state)
-        best = max(range(len(results)), key=lambda i: results[i]["objective"])
+        # the best start by its objective, among those that did not end
+        # degenerate (when any did not)
+        mean_square = float(data.memoize(data_statistics, L)[1])
+        reasons = [_degenerate_reason(r, self.basis_, mean_square) for r in results]
+        proper = [i for i in range(len(results)) if reasons[i] is None] or range(len(results))
+        best = max(proper, key=lambda i: results[i]["objective"])
         res = results[best]
         self._set_fitted(res, data.n_patches)
-        if not self.converged_ and self.max_iter > 0:
+        self.degenerate_ = reasons[best]
+        if self.degenerate_ is not None:
+            self.converged_ = False
+            warnings.warn(f"{type(self).__name__} ended in a degenerate state: "
+                          f"{self.degenerate_}.  The estimate does not describe the data; "
+                          "try other starts (n_init, random_state, initializer) or check "
+                          "that the model fits the data (image_size, noise).",
+                          ConvergenceWarning, stacklevel=2)
+        elif not self.converged_ and self.max_iter > 0:
             warnings.warn(self._convergence_message(res), ConvergenceWarning, stacklevel=2)
         return self
 
@@ -428,8 +441,11 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
             gain = self._gain(history[-1], objective, state)
             history.append(objective)
             if self.verbose:
+                # an infinite gain is the loop's "not comparable" (the objective
+                # changed, e.g. its E-steps' precision): no gain to show
+                shown = f"gain {gain:.3e}" if np.isfinite(gain) else "gain n/a (new objective)"
                 print(f"[{name}] iter {n_iter}  log-likelihood {objective:.10g}  "
-                      f"gain {gain:.3e}  ({time.perf_counter() - t0:.2f} s)")
+                      f"{shown}  ({time.perf_counter() - t0:.2f} s)")
             converged = gain < (tol(history) if callable(tol) else tol)
             if callback is not None:
                 callback(state, n_iter, history, converged)
@@ -462,3 +478,49 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
         return (f"{type(self).__name__} did not converge in max_iter={self.max_iter} "
                 f"iterations (tol={self.tol_:.3g}). Increase max_iter, loosen tol, or start "
                 "closer to the solution (e.g. initializer=AutocorrelationInitializer()).")
+
+
+#: A fit is degenerate when its density is below this while the image's
+#: power per pixel exceeds _MAX_IMAGE_POWER times the data's mean square:
+#: a few copies of a huge image explaining a handful of outlying patches.
+#: The paper's densities are 0.04; MTD below 1e-3 (a copy per 1000 areas
+#: of the image) would need ~1e7 patches at the SNRs it works at.
+_MIN_DENSITY = 1e-3
+_MAX_IMAGE_POWER = 10.0
+#: ... or when the model's mean square per pixel, sigma**2 + density
+#: ||F||**2 / L**2, exceeds the data's by this factor (the M-step's moment
+#: balance keeps a proper fit near 1: within 1 % on the paper's settings);
+_MAX_POWER_RATIO = 2.0
+#: ... or when the image holds less than this fraction of the data's power:
+#: sigma**2 has absorbed the signal (at the paper's density 0.04 this is an
+#: SNR of 2.5e-3, far below where MTD recovers anything).
+_MIN_SIGNAL_FRACTION = 1e-4
+
+
+def _degenerate_reason(res, basis, mean_square):
+    """Why a start's result is degenerate, or ``None`` for a proper fit.
+
+    Compares the model's power per pixel with the data's mean square
+    (``mean_square``, per pixel): the image's ``||F||**2 / L**2``, the
+    signal's ``density ||F||**2 / L**2`` and the noise's ``sigma**2``.
+    """
+    L = basis.image_size
+    image = basis.evaluate(np.asarray(res["coef"], dtype=np.float64))
+    image_power = float(np.sum(image * image)) / (L * L)
+    density = shift_probabilities_to_density(
+        np.asarray(res["shift_probabilities"]).reshape(2 * L, 2 * L))
+    signal = density * image_power
+    model = float(res["noise_variance"]) + signal
+    data = max(mean_square, np.finfo(np.float64).tiny)
+    if not (np.isfinite(model) and np.isfinite(image_power)):
+        return "its parameters are not finite"
+    if density < _MIN_DENSITY and image_power > _MAX_IMAGE_POWER * data:
+        return (f"the density collapsed to {density:.3g} while the image's power per "
+                f"pixel grew to {image_power / data:.3g} times the data's mean square")
+    if model > _MAX_POWER_RATIO * data:
+        return (f"the model's power per pixel (noise variance + density x image power) "
+                f"is {model / data:.3g} times the data's mean square")
+    if signal < _MIN_SIGNAL_FRACTION * data:
+        return (f"the noise variance absorbed the signal: the copies hold {signal / data:.2g} "
+                f"of the data's power (density {density:.3g})")
+    return None

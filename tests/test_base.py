@@ -420,3 +420,80 @@ def test_data_quantities_computed_once_per_fit(monkeypatch, problem):
     _fit(ApproxEMEstimator(L, basis=basis, rotations=2, max_iter=1, n_init=3, random_state=0,
                            initializer=AutocorrelationInitializer(n_init=2)), X)
     assert calls["moments"] == 1
+
+
+# ---------------------------------------------------------------------------
+# a degenerate fit is never reported as converged
+def _result(coef, density, noise_variance, L):
+    from mtdlearn.imaging.shifts import density_to_shift_probabilities
+
+    return {"coef": coef, "shift_probabilities": density_to_shift_probabilities(density, L),
+            "noise_variance": noise_variance}
+
+
+def test_degenerate_states_are_recognized(problem):
+    from mtdlearn.base import _degenerate_reason
+
+    basis, coef, X, truth = problem
+    # the data's mean square per pixel: noise plus density x image power
+    power = float(np.sum(basis.evaluate(coef) ** 2)) / L**2
+    ms = truth.noise_variance + truth.density * power
+    assert _degenerate_reason(_result(coef, truth.density, truth.noise_variance, L),
+                              basis, ms) is None
+    # a huge image at a vanishing density (the collapse seen on CTF data)
+    reason = _degenerate_reason(_result(138 * coef, 1.2e-4, truth.noise_variance, L), basis, ms)
+    assert reason.startswith("the density collapsed to 0.00012")
+    # an image far brighter than the data at a normal density
+    reason = _degenerate_reason(_result(5 * coef, truth.density, truth.noise_variance, L),
+                                basis, ms)
+    assert reason.startswith("the model's power per pixel")
+    # sigma**2 holds all the power, the image none
+    reason = _degenerate_reason(_result(1e-4 * coef, truth.density, ms, L), basis, ms)
+    assert reason.startswith("the noise variance absorbed the signal")
+
+
+def test_a_collapsed_fit_warns_and_is_not_converged(problem):
+    from mtdlearn import FixedInitializer
+    from mtdlearn.imaging.shifts import density_to_shift_probabilities
+
+    basis, coef, X, truth = problem
+    start = FixedInitializer(138 * coef, density_to_shift_probabilities(1.2e-4, L),
+                             truth.noise_variance)
+    em = ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=0, initializer=start)
+    with pytest.warns(ConvergenceWarning, match="ended in a degenerate state: the density "
+                                                "collapsed"):
+        em.fit(X)
+    assert not em.converged_ and em.degenerate_.startswith("the density collapsed")
+    # a proper fit says so
+    good = _fit(ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=30, random_state=0), X)
+    assert good.degenerate_ is None
+
+
+def test_best_start_is_a_proper_one(problem, monkeypatch):
+    # several starts: a degenerate one is not chosen, even at the highest objective
+    import mtdlearn.base as base_module
+
+    basis, coef, X, truth = problem
+    seen = []
+    monkeypatch.setattr(base_module, "_degenerate_reason",
+                        lambda res, *a: seen.append(res["objective"]))
+    make = lambda: ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=3, n_init=3,
+                                     random_state=0)
+    first = _fit(make(), X)
+    objectives = sorted(set(seen))
+    assert len(objectives) == 3 and first.lower_bound_ == objectives[-1]
+    monkeypatch.setattr(base_module, "_degenerate_reason",
+                        lambda res, *a: "made up" if res["objective"] == objectives[-1] else None)
+    second = _fit(make(), X)
+    assert second.degenerate_ is None and second.lower_bound_ == objectives[-2]
+
+
+def test_verbose_never_prints_an_infinite_gain(problem, capsys):
+    # dtype="auto" switches to float64: that iteration's objective is another
+    # function, and the line says so instead of "gain inf"
+    basis, coef, X, truth = problem
+    _fit(ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=40, tol=1e-9, verbose=1,
+                           random_state=0), X)
+    out = capsys.readouterr().out
+    assert "gain n/a (new objective)" in out
+    assert "inf" not in out

@@ -100,7 +100,16 @@ class AutocorrelationEstimator(BaseMTDEstimator):
     n_iter_ : int
         L-BFGS-B iterations of the best start.
     converged_ : bool
-        Whether L-BFGS-B reported success for the best start.
+        Whether L-BFGS-B reported success for the best start, and did not end
+        degenerate (``degenerate_``).
+    degenerate_ : str or None
+        Why the fit ended in a degenerate state, or ``None``: the density
+        collapsed toward 0 while the image's power exploded, the model's
+        power per pixel is far above the data's mean square, or the noise
+        variance absorbed the signal (thresholds in ``mtdlearn.base``).  A
+        degenerate fit warns (``ConvergenceWarning``) and is never
+        ``converged_``; among several starts, the best that is not
+        degenerate wins.
     tol_ : float
         ``tol`` as a float (L-BFGS-B's ``ftol`` and ``gtol``).
     n_patches_ : int

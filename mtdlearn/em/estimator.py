@@ -49,7 +49,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         Diameter ``L = 2n + 1`` of the target image, odd.
     basis : basis object, default=None
         Steerable basis of the image (any object following the protocol of
-        :func:`mtdlearn.basis.fourier_bessel.check_basis`); ``None`` means
+        :func:`mtdlearn.basis.protocol.check_basis`); ``None`` means
         ``FourierBesselBasis(image_size)``.  Copied with
         :func:`sklearn.base.clone`, never modified.
     rotations : int or rotation grid, default=16
@@ -194,7 +194,16 @@ class ApproxEMEstimator(BaseMTDEstimator):
         With ``dtype="auto"``, the iteration after which the E-steps ran in
         float64 (``None``: no switch; float64 throughout at high SNR).
     converged_ : bool
-        Whether the best start met ``tol`` within ``max_iter`` iterations.
+        Whether the best start met ``tol`` within ``max_iter`` iterations, and did not end
+        degenerate (``degenerate_``).
+    degenerate_ : str or None
+        Why the fit ended in a degenerate state, or ``None``: the density
+        collapsed toward 0 while the image's power exploded, the model's
+        power per pixel is far above the data's mean square, or the noise
+        variance absorbed the signal (thresholds in ``mtdlearn.base``).  A
+        degenerate fit warns (``ConvergenceWarning``) and is never
+        ``converged_``; among several starts, the best that is not
+        degenerate wins.
     tol_ : float
         The tolerance used: ``tol``, or its value for ``"auto"``.
     n_patches_ : int
@@ -430,7 +439,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         d = prepared.hypotheses.image_size ** 2
         floor = noise_variance_floor(stats.patch_sq / (stats.n_patches * d))
         # the normal equations are solved where the E-step's rounding
-        # (float32 or float64) leaves them determined (patch_model.solve_gram)
+        # (float32 or float64) leaves them determined (likelihood.m_step.solve_gram)
         run = getattr(state, "run", None)
         eps = np.finfo(np.float64 if run is None else run.dtype).eps
         coef, rho, sigma2 = m_step(stats, state.shift_probabilities, prepared.hypotheses,
