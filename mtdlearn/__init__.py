@@ -10,6 +10,7 @@ from .autocorrelation.estimator import AutocorrelationEstimator, Autocorrelation
 from .base import BaseMTDEstimator
 from .basis.fourier_bessel import FourierBesselBasis
 from .data.simulate import make_measurement, make_target
+from .data.particles import make_particle
 from .em.estimator import ApproxEMEstimator
 from .initializers import FixedInitializer, RandomInitializer
 from .metrics import relative_error
@@ -21,5 +22,5 @@ __version__ = "0.1.0"
 __all__ = ["ApproxEMEstimator", "AutocorrelationEstimator", "AutocorrelationInitializer",
            "BaseMTDEstimator", "FixedInitializer", "FourierBesselBasis",
            "MultiresolutionInitializer", "RandomInitializer",
-           "UniformRotationGrid", "make_measurement", "make_target", "relative_error",
-           "__version__"]
+           "UniformRotationGrid", "make_measurement", "make_particle", "make_target",
+           "relative_error", "__version__"]

@@ -6,13 +6,15 @@ Dask arrays) hand the estimators their ``L x L`` patches of measurements
 validated and tiled by :mod:`~mtdlearn.data.measurements`;
 :mod:`~mtdlearn.data.io` reads MRC and ``.npy`` files and
 :mod:`~mtdlearn.data.star` writes RELION STAR picks;
-:mod:`~mtdlearn.data.simulate` draws measurements from the model.
+:mod:`~mtdlearn.data.simulate` draws measurements from the model and
+:mod:`~mtdlearn.data.particles` compact, particle-like targets.
 """
 
 from .io import micrograph_names, read_measurement, read_micrographs
 from .star import picks_table, write_star, write_star_per_micrograph
 from .simulate import MeasurementTruth, make_measurement, make_target
+from .particles import make_particle
 
-__all__ = ["MeasurementTruth", "make_measurement", "make_target", "micrograph_names",
-           "picks_table", "read_measurement", "read_micrographs", "write_star",
-           "write_star_per_micrograph"]
+__all__ = ["MeasurementTruth", "make_measurement", "make_particle", "make_target",
+           "micrograph_names", "picks_table", "read_measurement", "read_micrographs",
+           "write_star", "write_star_per_micrograph"]
