@@ -1,9 +1,10 @@
 """The steerable basis of the image, rotation grids and nested band limits.
 
 The lowest layer above the package's utilities: it knows images and their
-coefficients, nothing of measurements.  :class:`FourierBesselBasis` is one
+coefficients, nothing of measurements.  :class:`~mtdlearn.FourierBesselBasis` is one
 implementation of the basis protocol (:mod:`~mtdlearn.basis.protocol`,
-:func:`check_basis`); any object that follows it can be passed as ``basis``.
+:func:`~mtdlearn.basis.protocol.check_basis`); any object that follows it can be
+passed as ``basis``.
 """
 
 from .fourier_bessel import FourierBesselBasis

@@ -5,7 +5,7 @@
 whole micrograph), loaded by the task that first needs it (from its file
 when the arrays come from :func:`mtdlearn.data.io.read_micrographs`) and, when a
 ``distributed.Client`` is active, persisted in worker memory across the
-iterations.  The E-step (:func:`mtdlearn.likelihood.patch_model.estep_statistics`)
+iterations.  The E-step (:func:`mtdlearn.likelihood.statistics.estep_statistics`)
 and the per-data quantities (:meth:`DaskPatchData.memoize`) call
 :meth:`DaskPatchData.map_blocks`: one task per block, on the worker that
 holds it, with the small model sent once per call.  Results of a few bytes

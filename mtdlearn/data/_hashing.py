@@ -40,7 +40,7 @@ def hash_measurements(measurements, block_bytes=2**24):
     ----------
     measurements : list of ndarray of shape (N1, N2)
         Validated 2-D measurements (see
-        :func:`mtdlearn.data.patches.check_measurements`).
+        :func:`mtdlearn.data.measurements.check_measurements`).
     block_bytes : int, default=2**24
         Bytes hashed at a time.
 

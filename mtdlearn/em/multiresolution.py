@@ -109,7 +109,8 @@ class MultiresolutionInitializer(_ParamsMixin):
     ``sigma**2 / b**2``), runs the approximate EM on the binned data with
     an image of odd size ``l >= L / b`` (the default basis of that size,
     a random start), then upsamples the small image to ``L x L``
-    (:func:`upsample_image`) and expands it in the full basis.  The density
+    (:func:`~mtdlearn.em.multiresolution.upsample_image`) and expands it in
+    the full basis.  The density
     carries over as ``gamma * L**2 / (b l)**2`` (the same number of copies)
     and a fitted ``sigma_b**2`` as ``b**2 sigma_b**2``.
 

@@ -134,7 +134,7 @@ class ImageFormation:
         ----------
         evaluation : ndarray of shape (K, L*L, p)
             ``B R(phi_k)`` for ``K`` rotations
-            (:func:`~mtdlearn.basis.rotated_evaluation`).
+            (:func:`~mtdlearn.basis.protocol.rotated_evaluation`).
 
         Returns
         -------

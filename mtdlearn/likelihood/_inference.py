@@ -204,7 +204,7 @@ class _InferenceMixin:
 
         The same rows as :meth:`predict`, grouped by measurement, in order;
         each measurement's are yielded as soon as they are found, so a
-        caller that writes them (:func:`mtdlearn.data.io.write_star_per_micrograph`)
+        caller that writes them (:func:`mtdlearn.data.star.write_star_per_micrograph`)
         holds one measurement's at a time, however many micrographs there
         are.  With Dask input each micrograph's detections are found on its
         worker and come to the client in turn (:doc:`/scaling`).

@@ -353,7 +353,7 @@ def estep_statistics_fft(data, model, subset=None, *, chunk=None, n_jobs=None,
                          working_memory=None, tasks_per_block=8):
     """Run the E-step by FFT and sum the sufficient statistics.
 
-    The same statistics as :func:`mtdlearn.likelihood.patch_model.estep_statistics`, to
+    The same statistics as :func:`mtdlearn.likelihood.statistics.estep_statistics`, to
     rounding, except that the weighted patch sums come as
     ``rotation_images`` (``K x L*L``, what the M-step uses) and
     ``weighted_patches`` is ``None``.  Tasks are fixed independently of

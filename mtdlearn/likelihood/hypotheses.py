@@ -39,7 +39,7 @@ class HypothesisSpace:
     Parameters
     ----------
     basis : basis object
-        The basis of the coefficients (see :func:`mtdlearn.basis.check_basis`).
+        The basis of the coefficients (see :func:`mtdlearn.basis.protocol.check_basis`).
     angles : array-like of shape (K,)
         The rotation grid, in radians.
     n_components : int, default=1
@@ -265,7 +265,7 @@ class HypothesisSpace:
         Returns
         -------
         images : ndarray of shape (C K, L*L)
-            Flattened images, component-major, through :attr:`formation`.
+            Flattened images, component-major, through ``formation``.
 
         Examples
         --------
@@ -351,7 +351,7 @@ class HypothesisSpace:
     def rotated_evaluation(self):
         """``H B R(phi_k)`` for every rotation, ``(K, L*L, p)``.
 
-        The basis evaluated at each rotation, through :attr:`formation`
+        The basis evaluated at each rotation, through ``formation``
         (``H``; the identity in the paper's model).  With the shifts'
         gather it gives the linear maps ``A_h`` of the M-step:
         ``T_h = A_h alpha`` (the same for every component).

@@ -136,7 +136,8 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
     Parameters
     ----------
     stats : Statistics
-        Sufficient statistics of the E-step (:func:`estep_statistics`).
+        Sufficient statistics of the E-step
+        (:func:`~mtdlearn.likelihood.statistics.estep_statistics`).
     shift_probabilities : array-like of shape (2L, 2L)
         The previous ``rho`` (only its empty shifts are used, to split the
         empty mass).

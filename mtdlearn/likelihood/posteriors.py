@@ -131,7 +131,7 @@ def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, workin
     """Run the E-step patch by patch: likelihoods and MAP hypotheses.
 
     Used by ``score_samples``, ``predict`` and ``predict_proba``; chunked
-    and threaded like :func:`estep_statistics`.
+    and threaded like :func:`~mtdlearn.likelihood.statistics.estep_statistics`.
 
     Parameters
     ----------
@@ -144,7 +144,8 @@ def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, workin
         distributed source, whole measurements only (``start`` and ``stop``
         among ``data.offsets``).
     chunk : int, default=None
-        Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
+        Patches per chunk; ``None`` chooses it with
+        :func:`~mtdlearn.likelihood.patch_model.chunk_size`.
     n_jobs : int, default=None
         Threads over the tasks; ``None`` is 1.
     working_memory : float, default=None
@@ -239,7 +240,8 @@ def estep_detections(data, model, subset=None, *, chunk=None, n_jobs=None, worki
         distributed source, whole measurements only (``start`` and ``stop``
         among ``data.offsets``).
     chunk : int, default=None
-        Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
+        Patches per chunk; ``None`` chooses it with
+        :func:`~mtdlearn.likelihood.patch_model.chunk_size`.
     n_jobs : int, default=None
         Threads over the tasks; ``None`` is 1.
     working_memory : float, default=None
@@ -252,7 +254,7 @@ def estep_detections(data, model, subset=None, *, chunk=None, n_jobs=None, worki
     patch : ndarray of shape (n_detections,), int
         Indices of the patches whose MAP hypothesis is not empty, ascending.
     best : ndarray of shape (n_detections,), int
-        Their MAP hypothesis (see :class:`HypothesisSpace`).
+        Their MAP hypothesis (see :class:`~mtdlearn.likelihood.hypotheses.HypothesisSpace`).
     best_posterior : ndarray of shape (n_detections,)
         Its posterior probability.
 
@@ -320,7 +322,8 @@ def iter_detections(data, model, *, chunk=None, n_jobs=None, working_memory=None
     model : PatchModel or FFTPatchModel
         The parameters (:func:`build_per_patch_model`).
     chunk : int, default=None
-        Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
+        Patches per chunk; ``None`` chooses it with
+        :func:`~mtdlearn.likelihood.patch_model.chunk_size`.
     n_jobs : int, default=None
         Threads over the tasks; ``None`` is 1.
     working_memory : float, default=None

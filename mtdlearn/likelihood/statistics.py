@@ -26,10 +26,11 @@ __all__ = ["Statistics", "estep_statistics"]
 class Statistics:
     """Sufficient statistics of the E-step, summed over patches.
 
-    The M-step (:func:`m_step`) depends on the data only through these sums,
-    so statistics of disjoint sets of patches add up (``a + b``), a block's
-    statistics can be swapped out of a total (``total - old + new``,
-    incremental EM), and they can be scaled (``0.5 * a``, stochastic EM).
+    The M-step (:func:`~mtdlearn.likelihood.m_step.m_step`) depends on the
+    data only through these sums, so statistics of disjoint sets of patches
+    add up (``a + b``), a block's statistics can be swapped out of a total
+    (``total - old + new``, incremental EM), and they can be scaled
+    (``0.5 * a``, stochastic EM).
 
     Parameters
     ----------
@@ -48,8 +49,8 @@ class Statistics:
     rotation_images : ndarray of shape (K, L*L), default=None
         ``HypothesisSpace.adjoint(S)``, what the M-step needs of ``S``; the
         FFT E-step (:mod:`mtdlearn.likelihood.fft_estep`) gives it instead of
-        ``weighted_patches`` (then ``None``), and :func:`m_step` uses it
-        when present.
+        ``weighted_patches`` (then ``None``), and
+        :func:`~mtdlearn.likelihood.m_step.m_step` uses it when present.
 
     Examples
     --------
@@ -161,7 +162,8 @@ def _stats_range(data, model, start, stop, step):
 
 
 def _tasks(data, model, subset, chunk, working_memory, tasks_per_block):
-    """Chunk size (:func:`chunk_size` if ``None``) and :func:`_partition`."""
+    """Chunk size (:func:`~mtdlearn.likelihood.patch_model.chunk_size` if
+    ``None``) and :func:`_partition`."""
     if chunk is None:
         chunk = chunk_size(model.templates.shape[0], data.image_size, working_memory,
                            model.dtype.itemsize)
@@ -241,13 +243,14 @@ def estep_statistics(data, model, subset=None, *, chunk=None, n_jobs=None, worki
     data : PatchData
         The patches.
     model : PatchModel
-        The current parameters (:func:`build_patch_model`).
+        The current parameters (:func:`~mtdlearn.likelihood.patch_model.build_patch_model`).
     subset : (int, int), default=None
         Only the patches ``start..stop-1``; ``None`` means all.  On a
         distributed source, whole measurements only (``start`` and ``stop``
         among ``data.offsets``).
     chunk : int, default=None
-        Patches per chunk; ``None`` chooses it with :func:`chunk_size`.
+        Patches per chunk; ``None`` chooses it with
+        :func:`~mtdlearn.likelihood.patch_model.chunk_size`.
     n_jobs : int, default=None
         Threads over the tasks; ``None`` is 1.
     working_memory : float, default=None
@@ -264,7 +267,7 @@ def estep_statistics(data, model, subset=None, *, chunk=None, n_jobs=None, worki
 
     See Also
     --------
-    m_step : The M-step from these statistics.
+    mtdlearn.likelihood.m_step.m_step : The M-step from these statistics.
 
     Examples
     --------
