@@ -211,3 +211,16 @@ def test_clamped_mass_stays_in_the_shift_weights(monkeypatch):
     assert np.all(zeros.weights[~np.isfinite(lp)] == 0) and not np.all(np.isfinite(lp))
     np.testing.assert_allclose(zeros.weights, kept.weights, rtol=1e-5, atol=0)
     assert zeros.loglik == pytest.approx(kept.loglik, rel=1e-6)
+
+
+def test_score_of_a_fit_on_the_fft_path():
+    # score() used to run the GEMM statistics on the FFT model of L >= 13
+    # (AttributeError: 'FFTPatchModel' object has no attribute 'templates')
+    from mtdlearn import ApproxEMEstimator, FourierBesselBasis, make_measurement, make_target
+
+    basis = FourierBesselBasis(15)
+    X, _ = make_measurement(make_target(basis, random_state=0), basis, 150, snr=3,
+                            random_state=0)
+    em = ApproxEMEstimator(15, max_iter=0, random_state=0).fit(X)
+    assert type(em._patch_model(X)[1]).__name__ == "FFTPatchModel"
+    np.testing.assert_allclose(em.score(X), em.score_samples(X).mean(), rtol=1e-10)

@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..data._dask import as_dask_source, is_dask_input
 from ..data.patches import as_patch_source
 from ..data.simulate import make_measurement
+from .fft_estep import FFTPatchModel, estep_statistics_fft
 from .hypotheses import HypothesisSpace
 from .posteriors import build_per_patch_model, estep_per_patch, iter_detections
 from .statistics import estep_statistics
@@ -126,7 +127,9 @@ class _InferenceMixin:
         """
         data, model, options = self._patch_model(X)
         # reduced chunk by chunk: memory does not grow with X
-        return estep_statistics(data, model, **options).loglik / data.n_patches
+        # the kernel the model was built for (FFT from L = 13 at the fitted K)
+        estep = estep_statistics_fft if isinstance(model, FFTPatchModel) else estep_statistics
+        return estep(data, model, **options).loglik / data.n_patches
 
     def predict_proba(self, X):
         """Compute each patch's posterior probability of holding (part of) a copy.
