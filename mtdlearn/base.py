@@ -256,7 +256,8 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
         Warns
         -----
         ConvergenceWarning
-            If the best start did not converge within ``max_iter`` iterations.
+            If the best start did not converge within ``max_iter`` iterations,
+            or ended in a degenerate state (the reason is in ``degenerate_``).
 
         Examples
         --------

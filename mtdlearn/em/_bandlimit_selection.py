@@ -65,6 +65,7 @@ def run(est, prepared, state, seed, n_jobs):
     extra = res["extra"]
     extra.update(n_e_steps_=first["extra"]["n_e_steps_"] + run.n_e_steps
                  + extra["n_e_steps_"],
+                 n_recentred_=first["extra"]["n_recentred_"] + extra["n_recentred_"],
                  log_likelihood_history_=(first["extra"]["log_likelihood_history_"]
                                           + extra["log_likelihood_history_"]),
                  n_functions_=basis.n_functions, bandlimit_path_=path)

@@ -63,7 +63,7 @@ def run(est, prepared, state, seed, n_jobs):
     # the next, finer grid of the same uniform family; the last grid, of
     # `refinement` K rotations, runs to `tol`
     sizes = _grid_schedule(len(est.angles_), r)
-    res, n_iter, n_e_steps, history = None, 0, 0, []
+    res, n_iter, n_e_steps, n_recentred, history = None, 0, 0, 0, []
     for i, size in enumerate(sizes):
         last = i == len(sizes) - 1
         if i == 0:
@@ -81,9 +81,10 @@ def run(est, prepared, state, seed, n_jobs):
                             tol=None if last else partial(coarse_tol, est.tol_))
         n_iter += res["n_iter"]
         n_e_steps += res["extra"]["n_e_steps_"]
+        n_recentred += res["extra"]["n_recentred_"]
         history += res["extra"]["log_likelihood_history_"]
     extra = res["extra"]
-    extra.update(n_e_steps_=n_e_steps, coarse_n_iter_=coarse_n_iter,
+    extra.update(n_e_steps_=n_e_steps, n_recentred_=n_recentred, coarse_n_iter_=coarse_n_iter,
                  log_likelihood_history_=history, rotations_=grid,
                  angles_=grid.get_angles())
     res["n_iter"] = n_iter

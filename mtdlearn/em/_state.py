@@ -44,6 +44,7 @@ class _Run:
     incremental: bool = True      # incremental EM: still in the incremental phase
     ranges: list = None           # incremental EM: the blocks' patch ranges
     blocks: list = None           # incremental EM: each block's statistics
+    n_recentred: int = 0          # center: how often the image was moved
 
 
 @dataclass

@@ -27,6 +27,7 @@ from ..basis._bandlimits import check_nested_basis
 from ..basis.rotations import UniformRotationGrid, auto_refinement
 from ..likelihood.hypotheses import HypothesisSpace
 from ..likelihood.m_step import m_step, noise_variance_floor
+from ..imaging import _centring
 from . import _bandlimit_selection, _incremental, _precision, _refinement, _squarem
 from ._state import _EMData, _EMState, _Run, kernels
 
@@ -151,6 +152,21 @@ class ApproxEMEstimator(BaseMTDEstimator):
         ``basis_``, zero beyond the chosen band limit; ``n_functions_`` and
         ``bandlimit_path_`` tell what was chosen.  ``max_iter`` bounds each
         of the two phases.
+    center : bool, default=True
+        After each iteration, move the image by whole pixels so that the
+        centre of mass of its positive part is within half a pixel of the
+        centre pixel (RELION's ``--center_classes``), when it is more than
+        half a pixel off in a row or column and the move keeps the image's
+        energy in the basis (so never for an image that fills its disk, like
+        the paper's random-coefficient targets).
+        A particle smaller than its box is identified only up to a
+        translation, and without this the EM drifts to a translated copy
+        cut off by the disk: on ``make_particle`` targets at L = 11
+        (N = 1230, SNR 3, seeds 0-4) the error after rotation and
+        translation was 1.4-3.0 times that of the fit started from the
+        truth, and 1.00 with it (:doc:`/results`, "Particle-like images").
+        The iteration that moves the image is not tested against ``tol``;
+        ``n_recentred_`` counts the moves.
     n_jobs : int, default=None
         Threads for the chunks of the E-step (and for the starts when
         ``n_init > 1``).  Results do not depend on it.
@@ -180,6 +196,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
     n_e_steps_ : int
         Number of E-steps (passes over the data) of the best start, the
         initial one included: the honest measure of work.
+    n_recentred_ : int
+        How often ``center`` moved the image in the best start.
     coarse_n_iter_ : int
         With an int ``refinement``, the iterations on the coarser grids (included in
         ``n_iter_``; the history holds every grid's phase, each grid's
@@ -218,7 +236,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
         Mean log-likelihood per patch after each iteration (first entry: the
         start), in the precision of that iteration's E-step; non-decreasing
         (SQUAREM's safeguard keeps it so) up to float32 rounding before
-        ``float64_from_iter_``.
+        ``float64_from_iter_``, except at an iteration where ``center`` moved
+        the image (``n_recentred_`` of them).
     lower_bound_ : float
         The final mean log-likelihood per patch.
 
@@ -277,8 +296,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
     def __init__(self, image_size, *, basis=None, rotations=16, initializer=None, n_init=1,
                  noise_variance=None, max_iter=100, tol="auto", working_memory=None,
                  dtype="auto", acceleration="squarem", refinement="auto",
-                 select_bandlimit=False, n_jobs=None, random_state=None, verbose=0,
-                 warm_start=False):
+                 select_bandlimit=False, center=True, n_jobs=None, random_state=None,
+                 verbose=0, warm_start=False):
         self.image_size = image_size
         self.basis = basis
         self.rotations = rotations
@@ -292,6 +311,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         self.acceleration = acceleration
         self.refinement = refinement
         self.select_bandlimit = select_bandlimit
+        self.center = center
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -312,6 +332,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
             if dt is None or dt not in (np.dtype(np.float64), np.dtype(np.float32)):
                 raise ValueError("dtype must be 'auto', numpy.float64 or numpy.float32, got "
                                  f"{self.dtype!r}")
+        if not isinstance(self.center, (bool, np.bool_)):
+            raise TypeError(f"center must be a bool, got {type(self.center).__name__} "
+                            f"{self.center!r}")
         if not isinstance(self.warm_start, (bool, np.bool_)):
             raise TypeError(f"warm_start must be a bool, got {type(self.warm_start).__name__} "
                             f"{self.warm_start!r}")
@@ -381,7 +404,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         run = state.run
         return {"dtype": run.dtype.name, "finish": run.finish, "n_e_steps": run.n_e_steps,
                 "n_iter": run.n_iter, "float64_from": run.float64_from,
-                "step_max": run.step_max}
+                "step_max": run.step_max, "n_recentred": run.n_recentred}
 
     def _resume_state(self, state, saved):
         if not saved:
@@ -389,7 +412,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
         # the resumed start recomputes the E-step at the saved state: one more
         run = _Run(np.dtype(saved["dtype"]), finish=saved["finish"],
                    n_e_steps=saved["n_e_steps"] - 1, n_iter=saved["n_iter"],
-                   float64_from=saved["float64_from"], step_max=saved["step_max"])
+                   float64_from=saved["float64_from"], step_max=saved["step_max"],
+                   n_recentred=saved.get("n_recentred", 0))
         return _EMState(state.coef, state.shift_probabilities, state.noise_variance, run)
 
     def _run_start(self, prepared, state, seed, n_jobs, resume=None, callback=None):
@@ -411,6 +435,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         res = super()._run_start(prepared, state, seed, n_jobs, resume, callback, tol)
         res["extra"]["n_e_steps_"] = run.n_e_steps
         res["extra"]["float64_from_iter_"] = run.float64_from
+        res["extra"]["n_recentred_"] = run.n_recentred
         return res
 
     def _e_step(self, prepared, state, n_jobs):
@@ -461,11 +486,18 @@ class ApproxEMEstimator(BaseMTDEstimator):
         if _precision.finish_in_float64(run, prepared.data, state, stats, objective,
                                         new_objective, self.tol_):
             new_objective, stats = self._e_step(prepared, state, n_jobs)
+        moved = _centring.recentred(prepared.hypotheses.basis, state.coef) if self.center else None
+        if moved is not None:
+            # the image moved to its centre: another point, not a gain
+            state = _EMState(moved, state.shift_probabilities, state.noise_variance, run)
+            new_objective, stats = self._e_step(prepared, state, n_jobs)
+            run.incomparable = True
+            run.n_recentred += 1
         return state, new_objective, stats
 
     def _gain(self, previous, objective, state):
         run = state.run
-        if run.incomparable:   # the objective just changed precision: not a gain
+        if run.incomparable:   # the objective changed (precision, centring): not a gain
             run.incomparable = False
             return np.inf
         return objective - previous
