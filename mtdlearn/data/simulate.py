@@ -188,10 +188,8 @@ class MeasurementTruth:
         if self._clean is None:
             out = np.zeros(self.shape)
             view = out if out.ndim == 3 else out[None]
-            render_copies(view, self.coef, self.basis, self.positions, self.angles,
-                          self.measurement)
-            for i, formation in enumerate(self.formations or ()):
-                view[i] = formation.form_measurement(view[i])
+            _add_formed_copies(view, self.coef, self.basis, self.positions, self.angles,
+                               self.measurement, self.formations)
             self._clean = out
         return self._clean
 
@@ -472,15 +470,8 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
     else:
         X.fill(0.0)
     if all(f.is_identity for f in formations):
-        # forming is the identity: the copies go straight into the noise
-        # (no second N^2 array; the same numbers)
-        render_copies(X, coef, basis, positions, angles, meas)
-    else:
-        for i in range(n_meas):
-            clean = np.zeros((1,) + shape)
-            mine = meas == i
-            render_copies(clean, coef, basis, positions[mine], angles[mine], meas[mine] * 0)
-            X[i] += formations[i].form_measurement(clean[0])
+        formations = None   # the paper's model: nothing to form
+    _add_formed_copies(X, coef, basis, positions, angles, meas, formations)
     truth = MeasurementTruth(
         positions=positions,
         angles=angles,
@@ -490,9 +481,28 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
         coef=coef.copy(),
         basis=basis,
         shape=X.shape if stack else shape,
-        formations=None if all(f.is_identity for f in formations) else tuple(formations),
+        formations=None if formations is None else tuple(formations),
     )
     return (X if stack else X[0]), truth
+
+
+def _add_formed_copies(out, coef, basis, positions, angles, measurement, formations):
+    """Add the copies, formed by each measurement's formation, into ``out`` (n, N1, N2).
+
+    ``formations=None`` is the identity: the copies go straight into ``out``
+    (no second N^2 array).  Otherwise each measurement's copies are rendered
+    on zeros and formed before they are added.
+    """
+    if formations is None:
+        render_copies(out, coef, basis, positions, angles, measurement)
+        return out
+    for i, formation in enumerate(formations):
+        clean = np.zeros((1,) + out.shape[1:])
+        mine = measurement == i
+        render_copies(clean, coef, basis, positions[mine], angles[mine],
+                      np.zeros(int(mine.sum()), dtype=np.int64))
+        out[i] += formation.form_measurement(clean[0])
+    return out
 
 
 def _check_formations(formation, n_measurements):

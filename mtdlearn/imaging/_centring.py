@@ -51,7 +51,10 @@ MIN_ENERGY_KEPT = 0.98
 
 def centre_of_mass(basis, coef):
     """``(dy, dx)``: the centre of mass of the image's positive part, from the centre pixel."""
-    image = basis.evaluate(coef)
+    return _centre_of_image(basis.evaluate(coef))
+
+
+def _centre_of_image(image):
     L = image.shape[0]
     weights = np.maximum(image, 0.0)
     total = weights.sum()
@@ -73,14 +76,14 @@ def recentred(basis, coef):
     """
     if not hasattr(basis, "evaluate_points"):   # not in the basis protocol
         return None
-    cy, cx = centre_of_mass(basis, coef)
+    image = basis.evaluate(coef)
+    cy, cx = _centre_of_image(image)
     if max(abs(cy), abs(cx)) <= MIN_OFFSET:
         return None
     dy, dx = float(np.round(cy)), float(np.round(cx))
     L = basis.image_size
     grid = np.arange(L, dtype=np.float64) - L // 2
     moved = basis.expand(basis.evaluate_points(coef, grid[None, :] + dx, grid[:, None] + dy))
-    before = np.sum(basis.evaluate(coef) ** 2)
-    if np.sum(basis.evaluate(moved) ** 2) < MIN_ENERGY_KEPT * before:
+    if np.sum(basis.evaluate(moved) ** 2) < MIN_ENERGY_KEPT * np.sum(image * image):
         return None
     return moved
