@@ -13,7 +13,10 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from mtdlearn.data.io import read_measurement, read_micrographs
-from mtdlearn.data.star import picks_table, star_paths, write_star, write_star_per_micrograph
+from mtdlearn.data.star import (MicrographCTF, picks_table, read_micrograph_ctfs, star_paths,
+                                 write_micrograph_ctfs, write_star,
+                                 write_star_per_micrograph)
+from mtdlearn.imaging.ctf import CTF
 
 
 def _state(path):
@@ -347,3 +350,182 @@ def test_write_star_per_micrograph_round_trip(tmp_path):
     with pytest.raises(ValueError, match="micrograph_names has 3 names"):
         write_star_per_micrograph(iter([(3, det[:0])]), 7, tmp_path / "out", names,
                                   overwrite=True)
+
+
+# ---------------------------------------------------------------------------
+# micrographs' CTFs: RELION 3.1+ micrograph STAR files
+#: A micrographs_ctf.star as RELION 3.1's CtfFind job writes it (two optics
+#: groups, columns the reader does not use, a version comment).
+RELION_CTF_STAR = """
+# version 30001
+
+data_optics
+
+loop_
+_rlnOpticsGroupName #1
+_rlnOpticsGroup #2
+_rlnMtfFileName #3
+_rlnMicrographOriginalPixelSize #4
+_rlnVoltage #5
+_rlnSphericalAberration #6
+_rlnAmplitudeContrast #7
+_rlnMicrographPixelSize #8
+opticsGroup1            1 mtf_k2_200kV.star     0.885000   200.000000     1.400000     0.100000     0.885000
+opticsGroup2            2 mtf_k2_300kV.star     0.530000   300.000000     2.700000     0.070000     1.060000
+
+
+# version 30001
+
+data_micrographs
+
+loop_
+_rlnCtfPowerSpectrum #1
+_rlnMicrographName #2
+_rlnMicrographMetadata #3
+_rlnOpticsGroup #4
+_rlnAccumMotionTotal #5
+_rlnCtfImage #6
+_rlnDefocusU #7
+_rlnDefocusV #8
+_rlnCtfAstigmatism #9
+_rlnDefocusAngle #10
+_rlnCtfFigureOfMerit #11
+_rlnCtfMaxResolution #12
+MotionCorr/job002/Movies/20170629_00021_frameImage_PS.mrc MotionCorr/job002/Movies/20170629_00021_frameImage.mrc MotionCorr/job002/Movies/20170629_00021_frameImage.star            1    16.420495 CtfFind/job003/Movies/20170629_00021_frameImage.ctf:mrc 10864.146484 10575.793945   288.352539    77.995003     0.131144     4.809192
+MotionCorr/job002/Movies/20170629_00022_frameImage_PS.mrc MotionCorr/job002/Movies/20170629_00022_frameImage.mrc MotionCorr/job002/Movies/20170629_00022_frameImage.star            2    19.733978 CtfFind/job003/Movies/20170629_00022_frameImage.ctf:mrc 9681.333008  9387.520508   293.812500   -81.721298     0.110213     4.191011
+"""
+
+
+def _ctfs_for_round_trip():
+    return [
+        CTF(10864.146484, 10575.793945, 77.995003, voltage=200.0, spherical_aberration=1.4,
+            pixel_size=0.885),
+        CTF(1.0 / 3.0 * 3e4, 0.1 + 0.2, -81.721298, amplitude_contrast=0.07, pixel_size=1.06,
+            phase_shift=np.pi, b_factor=12.345678901234567),
+        CTF(20000.0, voltage=200.0, spherical_aberration=1.4, pixel_size=0.885),
+        CTF(15000.0, 14000.0, 1e-300, voltage=300.0, amplitude_contrast=0.999999,
+            pixel_size=0.885),
+    ]
+
+
+def test_micrograph_ctfs_round_trip(tmp_path):
+    starfile = pytest.importorskip("starfile")
+    names = ["MotionCorr/job002/a.mrc", "b.mrc", "0001", "stack.mrcs@3"]
+    ctfs = _ctfs_for_round_trip()
+    path = write_micrograph_ctfs(tmp_path / "micrographs_ctf.star", names, ctfs)
+    back = read_micrograph_ctfs(path)
+    # 17 significant digits give every float64 back exactly: equality, no tolerance
+    assert back == list(zip(names, ctfs)) and all(type(b) is MicrographCTF for b in back)
+    assert back[2].name == "0001"  # a numeric-looking name stays a string
+    blocks = starfile.read(path, always_dict=True)
+    assert list(blocks) == ["optics", "micrographs"]
+    # one optics group per (voltage, Cs, A, pixel size), numbered by first appearance
+    assert blocks["optics"]["rlnOpticsGroup"].tolist() == [1, 2, 3]
+    assert blocks["micrographs"]["rlnOpticsGroup"].tolist() == [1, 2, 1, 3]
+    assert_array_equal(blocks["micrographs"]["rlnCtfAstigmatism"],
+                       [abs(c.defocus_u - c.defocus_v) for c in ctfs])
+    # an existing file is refused, replaced with overwrite=True, no temporary left
+    before = _state(path)
+    with pytest.raises(FileExistsError, match="micrographs_ctf.star exists"):
+        write_micrograph_ctfs(path, names[:1], ctfs[:1])
+    assert _state(path) == before
+    write_micrograph_ctfs(path, names[:1], ctfs[:1], overwrite=True)
+    assert read_micrograph_ctfs(path) == [(names[0], ctfs[0])]
+    assert "rlnPhaseShift" not in starfile.read(path, always_dict=True)["micrographs"]
+    assert sorted(os.listdir(tmp_path)) == ["micrographs_ctf.star"]
+    # no micrographs at all
+    empty = write_micrograph_ctfs(tmp_path / "empty.star", [], [])
+    assert read_micrograph_ctfs(empty) == []
+
+
+def test_read_micrograph_ctfs_relion_file(tmp_path):
+    pytest.importorskip("starfile")
+    path = tmp_path / "micrographs_ctf.star"
+    path.write_text(RELION_CTF_STAR)
+    before = _state(path)
+    read = read_micrograph_ctfs(path)
+    assert _state(path) == before  # bytes and modification time: only read
+    assert [name for name, _ in read] == [
+        "MotionCorr/job002/Movies/20170629_00021_frameImage.mrc",
+        "MotionCorr/job002/Movies/20170629_00022_frameImage.mrc"]
+    assert read[0].ctf == CTF(10864.146484, 10575.793945, 77.995003, voltage=200.0,
+                              spherical_aberration=1.4, amplitude_contrast=0.1,
+                              pixel_size=0.885)
+    assert read[1].ctf == CTF(9681.333008, 9387.520508, -81.721298, voltage=300.0,
+                              spherical_aberration=2.7, amplitude_contrast=0.07,
+                              pixel_size=1.06)
+    # a phase plate: rlnPhaseShift in the optics group, overridden per micrograph
+    with_plate = (RELION_CTF_STAR
+                  .replace("_rlnMicrographPixelSize #8",
+                           "_rlnMicrographPixelSize #8\n_rlnPhaseShift #9")
+                  .replace("0.885000\n", "0.885000 45.0\n").replace("1.060000\n", "1.060000 0\n")
+                  .replace("_rlnCtfMaxResolution #12",
+                           "_rlnCtfMaxResolution #12\n_rlnPhaseShift #13")
+                  .replace("4.809192\n", "4.809192 60.5\n").replace("4.191011\n", "4.191011 0\n"))
+    path.write_text(with_plate)
+    assert [c.phase_shift for _, c in read_micrograph_ctfs(path)] == [60.5, 0.0]
+    path.write_text(with_plate.replace("_rlnPhaseShift #13", "_rlnCtfBfactor #13"))
+    assert [(c.phase_shift, c.b_factor) for _, c in read_micrograph_ctfs(path)] == [
+        (45.0, 60.5), (0.0, 0.0)]
+    # a particle-style pixel size column is the fallback
+    path.write_text(RELION_CTF_STAR.replace("rlnMicrographPixelSize", "rlnImagePixelSize"))
+    assert [c.pixel_size for _, c in read_micrograph_ctfs(path)] == [0.885, 1.06]
+
+
+def test_read_micrograph_ctfs_errors(tmp_path, monkeypatch):
+    pytest.importorskip("starfile")
+    path = tmp_path / "micrographs.star"
+    # motion-corrected micrographs, no CTF estimation yet
+    no_ctf = RELION_CTF_STAR
+    for column in ("rlnDefocusU #7", "rlnDefocusV #8", "rlnDefocusAngle #10"):
+        no_ctf = no_ctf.replace(f"_{column}\n", f"_rlnUnused{column.split()[1]}\n")
+    path.write_text(no_ctf)
+    before = _state(path)
+    with pytest.raises(ValueError, match=r"micrographs.star has no CTF columns \(rlnDefocusU, "
+                                         r"rlnDefocusV, rlnDefocusAngle\); run CTF estimation"):
+        read_micrograph_ctfs(path)
+    assert _state(path) == before
+    # RELION < 3.1: one table, no optics
+    path.write_text("data_\nloop_\n_rlnMicrographName #1\n_rlnDefocusU #2\n_rlnDefocusV #3\n"
+                    "_rlnDefocusAngle #4\n_rlnVoltage #5\na.mrc 10000 9000 10 300\n")
+    with pytest.raises(ValueError, match="no data_micrographs table .*RELION < 3.1"):
+        read_micrograph_ctfs(path)
+    micrographs_only = RELION_CTF_STAR[RELION_CTF_STAR.index("# version 30001\n\ndata_micro"):]
+    path.write_text(micrographs_only)
+    with pytest.raises(ValueError, match="has no data_optics table: a STAR file of RELION < 3.1"):
+        read_micrograph_ctfs(path)
+    # optics without a pixel size, a micrograph in an undefined group, a bad value
+    path.write_text(RELION_CTF_STAR.replace("rlnMicrographPixelSize", "rlnSomethingElse"))
+    with pytest.raises(ValueError, match="data_optics has no pixel size"):
+        read_micrograph_ctfs(path)
+    path.write_text(RELION_CTF_STAR.replace("opticsGroup2            2", "opticsGroup2  5"))
+    with pytest.raises(ValueError, match="'MotionCorr/.*_00022_frameImage.mrc' is in optics "
+                                         "group 2, which data_optics does not define"):
+        read_micrograph_ctfs(path)
+    path.write_text(RELION_CTF_STAR.replace("9681.333008", "-9681.333008"))
+    with pytest.raises(ValueError, match="_00022_frameImage.mrc': defocus_u must be >= 0"):
+        read_micrograph_ctfs(path)
+    with pytest.raises(FileNotFoundError, match="missing.star is not a file"):
+        read_micrograph_ctfs(tmp_path / "missing.star")
+    # without the optional dependency
+    path.write_text(RELION_CTF_STAR)
+    import sys
+
+    monkeypatch.setitem(sys.modules, "starfile", None)
+    with pytest.raises(ImportError, match=r"pip install 'mtdlearn\[star\]'"):
+        read_micrograph_ctfs(path)
+
+
+def test_write_micrograph_ctfs_errors(tmp_path):
+    pytest.importorskip("starfile")
+    path = tmp_path / "m.star"
+    with pytest.raises(ValueError, match="names and ctfs must have the same length, got 2 and 1"):
+        write_micrograph_ctfs(path, ["a.mrc", "b.mrc"], [CTF(1e4)])
+    with pytest.raises(ValueError, match=r"names\[0\] must be a non-empty str without "
+                                         "whitespace"):
+        write_micrograph_ctfs(path, ["a b.mrc"], [CTF(1e4)])
+    with pytest.raises(TypeError, match=r"ctfs\[0\] must be a CTF, got dict"):
+        write_micrograph_ctfs(path, ["a.mrc"], [{"defocus_u": 1e4}])
+    with pytest.raises(TypeError, match="names must be a sequence of str, got one str"):
+        write_micrograph_ctfs(path, "a.mrc", [CTF(1e4)])
+    assert not path.exists()

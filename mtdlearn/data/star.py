@@ -1,18 +1,26 @@
-"""Writing picks as RELION STAR files (never over an existing file unless asked).
+"""RELION STAR files: picks written, micrographs' CTFs read and written.
 
 :func:`picks_table` turns an estimator's detections into picks with
 RELION's columns (:data:`STAR_COLUMNS`); :func:`write_star` writes them to
 one file, :func:`write_star_per_micrograph` to one file per micrograph
-(named by :func:`star_paths`) as they arrive.  Every file is written to a
-temporary name and renamed when complete.  Needs the optional
-``starfile`` package (``pip install mtdlearn[star]``, with ``pandas``).
+(named by :func:`star_paths`) as they arrive.  :func:`read_micrograph_ctfs`
+reads the CTF of every micrograph of a RELION 3.1+ micrograph STAR file
+(``micrographs_ctf.star``) as a :class:`~mtdlearn.imaging.ctf.CTF`;
+:func:`write_micrograph_ctfs` writes one.  Files are never written over
+unless asked, and every file is written to a temporary name and renamed
+when complete.  Needs the optional ``starfile`` package (``pip install
+mtdlearn[star]``, with ``pandas``).
 """
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["picks_table", "write_star", "star_paths", "write_star_per_micrograph"]
+from ..imaging.ctf import CTF
+
+__all__ = ["picks_table", "write_star", "star_paths", "write_star_per_micrograph",
+           "MicrographCTF", "read_micrograph_ctfs", "write_micrograph_ctfs"]
 
 
 #: RELION's columns of a picks table (``src/autopicker.cpp``).
@@ -133,11 +141,6 @@ def write_star(picks, path, micrograph_names=None, overwrite=False):
     ...     list(starfile.read(path).columns)
     ['rlnMicrographName', 'rlnCoordinateX', 'rlnCoordinateY', 'rlnAnglePsi', 'rlnAutopickFigureOfMerit']
     """
-    import os
-    import tempfile
-
-    import starfile
-
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
@@ -145,10 +148,28 @@ def write_star(picks, path, micrograph_names=None, overwrite=False):
     if micrograph_names is not None:
         table["rlnMicrographName"] = np.asarray(list(micrograph_names),
                                                 dtype=object)[picks["micrograph"].to_numpy()]
+    return _write_atomically(table, path, overwrite)
+
+
+def _import_starfile():
+    try:
+        import starfile
+    except ImportError:
+        raise ImportError("reading and writing STAR files needs the optional 'starfile' "
+                          "package: pip install 'mtdlearn[star]'") from None
+    return starfile
+
+
+def _write_atomically(data, path, overwrite):
+    """Write STAR ``data`` (a table or a dict of blocks) to a temporary file and rename it."""
+    import os
+    import tempfile
+
+    starfile = _import_starfile()
     fd, tmp = tempfile.mkstemp(suffix=".star", dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
-        starfile.write(table, tmp, float_format="%.17g", overwrite=True)
+        starfile.write(data, tmp, float_format="%.17g", overwrite=True)
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -274,3 +295,278 @@ def write_star_per_micrograph(detections, image_size, output_dir, micrograph_nam
         written.append(write_star(picks_table(det, image_size, names), targets[i],
                                   overwrite=overwrite))
     return written
+
+
+# ----------------------------------------------------------------------
+# micrographs' CTFs (RELION 3.1+ micrograph STAR files)
+
+#: Columns of ``data_micrographs`` that hold a micrograph's CTF.
+CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
+#: Columns of ``data_optics`` an optics group needs (besides its pixel size).
+OPTICS_COLUMNS = ("rlnOpticsGroup", "rlnVoltage", "rlnSphericalAberration",
+                  "rlnAmplitudeContrast")
+
+
+class MicrographCTF(NamedTuple):
+    """A micrograph's name and its CTF: a pair, as :func:`read_micrograph_ctfs` returns.
+
+    Parameters
+    ----------
+    name : str
+        ``rlnMicrographName``, as written in the file (relative to the
+        RELION project directory).
+    ctf : CTF
+        The micrograph's :class:`~mtdlearn.imaging.ctf.CTF`, with its pixel
+        size.
+
+    Examples
+    --------
+    >>> from mtdlearn.data.star import MicrographCTF
+    >>> from mtdlearn.imaging.ctf import CTF
+    >>> name, ctf = MicrographCTF("MotionCorr/a.mrc", CTF(15000.0))
+    >>> name, ctf.defocus_v
+    ('MotionCorr/a.mrc', 15000.0)
+    """
+
+    name: str
+    ctf: CTF
+
+
+def _table(blocks, name):
+    """Block ``name`` as a DataFrame (a one-row simple block too), or None."""
+    import pandas as pd
+
+    block = blocks.get(name)
+    if isinstance(block, dict):
+        return pd.DataFrame([block])
+    return block
+
+
+def read_micrograph_ctfs(path):
+    """Read the CTF of every micrograph of a RELION 3.1+ micrograph STAR file.
+
+    Reads ``data_micrographs`` (``rlnMicrographName``, ``rlnOpticsGroup``,
+    ``rlnDefocusU``, ``rlnDefocusV``, ``rlnDefocusAngle``, and
+    ``rlnPhaseShift`` and ``rlnCtfBfactor`` when present) and
+    ``data_optics`` (``rlnOpticsGroup``, ``rlnVoltage``,
+    ``rlnSphericalAberration``, ``rlnAmplitudeContrast``,
+    ``rlnMicrographPixelSize`` or else ``rlnImagePixelSize``, and
+    ``rlnPhaseShift`` when the micrographs have none), as CTF estimation
+    (``micrographs_ctf.star``) writes them.  The file is only read.
+
+    Parameters
+    ----------
+    path : str or Path
+        The STAR file.
+
+    Returns
+    -------
+    ctfs : list of MicrographCTF
+        One ``(name, ctf)`` pair per micrograph, in the file's order.
+
+    Raises
+    ------
+    ValueError
+        If the file has no ``data_micrographs`` or ``data_optics`` table
+        (RELION < 3.1 files have no optics table), no CTF columns (CTF
+        estimation has not been run), or values out of range (the message
+        names the micrograph).
+    ImportError
+        If ``starfile`` is not installed.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from mtdlearn.data.star import read_micrograph_ctfs
+    >>> text = '''
+    ... data_optics
+    ... loop_
+    ... _rlnOpticsGroupName #1
+    ... _rlnOpticsGroup #2
+    ... _rlnVoltage #3
+    ... _rlnSphericalAberration #4
+    ... _rlnAmplitudeContrast #5
+    ... _rlnMicrographPixelSize #6
+    ... opticsGroup1 1 300.0 2.7 0.1 1.06
+    ...
+    ... data_micrographs
+    ... loop_
+    ... _rlnMicrographName #1
+    ... _rlnOpticsGroup #2
+    ... _rlnDefocusU #3
+    ... _rlnDefocusV #4
+    ... _rlnDefocusAngle #5
+    ... MotionCorr/a.mrc 1 15123.4 14876.2 37.5
+    ... '''
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "micrographs_ctf.star")
+    ...     with open(path, "w") as f:
+    ...         _ = f.write(text)
+    ...     [(name, ctf)] = read_micrograph_ctfs(path)
+    >>> name, ctf.defocus_u, ctf.pixel_size
+    ('MotionCorr/a.mrc', 15123.4, 1.06)
+    """
+    starfile = _import_starfile()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path {path} is not a file")
+    blocks = starfile.read(path, always_dict=True, parse_as_string=["rlnMicrographName"])
+    micrographs, optics = _table(blocks, "micrographs"), _table(blocks, "optics")
+    if micrographs is None:
+        found = ", ".join(f"data_{b}" for b in blocks) or "none"
+        old = " (a file of RELION < 3.1 has no data_optics table: convert it with RELION " \
+            "3.1+, relion_convert_star)" if optics is None else ""
+        raise ValueError(f"{path} has no data_micrographs table (tables found: {found}); "
+                         "expected a RELION 3.1+ micrograph STAR file such as "
+                         f"micrographs_ctf.star{old}")
+    missing = [c for c in CTF_COLUMNS if c not in micrographs.columns]
+    if missing:
+        raise ValueError(f"{path} has no CTF columns ({', '.join(missing)}); run CTF "
+                         "estimation first")
+    if "rlnMicrographName" not in micrographs.columns:
+        raise ValueError(f"{path} has no rlnMicrographName column in data_micrographs")
+    if optics is None:
+        raise ValueError(f"{path} has no data_optics table: a STAR file of RELION < 3.1; "
+                         "convert it with RELION 3.1+ (relion_convert_star)")
+    groups = _optics_groups(optics, path)
+    if "rlnOpticsGroup" in micrographs.columns:
+        group_of = micrographs["rlnOpticsGroup"].tolist()
+    elif len(groups) == 1:
+        group_of = [next(iter(groups))] * len(micrographs)
+    else:
+        raise ValueError(f"{path} has {len(groups)} optics groups and no rlnOpticsGroup "
+                         "column in data_micrographs")
+
+    def column(name, default=0.0):
+        if name in micrographs.columns:
+            return micrographs[name].tolist()
+        return [default] * len(micrographs)
+
+    result = []
+    rows = zip(micrographs["rlnMicrographName"].tolist(), group_of, column("rlnDefocusU"),
+               column("rlnDefocusV"), column("rlnDefocusAngle"), column("rlnPhaseShift", None),
+               column("rlnCtfBfactor"))
+    for name, group, u, v, angle, phase, b_factor in rows:
+        if group not in groups:
+            raise ValueError(f"{path}: micrograph {name!r} is in optics group {group!r}, "
+                             f"which data_optics does not define (groups: {sorted(groups)})")
+        optic = dict(groups[group])
+        if phase is not None:
+            optic["phase_shift"] = phase
+        try:
+            ctf = CTF(defocus_u=u, defocus_v=v, defocus_angle=angle, b_factor=b_factor,
+                      **optic)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{path}, micrograph {name!r}: {exc}") from None
+        result.append(MicrographCTF(str(name), ctf))
+    return result
+
+
+def _optics_groups(optics, path):
+    """``{group number: CTF keyword arguments}`` of a ``data_optics`` table."""
+    missing = [c for c in OPTICS_COLUMNS if c not in optics.columns]
+    if missing:
+        raise ValueError(f"{path}: data_optics has no column(s) {', '.join(missing)}")
+    for pixel_column in ("rlnMicrographPixelSize", "rlnImagePixelSize"):
+        if pixel_column in optics.columns:
+            break
+    else:
+        raise ValueError(f"{path}: data_optics has no pixel size (rlnMicrographPixelSize "
+                         "or rlnImagePixelSize)")
+    names = {"rlnVoltage": "voltage", "rlnSphericalAberration": "spherical_aberration",
+             "rlnAmplitudeContrast": "amplitude_contrast", pixel_column: "pixel_size",
+             "rlnPhaseShift": "phase_shift"}
+    groups = {}
+    for row in optics.to_dict("records"):
+        groups[row["rlnOpticsGroup"]] = {key: row[col] for col, key in names.items()
+                                         if col in row}
+    return groups
+
+
+def write_micrograph_ctfs(path, names, ctfs, overwrite=False):
+    """Write micrographs' CTFs as a RELION 3.1 micrograph STAR file, atomically.
+
+    One optics group per distinct (voltage, spherical aberration, amplitude
+    contrast, pixel size), numbered from 1 in order of first appearance;
+    ``rlnMicrographOriginalPixelSize`` is written equal to the pixel size.
+    ``rlnPhaseShift`` and ``rlnCtfBfactor`` are written (per micrograph)
+    when some CTF has a non-zero one.  Floats are written with 17
+    significant digits, so :func:`read_micrograph_ctfs` gives back equal
+    CTFs.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.star`` file to write.
+    names : sequence of str
+        ``rlnMicrographName`` of each micrograph: non-empty, without
+        whitespace, quotes or ``#``.
+    ctfs : sequence of CTF
+        The CTF of each micrograph.
+    overwrite : bool, default=False
+        Replace an existing file; otherwise an existing file is an error.
+
+    Returns
+    -------
+    path : Path
+        The file written (through a temporary file beside it, renamed).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from mtdlearn.data.star import read_micrograph_ctfs, write_micrograph_ctfs
+    >>> from mtdlearn.imaging.ctf import CTF
+    >>> ctfs = [CTF(15000.0, 14000.0, 30.0, pixel_size=1.06), CTF(21000.0, pixel_size=1.06)]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_micrograph_ctfs(os.path.join(tmp, "mics.star"), ["a.mrc", "b.mrc"], ctfs)
+    ...     read_micrograph_ctfs(path) == list(zip(["a.mrc", "b.mrc"], ctfs))
+    True
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    if isinstance(names, str):
+        raise TypeError("names must be a sequence of str, got one str")
+    names, ctfs = list(names), list(ctfs)
+    if len(names) != len(ctfs):
+        raise ValueError(f"names and ctfs must have the same length, got {len(names)} and "
+                         f"{len(ctfs)}")
+    for i, (name, ctf) in enumerate(zip(names, ctfs)):
+        if not isinstance(name, str) or not name or any(
+                c.isspace() or c in "\"'#" for c in name):
+            raise ValueError(f"names[{i}] must be a non-empty str without whitespace, quotes "
+                             f"or '#', got {name!r}")
+        if not isinstance(ctf, CTF):
+            raise TypeError(f"ctfs[{i}] must be a CTF, got {type(ctf).__name__}")
+    keys = [(c.voltage, c.spherical_aberration, c.amplitude_contrast, c.pixel_size)
+            for c in ctfs]
+    group_of = {}
+    for key in keys:
+        group_of.setdefault(key, len(group_of) + 1)
+    optics = pd.DataFrame({
+        "rlnOpticsGroupName": [f"opticsGroup{g}" for g in group_of.values()],
+        "rlnOpticsGroup": list(group_of.values()),
+        "rlnMicrographOriginalPixelSize": [k[3] for k in group_of],
+        "rlnVoltage": [k[0] for k in group_of],
+        "rlnSphericalAberration": [k[1] for k in group_of],
+        "rlnAmplitudeContrast": [k[2] for k in group_of],
+        "rlnMicrographPixelSize": [k[3] for k in group_of],
+    }, columns=["rlnOpticsGroupName", "rlnOpticsGroup", "rlnMicrographOriginalPixelSize",
+                "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
+                "rlnMicrographPixelSize"])
+    micrographs = pd.DataFrame({
+        "rlnMicrographName": pd.Series(names, dtype=object),
+        "rlnOpticsGroup": pd.Series([group_of[k] for k in keys], dtype=np.int64),
+        "rlnDefocusU": pd.Series([c.defocus_u for c in ctfs], dtype=np.float64),
+        "rlnDefocusV": pd.Series([c.defocus_v for c in ctfs], dtype=np.float64),
+        "rlnCtfAstigmatism": pd.Series([abs(c.defocus_u - c.defocus_v) for c in ctfs],
+                                       dtype=np.float64),
+        "rlnDefocusAngle": pd.Series([c.defocus_angle for c in ctfs], dtype=np.float64),
+    })
+    if any(c.phase_shift != 0.0 for c in ctfs):
+        micrographs["rlnPhaseShift"] = np.array([c.phase_shift for c in ctfs], dtype=np.float64)
+    if any(c.b_factor != 0.0 for c in ctfs):
+        micrographs["rlnCtfBfactor"] = np.array([c.b_factor for c in ctfs], dtype=np.float64)
+    return _write_atomically({"optics": optics, "micrographs": micrographs}, path, overwrite)
