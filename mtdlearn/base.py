@@ -138,7 +138,7 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
         if L % 2 == 0:
             raise ValueError(f"image_size must be odd (L = 2n + 1), got {L}")
         # never mutate the user's object: work on a copy
-        basis = FourierBesselBasis(L) if self.basis is None else clone(check_basis(self.basis))
+        basis = self._default_basis(L) if self.basis is None else clone(check_basis(self.basis))
         if basis.image_size != L:
             raise ValueError(f"basis.image_size={basis.image_size} does not match "
                              f"image_size={L}")
@@ -156,6 +156,10 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
         self.tol_ = tol
         self.rotations_, self.angles_ = check_rotation_grid(self.rotations)
         return L
+
+    def _default_basis(self, L):
+        """The basis when ``basis`` is ``None`` (hook): ``FourierBesselBasis(L)``."""
+        return FourierBesselBasis(L)
 
     def _check_tol(self, L):
         """The tolerance of the fit, as a float, from ``tol`` (hook)."""
@@ -209,6 +213,11 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
                 f"floating-point arithmetic of {type(self).__name__} (it handles "
                 f"{low:.1g} to {high:.1g}): scale the measurement, e.g. divide it by its "
                 "standard deviation")
+
+    def _image_power(self, image):
+        """The power per pixel of ``image`` as the measurements show it (hook):
+        ``||F||**2 / L**2`` in the paper's model."""
+        return float(np.sum(image * image)) / image.size
 
     def _fixed_noise_variance(self):
         return None if self.noise_variance is None else float(self.noise_variance)
@@ -330,7 +339,8 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
         # the best start by its objective, among those that did not end
         # degenerate (when any did not)
         mean_square = float(data.memoize(data_statistics, L)[1])
-        reasons = [_degenerate_reason(r, self.basis_, mean_square) for r in results]
+        reasons = [_degenerate_reason(r, self.basis_, mean_square, self._image_power)
+                   for r in results]
         proper = [i for i in range(len(results)) if reasons[i] is None] or range(len(results))
         best = max(proper, key=lambda i: results[i]["objective"])
         res = results[best]
@@ -498,16 +508,19 @@ _MAX_POWER_RATIO = 2.0
 _MIN_SIGNAL_FRACTION = 1e-4
 
 
-def _degenerate_reason(res, basis, mean_square):
+def _degenerate_reason(res, basis, mean_square, image_power=None):
     """Why a start's result is degenerate, or ``None`` for a proper fit.
 
     Compares the model's power per pixel with the data's mean square
-    (``mean_square``, per pixel): the image's ``||F||**2 / L**2``, the
-    signal's ``density ||F||**2 / L**2`` and the noise's ``sigma**2``.
+    (``mean_square``, per pixel): the image's ``||F||**2 / L**2`` (as it
+    appears in the data: ``image_power(image)``, through the measurements'
+    CTFs where there are some), the signal's ``density ||F||**2 / L**2`` and
+    the noise's ``sigma**2``.
     """
     L = basis.image_size
     image = basis.evaluate(np.asarray(res["coef"], dtype=np.float64))
-    image_power = float(np.sum(image * image)) / (L * L)
+    image_power = (float(np.sum(image * image)) / (L * L) if image_power is None
+                   else image_power(image))
     density = shift_probabilities_to_density(
         np.asarray(res["shift_probabilities"]).reshape(2 * L, 2 * L))
     signal = density * image_power

@@ -222,5 +222,5 @@ def test_score_of_a_fit_on_the_fft_path():
     X, _ = make_measurement(make_target(basis, random_state=0), basis, 150, snr=3,
                             random_state=0)
     em = ApproxEMEstimator(15, max_iter=0, random_state=0).fit(X)
-    assert type(em._patch_model(X)[1]).__name__ == "FFTPatchModel"
+    assert type(em._patch_model(X)[0][0][2]).__name__ == "FFTPatchModel"
     np.testing.assert_allclose(em.score(X), em.score_samples(X).mean(), rtol=1e-10)

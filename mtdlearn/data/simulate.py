@@ -8,7 +8,9 @@ import numpy as np
 from .._validation import (check_array_float, check_int, check_random_generator,
                           check_real)
 from ..basis.protocol import check_basis
-from ..imaging.formation import check_formation
+from ..imaging.ctf import CTF
+from ..imaging.formation import MicroscopeFormation, check_formation
+from ..imaging.noise import RadialPSD
 
 __all__ = ["make_target", "make_measurement", "MeasurementTruth", "place_copies",
            "render_copies", "snr_to_noise_variance"]
@@ -359,7 +361,8 @@ def place_copies(shape, image_size, n_copies, rng, max_rounds=200):
 
 
 def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=None,
-                     n_measurements=None, random_state=None, formation=None):
+                     n_measurements=None, random_state=None, formation=None, ctf=None,
+                     noise_psd=None):
     """Simulate a measurement of the multi-target detection model (eq. 1).
 
     Copies of the image ``basis.evaluate(coef)``, each rotated by an angle
@@ -397,6 +400,21 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
         measurement.  ``None``: the paper's model,
         :class:`~mtdlearn.imaging.formation.WhiteNoiseFormation`.  The noise
         of variance ``sigma**2`` is drawn by the formation.
+    ctf : CTF or sequence of CTF, default=None
+        A microscope's contrast transfer function
+        (:class:`~mtdlearn.imaging.ctf.CTF`): one for all measurements, or
+        one per measurement (a defocus series).  The whole measurement (the
+        sum of its copies) is convolved with it, before the noise is added.
+    noise_psd : RadialPSD, default=None
+        The noise's power spectrum (:class:`~mtdlearn.imaging.noise.RadialPSD`,
+        for example :func:`~mtdlearn.imaging.noise.make_noise_psd`): colored
+        Gaussian noise of that shape, scaled to the mean power ``sigma**2``
+        per pixel, so ``snr`` keeps its meaning (the power of the CTF-free
+        image over the noise's mean power).  ``None``: white noise.
+        ``ctf`` and ``noise_psd`` make a
+        :class:`~mtdlearn.imaging.formation.MicroscopeFormation` per
+        measurement (``truth.formations``); give them or ``formation``, not
+        both.
 
     Returns
     -------
@@ -440,6 +458,10 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
         noise_variance = 0.0
     stack = n_measurements is not None
     n_meas = check_int(n_measurements, "n_measurements", minimum=1) if stack else 1
+    if ctf is not None or noise_psd is not None:
+        if formation is not None:
+            raise ValueError("give ctf and noise_psd, or formation, not both")
+        formation = _microscope_formations(ctf, noise_psd, n_meas)
     formations = _check_formations(formation, n_meas)
     rng = check_random_generator(random_state)
 
@@ -503,6 +525,21 @@ def _add_formed_copies(out, coef, basis, positions, angles, measurement, formati
                       np.zeros(int(mine.sum()), dtype=np.int64))
         out[i] += formation.form_measurement(clean[0])
     return out
+
+
+def _microscope_formations(ctf, noise_psd, n_measurements):
+    """One MicroscopeFormation per measurement from ``ctf`` (one or a sequence) and
+    ``noise_psd``."""
+    if noise_psd is not None and not isinstance(noise_psd, RadialPSD):
+        raise TypeError(f"noise_psd must be a RadialPSD or None, got {type(noise_psd).__name__}")
+    ctfs = ctf if isinstance(ctf, (list, tuple)) else [ctf] * n_measurements
+    if len(ctfs) != n_measurements:
+        raise ValueError(f"ctf must be one CTF or one per measurement ({n_measurements}); "
+                         f"got {len(ctfs)}")
+    for i, c in enumerate(ctfs):
+        if c is not None and not isinstance(c, CTF):
+            raise TypeError(f"ctf[{i}] must be a CTF or None, got {type(c).__name__}")
+    return [MicroscopeFormation(c, noise_psd) for c in ctfs]
 
 
 def _check_formations(formation, n_measurements):

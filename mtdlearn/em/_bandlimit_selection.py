@@ -13,7 +13,7 @@ from ..initializers import InitialState
 from ..likelihood.hypotheses import HypothesisSpace
 from . import _refinement
 from ._precision import start_dtype
-from ._state import _EMData, _EMState, _Run
+from ._state import _EMState, _Run
 
 #: With ``select_bandlimit``, the fit in ``basis`` stops when its gain per
 #: patch is below this (or ``tol``, if larger) and the band limit is chosen
@@ -47,8 +47,7 @@ def run(est, prepared, state, seed, n_jobs):
         if basis is full:
             phase, cand, value = prepared, fit, objective
         else:
-            phase = _EMData(prepared.data, HypothesisSpace(basis, est.angles_),
-                            prepared.estimate_noise)
+            phase = prepared.with_space(HypothesisSpace(basis, est.angles_))
             cand = est._m_step(phase, fit, stats)
             value, _ = est._e_step(phase, cand, n_jobs)
         score = value - penalty * basis.n_functions

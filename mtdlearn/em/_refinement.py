@@ -14,7 +14,7 @@ from functools import partial
 from ..basis.rotations import UniformRotationGrid, _grid_schedule
 from ..initializers import InitialState
 from ..likelihood.hypotheses import HypothesisSpace
-from ._state import _EMData
+
 
 #: With ``refinement``, a coarser grid's phase stops when its gain per patch
 #: is below this (or ``tol``, if larger): it only has to land near the next
@@ -70,9 +70,8 @@ def run(est, prepared, state, seed, n_jobs):
             phase = prepared
         else:
             grid = UniformRotationGrid(size)
-            phase = _EMData(prepared.data, HypothesisSpace(prepared.hypotheses.basis,
-                                                            grid.get_angles()),
-                            prepared.estimate_noise)
+            phase = prepared.with_space(HypothesisSpace(prepared.hypotheses.basis,
+                                                        grid.get_angles()))
             state = InitialState(res["coef"], res["shift_probabilities"],
                                  res["noise_variance"])
         if last:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..initializers import InitialState
 from ..likelihood.fft_estep import build_fft_patch_model, choose_estep, estep_statistics_fft
+from ..likelihood.formed import regroup
 from ..likelihood.hypotheses import HypothesisSpace
 from ..likelihood.patch_model import build_patch_model
 from ..likelihood.statistics import estep_statistics
@@ -28,6 +29,18 @@ class _EMData:
     data: object                  # PatchData
     hypotheses: HypothesisSpace
     estimate_noise: bool
+    # with CTFs or colored noise: per measurement, (whitened PatchData, the
+    # HypothesisSpace of its formation); None for the paper's model
+    groups: tuple = None
+
+    def with_space(self, space):
+        """The same data (and groups) with the hypotheses of another basis or grid."""
+        return _EMData(self.data, space, self.estimate_noise, regroup(self.groups, space))
+
+    def without_formation(self):
+        """The same (whitened) data seen through the paper's formation: no CTF."""
+        groups = tuple((d, self.hypotheses) for d, _ in self.groups)
+        return _EMData(self.data, self.hypotheses, self.estimate_noise, groups)
 
 
 @dataclass

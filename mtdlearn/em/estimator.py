@@ -22,13 +22,17 @@ is a module of its own that the hooks call:
 
 import numpy as np
 
+from .._validation import check_real
 from ..base import BaseMTDEstimator, _scale_bounds
 from ..basis._bandlimits import check_nested_basis
 from ..basis.rotations import UniformRotationGrid, auto_refinement
+from ..basis.fourier_bessel import FourierBesselBasis
+from ..likelihood.formed import (check_ctf, check_noise, estep_groups, formation_groups,
+                                 measurement_formations)
 from ..likelihood.hypotheses import HypothesisSpace
 from ..likelihood.m_step import m_step, noise_variance_floor
 from ..imaging import _centring
-from . import _bandlimit_selection, _incremental, _precision, _refinement, _squarem
+from . import _bandlimit_selection, _ctf_start, _incremental, _precision, _refinement, _squarem
 from ._state import _EMData, _EMState, _Run, kernels
 
 __all__ = ["ApproxEMEstimator"]
@@ -167,6 +171,43 @@ class ApproxEMEstimator(BaseMTDEstimator):
         truth, and 1.00 with it (:doc:`/results`, "Particle-like images").
         The iteration that moves the image is not tested against ``tol``;
         ``n_recentred_`` counts the moves.
+    particle_diameter : float, default=None
+        Diameter in pixels of the disk the image is supported on, as
+        RELION's mask diameter: the default basis becomes
+        ``FourierBesselBasis(image_size, radius=particle_diameter / 2)``
+        (fewer functions), and the rest of the ``L x L`` box is empty.
+        ``None``: the disk of the box (today's basis).  With a ``ctf``, the
+        box must hold the particle and the spread of its filtered copy
+        (:meth:`~mtdlearn.imaging.ctf.CTF.delocalization`), so give a
+        particle diameter below ``image_size``.  Give it or ``basis``, not
+        both.
+    ctf : CTF or sequence of CTF, default=None
+        Each measurement's contrast transfer function
+        (:class:`~mtdlearn.imaging.ctf.CTF`, RELION's convention; for
+        example from :func:`~mtdlearn.data.star.read_micrograph_ctfs`): one
+        for all, or one per measurement of ``X`` (in order).  A copy in
+        micrograph ``m`` is then modelled as ``H_m F`` with ``H_m`` the
+        CTF (and the whitening of ``noise``) on the ``L x L`` box, and the
+        M-step solves for the CTF-free image from all micrographs at once
+        (a defocus series fills each other's zeros); see
+        :class:`~mtdlearn.imaging.formation.MicroscopeFormation`.  With the
+        default start, a white-noise phase runs first and the CTF-aware
+        fit starts from its result (``white_noise_n_iter_``).  ``None``:
+        the paper's model, bit-identical to a fit without it.
+    noise : {"white", "colored", "auto"}, RadialPSD or sequence of RadialPSD, default="white"
+        The noise model.  ``"white"``: the paper's.  ``"colored"``: each
+        micrograph's noise power spectrum is estimated from the micrograph
+        (:func:`~mtdlearn.imaging.noise.estimate_noise_psd`, robust to
+        copies over a minority of its tiles) and the micrograph and its
+        copies' model are whitened by it (the noise's mean power per pixel
+        is kept).  ``"auto"``: the same, but a micrograph whose spectrum
+        is flat within its error bar
+        (:func:`~mtdlearn.imaging.noise.is_white`) keeps white noise.  A
+        :class:`~mtdlearn.imaging.noise.RadialPSD` (or one per
+        measurement): whiten by the given spectra.  The estimated spectrum
+        includes the copies' own power at low frequencies when they are
+        strong (high SNR, high density), which is why ``"white"`` stays the
+        default (:doc:`/results`, "Micrographs from a microscope").
     n_jobs : int, default=None
         Threads for the chunks of the E-step (and for the starts when
         ``n_init > 1``).  Results do not depend on it.
@@ -198,6 +239,12 @@ class ApproxEMEstimator(BaseMTDEstimator):
         initial one included: the honest measure of work.
     n_recentred_ : int
         How often ``center`` moved the image in the best start.
+    white_noise_n_iter_ : int
+        With a ``ctf`` and the default start, the iterations of the
+        white-noise phase that found the start (included in ``n_iter_``).
+    noise_psds_ : list of RadialPSD or None
+        The spectrum each measurement was whitened by (``None`` entries:
+        white), or ``None`` when every measurement's noise was white.
     coarse_n_iter_ : int
         With an int ``refinement``, the iterations on the coarser grids (included in
         ``n_iter_``; the history holds every grid's phase, each grid's
@@ -296,8 +343,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
     def __init__(self, image_size, *, basis=None, rotations=16, initializer=None, n_init=1,
                  noise_variance=None, max_iter=100, tol="auto", working_memory=None,
                  dtype="auto", acceleration="squarem", refinement="auto",
-                 select_bandlimit=False, center=True, n_jobs=None, random_state=None,
-                 verbose=0, warm_start=False):
+                 select_bandlimit=False, center=True, particle_diameter=None, ctf=None,
+                 noise="white", n_jobs=None, random_state=None, verbose=0, warm_start=False):
         self.image_size = image_size
         self.basis = basis
         self.rotations = rotations
@@ -312,6 +359,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
         self.refinement = refinement
         self.select_bandlimit = select_bandlimit
         self.center = center
+        self.particle_diameter = particle_diameter
+        self.ctf = ctf
+        self.noise = noise
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -335,6 +385,21 @@ class ApproxEMEstimator(BaseMTDEstimator):
         if not isinstance(self.center, (bool, np.bool_)):
             raise TypeError(f"center must be a bool, got {type(self.center).__name__} "
                             f"{self.center!r}")
+        if self.particle_diameter is not None:
+            check_real(self.particle_diameter, "particle_diameter", minimum=1.0)
+            if self.basis is not None:
+                raise ValueError("give particle_diameter or basis, not both: "
+                                 "particle_diameter sets the radius of the default basis")
+            L = self.image_size
+            if isinstance(L, (int, np.integer)) and self.particle_diameter > L + 1:
+                raise ValueError(f"particle_diameter must be at most image_size + 1 = {L + 1} "
+                                 f"pixels (the box), got {self.particle_diameter}")
+        check_ctf(self.ctf)
+        check_noise(self.noise)
+        if self.acceleration == "incremental" and not (
+                self.ctf is None and isinstance(self.noise, str) and self.noise == "white"):
+            raise ValueError("acceleration='incremental' does not support a ctf or colored "
+                             "noise yet; use acceleration='squarem' (the default)")
         if not isinstance(self.warm_start, (bool, np.bool_)):
             raise TypeError(f"warm_start must be a bool, got {type(self.warm_start).__name__} "
                             f"{self.warm_start!r}")
@@ -365,6 +430,19 @@ class ApproxEMEstimator(BaseMTDEstimator):
             raise TypeError(f"tol must be a real number or 'auto', got str {self.tol!r}")
         return super()._check_tol(L)
 
+    def _default_basis(self, L):
+        if self.particle_diameter is None:
+            return FourierBesselBasis(L)
+        return FourierBesselBasis(L, radius=float(self.particle_diameter) / 2.0)
+
+    def _image_power(self, image):
+        formations = getattr(self, "_formations", None)
+        if formations is None:
+            return super()._image_power(image)
+        # as the (whitened) micrographs show it: through each one's formation
+        flat = image.reshape(-1)
+        return float(np.mean([np.sum(f.form(flat) ** 2) for f in formations])) / flat.size
+
     def _n_parameters(self):
         L = self.basis_.image_size
         return self.basis_.n_functions + 4 * L * L - 1 + (self.noise_variance is None)
@@ -387,8 +465,11 @@ class ApproxEMEstimator(BaseMTDEstimator):
         return L
 
     def _prepare(self, data):
-        return _EMData(data, HypothesisSpace(self.basis_, self.angles_),
-                       self.noise_variance is None)
+        space = HypothesisSpace(self.basis_, self.angles_)
+        formations, self.noise_psds_ = measurement_formations(data, self.ctf, self.noise)
+        self._formations = formations
+        groups = None if formations is None else formation_groups(data, formations, space)
+        return _EMData(data, space, self.noise_variance is None, groups)
 
     # -- one start ------------------------------------------------------------
     def _checkpoint_unsupported(self):
@@ -398,6 +479,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
             return "with select_bandlimit (several bases)"
         if self.acceleration == "incremental":
             return "with acceleration='incremental' (per-block statistics)"
+        if self.ctf is not None and self.initializer is None:
+            return ("with a ctf and the default start (a white-noise phase first); give an "
+                    "initializer")
         return None
 
     def _checkpoint_state(self, state):
@@ -419,6 +503,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
     def _run_start(self, prepared, state, seed, n_jobs, resume=None, callback=None):
         if resume is not None or callback is not None:   # checkpointed: one grid
             return self._run_grid(prepared, state, seed, n_jobs, resume, callback)
+        if _ctf_start.applies(self, prepared):   # a white-noise phase first
+            return _ctf_start.run(self, prepared, state, seed, n_jobs)
         if self.select_bandlimit and self.max_iter > 0:
             return _bandlimit_selection.run(self, prepared, state, seed, n_jobs)
         return _refinement.run(self, prepared, state, seed, n_jobs)
@@ -442,15 +528,20 @@ class ApproxEMEstimator(BaseMTDEstimator):
         run = state.run
         run.n_e_steps += 1
         build, estep = kernels(prepared, run.dtype)
-        model = build(state.coef, state.shift_probabilities, state.noise_variance,
-                      prepared.hypotheses, dtype=run.dtype)
-        if self.acceleration == "incremental" and run.incremental and run.blocks is None:
-            # the first E-step keeps each block's statistics (same work)
-            stats = _incremental.blockwise_e_step(prepared, run, model, estep, n_jobs,
-                                                  self.working_memory)
+        if prepared.groups is not None:   # each micrograph through its own formation
+            stats = estep_groups(prepared.groups, state.coef, state.shift_probabilities,
+                                 state.noise_variance, build, estep, dtype=run.dtype,
+                                 n_jobs=n_jobs, working_memory=self.working_memory)
         else:
-            stats = estep(prepared.data, model, n_jobs=n_jobs,
-                          working_memory=self.working_memory)
+            model = build(state.coef, state.shift_probabilities, state.noise_variance,
+                          prepared.hypotheses, dtype=run.dtype)
+            if self.acceleration == "incremental" and run.incremental and run.blocks is None:
+                # the first E-step keeps each block's statistics (same work)
+                stats = _incremental.blockwise_e_step(prepared, run, model, estep, n_jobs,
+                                                      self.working_memory)
+            else:
+                stats = estep(prepared.data, model, n_jobs=n_jobs,
+                              working_memory=self.working_memory)
         if not (np.isfinite(stats.loglik) and np.all(np.isfinite(state.coef))):
             raise FloatingPointError(
                 "the EM's log-likelihood or coefficients are not finite: scale the "
@@ -467,7 +558,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
         # (float32 or float64) leaves them determined (likelihood.m_step.solve_gram)
         run = getattr(state, "run", None)
         eps = np.finfo(np.float64 if run is None else run.dtype).eps
-        coef, rho, sigma2 = m_step(stats, state.shift_probabilities, prepared.hypotheses,
+        spaces = (prepared.hypotheses if prepared.groups is None
+                  else [space for _, space in prepared.groups])
+        coef, rho, sigma2 = m_step(stats, state.shift_probabilities, spaces,
                                    prepared.estimate_noise, floor, coef=state.coef,
                                    rcond=float(len(state.coef) * eps))
         return _EMState(coef, rho, sigma2 if prepared.estimate_noise else state.noise_variance,

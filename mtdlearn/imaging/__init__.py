@@ -4,5 +4,8 @@
 eq. (6-7) and the shift distribution ``rho``; :mod:`~mtdlearn.imaging.formation`
 the image formation of each measurement (the identity with white noise in
 the paper's model), the seam through which the E-step's templates, the
-M-step's adjoint, the model moments and the simulator all pass.
+M-step's adjoint, the model moments and the simulator all pass, with the
+microscope's formation (:class:`~mtdlearn.imaging.formation.MicroscopeFormation`)
+built from :mod:`~mtdlearn.imaging.ctf` (RELION's CTF) and
+:mod:`~mtdlearn.imaging.noise` (noise spectra, whitening).
 """

@@ -31,7 +31,7 @@ import numpy as np
 
 from .._validation import check_int
 
-__all__ = ["ImageFormation", "WhiteNoiseFormation", "check_formation"]
+__all__ = ["ImageFormation", "WhiteNoiseFormation", "MicroscopeFormation", "check_formation"]
 
 
 class ImageFormation:
@@ -265,6 +265,219 @@ class WhiteNoiseFormation(ImageFormation):
 for _name in ("support", "form", "form_adjoint", "form_columns", "form_measurement",
               "draw_noise"):
     getattr(WhiteNoiseFormation, _name).__doc__ = getattr(ImageFormation, _name).__doc__
+del _name
+
+
+def _filter_grid(image_size):
+    """Side of the FFT grid on which a filter's point-spread function is sampled.
+
+    Four times the image and at least 256 pixels: the point-spread function
+    of a CTF reaches ``lambda * defocus * k_max`` pixels (22 at 2 um and
+    3 A/px), and its samples on an ``M x M`` grid are the continuous ones
+    aliased with period ``M``, far beyond that reach.
+    """
+    return int(max(256, 4 * image_size))
+
+
+class MicroscopeFormation(ImageFormation):
+    """A micrograph's image formation: its CTF, and colored noise seen through whitening.
+
+    The micrograph records ``CTF * (sum of copies) + noise`` (a convolution
+    by the CTF's point-spread function; :meth:`form_measurement`), with
+    stationary Gaussian noise of power spectrum ``noise_psd``
+    (:meth:`draw_noise`).  The fit sees the micrograph whitened
+    (:meth:`whiten`: the filter ``W = sqrt(mean S / S)`` keeps the mean
+    noise power per pixel), in which the noise is white and a copy is
+    ``H F = W * CTF * F`` (:meth:`form`).  So the templates, the M-step's
+    normal equations and the likelihood all use ``H`` on whitened data,
+    where the paper's white-noise model holds.
+
+    On the ``L x L`` box, ``H`` is the matrix ``G`` of the convolution by
+    the point-spread function of ``W CTF`` (sampled on a grid of
+    :func:`_filter_grid` pixels), restricted to the box: a copy is
+    formed from the image's pixels in the box, and what the filter spreads
+    beyond the box is not modelled.  The box must therefore be larger than
+    the particle by about the CTF's delocalization
+    (:meth:`mtdlearn.imaging.ctf.CTF.delocalization`): give
+    ``particle_diameter`` smaller than ``image_size``.
+
+    Parameters
+    ----------
+    ctf : CTF, default=None
+        The micrograph's contrast transfer function
+        (:class:`mtdlearn.imaging.ctf.CTF`); ``None``: none (the identity).
+    noise_psd : RadialPSD, default=None
+        The noise's power spectrum (:class:`mtdlearn.imaging.noise.RadialPSD`),
+        whose shape colors the noise and sets the whitening filter;
+        ``None``: white noise.
+
+    Attributes
+    ----------
+    is_identity : bool
+        ``True`` when neither a CTF nor a noise spectrum is given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.imaging.ctf import CTF
+    >>> from mtdlearn.imaging.formation import MicroscopeFormation
+    >>> formation = MicroscopeFormation(CTF(15000.0, pixel_size=3.0))
+    >>> formation.form(np.ones((2, 21 * 21))).shape
+    (2, 441)
+    >>> formation.support(21)
+    21
+    """
+
+    def __init__(self, ctf=None, noise_psd=None):
+        self.ctf = ctf
+        self.noise_psd = noise_psd
+        self.is_identity = ctf is None and noise_psd is None
+        self._matrices = {}
+
+    def transfer(self, shape, rfft=True):
+        """The transfer function of ``H = W CTF`` on the FFT grid of ``shape``.
+
+        Parameters
+        ----------
+        shape : (int, int)
+            The grid.
+        rfft : bool, default=True
+            The ``numpy.fft.rfft2`` layout ``(n0, n1 // 2 + 1)``; else the
+            full ``fft2`` layout.
+
+        Returns
+        -------
+        transfer : ndarray
+            Real values of the filter at every frequency.
+
+        Examples
+        --------
+        >>> from mtdlearn.imaging.formation import MicroscopeFormation
+        >>> MicroscopeFormation().transfer((8, 8)).shape
+        (8, 5)
+        """
+        n0, n1 = shape
+        out = np.ones((n0, n1 // 2 + 1) if rfft else (n0, n1))
+        if self.ctf is not None:
+            out = out * self.ctf.evaluate(shape, rfft=rfft)
+        if self.noise_psd is not None:
+            from .noise import whitening_filter
+            out = out * whitening_filter(self.noise_psd, shape, rfft=rfft)
+        return out
+
+    def matrix(self, image_size):
+        """``G``: the formation on the ``L x L`` box as an ``(L*L, L*L)`` matrix.
+
+        ``form(x) = x @ G.T``.  Cached per ``L``.
+
+        Parameters
+        ----------
+        image_size : int
+            ``L``.
+
+        Returns
+        -------
+        G : ndarray of shape (L*L, L*L)
+            ``G[(i, j), (i', j')] = psf[i - i', j - j']``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn.imaging.formation import MicroscopeFormation
+        >>> np.allclose(MicroscopeFormation().matrix(3), np.eye(9))
+        True
+        """
+        L = check_int(image_size, "image_size", minimum=1)
+        if L not in self._matrices:
+            M = _filter_grid(L)
+            psf = np.fft.irfft2(self.transfer((M, M), rfft=True), s=(M, M))
+            i, j = np.divmod(np.arange(L * L), L)
+            self._matrices[L] = np.ascontiguousarray(
+                psf[(i[:, None] - i[None, :]) % M, (j[:, None] - j[None, :]) % M])
+        return self._matrices[L]
+
+    def support(self, image_size):
+        return check_int(image_size, "image_size", minimum=1)
+
+    def _size(self, n_pixels):
+        L = int(round(np.sqrt(n_pixels)))
+        if L * L != n_pixels:
+            raise ValueError(f"images must be flattened L x L squares, got {n_pixels} pixels")
+        return L
+
+    def form(self, images):
+        if self.is_identity:
+            return images
+        images = np.asarray(images)
+        return images @ self.matrix(self._size(images.shape[-1])).T
+
+    def form_adjoint(self, formed):
+        if self.is_identity:
+            return formed
+        formed = np.asarray(formed)
+        return formed @ self.matrix(self._size(formed.shape[-1]))
+
+    def form_columns(self, evaluation):
+        if self.is_identity:
+            return evaluation
+        K, d, p = evaluation.shape
+        G = self.matrix(self._size(d))
+        return np.matmul(G, evaluation)
+
+    def form_measurement(self, clean):
+        if self.ctf is None:
+            return clean
+        clean = np.asarray(clean, dtype=np.float64)
+        return np.fft.irfft2(np.fft.rfft2(clean) * self.ctf.evaluate(clean.shape, rfft=True),
+                             s=clean.shape)
+
+    def draw_noise(self, out, noise_variance, rng):
+        if self.noise_psd is None:
+            return WHITE_NOISE.draw_noise(out, noise_variance, rng)
+        from .noise import draw_colored_noise
+        return draw_colored_noise(out, self.noise_psd, noise_variance, rng)
+
+    def whiten(self, measurement):
+        """The measurement as the fit sees it: whitened by the noise's spectrum.
+
+        Parameters
+        ----------
+        measurement : ndarray of shape (N1, N2)
+            A recorded micrograph (never modified).
+
+        Returns
+        -------
+        whitened : ndarray of shape (N1, N2)
+            A new float64 array (the measurement itself when the noise is
+            white).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn.imaging.formation import MicroscopeFormation
+        >>> X = np.ones((4, 4))
+        >>> MicroscopeFormation().whiten(X) is X
+        True
+        """
+        if self.noise_psd is None:
+            return measurement
+        from .noise import whiten
+        return whiten(np.asarray(measurement), self.noise_psd)
+
+    def __repr__(self):
+        return f"MicroscopeFormation(ctf={self.ctf!r}, noise_psd={self.noise_psd!r})"
+
+    def __eq__(self, other):
+        return (type(other) is type(self) and other.ctf == self.ctf
+                and other.noise_psd == self.noise_psd)
+
+    def __hash__(self):
+        return hash((type(self), self.ctf))
+
+
+for _name in ("support", "form", "form_adjoint", "form_columns", "form_measurement",
+              "draw_noise"):
+    getattr(MicroscopeFormation, _name).__doc__ = getattr(ImageFormation, _name).__doc__
 del _name
 
 

@@ -17,6 +17,7 @@ from ..data._dask import as_dask_source, is_dask_input
 from ..data.patches import as_patch_source
 from ..data.simulate import make_measurement
 from .fft_estep import FFTPatchModel, estep_statistics_fft
+from .formed import formation_groups, measurement_formations
 from .hypotheses import HypothesisSpace
 from .posteriors import build_per_patch_model, estep_per_patch, iter_detections
 from .statistics import estep_statistics
@@ -49,18 +50,35 @@ class _InferenceMixin:
         return HypothesisSpace(self.basis_, self.angles_)
 
     def _patch_model(self, X):
-        """The patches of ``X`` and the fitted model, for the per-patch E-steps."""
+        """The patches of ``X`` and the fitted model, for the per-patch E-steps.
+
+        Returns ``(parts, options)``: ``parts`` lists ``(measurement, data,
+        model)``, one part for all the measurements in the paper's model
+        (``measurement`` ``None``), or one per measurement seen through its
+        own CTF and noise (the estimator's ``ctf`` and ``noise``), its data
+        whitened.
+        """
         check_is_fitted(self, "coef_")
         data = _patch_source(X, self.basis_.image_size)
         self._check_data(data, _scale_bounds(2, sum(M.size for M in data.measurements)),
                          fitting=False)
-        model = build_per_patch_model(self.coef_, self.shift_probabilities_,
-                                      self.noise_variance_, self._hypotheses())
-        return data, model, dict(n_jobs=self.n_jobs, working_memory=self.working_memory)
+        space = self._hypotheses()
+        formations, _ = measurement_formations(data, getattr(self, "ctf", None),
+                                               getattr(self, "noise", "white"))
+        groups = ([(None, data, space)] if formations is None else
+                  [(i, d, s) for i, (d, s) in enumerate(formation_groups(data, formations,
+                                                                         space))])
+        parts = [(i, d, build_per_patch_model(self.coef_, self.shift_probabilities_,
+                                              self.noise_variance_, s))
+                 for i, d, s in groups]
+        return parts, dict(n_jobs=self.n_jobs, working_memory=self.working_memory)
 
     def _per_patch(self, X):
-        data, model, options = self._patch_model(X)
-        return data, model, estep_per_patch(data, model, **options)
+        parts, options = self._patch_model(X)
+        outputs = [estep_per_patch(data, model, **options) for _, data, model in parts]
+        if len(outputs) == 1:
+            return outputs[0]
+        return tuple(np.concatenate(column) for column in zip(*outputs))
 
     def score_samples(self, X):
         """Compute the approximate log-likelihood of each patch.
@@ -92,7 +110,7 @@ class _InferenceMixin:
         >>> em.score_samples(X).shape  # (150 // 5)**2 patches
         (900,)
         """
-        return self._per_patch(X)[2][0]
+        return self._per_patch(X)[0]
 
     def score(self, X, y=None):
         """Mean approximate log-likelihood per patch (eq. 5).
@@ -125,11 +143,16 @@ class _InferenceMixin:
         >>> bool(np.isclose(em.score(X), em.lower_bound_))  # EM's final objective
         True
         """
-        data, model, options = self._patch_model(X)
+        parts, options = self._patch_model(X)
         # reduced chunk by chunk: memory does not grow with X
         # the kernel the model was built for (FFT from L = 13 at the fitted K)
-        estep = estep_statistics_fft if isinstance(model, FFTPatchModel) else estep_statistics
-        return estep(data, model, **options).loglik / data.n_patches
+        loglik = n_patches = 0
+        for _, data, model in parts:
+            estep = (estep_statistics_fft if isinstance(model, FFTPatchModel)
+                     else estep_statistics)
+            loglik += estep(data, model, **options).loglik
+            n_patches += data.n_patches
+        return loglik / n_patches
 
     def predict_proba(self, X):
         """Compute each patch's posterior probability of holding (part of) a copy.
@@ -161,7 +184,7 @@ class _InferenceMixin:
         >>> proba.shape, bool(((proba >= 0) & (proba <= 1)).all())
         ((900,), True)
         """
-        return 1.0 - self._per_patch(X)[2][3]
+        return 1.0 - self._per_patch(X)[3]
 
     def predict(self, X):
         """Find the maximum-a-posteriori occurrence of each non-empty patch.
@@ -238,11 +261,14 @@ class _InferenceMixin:
         ...  for i, det in em.predict_per_measurement(X)]
         [(0, True), (1, True)]
         """
-        data, model, options = self._patch_model(X)
-        return self._detections(data, model, options)
+        parts, options = self._patch_model(X)
+        return (item for measurement, data, model in parts
+                for item in self._detections(data, model, options, measurement))
 
-    def _detections(self, data, model, options):
+    def _detections(self, data, model, options, measurement=None):
+        """Detections of ``data``; ``measurement`` renumbers a one-measurement part."""
         for i, keep, best, best_p in iter_detections(data, model, **options):
+            i = i if measurement is None else measurement
             out = np.empty(len(keep), dtype=[("measurement", np.int64), ("row", np.int64),
                                              ("col", np.int64), ("angle", np.float64),
                                              ("probability", np.float64)])

@@ -10,6 +10,8 @@ distribution and the noise variance have closed forms.
 import numpy as np
 import scipy.linalg
 
+from .statistics import GroupStatistics
+
 __all__ = ["m_step", "solve_gram", "noise_variance_floor"]
 
 
@@ -135,15 +137,18 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
 
     Parameters
     ----------
-    stats : Statistics
+    stats : Statistics or GroupStatistics
         Sufficient statistics of the E-step
-        (:func:`~mtdlearn.likelihood.statistics.estep_statistics`).
+        (:func:`~mtdlearn.likelihood.statistics.estep_statistics`); for
+        measurements seen through different formations (each micrograph's
+        CTF and noise), one per group, whose normal equations add up.
     shift_probabilities : array-like of shape (2L, 2L)
         The previous ``rho`` (only its empty shifts are used, to split the
         empty mass).
-    hypotheses : HypothesisSpace
+    hypotheses : HypothesisSpace or sequence of HypothesisSpace
         The basis, rotation grid and layout of the E-step (it caches the
-        tables ``A_h``).
+        tables ``A_h``); with :class:`GroupStatistics`, one per group, each
+        with its group's formation.
     estimate_noise : bool, default=True
         Also update ``sigma**2``.
     noise_floor : float, default=0.0
@@ -189,22 +194,30 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
     >>> new_coef.shape, new_rho.shape, bool(abs(new_rho.sum() - 1) < 1e-12)
     ((10,), (10, 10), True)
     """
-    space = hypotheses
+    # several groups of measurements (GroupStatistics), each through its own
+    # formation: their normal equations, posterior masses and sums add up
+    groups = (list(zip(stats, hypotheses, strict=True)) if isinstance(stats, GroupStatistics)
+              else [(stats, hypotheses)])
+    space = groups[0][1]
     L = space.image_size
     d = L * L
     K, C = space.n_rotations, space.n_components
-    BR = space.rotated_evaluation                        # (K, d, p), through the formation
-    W = space.per_rotation(stats.weights)                # (C K, S)
-    y = (space.adjoint(stats.weighted_patches) if stats.rotation_images is None
-         else stats.rotation_images)                     # (C K, d)
+    W_total = 0.0
+    A_sum, b_sum = [0.0] * C, [0.0] * C
+    for part, part_space in groups:
+        BR = part_space.rotated_evaluation               # (K, d, p), through the formation
+        W = part_space.per_rotation(part.weights)        # (C K, S)
+        y = (part_space.adjoint(part.weighted_patches) if part.rotation_images is None
+             else part.rotation_images)                  # (C K, d)
+        for c in range(C):    # each component's own normal equations
+            D = W[c * K:(c + 1) * K] @ part_space.visibility      # (K, d) pixel weights
+            A_sum[c] = A_sum[c] + _weighted_gram(BR, D)
+            b_sum[c] = b_sum[c] + np.einsum("kfp,kf->p", BR, y[c * K:(c + 1) * K])
+        W_total = W_total + W
+    W = W_total
     previous = [None] * C if coef is None else np.reshape(coef, (C, -1))
-    solved, normal = [], []
-    for c in range(C):    # each component's own normal equations
-        D = W[c * K:(c + 1) * K] @ space.visibility      # (K, d) pixel weights
-        A = _weighted_gram(BR, D)
-        b = np.einsum("kfp,kf->p", BR, y[c * K:(c + 1) * K])
-        solved.append(solve_gram(A, b, previous[c], rcond))
-        normal.append((A, b))
+    solved = [solve_gram(A_sum[c], b_sum[c], previous[c], rcond) for c in range(C)]
+    normal = list(zip(A_sum, b_sum))
     coef = solved[0] if C == 1 else np.stack(solved)
 
     n = stats.n_patches
@@ -214,7 +227,7 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
     em = space.empty
     old_empty = rho_old[em].sum()
     share = rho_old[em] / old_empty if old_empty > 0 else np.full(em.size, 1.0 / em.size)
-    rho[em] = stats.weight_empty / n * share
+    rho[em] = sum(part.weight_empty for part, _ in groups) / n * share
     rho /= rho.sum()
 
     sigma2 = None

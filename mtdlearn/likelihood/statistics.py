@@ -19,7 +19,7 @@ from .._parallel import ordered_map, task_ranges, tree_reduce
 from ..data.patches import PatchData
 from .patch_model import _chunk_posteriors, _get_augmented, _patch_loglik, chunk_size
 
-__all__ = ["Statistics", "estep_statistics"]
+__all__ = ["Statistics", "GroupStatistics", "estep_statistics"]
 
 
 @dataclass
@@ -123,6 +123,60 @@ class Statistics:
         self.loglik += other.loglik
         self.n_patches += other.n_patches
         return self
+
+
+class GroupStatistics(tuple):
+    """The statistics of several groups of measurements, each seen through its own formation.
+
+    One :class:`Statistics` per group (per micrograph with its CTF and
+    noise; :mod:`mtdlearn.imaging.formation`): the M-step sums their normal
+    equations, each through its group's formation, so the groups cannot be
+    summed into one :class:`Statistics`.  The totals the loop needs
+    (``loglik``, ``n_patches``, ``patch_sq``) are sums over the groups;
+    ``+``, ``-`` and ``*`` act group by group.
+
+    Parameters
+    ----------
+    iterable : iterable of Statistics
+        One per group, in the groups' order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.likelihood.statistics import GroupStatistics, Statistics
+    >>> a = Statistics(np.ones(2), 1.0, np.ones((2, 4)), 3.0, -5.0, 3)
+    >>> g = GroupStatistics([a, 2 * a])
+    >>> g.n_patches, float(g.loglik), len(g + g)
+    (9, -15.0, 2)
+    """
+
+    __slots__ = ()
+
+    @property
+    def loglik(self):
+        """Sum of the groups' log-likelihoods."""
+        return sum(st.loglik for st in self)
+
+    @property
+    def n_patches(self):
+        """Sum of the groups' patch counts."""
+        return sum(st.n_patches for st in self)
+
+    @property
+    def patch_sq(self):
+        """Sum of the groups' ``sum_m ||P_m||**2``."""
+        return sum(st.patch_sq for st in self)
+
+    def __add__(self, other):
+        return GroupStatistics(a + b for a, b in zip(self, other, strict=True))
+
+    def __sub__(self, other):
+        return GroupStatistics(a - b for a, b in zip(self, other, strict=True))
+
+    def __mul__(self, factor):
+        return GroupStatistics(st * factor for st in self)
+
+    __rmul__ = __mul__
 
 
 def _none_or(op, a, b):
