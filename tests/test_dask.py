@@ -100,6 +100,26 @@ def test_em_on_cluster_equals_in_memory(client, mrc_paths):
                                     [p.name for p in mrc_paths]))
 
 
+def test_em_through_ctfs_and_colored_noise_on_cluster_equals_in_memory(client):
+    # each micrograph through its own CTF, whitened by its own estimated
+    # spectrum on its worker: the same bits as in memory
+    from mtdlearn.imaging.ctf import CTF
+    from mtdlearn.imaging.noise import make_noise_psd
+
+    ctfs = [CTF(8000.0, pixel_size=3.0), CTF(20000.0, pixel_size=3.0)]
+    X, _ = make_measurement(make_target(BASIS, random_state=0), BASIS, 160, snr=10,
+                            n_measurements=2, random_state=0, ctf=ctfs,
+                            noise_psd=make_noise_psd(4.0))
+    kw = dict(ctf=ctfs, noise="colored", max_iter=3)
+    expected = _em(**kw).fit(X)
+    fitted = _em(**kw).fit([da.from_array(M, chunks=(64, 64)) for M in X])
+    _assert_same_fit(fitted, expected)
+    assert expected.noise_psds_ is not None and fitted.noise_psds_ == expected.noise_psds_
+    dask_X = [da.from_array(M) for M in X]
+    np.testing.assert_array_equal(fitted.predict(dask_X), expected.predict(X))
+    assert fitted.score(dask_X) == expected.score(X)
+
+
 def test_autocorrelations_on_cluster_equal_in_memory(client, mrc_paths):
     micrographs = read_micrographs(mrc_paths)
     kw = dict(basis=BASIS, max_iter=10, random_state=0)

@@ -629,3 +629,23 @@ def test_coarse_phase_threshold_scales_with_the_phase_gain():
     loose = ApproxEMEstimator(5, tol=1e-3)
     loose._validate_params()
     assert _refinement.coarse_tol(loose.tol_, [-50.0, -49.99]) == 1e-3
+
+
+def test_particle_diameter_restricts_the_image_to_a_smaller_disk():
+    from mtdlearn import make_particle
+
+    basis = FourierBesselBasis(11)
+    coef = make_particle(basis, diameter=6.0, random_state=0)
+    X, _ = make_measurement(coef, basis, 220, density=0.08, snr=20, random_state=0)
+    em = ApproxEMEstimator(11, particle_diameter=8, max_iter=3, random_state=0)
+    with pytest.warns(ConvergenceWarning):   # three iterations on purpose
+        em.fit(X)
+    assert em.basis_ == FourierBesselBasis(11, radius=4.0)
+    assert em.basis_.n_functions < FourierBesselBasis(11).n_functions
+    # nothing outside the disk of diameter 8 around the centre pixel
+    y, x = np.mgrid[-5:6, -5:6]
+    assert np.all(em.image_[np.hypot(x, y) >= 4.0] == 0)
+    for bad, match in ((0.5, "particle_diameter must be >= 3"),
+                       (13, "at most image_size")):
+        with pytest.raises(ValueError, match=match):
+            ApproxEMEstimator(11, particle_diameter=bad).fit(X)

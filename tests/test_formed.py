@@ -196,7 +196,7 @@ def defocus_series():
 
 def test_em_through_the_ctf_recovers_the_ctf_free_image(defocus_series):
     basis, coef, ctfs, X, truth = defocus_series
-    aware = ApproxEMEstimator(11, rotations=16, ctf=ctfs, random_state=0).fit(X)
+    aware = ApproxEMEstimator(11, rotations=16, ctf=ctfs, max_iter=300, random_state=0).fit(X)
     assert aware.converged_ and aware.white_noise_n_iter_ > 0
     err = relative_error(coef, aware.coef_, basis, align="rotation+translation")
     # what a white-noise model sees at best: the micrographs' average formed image
@@ -210,3 +210,31 @@ def test_em_through_the_ctf_recovers_the_ctf_free_image(defocus_series):
     assert np.isclose(aware.score(X), aware.lower_bound_, rtol=1e-9)
     detections = aware.predict(X)
     assert set(np.unique(detections["measurement"])) == {0, 1}
+
+
+def test_checkpointed_fit_through_ctfs_resumes_bit_identical(tmp_path):
+    from mtdlearn import FixedInitializer, make_target
+
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    coef = make_target(basis, random_state=0)
+    ctfs = [CTF_B, CTF_A]
+    X, truth = make_measurement(coef, basis, 160, snr=10, n_measurements=2, random_state=0,
+                                ctf=ctfs, noise_psd=make_noise_psd(4.0))
+    start = FixedInitializer(coef, density_to_shift_probabilities(0.04, 5),
+                             truth.noise_variance)
+    kw = dict(basis=basis, rotations=4, max_iter=5, ctf=ctfs, noise="colored",
+              initializer=start)
+    with pytest.warns(Warning):   # five iterations on purpose
+        plain = ApproxEMEstimator(5, **kw).fit(X)
+    path = tmp_path / "fit.npz"
+    with pytest.warns(Warning):
+        saved = ApproxEMEstimator(5, **kw).fit(X, checkpoint=path)
+    with pytest.warns(Warning):   # the complete checkpoint gives its result at once
+        restored = ApproxEMEstimator(5, **kw).fit(X, checkpoint=path)
+    for fit in (saved, restored):
+        np.testing.assert_array_equal(fit.coef_, plain.coef_)
+        assert fit.log_likelihood_history_ == plain.log_likelihood_history_
+    with pytest.raises(ValueError, match="other settings"):
+        ApproxEMEstimator(5, **dict(kw, ctf=ctfs[::-1])).fit(X, checkpoint=path)
+    with pytest.raises(ValueError, match="default start"):
+        ApproxEMEstimator(5, **dict(kw, initializer=None)).fit(X, checkpoint=path)

@@ -39,6 +39,22 @@ __all__ = ["ApproxEMEstimator"]
 
 _ACCELERATIONS = (None, "squarem", "incremental")
 
+#: Through CTFs, the M-step solves for the CTF-free image only where the
+#: micrographs' formations pass it: in the eigenspace of the normal
+#: equations' eigenvalues above this fraction of the largest, keeping the
+#: previous image elsewhere (:func:`~mtdlearn.likelihood.m_step.solve_gram`).
+#: Maximum likelihood amplifies the noise without bound along the
+#: directions the CTFs pass weakly or not at all (their zeros).  Measured
+#: (benchmarks/bench_microscope.py's data: L = 21, two micrographs of 512**2
+#: at 0.8 and 2.0 um, seed 0, SNR 10; error after rotation and translation):
+#: with particle_diameter=16, 0.054 / 0.057 / 0.054 at 1e-4 / 1e-3 / 1e-2
+#: (the basis's floor 0.033); with the box's whole disk, degenerate at 0
+#: (an exploded image) and 0.074 at 1e-3.  A Gaussian prior on the
+#: coefficients instead (tau**2 the start's mean square coefficient) gave
+#: 0.056 and 0.049 (SNR 100; 0.050 here) with the diameter, but 2.09 on the
+#: whole disk.
+_CTF_RCOND = 1e-3
+
 
 class ApproxEMEstimator(BaseMTDEstimator):
     """Approximate EM for two-dimensional multi-target detection (Algorithm 1).
@@ -190,9 +206,14 @@ class ApproxEMEstimator(BaseMTDEstimator):
         CTF (and the whitening of ``noise``) on the ``L x L`` box, and the
         M-step solves for the CTF-free image from all micrographs at once
         (a defocus series fills each other's zeros); see
-        :class:`~mtdlearn.imaging.formation.MicroscopeFormation`.  With the
-        default start, a white-noise phase runs first and the CTF-aware
-        fit starts from its result (``white_noise_n_iter_``).  ``None``:
+        :class:`~mtdlearn.imaging.formation.MicroscopeFormation`.  The
+        M-step solves for the image only in the directions the micrographs
+        determine (eigenvalues of its normal equations above ``1e-3`` of
+        the largest) and keeps the previous image in the others, which the
+        CTFs pass weakly or not at all (where maximum likelihood amplifies
+        the noise without bound).  With the default start, a white-noise phase
+        runs first and the CTF-aware fit starts from its result
+        (``white_noise_n_iter_``).  ``None``:
         the paper's model, bit-identical to a fit without it.
     noise : {"white", "colored", "auto"}, RadialPSD or sequence of RadialPSD, default="white"
         The noise model.  ``"white"``: the paper's.  ``"colored"``: each
@@ -385,15 +406,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
         if not isinstance(self.center, (bool, np.bool_)):
             raise TypeError(f"center must be a bool, got {type(self.center).__name__} "
                             f"{self.center!r}")
-        if self.particle_diameter is not None:
-            check_real(self.particle_diameter, "particle_diameter", minimum=1.0)
-            if self.basis is not None:
-                raise ValueError("give particle_diameter or basis, not both: "
-                                 "particle_diameter sets the radius of the default basis")
-            L = self.image_size
-            if isinstance(L, (int, np.integer)) and self.particle_diameter > L + 1:
-                raise ValueError(f"particle_diameter must be at most image_size + 1 = {L + 1} "
-                                 f"pixels (the box), got {self.particle_diameter}")
+        if self.particle_diameter is not None and self.basis is not None:
+            raise ValueError("give particle_diameter or basis, not both: "
+                             "particle_diameter sets the radius of the default basis")
         check_ctf(self.ctf)
         check_noise(self.noise)
         if self.acceleration == "incremental" and not (
@@ -433,7 +448,11 @@ class ApproxEMEstimator(BaseMTDEstimator):
     def _default_basis(self, L):
         if self.particle_diameter is None:
             return FourierBesselBasis(L)
-        return FourierBesselBasis(L, radius=float(self.particle_diameter) / 2.0)
+        diameter = check_real(self.particle_diameter, "particle_diameter", minimum=3.0)
+        if diameter > L + 1:
+            raise ValueError(f"particle_diameter must be at most image_size + 1 = {L + 1} "
+                             f"pixels (the box), got {diameter}")
+        return FourierBesselBasis(L, radius=diameter / 2.0)
 
     def _image_power(self, image):
         formations = getattr(self, "_formations", None)
@@ -560,9 +579,12 @@ class ApproxEMEstimator(BaseMTDEstimator):
         eps = np.finfo(np.float64 if run is None else run.dtype).eps
         spaces = (prepared.hypotheses if prepared.groups is None
                   else [space for _, space in prepared.groups])
+        rcond = float(len(state.coef) * eps)
+        if prepared.groups is not None:
+            rcond = max(rcond, _CTF_RCOND)
         coef, rho, sigma2 = m_step(stats, state.shift_probabilities, spaces,
                                    prepared.estimate_noise, floor, coef=state.coef,
-                                   rcond=float(len(state.coef) * eps))
+                                   rcond=rcond)
         return _EMState(coef, rho, sigma2 if prepared.estimate_noise else state.noise_variance,
                         run)
 
