@@ -1,12 +1,13 @@
 """Small argument validators: every error names the argument, what was expected
 and what was received.  Nothing is clipped or coerced silently."""
 
+from collections.abc import Sequence
 from numbers import Integral, Real
 
 import numpy as np
 
 __all__ = ["ComplexDataError", "check_int", "check_real", "check_array_float",
-           "check_random_generator"]
+           "check_random_generator", "check_per_measurement"]
 
 
 class ComplexDataError(TypeError, ValueError):
@@ -93,6 +94,23 @@ def check_random_generator(random_state):
         "random_state must be None, an int, a numpy Generator or RandomState, "
         f"got {type(random_state).__name__}"
     )
+
+
+def check_per_measurement(values, cls, name, n_measurements=None):
+    """A sequence of ``cls`` instances, one per measurement, as a list.
+
+    ``n_measurements`` (when known) is the length it must have.
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a {cls.__name__}, a sequence of {cls.__name__} (one "
+                        f"per measurement) or None; got {type(values).__name__}")
+    for i, value in enumerate(values):
+        if not isinstance(value, cls):
+            raise TypeError(f"{name}[{i}] must be a {cls.__name__}, got {type(value).__name__}")
+    if n_measurements is not None and len(values) != n_measurements:
+        raise ValueError(f"{name} has {len(values)} entries but X holds {n_measurements} "
+                         "measurement(s): give one per measurement, or one for all")
+    return list(values)
 
 
 def _row_blocks(arr, block_bytes):

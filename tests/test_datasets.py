@@ -242,3 +242,35 @@ def test_make_measurement_errors(coef, kwargs, exc, match):
 def test_basis_image_size_errors(kwargs, exc):
     with pytest.raises(exc, match="image_size"):
         FourierBesselBasis(**kwargs)
+
+
+def test_a_microscope_measurement_is_the_ctf_of_the_copies_plus_colored_noise():
+    from mtdlearn import make_particle
+    from mtdlearn.imaging.ctf import CTF
+    from mtdlearn.imaging.noise import estimate_noise_psd, make_noise_psd
+
+    basis = FourierBesselBasis(11)
+    coef = make_particle(basis, random_state=0)
+    ctfs = [CTF(8000.0, pixel_size=3.0), CTF(20000.0, pixel_size=3.0)]
+    psd = make_noise_psd(4.0)
+    X, truth = make_measurement(coef, basis, 256, density=0.05, snr=2, n_measurements=2,
+                                random_state=0, ctf=ctfs, noise_psd=psd)
+    clean, _ = make_measurement(coef, basis, 256, density=0.05, n_measurements=2,
+                                random_state=0)
+    # the same positions and angles; each micrograph's copies through its own CTF
+    for i, ctf in enumerate(ctfs):
+        formed = np.fft.irfft2(np.fft.rfft2(clean[i]) * ctf.evaluate((256, 256), rfft=True),
+                               s=(256, 256))
+        np.testing.assert_allclose(truth.clean[i], formed, atol=1e-12)
+        noise = X[i] - formed
+        # colored noise of mean power sigma**2: 65536 samples of a variance
+        # whose relative standard error is ~1 %; 4x more power at low frequency
+        assert abs(noise.var() / truth.noise_variance - 1) < 0.05
+        spectrum = estimate_noise_psd(noise)
+        assert spectrum.values[0] > 2.5 * spectrum.values[-1]
+    with pytest.raises(ValueError, match="not both"):
+        make_measurement(coef, basis, 64, ctf=ctfs[0], formation=truth.formations[0])
+    with pytest.raises(TypeError, match="noise_psd must be a RadialPSD"):
+        make_measurement(coef, basis, 64, noise_psd=4.0)
+    with pytest.raises(ValueError, match="ctf has 3 entries"):
+        make_measurement(coef, basis, 64, ctf=ctfs + ctfs[:1], n_measurements=2)

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validation import (check_array_float, check_int, check_random_generator,
-                          check_real)
+from .._validation import (check_array_float, check_int, check_per_measurement,
+                           check_random_generator, check_real)
 from ..basis.protocol import check_basis
 from ..imaging.ctf import CTF
 from ..imaging.formation import MicroscopeFormation, check_formation
@@ -532,13 +532,8 @@ def _microscope_formations(ctf, noise_psd, n_measurements):
     ``noise_psd``."""
     if noise_psd is not None and not isinstance(noise_psd, RadialPSD):
         raise TypeError(f"noise_psd must be a RadialPSD or None, got {type(noise_psd).__name__}")
-    ctfs = ctf if isinstance(ctf, (list, tuple)) else [ctf] * n_measurements
-    if len(ctfs) != n_measurements:
-        raise ValueError(f"ctf must be one CTF or one per measurement ({n_measurements}); "
-                         f"got {len(ctfs)}")
-    for i, c in enumerate(ctfs):
-        if c is not None and not isinstance(c, CTF):
-            raise TypeError(f"ctf[{i}] must be a CTF or None, got {type(c).__name__}")
+    ctfs = ([ctf] * n_measurements if ctf is None or isinstance(ctf, CTF)
+            else check_per_measurement(ctf, CTF, "ctf", n_measurements))
     return [MicroscopeFormation(c, noise_psd) for c in ctfs]
 
 

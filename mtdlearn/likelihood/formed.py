@@ -17,10 +17,9 @@ When no measurement has a CTF and every noise is white there are no groups
 module.
 """
 
-from collections.abc import Sequence
-
 import numpy as np
 
+from .._validation import check_per_measurement
 from ..data.patches import PatchData
 from ..imaging.ctf import CTF
 from ..imaging.formation import MicroscopeFormation
@@ -65,16 +64,7 @@ def check_ctf(ctf, n_measurements=None, name="ctf"):
         return None
     if isinstance(ctf, CTF):
         return None if n_measurements is None else [ctf] * n_measurements
-    if isinstance(ctf, (str, bytes)) or not isinstance(ctf, Sequence):
-        raise TypeError(f"{name} must be a CTF, a sequence of CTF (one per measurement) or "
-                        f"None; got {type(ctf).__name__}")
-    for i, c in enumerate(ctf):
-        if not isinstance(c, CTF):
-            raise TypeError(f"{name}[{i}] must be a CTF, got {type(c).__name__}")
-    if n_measurements is not None and len(ctf) != n_measurements:
-        raise ValueError(f"{name} has {len(ctf)} CTF(s) but X holds {n_measurements} "
-                         "measurement(s): give one CTF per measurement, or one for all")
-    return list(ctf)
+    return check_per_measurement(ctf, CTF, name, n_measurements)
 
 
 def check_noise(noise, n_measurements=None, name="noise"):
@@ -108,16 +98,7 @@ def check_noise(noise, n_measurements=None, name="noise"):
         return noise
     if isinstance(noise, RadialPSD):
         return noise if n_measurements is None else [noise] * n_measurements
-    if not isinstance(noise, Sequence):
-        raise TypeError(f"{name} must be one of {NOISE_MODELS}, a RadialPSD or a sequence of "
-                        f"RadialPSD; got {type(noise).__name__}")
-    for i, p in enumerate(noise):
-        if not isinstance(p, RadialPSD):
-            raise TypeError(f"{name}[{i}] must be a RadialPSD, got {type(p).__name__}")
-    if n_measurements is not None and len(noise) != n_measurements:
-        raise ValueError(f"{name} has {len(noise)} spectra but X holds {n_measurements} "
-                         "measurement(s): give one per measurement, or one for all")
-    return list(noise)
+    return check_per_measurement(noise, RadialPSD, name, n_measurements)
 
 
 def _psd_of(measurement):

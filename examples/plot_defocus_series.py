@@ -1,0 +1,97 @@
+"""
+A defocus series
+================
+
+A microscope records each micrograph through its own contrast transfer
+function (CTF), set by its defocus, and in colored noise.  The CTF inverts
+the contrast of some frequency bands and removes others at its zeros, so a
+white-noise fit recovers the image as the micrographs show it, not the
+molecule.  Given each micrograph's CTF (``ctf=``) and told to whiten the
+noise (``noise="colored"``), the EM models a copy in micrograph ``m`` as
+``W_m CTF_m F`` and solves for the CTF-free image ``F`` from all micrographs
+at once: a defocus series fills each other's zeros.
+
+Here four micrographs at 0.8 to 2.0 um (300 kV, 3 A/px) hold copies of a
+:func:`~mtdlearn.make_particle` target 6 pixels (18 A) across, in an 11-pixel
+box that leaves room for the CTF's spread; the noise has 4x the power at
+low frequencies as at high ones.  The cheap correction users apply today,
+phase flipping each micrograph before a white-noise fit
+(:func:`~mtdlearn.imaging.ctf.phase_flip`), is the baseline: it corrects the
+CTF's sign, not its amplitude or its zeros.  (With ``particle_diameter=9``
+the white-noise fit of the flipped micrographs ends degenerate, and says so;
+it is shown with the box's whole disk.)
+"""
+
+import time
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement, make_particle,
+                      relative_error)
+from mtdlearn.imaging.ctf import CTF, phase_flip
+from mtdlearn.imaging.noise import estimate_noise_psd, make_noise_psd
+
+L = 11
+basis = FourierBesselBasis(L)
+coef = make_particle(basis, diameter=6.0, random_state=1)
+ctfs = [CTF(float(df), pixel_size=3.0) for df in (8000, 12000, 16000, 20000)]
+psd = make_noise_psd(4.0)
+X, truth = make_measurement(coef, basis, 330, density=0.08, snr=20, n_measurements=4,
+                            random_state=1, ctf=ctfs, noise_psd=psd)
+print(f"{truth.n_copies} copies in {len(X)} micrographs of {X.shape[1]}^2, SNR 20")
+
+fits = {}
+flipped = np.stack([phase_flip(M, c) for M, c in zip(X, ctfs)])
+for name, data, kw in (("CTF-aware", X, dict(ctf=ctfs, noise="colored", particle_diameter=9)),
+                       ("phase-flipped", flipped, {})):
+    em = ApproxEMEstimator(L, random_state=0, n_jobs=-1, **kw)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        em.fit(data)
+    # the truth in the fit's basis (the CTF-aware fit's is a disk of diameter 9)
+    error = relative_error(em.basis_.expand(basis.evaluate(coef)), em.coef_, em.basis_,
+                           align="rotation+translation")
+    print(f"{name}: {em.n_iter_} iterations in {time.perf_counter() - t0:.1f} s, error "
+          f"after rotation and translation {error:.3f}")
+    fits[name] = (em, error)
+
+# %%
+# One micrograph, the four CTFs along a radius with the estimated noise
+# spectrum of the first micrograph (against the one simulated), and the
+# images: the truth, the CTF-aware estimate and the phase-flipped baseline.
+fig = plt.figure(figsize=(10, 6), layout="constrained")
+top = fig.subfigures(2, 1)
+ax = top[0].subplots(1, 3)
+ax[0].imshow(X[0][:160, :160], cmap="gray")
+ax[0].set_title("micrograph at 0.8 um (part)")
+ax[0].set_axis_off()
+k = np.linspace(0, 0.5, 400)
+for c in ctfs:
+    ax[1].plot(k, c.evaluate_frequencies(np.zeros_like(k), k / c.pixel_size),
+               label=f"{c.defocus_u / 1e4:.1f} um")
+ax[1].axhline(0, color="k", lw=0.5)
+ax[1].set_xlabel("frequency (cycles/pixel)")
+ax[1].set_title("CTFs")
+ax[1].legend(fontsize=7)
+estimate = estimate_noise_psd(X[0])
+scale = truth.noise_variance
+ax[2].errorbar(estimate.frequencies, estimate.values / scale, estimate.errors / scale,
+               fmt=".", ms=3, label="estimated")
+ax[2].plot(k, psd(k), label="simulated")
+ax[2].set_xlabel("frequency (cycles/pixel)")
+ax[2].set_title("noise spectrum / sigma^2")
+ax[2].legend(fontsize=7)
+bottom = top[1].subplots(1, 3)
+bottom[0].imshow(basis.evaluate(coef), cmap="gray")
+bottom[0].set_title("particle")
+for axis, name in zip(bottom[1:], fits):
+    em, error = fits[name]
+    axis.imshow(em.image_, cmap="gray")
+    axis.set_title(f"{name}: error {error:.2f}")
+for axis in bottom:
+    axis.set_axis_off()
+plt.show()
