@@ -161,6 +161,15 @@ def test_measurement_formations_follow_ctf_and_noise():
     assert measurement_formations(data, None, "auto") == (None, None)
     formations, psds = measurement_formations(data, None, "colored")
     assert len(psds) == 2 and all(f.noise_psd is p for f, p in zip(formations, psds))
+    # "auto" whitens the colored micrograph only
+    from mtdlearn.imaging.noise import draw_colored_noise
+    colored = draw_colored_noise(np.empty((256, 256)), make_noise_psd(4.0), 1.0,
+                                 np.random.default_rng(1))
+    formations, psds = measurement_formations(PatchData([X[0], colored], 5), None, "auto")
+    assert psds[0] is None and psds[1] is not None
+    assert formations[0].is_identity and not formations[1].is_identity
+    with pytest.raises(ValueError, match="too small"):
+        measurement_formations(PatchData([X[0][:40, :40]], 5), None, "colored")
 
 
 def test_bad_ctf_and_noise_name_the_argument():
