@@ -215,9 +215,15 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
                 "standard deviation")
 
     def _image_power(self, image):
-        """The power per pixel of ``image`` as the measurements show it (hook):
-        ``||F||**2 / L**2`` in the paper's model."""
-        return float(np.sum(image * image)) / image.size
+        """The power per pixel of ``image`` as the measurements show it:
+        ``||F||**2 / L**2`` in the paper's model, the mean over the
+        measurements' formations (``_formations``, set by ``_prepare``) of
+        ``||H F||**2 / L**2`` through CTFs."""
+        formations = getattr(self, "_formations", None)
+        flat = image.reshape(-1)
+        if formations is None:
+            return float(np.sum(flat * flat)) / flat.size
+        return float(np.mean([np.sum(f.form(flat) ** 2) for f in formations])) / flat.size
 
     def _fixed_noise_variance(self):
         return None if self.noise_variance is None else float(self.noise_variance)

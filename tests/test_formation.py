@@ -222,3 +222,35 @@ def test_model_moments_refuse_copies_wider_than_the_image(basis):
 
     with pytest.raises(ValueError, match="own size L=5"):
         model_autocorrelations(np.ones(10), basis, 0.04, 0.3, formation=Wide(1.0))
+
+
+def test_model_moments_of_several_formations_are_their_mean(basis):
+    # one formation per micrograph (each its own CTF): the model of the pooled
+    # equal-area micrographs is the mean of each one's moments, and the cost's
+    # gradient goes through all of them (against central differences)
+    from mtdlearn.autocorrelation.fit import autocorrelation_cost_and_grad
+    from mtdlearn.autocorrelation.model_moments import model_autocorrelations
+    from mtdlearn.imaging.ctf import CTF
+    from mtdlearn.imaging.formation import MicroscopeFormation
+
+    coef = make_target(basis, random_state=4)
+    formations = [MicroscopeFormation(CTF(d, pixel_size=3.0)) for d in (8000.0, 20000.0)]
+    both = model_autocorrelations(coef, basis, 0.04, 0.3, formation=formations)
+    each = [model_autocorrelations(coef, basis, 0.04, 0.3, formation=f) for f in formations]
+    for k in range(3):
+        np.testing.assert_allclose(both[k], 0.5 * (each[0][k] + each[1][k]), rtol=1e-12,
+                                   atol=1e-15)
+    measured = model_autocorrelations(coef * 0.9, basis, 0.05, 0.3, formation=formations)
+    cost, _, grad, _ = autocorrelation_cost_and_grad(0.04, coef, 0.3, measured, basis,
+                                                     formation=formations)
+    h = 1e-6
+    for j in (0, 4, 9):
+        e = np.zeros(10)
+        e[j] = h
+        plus = autocorrelation_cost_and_grad(0.04, coef + e, 0.3, measured, basis,
+                                             formation=formations)[0]
+        minus = autocorrelation_cost_and_grad(0.04, coef - e, 0.3, measured, basis,
+                                              formation=formations)[0]
+        # central differences: error O(h**2) relative, plus rounding of the cost / h
+        assert np.isclose(grad[j], (plus - minus) / (2 * h), rtol=1e-5,
+                          atol=1e-9 * abs(cost) / h)

@@ -126,7 +126,7 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     shift_radius : float, "auto" or None, default=None
         The third moment's shifts (:func:`~mtdlearn.autocorrelation.moments.third_order_shifts`);
         ``None`` uses all of them.
-    formation : ImageFormation, default=None
+    formation : ImageFormation or sequence of ImageFormation, default=None
         How a copy appears in the measurement (see
         :func:`~mtdlearn.autocorrelation.model_moments.model_autocorrelations`).
 
@@ -219,7 +219,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     shift_radius : float, "auto" or None, default=None
         The third moment's shifts, as ``measured`` was computed with
         (:func:`~mtdlearn.autocorrelation.moments.third_order_shifts`); ``None`` uses all.
-    formation : ImageFormation, default=None
+    formation : ImageFormation or sequence of ImageFormation, default=None
         How a copy appears in the measurement (see
         :func:`~mtdlearn.autocorrelation.model_moments.model_autocorrelations`).
 

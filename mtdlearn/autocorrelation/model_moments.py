@@ -214,14 +214,26 @@ def _rotated_evaluation(basis, n_angles, formation=None):
     """``BR[k] = H B R(phi_k)`` (K, L*L, p) for the equispaced angles
     ``phi_k = 2 pi k / K``: ``(H F_{phi_k}).ravel() = BR[k] @ coef``, through
     the image formation ``H`` (:mod:`mtdlearn.imaging.formation`; the
-    identity for ``None``)."""
-    formation = check_formation(formation)
+    identity for ``None``).
+
+    A sequence of formations (one per micrograph, each its own CTF) stacks
+    their tables, ``(M K, L*L, p)``: the model moments' mean over the first
+    axis is then the mean over the micrographs of each one's moments, which
+    are the moments of the pooled micrographs when they have equal areas."""
+    formations = formation if isinstance(formation, (list, tuple)) else [formation]
+    if not formations:
+        raise ValueError("formation must be an ImageFormation, None or a non-empty sequence "
+                         "of them")
     L = basis.image_size
-    if formation.support(L) != L:
-        raise ValueError(f"the model moments need formed copies of the image's own size "
-                         f"L={L}; the formation gives {formation.support(L)}")
-    return formation.form_columns(
-        rotated_evaluation(basis, 2 * np.pi * np.arange(n_angles) / n_angles))
+    BR = rotated_evaluation(basis, 2 * np.pi * np.arange(n_angles) / n_angles)
+    tables = []
+    for i, f in enumerate(formations):
+        f = check_formation(f, "formation" if len(formations) == 1 else f"formation[{i}]")
+        if f.support(L) != L:
+            raise ValueError(f"the model moments need formed copies of the image's own size "
+                             f"L={L}; the formation gives {f.support(L)}")
+        tables.append(f.form_columns(BR))
+    return tables[0] if len(tables) == 1 else np.concatenate(tables)
 
 
 def _noise_pattern(n):
@@ -299,11 +311,14 @@ def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None, 
         Keep the third moment on the pairs of
         :func:`~mtdlearn.autocorrelation.moments.third_order_shifts`
         only; ``None`` keeps all of them.
-    formation : ImageFormation, default=None
+    formation : ImageFormation or sequence of ImageFormation, default=None
         How a copy appears in the measurement: ``F_phi`` above becomes the
         formed copy ``H F_phi`` (:mod:`mtdlearn.imaging.formation`; ``None``,
         the paper's model, is the identity).  The noise terms are those of
-        white noise (data whitened by the formation's filter).
+        white noise (data whitened by the formation's filter).  A sequence,
+        one per micrograph (each with its own CTF), gives the mean of their
+        moments: the moments of the pooled micrographs when their areas are
+        equal (otherwise each micrograph weighs the same, not by its area).
 
     Returns
     -------

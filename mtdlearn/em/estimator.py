@@ -454,14 +454,6 @@ class ApproxEMEstimator(BaseMTDEstimator):
                              f"pixels (the box), got {diameter}")
         return FourierBesselBasis(L, radius=diameter / 2.0)
 
-    def _image_power(self, image):
-        formations = getattr(self, "_formations", None)
-        if formations is None:
-            return super()._image_power(image)
-        # as the (whitened) micrographs show it: through each one's formation
-        flat = image.reshape(-1)
-        return float(np.mean([np.sum(f.form(flat) ** 2) for f in formations])) / flat.size
-
     def _n_parameters(self):
         L = self.basis_.image_size
         return self.basis_.n_functions + 4 * L * L - 1 + (self.noise_variance is None)
