@@ -214,17 +214,6 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
                 f"{low:.1g} to {high:.1g}): scale the measurement, e.g. divide it by its "
                 "standard deviation")
 
-    def _image_power(self, image):
-        """The power per pixel of ``image`` as the measurements show it:
-        ``||F||**2 / L**2`` in the paper's model, the mean over the
-        measurements' formations (``_formations``, set by ``_prepare``) of
-        ``||H F||**2 / L**2`` through CTFs."""
-        formations = getattr(self, "_formations", None)
-        flat = image.reshape(-1)
-        if formations is None:
-            return float(np.sum(flat * flat)) / flat.size
-        return float(np.mean([np.sum(f.form(flat) ** 2) for f in formations])) / flat.size
-
     def _fixed_noise_variance(self):
         return None if self.noise_variance is None else float(self.noise_variance)
 
@@ -345,7 +334,10 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
         # the best start by its objective, among those that did not end
         # degenerate (when any did not)
         mean_square = float(data.memoize(data_statistics, L)[1])
-        reasons = [_degenerate_reason(r, self.basis_, mean_square, self._image_power)
+        # the image's power as the measurements show it: through their CTFs
+        # (_formations, set by _prepare) where there are some
+        formations = getattr(self, "_formations", None)
+        reasons = [_degenerate_reason(r, self.basis_, mean_square, formations)
                    for r in results]
         proper = [i for i in range(len(results)) if reasons[i] is None] or range(len(results))
         best = max(proper, key=lambda i: results[i]["objective"])
@@ -514,19 +506,21 @@ _MAX_POWER_RATIO = 2.0
 _MIN_SIGNAL_FRACTION = 1e-4
 
 
-def _degenerate_reason(res, basis, mean_square, image_power=None):
+def _degenerate_reason(res, basis, mean_square, formations=None):
     """Why a start's result is degenerate, or ``None`` for a proper fit.
 
     Compares the model's power per pixel with the data's mean square
-    (``mean_square``, per pixel): the image's ``||F||**2 / L**2`` (as it
-    appears in the data: ``image_power(image)``, through the measurements'
-    CTFs where there are some), the signal's ``density ||F||**2 / L**2`` and
-    the noise's ``sigma**2``.
+    (``mean_square``, per pixel): the image's ``||F||**2 / L**2`` (as the
+    data show it: the mean of ``||H F||**2 / L**2`` over the measurements'
+    ``formations``, their CTFs, when given), the signal's ``density
+    ||F||**2 / L**2`` and the noise's ``sigma**2``.
     """
     L = basis.image_size
-    image = basis.evaluate(np.asarray(res["coef"], dtype=np.float64))
-    image_power = (float(np.sum(image * image)) / (L * L) if image_power is None
-                   else image_power(image))
+    image = basis.evaluate(np.asarray(res["coef"], dtype=np.float64)).reshape(-1)
+    if formations is None:
+        image_power = float(np.sum(image * image)) / (L * L)
+    else:
+        image_power = float(np.mean([np.sum(f.form(image) ** 2) for f in formations])) / (L * L)
     density = shift_probabilities_to_density(
         np.asarray(res["shift_probabilities"]).reshape(2 * L, 2 * L))
     signal = density * image_power

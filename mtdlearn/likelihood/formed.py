@@ -28,7 +28,7 @@ from .hypotheses import HypothesisSpace
 from .statistics import GroupStatistics
 
 __all__ = ["NOISE_MODELS", "check_ctf", "check_noise", "measurement_formations",
-           "formation_groups", "regroup", "estep_groups", "per_patch_groups"]
+           "formation_groups", "regroup", "estep_groups"]
 
 #: The noise models an estimator's ``noise`` names.
 NOISE_MODELS = ("white", "colored", "auto")
@@ -243,10 +243,14 @@ def formation_groups(data, formations, space):
     if len(formations) != len(data.offsets) - 1:
         raise ValueError(f"formations must have one entry per measurement "
                          f"({len(data.offsets) - 1}); got {len(formations)}")
-    return tuple((_measurement_source(data, i, f),
-                  HypothesisSpace(space.basis, space.angles, n_components=space.n_components,
-                                  formation=f))
+    return tuple((_measurement_source(data, i, f), _with_formation(space, f))
                  for i, f in enumerate(formations))
+
+
+def _with_formation(space, formation):
+    """``space``'s basis, angles and components, seen through ``formation``."""
+    return HypothesisSpace(space.basis, space.angles, n_components=space.n_components,
+                           formation=formation)
 
 
 def regroup(groups, space):
@@ -273,9 +277,7 @@ def regroup(groups, space):
     """
     if groups is None:
         return None
-    return tuple((d, HypothesisSpace(space.basis, space.angles,
-                                     n_components=space.n_components,
-                                     formation=s.formation)) for d, s in groups)
+    return tuple((d, _with_formation(space, s.formation)) for d, s in groups)
 
 
 def estep_groups(groups, coef, shift_probabilities, noise_variance, build, estep, *,
@@ -330,27 +332,3 @@ def estep_groups(groups, coef, shift_probabilities, noise_variance, build, estep
         estep(data, build(coef, shift_probabilities, noise_variance, space, dtype=dtype),
               **options)
         for data, space in groups)
-
-
-def per_patch_groups(groups, build):
-    """``(data, model)`` of each group for the per-patch E-steps (``score``, ``predict``).
-
-    Parameters
-    ----------
-    groups : tuple of (PatchData, HypothesisSpace)
-        From :func:`formation_groups`.
-    build : callable
-        ``build(space)``: the per-patch model of a group's hypotheses.
-
-    Returns
-    -------
-    pairs : list of (PatchData, model)
-        Each group's patches with the model of its hypotheses.
-
-    Examples
-    --------
-    >>> from mtdlearn.likelihood.formed import per_patch_groups
-    >>> per_patch_groups((), None)
-    []
-    """
-    return [(data, build(space)) for data, space in groups]
