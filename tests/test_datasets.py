@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 
 from mtdlearn import FourierBesselBasis
 from mtdlearn.data.simulate import (MeasurementTruth, make_measurement, make_target, place_copies,
-                               snr_to_noise_variance)
+                                    render_copies, snr_to_noise_variance)
 
 pytestmark = pytest.mark.usefixtures("single_threaded_blas")
 
@@ -209,7 +209,10 @@ def test_place_copies_directly():
 @pytest.mark.parametrize("kwargs, exc, match", [
     (dict(coef=np.full(10, np.nan)), ValueError, "coef"),
     (dict(coef=np.ones(9)), ValueError, "coef"),
-    (dict(coef=np.ones((2, 10))), ValueError, "coef"),
+    (dict(coef=np.ones((2, 9))), ValueError, "coef"),
+    (dict(coef=np.ones((0, 10))), ValueError, "coef"),
+    (dict(coef=np.ones((2, 2, 10))), ValueError, "coef"),
+    (dict(coef=np.ones(())), ValueError, "coef"),
     (dict(coef=np.ones(10, dtype=complex)), TypeError, "coef"),
     (dict(basis=None), TypeError, "basis"),
     (dict(size=4), ValueError, "size"),
@@ -274,3 +277,188 @@ def test_a_microscope_measurement_is_the_ctf_of_the_copies_plus_colored_noise():
         make_measurement(coef, basis, 64, noise_psd=4.0)
     with pytest.raises(ValueError, match="ctf has 3 entries"):
         make_measurement(coef, basis, 64, ctf=ctfs + ctfs[:1], n_measurements=2)
+
+
+# ------------------------------------------------------------------ mixtures
+@pytest.fixture(scope="module")
+def coefs(coef):
+    """Two kinds of particle of different powers (the second ~4x the first)."""
+    return np.stack([coef, 2.0 * make_target(BASIS, random_state=1)])
+
+
+def covered_by(positions, shape):
+    """Pixels of an (N1, N2) measurement covered by a copy at one of ``positions``."""
+    covered = np.zeros(shape, dtype=bool)
+    for r, c in positions:
+        covered[r:r + L, c:c + L] = True
+    return covered
+
+
+def test_one_dimensional_coef_has_no_component_and_one_row_is_the_same(coef):
+    kw = dict(snr=2.0, n_measurements=2, random_state=8)
+    X, truth = make_measurement(coef, BASIS, 120, **kw)
+    assert truth.component is None and truth.weights is None
+    X2, _ = make_measurement(coef, BASIS, 120, **kw)
+    assert_array_equal(X, X2)
+    # one kind with abundance 1: the kinds are drawn last, so every earlier
+    # draw and every rendered copy is that of the 1-D call -- bit-identical
+    X1, truth1 = make_measurement(coef[None], BASIS, 120, **kw)
+    assert_array_equal(X1, X)
+    assert_array_equal(truth1.clean, truth.clean)
+    assert_array_equal(truth1.positions, truth.positions)
+    assert_array_equal(truth1.angles, truth.angles)
+    assert truth1.noise_variance == truth.noise_variance
+    assert truth1.coef.shape == (1, BASIS.n_functions)
+    assert_array_equal(truth1.coef[0], coef)
+    assert truth1.component.shape == (truth1.n_copies,)
+    assert_array_equal(truth1.component, 0)
+    assert_array_equal(truth1.weights, [1.0])
+
+
+def test_mixture_shares_positions_angles_and_noise_with_a_one_dimensional_call(coef, coefs):
+    kw = dict(noise_variance=0.5, random_state=9)
+    X, truth = make_measurement(coef, BASIS, 150, **kw)
+    Xm, truthm = make_measurement(coefs, BASIS, 150, **kw)
+    assert_array_equal(truthm.positions, truth.positions)
+    assert_array_equal(truthm.angles, truth.angles)
+    assert_array_equal(truthm.measurement, truth.measurement)
+    # the noise too: off the copies both measurements are the same noise
+    off = ~covered_by(truth.positions, X.shape)
+    assert_array_equal(Xm[off], X[off])
+    # both kinds occur and their copies differ from the 1-D call's
+    assert set(np.unique(truthm.component)) == {0, 1}
+    assert not np.array_equal(Xm, X)
+
+
+def test_kinds_are_drawn_from_the_weights(coefs):
+    weights = (0.3, 0.7)
+    _, truth = make_measurement(coefs, BASIS, 300, n_measurements=20, weights=weights,
+                                random_state=10)
+    n = truth.n_copies
+    assert n == 20 * round(0.04 * 300**2 / L**2)  # 2880 copies
+    assert truth.component.shape == (n,) and truth.component.dtype.kind == "i"
+    counts = np.bincount(truth.component, minlength=2)
+    assert counts.size == 2
+    # the count of kind 1 is Binomial(n, 0.7): 5 standard deviations
+    assert abs(counts[1] - 0.7 * n) < 5 * np.sqrt(n * 0.3 * 0.7)
+    assert_array_equal(truth.weights, weights)
+    # both measurements hold both kinds
+    for i in range(2):
+        assert set(np.unique(truth.component[truth.measurement == i])) == {0, 1}
+    # a kind of abundance 0 never occurs; None means equal abundances
+    three = np.concatenate([coefs, coefs[:1]])
+    _, truth0 = make_measurement(three, BASIS, 200, weights=[0.5, 0.0, 0.5], random_state=0)
+    assert 1 not in truth0.component and set(np.unique(truth0.component)) == {0, 2}
+    _, truth_eq = make_measurement(three, BASIS, 60, random_state=0)
+    assert_allclose(truth_eq.weights, [1 / 3] * 3, rtol=1e-15)
+
+
+def test_mixture_clean_renders_each_copy_with_its_own_kind(coefs):
+    X, truth = make_measurement(coefs, BASIS, 150, weights=[0.4, 0.6], random_state=12)
+    assert_array_equal(X, truth.clean)  # noise-free
+    assert truth.coef.shape == coefs.shape and truth.coef is not coefs
+    assert_array_equal(truth.coef, coefs)
+    # by hand: each kind's copies rendered with its own coefficients
+    expected = np.zeros((1,) + X.shape)
+    zeros = np.zeros(truth.n_copies, dtype=np.int64)
+    for k in range(2):
+        mine = truth.component == k
+        assert mine.any()
+        render_copies(expected, coefs[k], BASIS, truth.positions[mine], truth.angles[mine],
+                      zeros[mine])
+    # the copies do not overlap, so each pixel is one copy's value: a sum of
+    # p = 10 products, the same on both sides up to rounding
+    assert_allclose(truth.clean, expected[0], rtol=0, atol=1e-12)
+    # and pixel by pixel, each copy is its kind's rotated image
+    for (r, c), phi, k in zip(truth.positions, truth.angles, truth.component):
+        assert_allclose(truth.clean[r:r + L, c:c + L],
+                        BASIS.evaluate(BASIS.rotate(coefs[k], phi)), rtol=0, atol=1e-12)
+    assert np.all(truth.clean[~covered_by(truth.positions, X.shape)] == 0.0)
+
+
+def test_mixture_snr_is_the_weighted_mean_power(coef, coefs):
+    weights = np.array([0.3, 0.7])
+    snr = 2.5
+    powers = [np.sum(BASIS.evaluate(c) ** 2) for c in coefs]
+    assert powers[1] > 2 * powers[0]  # the two kinds' powers differ markedly
+    expected = (weights[0] * powers[0] + weights[1] * powers[1]) / (L**2 * snr)
+    X, truth = make_measurement(coefs, BASIS, 300, snr=snr, weights=weights, random_state=13)
+    # the same few float operations in another order: a few ulps
+    assert truth.noise_variance == pytest.approx(expected, rel=1e-12)
+    assert snr_to_noise_variance(coefs, BASIS, snr, weights=weights) == pytest.approx(
+        expected, rel=1e-12)
+    assert snr_to_noise_variance(coefs, BASIS, snr) == pytest.approx(
+        (powers[0] + powers[1]) / 2 / (L**2 * snr), rel=1e-12)
+    # one row of weight 1 is the 1-D definition, exactly (1.0 * power)
+    assert snr_to_noise_variance(coef[None], BASIS, snr) == snr_to_noise_variance(coef, BASIS, snr)
+    # the noise drawn has that variance: sample variance of n values, 5 standard deviations
+    noise = (X - truth.clean).ravel()
+    assert np.var(noise) == pytest.approx(expected, rel=5 * np.sqrt(2 / (noise.size - 1)))
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(weights=[0.5, 0.5]), ValueError, "weights"),             # with a 1-D coef
+    (dict(coef="2d", weights=[1.0]), ValueError, "weights"),         # wrong length
+    (dict(coef="2d", weights=[0.2, 0.3, 0.5]), ValueError, "weights"),
+    (dict(coef="2d", weights=[0.5, 0.4]), ValueError, "weights must sum to 1"),
+    (dict(coef="2d", weights=[0.5, 0.5 + 1e-7]), ValueError, "weights must sum to 1"),
+    (dict(coef="2d", weights=[-0.2, 1.2]), ValueError, "weights must be non-negative"),
+    (dict(coef="2d", weights=[np.nan, 1.0]), ValueError, "weights"),
+    (dict(coef="2d", weights=[[0.5, 0.5]]), ValueError, "weights"),
+    (dict(coef="2d", weights=0.5), ValueError, "weights"),
+    (dict(coef="2d", weights=["a", "b"]), TypeError, "weights"),
+    (dict(coef=np.ones((2, 11))), ValueError, "coef"),
+    (dict(coef=np.ones((1, 1, 10))), ValueError, "coef"),
+    (dict(coef=np.zeros((2, 10)), snr=1.0), ValueError, "zero weighted mean power"),
+])
+def test_mixture_errors(coef, coefs, kwargs, exc, match):
+    args = dict(coef=coef, basis=BASIS, size=50)
+    args.update(kwargs)
+    if isinstance(args["coef"], str):
+        args["coef"] = coefs
+    with pytest.raises(exc, match=match):
+        make_measurement(**args)
+    if "weights" in kwargs or "snr" in kwargs:   # the same checks in snr_to_noise_variance
+        with pytest.raises(exc, match=match):
+            snr_to_noise_variance(args["coef"], BASIS, 1.0, weights=args.get("weights"))
+
+
+def test_weights_within_tolerance_are_kept_as_given(coefs):
+    weights = np.array([0.5, 0.5 + 5e-9])   # sums to 1 within 1e-8: accepted, not renormalized
+    _, truth = make_measurement(coefs, BASIS, 60, weights=weights, random_state=0)
+    assert_array_equal(truth.weights, weights)
+    assert truth.weights is not weights
+
+
+def test_mixture_with_several_measurements_and_a_ctf(coefs):
+    from mtdlearn.imaging.ctf import CTF
+    from mtdlearn.imaging.noise import make_noise_psd
+
+    ctf = CTF(10000.0, pixel_size=3.0)
+    N = 100
+    X, truth = make_measurement(coefs, BASIS, N, snr=3.0, n_measurements=2, weights=[0.3, 0.7],
+                                ctf=ctf, random_state=14)
+    assert X.shape == (2, N, N) and truth.clean.shape == (2, N, N)
+    assert truth.component.shape == truth.measurement.shape == (truth.n_copies,)
+    assert_array_equal(np.bincount(truth.measurement), [round(0.04 * N**2 / L**2)] * 2)
+    assert len(truth.formations) == 2
+    for i in range(2):
+        mine = truth.measurement == i
+        assert set(np.unique(truth.component[mine])) == {0, 1}
+        # each measurement: the CTF applied to the sum of its copies, each of its own kind
+        raw = np.zeros((1, N, N))
+        for k in range(2):
+            sel = mine & (truth.component == k)
+            render_copies(raw, coefs[k], BASIS, truth.positions[sel], truth.angles[sel],
+                          np.zeros(int(sel.sum()), dtype=np.int64))
+        formed = np.fft.irfft2(np.fft.rfft2(raw[0]) * ctf.evaluate((N, N), rfft=True), s=(N, N))
+        # two FFTs of a 100x100 image of magnitude ~1: rounding ~1e-15
+        assert_allclose(truth.clean[i], formed, rtol=0, atol=1e-12)
+    # a colored noise and an explicit formation work too
+    X2, truth2 = make_measurement(coefs, BASIS, N, noise_variance=1.0, n_measurements=2,
+                                  noise_psd=make_noise_psd(4.0), random_state=15)
+    assert X2.shape == (2, N, N) and truth2.component.shape == (truth2.n_copies,)
+    X3, truth3 = make_measurement(coefs, BASIS, N, noise_variance=1.0,
+                                  formation=truth.formations[0], random_state=16)
+    assert X3.shape == (N, N) and truth3.component.shape == (truth3.n_copies,)
+    assert truth3.formations == (truth.formations[0],)

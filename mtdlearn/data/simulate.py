@@ -11,6 +11,7 @@ from ..basis.protocol import check_basis
 from ..imaging.ctf import CTF
 from ..imaging.formation import MicroscopeFormation, check_formation
 from ..imaging.noise import RadialPSD
+from ._copies import place_copies, render_copies
 
 __all__ = ["make_target", "make_measurement", "MeasurementTruth", "place_copies",
            "render_copies", "snr_to_noise_variance"]
@@ -58,20 +59,83 @@ def _check_basis(basis):
     check_basis(basis)
 
 
-def snr_to_noise_variance(coef, basis, snr):
+def _check_coef(coef, basis):
+    """``coef`` as a finite float array of shape (n_functions,) or
+    (n_components, n_functions), with at least one component."""
+    coef = check_array_float(coef, "coef")
+    p = basis.n_functions
+    if coef.ndim == 1:
+        if coef.shape[0] != p:
+            raise ValueError(f"coef must have length basis.n_functions={p}, got {coef.shape[0]}")
+    elif coef.ndim == 2:
+        if coef.shape[1] != p or coef.shape[0] < 1:
+            raise ValueError(
+                f"a 2-D coef must have shape (n_components >= 1, basis.n_functions={p}), "
+                f"got {coef.shape}"
+            )
+    else:
+        raise ValueError(
+            f"coef must be 1-D (n_functions,) or 2-D (n_components, n_functions), "
+            f"got shape {coef.shape}"
+        )
+    return coef
+
+
+def _check_weights(weights, coef):
+    """The abundances of a 2-D ``coef``'s components as a float array (equal ones for
+    ``None``); ``None`` for a 1-D ``coef``, where giving ``weights`` is an error."""
+    if coef.ndim == 1:
+        if weights is not None:
+            raise ValueError("weights is only for a 2-D coef (one row per component); "
+                             "got weights with a 1-D coef")
+        return None
+    n_components = coef.shape[0]
+    if weights is None:
+        return np.full(n_components, 1.0 / n_components)
+    weights = check_array_float(weights, "weights", ndim=1)
+    if weights.shape[0] != n_components:
+        raise ValueError(f"weights must have one entry per component (coef.shape[0]="
+                         f"{n_components}), got {weights.shape[0]}")
+    if np.any(weights < 0):
+        raise ValueError(f"weights must be non-negative, got {weights!r}")
+    total = float(np.sum(weights))
+    if abs(total - 1.0) > 1e-8:
+        raise ValueError(f"weights must sum to 1 (within 1e-8), got a sum of {total!r}")
+    return weights.copy()
+
+
+def _mean_power(coef, basis, weights):
+    """``||F||_F**2`` of a 1-D ``coef``; ``sum_c weights[c] ||F_c||_F**2`` of a 2-D one
+    (each component evaluated on its own, so one row with weight 1 gives the 1-D value)."""
+    if coef.ndim == 1:
+        return float(np.sum(basis.evaluate(coef) ** 2))
+    power = 0.0
+    for w, row in zip(weights, coef):
+        power += float(w) * float(np.sum(basis.evaluate(row) ** 2))
+    return power
+
+
+def snr_to_noise_variance(coef, basis, snr, *, weights=None):
     """Convert an SNR to the noise variance ``sigma**2 = ||F||_F**2 / (L**2 snr)``.
 
     The paper's definition ``SNR = ||F||_F**2 / (A sigma**2)`` with area
-    ``A = L**2`` (§1), where ``F = basis.evaluate(coef)``.
+    ``A = L**2`` (§1), where ``F = basis.evaluate(coef)``.  For a mixture
+    of several images ``F_c`` (a 2-D ``coef``) the power ``||F||_F**2`` is
+    their abundance-weighted mean,
+    ``sigma**2 = sum_c weights[c] ||F_c||_F**2 / (L**2 snr)``.
 
     Parameters
     ----------
-    coef : array-like of shape (n_functions,)
-        Coefficients of the image ``F``.
+    coef : array-like of shape (n_functions,) or (n_components, n_functions)
+        Coefficients of the image ``F``, or one row per image ``F_c`` of a
+        mixture.
     basis : FourierBesselBasis
         The basis of ``coef``.
     snr : float
         Signal-to-noise ratio, ``> 0``.
+    weights : array-like of shape (n_components,), default=None
+        Abundances of a mixture's images (non-negative, summing to 1);
+        ``None``: equal abundances.  Only with a 2-D ``coef``.
 
     Returns
     -------
@@ -81,8 +145,10 @@ def snr_to_noise_variance(coef, basis, snr):
     Raises
     ------
     ValueError
-        If ``snr`` is not a finite number ``> 0``, or ``coef`` describes a
-        zero image (its SNR is undefined).
+        If ``snr`` is not a finite number ``> 0``, ``coef`` has the wrong
+        shape or describes a zero image (whose SNR is undefined; for a
+        mixture: a zero weighted mean power), or ``weights`` is invalid or
+        given with a 1-D ``coef``.
 
     Examples
     --------
@@ -94,14 +160,29 @@ def snr_to_noise_variance(coef, basis, snr):
     >>> energy = float(np.sum(basis.evaluate(coef) ** 2))
     >>> bool(np.isclose(snr_to_noise_variance(coef, basis, 2.0), energy / (25 * 2.0)))
     True
+
+    A mixture of ``F`` (abundance 0.2) and ``2 F`` (power ``4 ||F||**2``,
+    abundance 0.8):
+
+    >>> mixture = np.stack([coef, 2 * coef])
+    >>> sigma2 = snr_to_noise_variance(mixture, basis, 2.0, weights=[0.2, 0.8])
+    >>> bool(np.isclose(sigma2, (0.2 + 0.8 * 4) * energy / (25 * 2.0)))
+    True
     """
     _check_basis(basis)
     snr = check_real(snr, "snr", minimum=0.0, strict=True)
-    F = basis.evaluate(coef)
-    energy = float(np.sum(F**2))
+    coef = _check_coef(coef, basis)
+    weights = _check_weights(weights, coef)
+    return _snr_to_noise_variance(coef, basis, snr, weights)
+
+
+def _snr_to_noise_variance(coef, basis, snr, weights):
+    """:func:`snr_to_noise_variance` on validated arguments."""
+    energy = _mean_power(coef, basis, weights)
     if energy == 0.0:
-        raise ValueError("coef describes a zero image, whose SNR is undefined: give "
-                         "noise_variance instead of snr")
+        what = ("coef describes a zero image" if coef.ndim == 1 else
+                "the components of coef have a zero weighted mean power")
+        raise ValueError(f"{what}, whose SNR is undefined: give noise_variance instead of snr")
     return energy / (basis.image_size**2 * snr)
 
 
@@ -118,15 +199,17 @@ class MeasurementTruth:
         Top-left corner (row, col) of each of the ``p`` copies.
     angles : ndarray of shape (p,)
         Rotation of each copy, in radians: the copy is
-        ``basis.evaluate(basis.rotate(coef, angle))``.
+        ``basis.evaluate(basis.rotate(coef, angle))`` (for a mixture,
+        ``coef[component[i]]`` for copy ``i``).
     measurement : ndarray of shape (p,)
         Index of the measurement holding each copy (all zero for one measurement).
     noise_variance : float
         ``sigma**2`` of the added noise.
     density : float
-        Density reached, ``p * L**2 / (total area)``.
-    coef : ndarray of shape (n_functions,)
-        Coefficients of the target image.
+        Density reached, ``p * L**2 / (total area)`` (copies of all kinds).
+    coef : ndarray of shape (n_functions,) or (n_components, n_functions)
+        Coefficients of the target image, or one row per kind of particle of
+        a mixture.
     basis : FourierBesselBasis
         Basis of ``coef``.
     shape : tuple
@@ -134,6 +217,12 @@ class MeasurementTruth:
     formations : tuple of ImageFormation, default=None
         The image formation of each measurement (``None``: the paper's
         white-noise model for all).
+    component : ndarray of shape (p,), int, default=None
+        For a mixture (2-D ``coef``): the kind of each copy, a 0-based row
+        index into ``coef``.  ``None`` for a 1-D ``coef``.
+    weights : ndarray of shape (n_components,), default=None
+        For a mixture: the abundances the kinds were drawn from.  ``None``
+        for a 1-D ``coef``.
 
     Attributes
     ----------
@@ -156,6 +245,8 @@ class MeasurementTruth:
     >>> X, truth = make_measurement(coef, basis, 100, snr=5, random_state=0)
     >>> truth.n_copies, truth.positions.shape, truth.clean.shape
     (16, (16, 2), (100, 100))
+    >>> truth.component is None
+    True
     """
 
     positions: np.ndarray
@@ -168,14 +259,19 @@ class MeasurementTruth:
     shape: tuple
     formations: tuple = None
     _clean: np.ndarray = field(default=None, repr=False)
+    # new fields go last, with defaults, so positional construction keeps working
+    component: np.ndarray = None
+    weights: np.ndarray = None
 
     @property
     def clean(self):
         """The noise-free measurement, same shape as the measurement array.
 
         Rendered from ``coef``, ``positions``, ``angles`` and ``measurement``
-        on first access, then formed by each measurement's image formation
-        (``formations``) and cached.
+        (and, for a mixture, ``component``: each copy with its own kind's
+        coefficients, one batched render per kind) on first access, then
+        formed by each measurement's image formation (``formations``) and
+        cached.
 
         Examples
         --------
@@ -191,7 +287,7 @@ class MeasurementTruth:
             out = np.zeros(self.shape)
             view = out if out.ndim == 3 else out[None]
             _add_formed_copies(view, self.coef, self.basis, self.positions, self.angles,
-                               self.measurement, self.formations)
+                               self.measurement, self.formations, self.component)
             self._clean = out
         return self._clean
 
@@ -210,159 +306,9 @@ class MeasurementTruth:
         return int(self.angles.size)
 
 
-def render_copies(out, coef, basis, positions, angles, measurement, batch=20000):
-    """Add rotated copies of an image into ``out``, in place.
-
-    Copy ``i`` is ``basis.evaluate(basis.rotate(coef, angles[i]))`` with its
-    top-left corner at ``positions[i]`` of measurement ``measurement[i]``
-    (the first term of eq. 1).  Copies must not overlap (the placement
-    guarantees it), so a plain indexed add is exact.  Works in batches to
-    bound memory.
-
-    Parameters
-    ----------
-    out : ndarray of shape (n, N1, N2)
-        Measurements to add the copies to; modified in place.
-    coef : array-like of shape (n_functions,)
-        Coefficients of the image.
-    basis : FourierBesselBasis
-        Basis of ``coef``.
-    positions : ndarray of shape (p, 2), int
-        Top-left corners (row, col); every copy must fit in ``out``.
-    angles : ndarray of shape (p,)
-        Rotation angles in radians.
-    measurement : ndarray of shape (p,), int
-        Index into ``out`` of each copy.
-    batch : int, default=20000
-        Copies rendered at once.
-
-    Returns
-    -------
-    out : ndarray of shape (n, N1, N2)
-        The same array, with the copies added.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from mtdlearn import FourierBesselBasis
-    >>> from mtdlearn.data.simulate import render_copies
-    >>> basis = FourierBesselBasis(5, n_coefficients=10)
-    >>> coef = np.ones(10)
-    >>> out = render_copies(np.zeros((1, 20, 20)), coef, basis, np.array([[2, 3]]),
-    ...                     np.array([0.0]), np.array([0]))
-    >>> np.allclose(out[0, 2:7, 3:8], basis.evaluate(coef))
-    True
-    """
-    L = basis.image_size
-    ar = np.arange(L)
-    for start in range(0, len(angles), batch):
-        sl = slice(start, start + batch)
-        imgs = basis.evaluate(basis.rotate(coef, angles[sl]))
-        rows = positions[sl, 0][:, None, None] + ar[None, :, None]
-        cols = positions[sl, 1][:, None, None] + ar[None, None, :]
-        meas = measurement[sl][:, None, None]
-        out[meas, rows, cols] += imgs
-    return out
-
-
-def place_copies(shape, image_size, n_copies, rng, max_rounds=200):
-    """Random top-left corners, pairwise Chebyshev distance >= 2L - 1.
-
-    Candidates are drawn uniformly over ``[0, N1 - L] x [0, N2 - L]`` in
-    batches; a candidate is kept when it is at least ``2L - 1`` away from every
-    kept corner and from every earlier candidate of its batch.  The check uses
-    a grid of cells of side ``2L - 1`` (at most one corner per cell), so it is
-    linear in the number of candidates.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        ``(N1, N2)``, the measurement shape.
-    image_size : int
-        ``L``; corners lie in ``[0, N1 - L] x [0, N2 - L]``.
-    n_copies : int
-        Number of corners requested.
-    rng : numpy.random.Generator
-        Source of the random draws.
-    max_rounds : int, default=200
-        Batches of candidates drawn at most (placement also stops after five
-        batches in a row that add nothing).
-
-    Returns
-    -------
-    positions : ndarray of shape (p, 2), int64
-        ``p <= n_copies``; fewer when the requested number did not fit.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from mtdlearn.data.simulate import place_copies
-    >>> pos = place_copies((100, 100), 5, 20, np.random.default_rng(0))
-    >>> pos.shape
-    (20, 2)
-    >>> gaps = np.abs(pos[:, None] - pos[None]).max(axis=-1)  # Chebyshev distances
-    >>> bool(gaps[~np.eye(20, dtype=bool)].min() >= 2 * 5 - 1)
-    True
-    """
-    L = image_size
-    sep = 2 * L - 1
-    hi0, hi1 = shape[0] - L + 1, shape[1] - L + 1  # exclusive upper bounds
-    if n_copies == 0 or hi0 <= 0 or hi1 <= 0:
-        return np.empty((0, 2), dtype=np.int64)
-    nc0, nc1 = -(-hi0 // sep), -(-hi1 // sep)
-    # cell -> index of the kept corner in it, -1 if none; padded by one cell
-    grid = np.full((nc0 + 2, nc1 + 2), -1, dtype=np.int64)
-    kept = np.empty((0, 2), dtype=np.int64)
-    neighbours = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]
-    stale = 0
-    for _ in range(max_rounds):
-        need = n_copies - len(kept)
-        if need <= 0:
-            break
-        m = int(min(max(2 * need, 1024), 4 * 10**6))
-        cand = np.stack([rng.integers(0, hi0, m), rng.integers(0, hi1, m)], axis=1)
-        cell = cand // sep + 1
-        ok = np.ones(m, dtype=bool)
-        # conflicts with corners kept in earlier rounds
-        for a, b in neighbours:
-            j = grid[cell[:, 0] + a, cell[:, 1] + b]
-            has = j >= 0
-            d = np.abs(kept[j[has]] - cand[has]).max(axis=1) if has.any() else np.empty(0)
-            bad = np.zeros(m, dtype=bool)
-            bad[np.flatnonzero(has)[d < sep]] = True
-            ok &= ~bad
-        # conflicts within the batch: keep a candidate only if no earlier
-        # candidate of this batch is within the separation.  The earliest
-        # candidate of each cell is the only one that can survive in that cell.
-        first = np.full(grid.shape, m, dtype=np.int64)
-        order = np.arange(m)
-        np.minimum.at(first, (cell[:, 0], cell[:, 1]), order)
-        ok &= first[cell[:, 0], cell[:, 1]] == order
-        for a, b in neighbours:
-            if a == 0 and b == 0:
-                continue
-            j = first[cell[:, 0] + a, cell[:, 1] + b]
-            has = j < order
-            d = np.abs(cand[j[has]] - cand[has]).max(axis=1) if has.any() else np.empty(0)
-            bad = np.zeros(m, dtype=bool)
-            bad[np.flatnonzero(has)[d < sep]] = True
-            ok &= ~bad
-        new = cand[ok][:need]
-        if len(new) == 0:
-            stale += 1
-            if stale >= 5:
-                break
-            continue
-        stale = 0
-        new_cells = new // sep + 1
-        grid[new_cells[:, 0], new_cells[:, 1]] = np.arange(len(kept), len(kept) + len(new))
-        kept = np.concatenate([kept, new])
-    return kept
-
-
 def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=None,
                      n_measurements=None, random_state=None, formation=None, ctf=None,
-                     noise_psd=None):
+                     noise_psd=None, *, weights=None):
     """Simulate a measurement of the multi-target detection model (eq. 1).
 
     Copies of the image ``basis.evaluate(coef)``, each rotated by an angle
@@ -372,10 +318,27 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
     formation (the identity in the paper's model) and its noise is added
     (white Gaussian noise in the paper's model).
 
+    With a 2-D ``coef`` the measurement holds a mixture of several kinds of
+    particle: the kind of each copy is drawn i.i.d. from ``weights`` (as
+    scikit-learn's ``GaussianMixture.weights_``) and the copy is the image
+    of that kind's row of ``coef``.
+
+    The random draws, all from the one generator of ``random_state``, come
+    in this order: the positions of each measurement in turn
+    (:func:`place_copies`), the angles of all copies, the noise of each
+    measurement in turn (only when ``sigma**2 > 0``), and last, for a 2-D
+    ``coef`` only, the kinds of all copies
+    (``rng.choice(n_components, size=n_copies, p=weights)``, in the order
+    of ``truth.positions``).  So a 1-D ``coef`` draws exactly what it always
+    did, and a mixture with the same seed, size, density and noise variance
+    has the same positions, angles and noise as a 1-D ``coef``; a
+    ``(1, n_functions)`` ``coef`` gives the same measurement as its 1-D row.
+
     Parameters
     ----------
-    coef : array-like of shape (n_functions,)
-        Coefficients of the target image.
+    coef : array-like of shape (n_functions,) or (n_components, n_functions)
+        Coefficients of the target image, or one row per kind of particle
+        of a mixture.
     basis : FourierBesselBasis
         The basis of ``coef``; gives ``L``.
     size : int or (int, int)
@@ -385,7 +348,10 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
         density the placement cannot reach gives a warning, and
         ``truth.density`` reports the density reached.
     snr : float, default=None
-        ``||F||_F**2 / (L**2 sigma**2)``.  Give at most one of ``snr`` and
+        ``||F||_F**2 / (L**2 sigma**2)``.  For a mixture ``||F||_F**2`` is
+        the abundance-weighted mean power of the kinds,
+        ``sum_c weights[c] ||F_c||_F**2`` (see
+        :func:`snr_to_noise_variance`).  Give at most one of ``snr`` and
         ``noise_variance``; with neither the measurement is noise-free.
     noise_variance : float, default=None
         ``sigma**2``.
@@ -415,6 +381,11 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
         :class:`~mtdlearn.imaging.formation.MicroscopeFormation` per
         measurement (``truth.formations``); give them or ``formation``, not
         both.
+    weights : array-like of shape (n_components,), default=None
+        Abundances of the kinds of a mixture (2-D ``coef``): non-negative,
+        summing to 1 within ``1e-8`` (neither clipped nor renormalized).
+        ``None``: equal abundances.  Giving it with a 1-D ``coef`` is an
+        error.
 
     Returns
     -------
@@ -422,7 +393,9 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
         The measurement(s).
     truth : MeasurementTruth
         ``positions``, ``angles``, ``measurement``, ``noise_variance``,
-        ``density``, and ``clean`` (rendered lazily).
+        ``density``, ``coef`` (of the shape given), ``clean`` (rendered
+        lazily), and for a mixture ``component`` (the kind of each copy)
+        and ``weights`` (``None`` for a 1-D ``coef``).
 
     Examples
     --------
@@ -433,13 +406,22 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
     >>> X, truth = make_measurement(coef, basis, 200, snr=5, random_state=0)
     >>> X.shape, truth.positions.shape
     ((200, 200), (64, 2))
+
+    A mixture of two kinds of particle, a quarter of the copies of the
+    first kind:
+
+    >>> import numpy as np
+    >>> coefs = np.stack([coef, make_target(basis, random_state=1)])
+    >>> X, truth = make_measurement(coefs, basis, 200, snr=5, weights=[0.25, 0.75],
+    ...                             random_state=0)
+    >>> X.shape, truth.coef.shape, truth.component.shape
+    ((200, 200), (2, 10), (64,))
+    >>> np.bincount(truth.component, minlength=2).tolist()
+    [18, 46]
     """
     _check_basis(basis)
-    coef = check_array_float(coef, "coef", ndim=1)
-    if coef.shape[0] != basis.n_functions:
-        raise ValueError(
-            f"coef must have length basis.n_functions={basis.n_functions}, got {coef.shape[0]}"
-        )
+    coef = _check_coef(coef, basis)
+    weights = _check_weights(weights, coef)
     L = basis.image_size
     if np.ndim(size) == 0:
         size = (size, size)
@@ -451,7 +433,7 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
         raise ValueError("give at most one of snr and noise_variance, not both")
     if snr is not None:
         snr = check_real(snr, "snr", minimum=0.0, strict=True)
-        noise_variance = snr_to_noise_variance(coef, basis, snr)
+        noise_variance = _snr_to_noise_variance(coef, basis, snr, weights)
     elif noise_variance is not None:
         noise_variance = check_real(noise_variance, "noise_variance", minimum=0.0)
     else:
@@ -491,9 +473,12 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
             formations[i].draw_noise(X[i], noise_variance, rng)
     else:
         X.fill(0.0)
+    component = None
+    if coef.ndim == 2:   # drawn last: positions, angles and noise are those of a 1-D coef
+        component = rng.choice(coef.shape[0], size=len(positions), p=weights)
     if all(f.is_identity for f in formations):
         formations = None   # the paper's model: nothing to form
-    _add_formed_copies(X, coef, basis, positions, angles, meas, formations)
+    _add_formed_copies(X, coef, basis, positions, angles, meas, formations, component)
     truth = MeasurementTruth(
         positions=positions,
         angles=angles,
@@ -504,25 +489,53 @@ def make_measurement(coef, basis, size, density=0.04, snr=None, noise_variance=N
         basis=basis,
         shape=X.shape if stack else shape,
         formations=None if formations is None else tuple(formations),
+        component=component,
+        weights=weights,
     )
     return (X if stack else X[0]), truth
 
 
-def _add_formed_copies(out, coef, basis, positions, angles, measurement, formations):
+def _render_kinds(out, coef, basis, positions, angles, measurement, component):
+    """:func:`render_copies` for a 1-D ``coef`` (``component=None``), or for a 2-D one
+    with each copy ``i`` rendered from ``coef[component[i]]``: one batched render per kind."""
+    if coef.ndim == 1:
+        if component is not None:
+            raise ValueError("component is only for a 2-D coef (one row per component)")
+        return render_copies(out, coef, basis, positions, angles, measurement)
+    if component is None or np.shape(component) != np.shape(angles):
+        raise ValueError("a 2-D coef needs component, the kind of each copy, of shape "
+                         f"{np.shape(angles)}; got "
+                         f"{None if component is None else np.shape(component)}")
+    component = np.asarray(component)
+    if component.size and (component.min() < 0 or component.max() >= coef.shape[0]):
+        raise ValueError(f"component must index the {coef.shape[0]} rows of coef")
+    for c in range(coef.shape[0]):
+        mine = component == c
+        if mine.all():
+            render_copies(out, coef[c], basis, positions, angles, measurement)
+        elif mine.any():
+            render_copies(out, coef[c], basis, positions[mine], angles[mine], measurement[mine])
+    return out
+
+
+def _add_formed_copies(out, coef, basis, positions, angles, measurement, formations,
+                       component=None):
     """Add the copies, formed by each measurement's formation, into ``out`` (n, N1, N2).
 
     ``formations=None`` is the identity: the copies go straight into ``out``
     (no second N^2 array).  Otherwise each measurement's copies are rendered
-    on zeros and formed before they are added.
+    on zeros and formed before they are added.  For a 2-D ``coef``,
+    ``component`` gives the row of each copy (see :func:`_render_kinds`).
     """
     if formations is None:
-        render_copies(out, coef, basis, positions, angles, measurement)
+        _render_kinds(out, coef, basis, positions, angles, measurement, component)
         return out
     for i, formation in enumerate(formations):
         clean = np.zeros((1,) + out.shape[1:])
         mine = measurement == i
-        render_copies(clean, coef, basis, positions[mine], angles[mine],
-                      np.zeros(int(mine.sum()), dtype=np.int64))
+        _render_kinds(clean, coef, basis, positions[mine], angles[mine],
+                      np.zeros(int(mine.sum()), dtype=np.int64),
+                      None if component is None else component[mine])
         out[i] += formation.form_measurement(clean[0])
     return out
 
