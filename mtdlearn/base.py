@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, DensityMixin, clone
 from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 
 from ._parallel import check_n_jobs, ordered_map
-from ._validation import check_int, check_random_generator, check_real
+from ._validation import check_array_float, check_int, check_random_generator, check_real
 from .basis.fourier_bessel import FourierBesselBasis
 from .basis.protocol import check_basis
 from .checkpoint import check_checkpoint_path, hash_params, run_checkpointed
@@ -363,9 +363,13 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
         self.noise_variance_ = float(res["noise_variance"])
         self.density_ = shift_probabilities_to_density(self.shift_probabilities_)
         self.image_ = self.basis_.evaluate(self.coef_)
+        # the components' abundances (GaussianMixture's weights_): [1.0] for one image
+        self.weights_ = (np.ones(1) if res.get("weights") is None
+                         else np.asarray(res["weights"], dtype=np.float64))
         self.n_iter_ = int(res["n_iter"])
         self.converged_ = bool(res["converged"])
         self.n_patches_ = int(n_patches)
+        self.n_parameters_ = int(self._n_parameters())
         extra = res.get("extra", {})
         for key, value in extra.items():
             setattr(self, key, value)
@@ -473,15 +477,27 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
     def _check_state(self, state, source="initializer"):
         L = self.basis_.image_size
         coef = np.asarray(state.coef, dtype=np.float64)
-        if coef.shape != (self.basis_.n_functions,):
+        shapes = self._coef_shapes()
+        if coef.shape not in shapes:
             raise ValueError(f"{source} gave coef of shape {coef.shape}, expected "
-                             f"({self.basis_.n_functions},)")
+                             f"{' or '.join(map(str, shapes))}")
         rho = check_shift_probabilities(state.shift_probabilities, L,
                                         "initial shift_probabilities")
         sigma2 = check_real(state.noise_variance, "initial noise_variance", minimum=0.0,
                             strict=True)
         state.coef, state.shift_probabilities, state.noise_variance = coef, rho, sigma2
+        if getattr(state, "weights", None) is not None:
+            weights = check_array_float(state.weights, "initial weights", ndim=1)
+            if coef.ndim != 2 or weights.shape != (len(coef),) or np.any(weights < 0) or \
+                    abs(float(weights.sum()) - 1.0) > 1e-8:
+                raise ValueError(f"{source} gave weights {weights!r}: expected one "
+                                 "non-negative abundance per row of coef, summing to 1")
+            state.weights = weights
         return state
+
+    def _coef_shapes(self):
+        """The shapes a start's ``coef`` may have (hook)."""
+        return [(self.basis_.n_functions,)]
 
     def _convergence_message(self, res):
         return (f"{type(self).__name__} did not converge in max_iter={self.max_iter} "
@@ -516,11 +532,18 @@ def _degenerate_reason(res, basis, mean_square, formations=None):
     ||F||**2 / L**2`` and the noise's ``sigma**2``.
     """
     L = basis.image_size
-    image = basis.evaluate(np.asarray(res["coef"], dtype=np.float64)).reshape(-1)
+    coef = np.asarray(res["coef"], dtype=np.float64)
+    images = basis.evaluate(coef).reshape(-1, L * L)      # one row per component
     if formations is None:
-        image_power = float(np.sum(image * image)) / (L * L)
+        powers = np.sum(images * images, axis=1) / (L * L)
     else:
-        image_power = float(np.mean([np.sum(f.form(image) ** 2) for f in formations])) / (L * L)
+        powers = np.mean([np.sum(f.form(images) ** 2, axis=1) for f in formations],
+                         axis=0) / (L * L)
+    # a mixture's power: its components', weighted by their abundances
+    weights = res.get("weights")
+    image_power = float(powers[0] if coef.ndim == 1 else
+                        np.dot(np.full(len(powers), 1.0 / len(powers)) if weights is None
+                               else weights, powers))
     density = shift_probabilities_to_density(
         np.asarray(res["shift_probabilities"]).reshape(2 * L, 2 * L))
     signal = density * image_power

@@ -54,6 +54,9 @@ class InitialState:
     noise_variance : float
         Initial ``sigma**2``, ``> 0`` (the fixed value when the estimator
         does not estimate it).
+    weights : ndarray of shape (n_components,), default=None
+        Initial abundances of a mixture's components (``coef`` then has one
+        row per component); ``None``: equal abundances, or one image.
 
     Examples
     --------
@@ -68,6 +71,7 @@ class InitialState:
     coef: np.ndarray
     shift_probabilities: np.ndarray
     noise_variance: float
+    weights: np.ndarray = None
 
 
 class _ParamsMixin:
@@ -497,8 +501,9 @@ class FixedInitializer(_ParamsMixin):
 
     Parameters
     ----------
-    coef : array-like of shape (n_functions,)
-        Initial coefficients.
+    coef : array-like of shape (n_functions,) or (n_components, n_functions)
+        Initial coefficients; one row per component starts a mixture
+        (``n_components > 1``) with equal abundances.
     shift_probabilities : array-like of shape (2L, 2L), default=None
         Initial ``rho``; ``None`` derives it from a density matched to the
         data's signal energy (``gamma = L**2 (mean_square - sigma**2) / ||F||**2``,
@@ -561,10 +566,10 @@ class FixedInitializer(_ParamsMixin):
         _check_initialize_args(measurements, basis, noise_variance, random_state,
                                random=False)
         L = basis.image_size
-        coef = check_array_float(self.coef, "coef", ndim=1).copy()
-        if coef.shape[0] != basis.n_functions:
-            raise ValueError(f"coef must have length n_functions={basis.n_functions}, "
-                             f"got {coef.shape[0]}")
+        coef = check_array_float(self.coef, "coef").copy()
+        if coef.ndim not in (1, 2) or coef.shape[-1] != basis.n_functions or not len(coef):
+            raise ValueError(f"coef must have shape (n_functions={basis.n_functions},) or "
+                             f"(n_components, {basis.n_functions}), got {coef.shape}")
         if noise_variance is not None:
             sigma2 = noise_variance
         elif self.noise_variance is not None:
@@ -581,7 +586,9 @@ class FixedInitializer(_ParamsMixin):
         if sigma2 is None:
             sigma2 = sigma2_hat
         if rho is None:
-            energy = float(np.sum(basis.evaluate(coef) ** 2))
+            # a mixture's: the mean of its components' (equal abundances)
+            energy = float(np.sum(basis.evaluate(coef) ** 2)) / (len(coef) if coef.ndim == 2
+                                                                 else 1)
             gamma = (m2 - sigma2) * L * L / energy if energy > 0 else -1.0
             if not (0 < gamma < max_density(L)):
                 gamma = DEFAULT_DENSITY

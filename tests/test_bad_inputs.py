@@ -145,7 +145,7 @@ PARAMS = [
     ("initializer", _Labelled(RandomInitializer(density=-0.1), "random(density<0)"), ValueError, r"^density must be > 0.0"),
     ("initializer", _Labelled(RandomInitializer(density=2.0), "random(density=2)"), ValueError, r"^density must be <= 0.308"),
     ("initializer", _Labelled(FixedInitializer(np.ones(9)), "fixed(coef-len)"), ValueError,
-     r"^coef must have length n_functions=10, got 9"),
+     r"^coef must have shape \(n_functions=10,\) or \(n_components, 10\), got \(9,\)"),
     ("initializer", _Labelled(FixedInitializer(np.full(10, np.nan)), "fixed(coef-nan)"), ValueError,
      r"^coef must contain only finite values"),
     ("initializer", _Labelled(FixedInitializer(COEF, np.ones((10, 10))), "fixed(rho-sum)"), ValueError,

@@ -649,3 +649,84 @@ def test_particle_diameter_restricts_the_image_to_a_smaller_disk():
                        (13, "at most image_size")):
         with pytest.raises(ValueError, match=match):
             ApproxEMEstimator(11, particle_diameter=bad).fit(X)
+
+
+# -- several kinds of particle (n_components) --------------------------------
+@pytest.fixture(scope="module")
+def two_kinds():
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    coefs = np.stack([make_target(basis, random_state=0), make_target(basis, random_state=1)])
+    X, truth = make_measurement(coefs, basis, 600, density=0.08, snr=20, weights=[0.4, 0.6],
+                                random_state=0)
+    return basis, coefs, X, truth
+
+
+def test_n_components_recovers_both_kinds_and_their_abundances(two_kinds):
+    basis, coefs, X, truth = two_kinds
+    em = ApproxEMEstimator(5, basis=basis, rotations=8, n_components=2, random_state=0)
+    em.fit(X)
+    assert em.coef_.shape == (2, 10) and em.image_.shape == (2, 5, 5)
+    # each estimate against its nearest kind: the label is arbitrary
+    errors = np.array([[relative_error(c, e, basis) for c in coefs] for e in em.coef_])
+    match = errors.argmin(axis=1)
+    assert sorted(match) == [0, 1]
+    # one-kind fits of as many copies reach ~0.02 at this SNR; a blend of the two is 0.2-0.4
+    assert errors[[0, 1], match].max() < 0.06, errors
+    # abundances: the kinds' shares of the copies, within 5 binomial standard deviations
+    share = np.bincount(truth.component, minlength=2) / truth.n_copies
+    sd = np.sqrt(share * (1 - share) / truth.n_copies)
+    np.testing.assert_array_less(np.abs(em.weights_ - share[match]), 5 * sd + 0.02)
+    assert abs(em.weights_.sum() - 1.0) < 1e-12
+    # the picks name the kind: each true copy's most probable pick at its
+    # corner names its kind in 90 % of the 1152 copies (measured; L = 5 leaves
+    # 25 pixels to tell two random images apart at SNR 20)
+    det = em.predict(X)
+    assert det.dtype.names[-1] == "component"
+    kind = {tuple(p): c for p, c in zip(truth.positions, truth.component)}
+    best = {}
+    for r, c, k, prob in zip(det["row"], det["col"], det["component"], det["probability"]):
+        if (r, c) in kind and prob > best.get((r, c), (0, -1.0))[1]:
+            best[(r, c)] = (match[k], prob)
+    assert len(best) > 0.9 * truth.n_copies
+    assert np.mean([kind[key] == k for key, (k, _) in best.items()]) > 0.85
+    # a mixture draws mixtures
+    X_new, truth_new = em.sample(200, random_state=0)
+    assert truth_new.component is not None and truth_new.coef.shape == (2, 10)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_two_identical_components_are_the_one_component_fit(two_kinds):
+    # identical rows with equal abundances stay identical: each takes half of
+    # every posterior, solves the same normal equations, and the fit is the
+    # one-image fit (to rounding)
+    basis, coefs, X, _ = two_kinds
+    start = coefs.mean(axis=0)
+    common = dict(basis=basis, rotations=4, dtype=np.float64, acceleration=None,
+                  refinement=None, center=False, max_iter=5, tol=0.0, random_state=0)
+    one = ApproxEMEstimator(5, initializer=FixedInitializer(start), **common).fit(X)
+    two = ApproxEMEstimator(5, initializer=FixedInitializer(np.stack([start, start])),
+                            n_components=2, **common).fit(X)
+    np.testing.assert_allclose(two.coef_, np.stack([one.coef_] * 2), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(two.weights_, [0.5, 0.5], atol=1e-12)
+    np.testing.assert_allclose(two.log_likelihood_history_, one.log_likelihood_history_,
+                               rtol=1e-12)
+    assert two.n_parameters_ == one.n_parameters_ + 10 + 1
+    assert one.weights_.tolist() == [1.0]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_bic_and_aic_follow_gaussian_mixture_conventions(two_kinds):
+    basis, _, X, _ = two_kinds
+    em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=3, random_state=0).fit(X)
+    n = em.n_patches_
+    assert em.n_parameters_ == 10 + 4 * 25 - 1 + 1
+    loglik = em.score(X) * n
+    assert em.bic(X) == pytest.approx(-2 * loglik + em.n_parameters_ * np.log(n), rel=1e-12)
+    assert em.aic(X) == pytest.approx(-2 * loglik + 2 * em.n_parameters_, rel=1e-12)
+
+
+def test_n_components_validation():
+    with pytest.raises(ValueError, match="n_components must be >= 1"):
+        ApproxEMEstimator(5, n_components=0).fit(np.zeros((50, 50)))
+    with pytest.raises(ValueError, match="n_components > 1 does not support select_bandlimit"):
+        ApproxEMEstimator(5, n_components=2, select_bandlimit=True).fit(np.zeros((50, 50)))

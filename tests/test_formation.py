@@ -24,7 +24,7 @@ from mtdlearn.likelihood.fft_estep import build_fft_patch_model, estep_statistic
 from mtdlearn.likelihood.hypotheses import HypothesisSpace
 from mtdlearn.likelihood.patch_model import build_patch_model
 from mtdlearn.likelihood.statistics import estep_statistics
-from mtdlearn.likelihood.m_step import m_step
+from mtdlearn.likelihood.m_step import component_weights, m_step
 
 
 class ScaledFormation(ImageFormation):
@@ -254,3 +254,46 @@ def test_model_moments_of_several_formations_are_their_mean(basis):
         # central differences: error O(h**2) relative, plus rounding of the cost / h
         assert np.isclose(grad[j], (plus - minus) / (2 * h), rtol=1e-5,
                           atol=1e-9 * abs(cost) / h)
+
+
+@settings(max_examples=25, deadline=None)
+@given(w=st.lists(st.floats(0.01, 1.0), min_size=2, max_size=4),
+       density=st.floats(0.001, 0.2))
+def test_weighted_prior_is_a_distribution_over_kinds_and_shifts(w, density):
+    # P(c, k, l) = w_c rho_l / K sums to one with the empty mass, and each
+    # kind's hypotheses hold w_c of the non-empty mass
+    weights = np.asarray(w) / np.sum(w)
+    C = len(weights)
+    space = HypothesisSpace(FourierBesselBasis(5, n_coefficients=10), [0.0, 1.0, 2.0],
+                            n_components=C)
+    rho = density_to_shift_probabilities(density, 5)
+    lp, lp_empty = space.log_prior(rho, weights)
+    mass = np.exp(lp).reshape(C, -1).sum(axis=1)
+    assert np.isclose(mass.sum() + np.exp(lp_empty), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(mass / mass.sum(), weights, rtol=1e-12)
+    equal, _ = space.log_prior(rho)
+    np.testing.assert_allclose(space.log_prior(rho, np.full(C, 1.0 / C))[0], equal,
+                               rtol=1e-14, atol=1e-14)
+    with pytest.raises(ValueError, match="weights must have one entry per component"):
+        space.log_prior(rho, weights[:-1])
+
+
+@pytest.mark.parametrize("kernel", ["gemm", "fft"])
+def test_component_weights_are_each_kinds_share_of_the_posterior(basis, kernel):
+    # the abundances' M-step, in both kernels: each kind's posterior mass
+    # over the non-empty mass; unequal prior weights move it the right way
+    coefs = np.stack([make_target(basis, random_state=3), make_target(basis, random_state=4)])
+    X, truth = make_measurement(coefs, basis, 150, snr=5, weights=[0.3, 0.7], random_state=3)
+    build, estep = ((build_patch_model, estep_statistics) if kernel == "gemm"
+                    else (build_fft_patch_model, estep_statistics_fft))
+    space = HypothesisSpace(basis, 2 * np.pi * np.arange(4) / 4, n_components=2)
+    rho = density_to_shift_probabilities(0.04, 5)
+    shares = []
+    for w in ([0.5, 0.5], [0.2, 0.8]):
+        stats = estep(PatchData([X], 5), build(coefs, rho, truth.noise_variance, space,
+                                               weights=np.array(w)), chunk=64)
+        W = space.per_rotation(stats.weights).reshape(2, -1).sum(axis=1)
+        got = component_weights(stats, space)
+        np.testing.assert_allclose(got, W / W.sum(), rtol=1e-12)
+        shares.append(got[1])
+    assert shares[1] > shares[0]

@@ -529,3 +529,19 @@ def test_write_micrograph_ctfs_errors(tmp_path):
     with pytest.raises(TypeError, match="names must be a sequence of str, got one str"):
         write_micrograph_ctfs(path, "a.mrc", [CTF(1e4)])
     assert not path.exists()
+
+
+def test_picks_of_a_mixture_carry_relions_class_number(tmp_path):
+    starfile = pytest.importorskip("starfile")
+    det = np.array([(0, 10, 20, 0.5, 0.9, 1), (0, 30, 40, 0.0, 0.8, 0), (1, 5, 5, 1.0, 0.7, 2)],
+                   dtype=[("measurement", np.int64), ("row", np.int64), ("col", np.int64),
+                          ("angle", np.float64), ("probability", np.float64),
+                          ("component", np.int64)])
+    picks = picks_table(det, 5, ["a.mrc", "b.mrc"])
+    assert picks["rlnClassNumber"].tolist() == [2, 1, 3]   # 1-based, as RELION's classes
+    back = starfile.read(write_star(picks, tmp_path / "picks.star"))
+    assert list(back.columns)[-1] == "rlnClassNumber"
+    assert back["rlnClassNumber"].tolist() == [2, 1, 3]
+    # one image: no class column
+    assert "rlnClassNumber" not in picks_table(det[["measurement", "row", "col", "angle",
+                                                    "probability"]], 5).columns

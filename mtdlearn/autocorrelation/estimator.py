@@ -115,6 +115,12 @@ class AutocorrelationEstimator(BaseMTDEstimator):
     n_patches_ : int
         Number of ``L x L`` patches ``N_d`` in the fitted measurements (the
         unit of :meth:`score`).
+    n_parameters_ : int
+        Free parameters of the model (``n_functions``, the density, and
+        ``sigma**2`` when it is estimated), as :meth:`bic` and :meth:`aic`
+        count them.
+    weights_ : ndarray of shape (1,)
+        ``[1.0]``: one image (as ``ApproxEMEstimator.weights_``).
     basis_ : basis object
         The copy of ``basis`` (or the default basis) used by the fit.
     rotations_ : rotation grid

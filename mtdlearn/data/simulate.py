@@ -258,10 +258,9 @@ class MeasurementTruth:
     basis: object
     shape: tuple
     formations: tuple = None
-    _clean: np.ndarray = field(default=None, repr=False)
-    # new fields go last, with defaults, so positional construction keeps working
     component: np.ndarray = None
     weights: np.ndarray = None
+    _clean: np.ndarray = field(default=None, repr=False)
 
     @property
     def clean(self):

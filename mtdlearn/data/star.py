@@ -50,6 +50,9 @@ def picks_table(detections, image_size, micrograph_names=None):
       towards ``+y`` (right-handed): hence ``psi = -phi``.
     * ``rlnAutopickFigureOfMerit``: the posterior probability of the MAP
       hypothesis.
+    * ``rlnClassNumber`` (only when the detections have a ``component``
+      field, from a fit with ``n_components > 1``): the kind of particle,
+      ``component + 1`` (RELION's classes count from 1).
 
     Parameters
     ----------
@@ -64,7 +67,8 @@ def picks_table(detections, image_size, micrograph_names=None):
     Returns
     -------
     picks : pandas.DataFrame
-        Columns ``micrograph`` (index) and :data:`STAR_COLUMNS`, sorted by
+        Columns ``micrograph`` (index) and :data:`STAR_COLUMNS` (and
+        ``rlnClassNumber`` for a mixture's detections), sorted by
         micrograph, then row, then column.
 
     Examples
@@ -96,14 +100,17 @@ def picks_table(detections, image_size, micrograph_names=None):
     if len(names) < n:
         raise ValueError(f"micrograph_names has {len(names)} names for detections in "
                          f"{n} micrographs")
-    return pd.DataFrame({
+    columns = {
         "micrograph": meas,
         "rlnMicrographName": names[meas] if len(meas) else np.array([], dtype=object),
         "rlnCoordinateX": det["col"] + (L - 1) / 2.0,
         "rlnCoordinateY": det["row"] + (L - 1) / 2.0,
         "rlnAnglePsi": np.mod(-np.degrees(det["angle"]), 360.0),
         "rlnAutopickFigureOfMerit": det["probability"].astype(np.float64),
-    })
+    }
+    if "component" in (det.dtype.names or ()):
+        columns["rlnClassNumber"] = det["component"].astype(np.int64) + 1
+    return pd.DataFrame(columns)
 
 
 def write_star(picks, path, micrograph_names=None, overwrite=False):
@@ -112,8 +119,8 @@ def write_star(picks, path, micrograph_names=None, overwrite=False):
     Parameters
     ----------
     picks : pandas.DataFrame
-        The output of :func:`picks_table` (only :data:`STAR_COLUMNS` are
-        written).
+        The output of :func:`picks_table` (only :data:`STAR_COLUMNS`, and
+        ``rlnClassNumber`` when there is one, are written).
     path : str or Path
         The ``.star`` file to write.
     micrograph_names : sequence of str, default=None
@@ -144,7 +151,8 @@ def write_star(picks, path, micrograph_names=None, overwrite=False):
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    table = picks[list(STAR_COLUMNS)].copy()
+    table = picks[list(STAR_COLUMNS) + [c for c in ("rlnClassNumber",)
+                                        if c in picks.columns]].copy()
     if micrograph_names is not None:
         table["rlnMicrographName"] = np.asarray(list(micrograph_names),
                                                 dtype=object)[picks["micrograph"].to_numpy()]

@@ -12,7 +12,7 @@ ones stopped early by :func:`coarse_tol`.
 from functools import partial
 
 from ..basis.rotations import UniformRotationGrid, _grid_schedule
-from ..initializers import InitialState
+from . import _components
 from ..likelihood.hypotheses import HypothesisSpace
 
 
@@ -70,10 +70,10 @@ def run(est, prepared, state, seed, n_jobs):
             phase = prepared
         else:
             grid = UniformRotationGrid(size)
-            phase = prepared.with_space(HypothesisSpace(prepared.hypotheses.basis,
-                                                        grid.get_angles()))
-            state = InitialState(res["coef"], res["shift_probabilities"],
-                                 res["noise_variance"])
+            phase = prepared.with_space(HypothesisSpace(
+                prepared.hypotheses.basis, grid.get_angles(),
+                n_components=prepared.hypotheses.n_components))
+            state = _components.state_of(res)
         if last:
             coarse_n_iter = n_iter
         res = est._run_grid(phase, state, seed, n_jobs,

@@ -20,24 +20,30 @@ _STEP_MIN, _STEP_MAX0, _MSTEP = 1.0, 1.0, 4.0
 
 
 class _Coordinates:
-    """Unconstrained coordinates of (alpha, rho, sigma**2) for extrapolation:
+    """Unconstrained coordinates of (alpha, rho, sigma**2[, w]) for extrapolation:
     ``alpha`` as is, ``log rho`` on the support of ``rho`` (back through a
-    softmax, so ``rho`` stays on the simplex and zeros stay zero) and
-    ``log sigma**2`` when it is estimated."""
+    softmax, so ``rho`` stays on the simplex and zeros stay zero),
+    ``log sigma**2`` when it is estimated, and a mixture's ``log w`` (its
+    components' abundances, back through a softmax too)."""
 
     def __init__(self, state, estimate_noise):
         self.support = np.flatnonzero(np.ravel(state.shift_probabilities) > 0)
         self.shape = np.shape(state.shift_probabilities)
+        self.coef_shape = np.shape(state.coef)
         self.p = np.size(state.coef)
         self.estimate_noise = estimate_noise
         self.noise_variance = state.noise_variance
+        self.n_weights = 0 if state.weights is None else np.size(state.weights)
 
     def encode(self, state):
+        tiny = np.finfo(np.float64).tiny
         rho = np.ravel(state.shift_probabilities)[self.support]
-        parts = [np.asarray(state.coef, dtype=np.float64),
-                 np.log(np.maximum(rho, np.finfo(np.float64).tiny))]
+        parts = [np.ravel(np.asarray(state.coef, dtype=np.float64)),
+                 np.log(np.maximum(rho, tiny))]
         if self.estimate_noise:
             parts.append([np.log(state.noise_variance)])
+        if self.n_weights:
+            parts.append(np.log(np.maximum(state.weights, tiny)))
         return np.concatenate(parts)
 
     def decode(self, x, run):
@@ -46,8 +52,14 @@ class _Coordinates:
         r = np.exp(logr - logr.max())
         rho = np.zeros(int(np.prod(self.shape)))
         rho[self.support] = r / r.sum()
-        sigma2 = float(np.exp(x[-1])) if self.estimate_noise else self.noise_variance
-        return _EMState(x[:p].copy(), rho.reshape(self.shape), sigma2, run)
+        weights = None
+        if self.n_weights:
+            logw = x[len(x) - self.n_weights:]
+            weights = np.exp(logw - logw.max())
+            weights /= weights.sum()
+        sigma2 = (float(np.exp(x[p + m])) if self.estimate_noise else self.noise_variance)
+        return _EMState(x[:p].copy().reshape(self.coef_shape), rho.reshape(self.shape), sigma2,
+                        weights, run=run)
 
 
 def cycle(est, prepared, state, objective, stats, n_jobs):

@@ -22,7 +22,7 @@ is a module of its own that the hooks call:
 
 import numpy as np
 
-from .._validation import check_real
+from .._validation import check_int, check_real
 from ..base import BaseMTDEstimator, _scale_bounds
 from ..basis._bandlimits import check_nested_basis
 from ..basis.rotations import UniformRotationGrid, auto_refinement
@@ -30,9 +30,9 @@ from ..basis.fourier_bessel import FourierBesselBasis
 from ..likelihood.formed import (check_ctf, check_noise, estep_groups, formation_groups,
                                  measurement_formations)
 from ..likelihood.hypotheses import HypothesisSpace
-from ..likelihood.m_step import m_step, noise_variance_floor
-from ..imaging import _centring
-from . import _bandlimit_selection, _ctf_start, _incremental, _precision, _refinement, _squarem
+from ..likelihood.m_step import component_weights, m_step, noise_variance_floor
+from . import (_bandlimit_selection, _components, _ctf_start, _incremental, _precision,
+               _refinement, _squarem)
 from ._state import _EMData, _EMState, _Run, kernels
 
 __all__ = ["ApproxEMEstimator"]
@@ -229,6 +229,19 @@ class ApproxEMEstimator(BaseMTDEstimator):
         includes the copies' own power at low frequencies when they are
         strong (high SNR, high density), which is why ``"white"`` stays the
         default (:doc:`/results`, "Micrographs from a microscope").
+    n_components : int, default=1
+        Number of kinds of particle ``C`` (scikit-learn's
+        ``GaussianMixture.n_components``).  Each has its own image and
+        abundance (``weights_``); the shift distribution is shared, so a
+        patch holds a copy of kind ``c`` at shift ``l`` with prior
+        probability ``w_c rho_l``, and each E-step weighs ``C K`` template
+        images.  The start splits the initializer's image into ``C``
+        (each plus 0.3 of its norm in its own random direction, equal
+        abundances; as the split of split-and-merge EM), unless the
+        initializer gives one row per component (``FixedInitializer``).
+        ``1`` is the paper's model, bit for bit.  Not yet with
+        ``select_bandlimit``, ``acceleration="incremental"`` or a
+        checkpoint.
     n_jobs : int, default=None
         Threads for the chunks of the E-step (and for the starts when
         ``n_init > 1``).  Results do not depend on it.
@@ -241,14 +254,19 @@ class ApproxEMEstimator(BaseMTDEstimator):
 
     Attributes
     ----------
-    coef_ : ndarray of shape (n_functions,)
-        Estimated coefficients ``alpha`` of the best start.
-    image_ : ndarray of shape (L, L)
-        Estimated image, ``basis_.evaluate(coef_)``.
+    coef_ : ndarray of shape (n_functions,) or (n_components, n_functions)
+        Estimated coefficients ``alpha`` of the best start; one row per
+        component when ``n_components > 1``.
+    image_ : ndarray of shape (L, L) or (n_components, L, L)
+        Estimated image(s), ``basis_.evaluate(coef_)``.
+    weights_ : ndarray of shape (n_components,)
+        The components' abundances: each one's share of the copies
+        (``[1.0]`` for one image).
     shift_probabilities_ : ndarray of shape (2L, 2L)
         Estimated ``rho`` (eq. 18).
     density_ : float
-        Density implied by ``rho``: ``(L**2 / (2L-1)**2) * sum of rho over non-empty shifts``.
+        Density implied by ``rho``: ``(L**2 / (2L-1)**2) * sum of rho over non-empty shifts``,
+        copies of all kinds; kind ``c``'s is ``weights_[c] * density_``.
     noise_variance_ : float
         Estimated ``sigma**2``, or the fixed ``noise_variance``.
     n_iter_ : int
@@ -294,6 +312,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
         The tolerance used: ``tol``, or its value for ``"auto"``.
     n_patches_ : int
         Number of ``L x L`` patches ``N_d`` in the fitted measurements.
+    n_parameters_ : int
+        Free parameters of the model, as :meth:`bic` and :meth:`aic` count
+        them: ``C n_functions + 4 L**2 - 1 + (C - 1)``, plus one when
+        ``sigma**2`` is estimated.
     basis_ : basis object
         The copy of ``basis`` (or the default basis) used by the fit.
     rotations_ : rotation grid
@@ -365,7 +387,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
                  noise_variance=None, max_iter=100, tol="auto", working_memory=None,
                  dtype="auto", acceleration="squarem", refinement="auto",
                  select_bandlimit=False, center=True, particle_diameter=None, ctf=None,
-                 noise="white", n_jobs=None, random_state=None, verbose=0, warm_start=False):
+                 noise="white", n_components=1, n_jobs=None, random_state=None, verbose=0,
+                 warm_start=False):
         self.image_size = image_size
         self.basis = basis
         self.rotations = rotations
@@ -383,6 +406,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         self.particle_diameter = particle_diameter
         self.ctf = ctf
         self.noise = noise
+        self.n_components = n_components
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -411,6 +435,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
                              "particle_diameter sets the radius of the default basis")
         check_ctf(self.ctf)
         check_noise(self.noise)
+        C = check_int(self.n_components, "n_components", minimum=1)
+        if C > 1 and (self.select_bandlimit or self.acceleration == "incremental"):
+            raise ValueError("n_components > 1 does not support select_bandlimit or "
+                             "acceleration='incremental' yet")
         if self.acceleration == "incremental" and not (
                 self.ctf is None and isinstance(self.noise, str) and self.noise == "white"):
             raise ValueError("acceleration='incremental' does not support a ctf or colored "
@@ -455,8 +483,19 @@ class ApproxEMEstimator(BaseMTDEstimator):
         return FourierBesselBasis(L, radius=diameter / 2.0)
 
     def _n_parameters(self):
-        L = self.basis_.image_size
-        return self.basis_.n_functions + 4 * L * L - 1 + (self.noise_variance is None)
+        # C images, the shift distribution (4 L**2 - 1 free), C - 1 abundances, sigma**2
+        L, C = self.basis_.image_size, self.n_components
+        return (C * self.basis_.n_functions + 4 * L * L - 1 + (C - 1)
+                + (self.noise_variance is None))
+
+    def _coef_shapes(self):
+        p, C = self.basis_.n_functions, self.n_components
+        return [(p,)] if C == 1 else [(p,), (C, p)]   # one image is split (_components)
+
+    def _start_result(self, prepared, state, history, n_iter, converged):
+        res = super()._start_result(prepared, state, history, n_iter, converged)
+        res["weights"] = state.weights
+        return res
 
     def _scale_bounds(self, data):
         # float64 sums over all pixels; the E-step's own dtype within a patch
@@ -476,7 +515,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         return L
 
     def _prepare(self, data):
-        space = HypothesisSpace(self.basis_, self.angles_)
+        space = HypothesisSpace(self.basis_, self.angles_, n_components=self.n_components)
         formations, self.noise_psds_ = measurement_formations(data, self.ctf, self.noise)
         self._formations = formations
         groups = None if formations is None else formation_groups(data, formations, space)
@@ -493,6 +532,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
         if self.ctf is not None and self.initializer is None:
             return ("with a ctf and the default start (a white-noise phase first); give an "
                     "initializer")
+        if self.n_components > 1:
+            return "with n_components > 1 (the abundances are not saved yet)"
         return None
 
     def _checkpoint_state(self, state):
@@ -509,9 +550,12 @@ class ApproxEMEstimator(BaseMTDEstimator):
                    n_e_steps=saved["n_e_steps"] - 1, n_iter=saved["n_iter"],
                    float64_from=saved["float64_from"], step_max=saved["step_max"],
                    n_recentred=saved.get("n_recentred", 0))
-        return _EMState(state.coef, state.shift_probabilities, state.noise_variance, run)
+        return _EMState(state.coef, state.shift_probabilities, state.noise_variance,
+                        state.weights, run=run)
 
     def _run_start(self, prepared, state, seed, n_jobs, resume=None, callback=None):
+        if self.n_components > 1:   # one image split into the components
+            state = _components.split(state, self.n_components, seed)
         if resume is not None or callback is not None:   # checkpointed: one grid
             return self._run_grid(prepared, state, seed, n_jobs, resume, callback)
         if _ctf_start.applies(self, prepared):   # a white-noise phase first
@@ -523,12 +567,13 @@ class ApproxEMEstimator(BaseMTDEstimator):
     def _run_grid(self, prepared, state, seed, n_jobs, resume=None, callback=None, tol=None):
         """One start on the grid of ``prepared``: the loop's ``_run_start``
         with a fresh :class:`~mtdlearn.em._state._Run` (or the resumed one)."""
-        if isinstance(state, _EMState):   # resumed from a checkpoint
+        if isinstance(state, _EMState) and state.run is not None:   # resumed from a checkpoint
             run = state.run
         else:
             run = _Run(_precision.start_dtype(self.dtype, prepared.data, state),
                        finish=isinstance(self.dtype, str))
-            state = _EMState(state.coef, state.shift_probabilities, state.noise_variance, run)
+            state = _EMState(state.coef, state.shift_probabilities, state.noise_variance,
+                             state.weights, run=run)
         res = super()._run_start(prepared, state, seed, n_jobs, resume, callback, tol)
         res["extra"]["n_e_steps_"] = run.n_e_steps
         res["extra"]["float64_from_iter_"] = run.float64_from
@@ -542,10 +587,11 @@ class ApproxEMEstimator(BaseMTDEstimator):
         if prepared.groups is not None:   # each micrograph through its own formation
             stats = estep_groups(prepared.groups, state.coef, state.shift_probabilities,
                                  state.noise_variance, build, estep, dtype=run.dtype,
-                                 n_jobs=n_jobs, working_memory=self.working_memory)
+                                 weights=state.weights, n_jobs=n_jobs,
+                                 working_memory=self.working_memory)
         else:
             model = build(state.coef, state.shift_probabilities, state.noise_variance,
-                          prepared.hypotheses, dtype=run.dtype)
+                          prepared.hypotheses, dtype=run.dtype, weights=state.weights)
             if self.acceleration == "incremental" and run.incremental and run.blocks is None:
                 # the first E-step keeps each block's statistics (same work)
                 stats = _incremental.blockwise_e_step(prepared, run, model, estep, n_jobs,
@@ -577,8 +623,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
         coef, rho, sigma2 = m_step(stats, state.shift_probabilities, spaces,
                                    prepared.estimate_noise, floor, coef=state.coef,
                                    rcond=rcond)
+        weights = (component_weights(stats, spaces) if prepared.hypotheses.n_components > 1
+                   else None)
         return _EMState(coef, rho, sigma2 if prepared.estimate_noise else state.noise_variance,
-                        run)
+                        weights, run=run)
 
     def _step(self, prepared, state, objective, stats, n_jobs):
         run = state.run
@@ -593,10 +641,12 @@ class ApproxEMEstimator(BaseMTDEstimator):
         if _precision.finish_in_float64(run, prepared.data, state, stats, objective,
                                         new_objective, self.tol_):
             new_objective, stats = self._e_step(prepared, state, n_jobs)
-        moved = _centring.recentred(prepared.hypotheses.basis, state.coef) if self.center else None
+        moved = (_components.recentred(prepared.hypotheses.basis, state.coef) if self.center
+                 else None)
         if moved is not None:
             # the image moved to its centre: another point, not a gain
-            state = _EMState(moved, state.shift_probabilities, state.noise_variance, run)
+            state = _EMState(moved, state.shift_probabilities, state.noise_variance,
+                             state.weights, run=run)
             new_objective, stats = self._e_step(prepared, state, n_jobs)
             run.incomparable = True
             run.n_recentred += 1

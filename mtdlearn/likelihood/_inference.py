@@ -47,7 +47,14 @@ class _InferenceMixin:
 
     # -- the shared generative model ---------------------------------------
     def _hypotheses(self):
-        return HypothesisSpace(self.basis_, self.angles_)
+        return HypothesisSpace(self.basis_, self.angles_, n_components=self._n_components())
+
+    def _n_components(self):
+        return 1 if np.ndim(self.coef_) == 1 else int(np.shape(self.coef_)[0])
+
+    def _weights(self):
+        """The abundances the model is built with: ``None`` for one image."""
+        return None if self._n_components() == 1 else self.weights_
 
     def _patch_model(self, X):
         """The patches of ``X`` and the fitted model, for the per-patch E-steps.
@@ -69,7 +76,7 @@ class _InferenceMixin:
                   [(i, d, s) for i, (d, s) in enumerate(formation_groups(data, formations,
                                                                          space))])
         parts = [(i, d, build_per_patch_model(self.coef_, self.shift_probabilities_,
-                                              self.noise_variance_, s))
+                                              self.noise_variance_, s, self._weights()))
                  for i, d, s in groups]
         return parts, dict(n_jobs=self.n_jobs, working_memory=self.working_memory)
 
@@ -143,6 +150,11 @@ class _InferenceMixin:
         >>> bool(np.isclose(em.score(X), em.lower_bound_))  # EM's final objective
         True
         """
+        loglik, n_patches = self._total_log_likelihood(X)
+        return loglik / n_patches
+
+    def _total_log_likelihood(self, X):
+        """``(sum of the patches' log-likelihoods, number of patches)`` of ``X``."""
         parts, options = self._patch_model(X)
         # reduced chunk by chunk: memory does not grow with X
         # the kernel the model was built for (FFT from L = 13 at the fitted K)
@@ -152,7 +164,80 @@ class _InferenceMixin:
                      else estep_statistics)
             loglik += estep(data, model, **options).loglik
             n_patches += data.n_patches
-        return loglik / n_patches
+        return loglik, n_patches
+
+    def bic(self, X):
+        """Bayesian information criterion of the fitted model on ``X`` (lower is better).
+
+        ``-2 log L + n_parameters log N_d``, with ``log L`` the patches'
+        summed approximate log-likelihood (eq. 5, :meth:`score` times
+        ``N_d``) and ``N_d`` the number of patches: scikit-learn's
+        ``GaussianMixture.bic`` with a patch as a sample.  The parameters
+        are counted as free numbers: ``C`` images of ``n_functions``
+        coefficients, the shift distribution (``4 L**2 - 1``), ``C - 1``
+        abundances and ``sigma**2`` when it is estimated (the estimator's
+        ``n_parameters_``, for ``C = n_components``).  The patches of a
+        measurement are not independent (a copy straddles up to four), so
+        the criterion is a heuristic for comparing fits of the same data,
+        such as the number of kinds of particle.
+
+        Parameters
+        ----------
+        X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
+            Measurement(s), in any of the forms :meth:`fit` accepts.
+
+        Returns
+        -------
+        bic : float
+            The criterion; among fits of the same ``X``, the lowest is preferred.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
+        ...                       make_target)
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
+        ...                             snr=10, random_state=0)
+        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, random_state=0).fit(X)
+        >>> n = em.n_patches_
+        >>> bool(np.isclose(em.bic(X), -2 * em.score(X) * n + em.n_parameters_ * np.log(n)))
+        True
+        """
+        loglik, n_patches = self._total_log_likelihood(X)
+        return float(-2.0 * loglik + self._n_parameters() * np.log(n_patches))
+
+    def aic(self, X):
+        """Akaike information criterion of the fitted model on ``X`` (lower is better).
+
+        ``-2 log L + 2 n_parameters``, as :meth:`bic` counts them
+        (scikit-learn's ``GaussianMixture.aic``).
+
+        Parameters
+        ----------
+        X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
+            Measurement(s), in any of the forms :meth:`fit` accepts.
+
+        Returns
+        -------
+        aic : float
+            The criterion; among fits of the same ``X``, the lowest is preferred.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement,
+        ...                       make_target)
+        >>> basis = FourierBesselBasis(5, n_coefficients=10)
+        >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 150,
+        ...                             snr=10, random_state=0)
+        >>> em = ApproxEMEstimator(5, basis=basis, rotations=4, random_state=0).fit(X)
+        >>> bool(np.isclose(em.aic(X), -2 * em.score(X) * em.n_patches_
+        ...                 + 2 * em.n_parameters_))
+        True
+        """
+        loglik, _ = self._total_log_likelihood(X)
+        return float(-2.0 * loglik + 2.0 * self._n_parameters())
 
     def predict_proba(self, X):
         """Compute each patch's posterior probability of holding (part of) a copy.
@@ -267,11 +352,14 @@ class _InferenceMixin:
 
     def _detections(self, data, model, options, measurement=None):
         """Detections of ``data``; ``measurement`` renumbers a one-measurement part."""
+        fields = [("measurement", np.int64), ("row", np.int64), ("col", np.int64),
+                  ("angle", np.float64), ("probability", np.float64)]
+        mixture = model.hypotheses.n_components > 1
+        if mixture:
+            fields.append(("component", np.int64))
         for i, keep, best, best_p in iter_detections(data, model, **options):
             i = i if measurement is None else measurement
-            out = np.empty(len(keep), dtype=[("measurement", np.int64), ("row", np.int64),
-                                             ("col", np.int64), ("angle", np.float64),
-                                             ("probability", np.float64)])
+            out = np.empty(len(keep), dtype=fields)
             for a in range(0, len(keep), 2**16):  # temporaries of a block, not of the output
                 sl = slice(a, a + 2**16)
                 k, d0, d1 = model.hypotheses.decode(best[sl])
@@ -279,6 +367,8 @@ class _InferenceMixin:
                 out["row"][sl] = r0 + d0
                 out["col"][sl] = c0 + d1
                 out["angle"][sl] = self.angles_[k]
+                if mixture:
+                    out["component"][sl] = model.hypotheses.component(best[sl])
             out["measurement"] = i
             out["probability"] = best_p
             yield i, out
@@ -323,4 +413,5 @@ class _InferenceMixin:
         check_is_fitted(self, "coef_")
         return make_measurement(self.coef_, self.basis_, size, density=self.density_,
                                 noise_variance=self.noise_variance_,
-                                n_measurements=n_measurements, random_state=random_state)
+                                n_measurements=n_measurements, random_state=random_state,
+                                weights=self._weights())

@@ -185,7 +185,7 @@ class FFTPatchModel:
 
 
 def build_fft_patch_model(coef, shift_probabilities, noise_variance, hypotheses,
-                          dtype=np.float64):
+                          dtype=np.float64, weights=None):
     """Assemble the :class:`FFTPatchModel` of given parameters.
 
     Evaluates the ``K`` rotated images once, their spectra on the ``N x N``
@@ -205,6 +205,9 @@ def build_fft_patch_model(coef, shift_probabilities, noise_variance, hypotheses,
         The basis, the rotation grid and the layout of the hypotheses.
     dtype : {numpy.float64, numpy.float32}, default=numpy.float64
         Precision of the E-step arithmetic.
+    weights : array-like of shape (C,), default=None
+        The components' abundances (:meth:`HypothesisSpace.log_prior
+        <mtdlearn.likelihood.hypotheses.HypothesisSpace.log_prior>`); ``None``: equal.
 
     Returns
     -------
@@ -236,7 +239,7 @@ def build_fft_patch_model(coef, shift_probabilities, noise_variance, hypotheses,
     energy = scipy.fft.irfft2(np.conj(window) * scipy.fft.rfft2(images ** 2, s=(n, n)),
                               s=(n, n)).reshape(K, -1)
     lag = _lag_index(space, n)
-    lp, lp_empty = space.log_prior(shift_probabilities)
+    lp, lp_empty = space.log_prior(shift_probabilities, weights)
     lp = space.per_rotation(lp)
     shift = float(max(lp.max(), lp_empty))
     inv = 1.0 / noise_variance

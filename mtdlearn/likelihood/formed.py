@@ -281,7 +281,7 @@ def regroup(groups, space):
 
 
 def estep_groups(groups, coef, shift_probabilities, noise_variance, build, estep, *,
-                 dtype=np.float64, **options):
+                 dtype=np.float64, weights=None, **options):
     """The E-step of every group, each with the model of its formation.
 
     Parameters
@@ -300,6 +300,8 @@ def estep_groups(groups, coef, shift_probabilities, noise_variance, build, estep
         The matching E-step (``estep_statistics`` or ``estep_statistics_fft``).
     dtype : dtype, default=numpy.float64
         The E-step's precision.
+    weights : ndarray of shape (C,), default=None
+        The components' abundances; ``None``: equal.
     **options
         Passed to ``estep`` (``n_jobs``, ``working_memory``).
 
@@ -329,6 +331,7 @@ def estep_groups(groups, coef, shift_probabilities, noise_variance, build, estep
     (2, 8)
     """
     return GroupStatistics(
-        estep(data, build(coef, shift_probabilities, noise_variance, space, dtype=dtype),
+        estep(data, build(coef, shift_probabilities, noise_variance, space, dtype=dtype,
+                          weights=weights),
               **options)
         for data, space in groups)

@@ -219,20 +219,24 @@ class HypothesisSpace:
         return ((h // self.n_shifts) % self.n_rotations, shift_to_offset(s // (2 * L), L),
                 shift_to_offset(s % (2 * L), L))
 
-    def log_prior(self, shift_probabilities):
+    def log_prior(self, shift_probabilities, weights=None):
         """Log prior of every hypothesis (eq. 12).
 
         Parameters
         ----------
         shift_probabilities : array-like of shape (2L, 2L)
             ``rho``.
+        weights : array-like of shape (C,), default=None
+            The components' abundances ``w_c`` (on the simplex); ``None``:
+            equal, ``1 / C``.
 
         Returns
         -------
         log_prior : ndarray of shape (H,)
-            ``log rho_l - log K``; ``-inf`` where ``rho_l = 0``.  With
-            ``C`` components, the same for each: their abundances are
-            equal (the heterogeneity model will weight them).
+            ``log rho_l - log K + log w_c``; ``-inf`` where ``rho_l = 0``
+            or ``w_c = 0``.  The shift distribution is shared by the
+            components: a patch holds a copy of kind ``c`` at shift ``l``
+            with probability ``w_c rho_l``.
         log_prior_empty : float
             Log of the total mass of the empty shifts.
 
@@ -249,8 +253,14 @@ class HypothesisSpace:
         rho = np.asarray(shift_probabilities, dtype=np.float64).reshape(-1)
         with np.errstate(divide="ignore"):
             lp = np.tile(np.log(rho[self.shifts]) - np.log(self.n_rotations), self.n_rotations)
-            if self.n_components > 1:
+            if self.n_components > 1 and weights is None:
                 lp = np.tile(lp - np.log(self.n_components), self.n_components)
+            elif self.n_components > 1 or weights is not None:
+                w = np.asarray(weights, dtype=np.float64).reshape(-1)
+                if w.shape != (self.n_components,):
+                    raise ValueError(f"weights must have one entry per component "
+                                     f"({self.n_components}), got shape {np.shape(weights)}")
+                lp = (lp[None, :] + np.log(w)[:, None]).reshape(-1)
             lp_empty = float(np.log(rho[self.empty].sum()))
         return lp, lp_empty
 

@@ -12,7 +12,7 @@ import scipy.linalg
 
 from .statistics import GroupStatistics
 
-__all__ = ["m_step", "solve_gram", "noise_variance_floor"]
+__all__ = ["component_weights", "m_step", "solve_gram", "noise_variance_floor"]
 
 
 def noise_variance_floor(mean_square):
@@ -237,3 +237,46 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
             resid = resid - 2.0 * a @ b + a @ A @ a
         sigma2 = max(resid / (n * d), noise_floor)
     return coef, rho.reshape(2 * L, 2 * L), sigma2
+
+
+def component_weights(stats, hypotheses):
+    """The M-step of the components' abundances: each one's share of the copies.
+
+    ``w_c = sum_{h in c} W_h / sum_{h non-empty} W_h``, the posterior mass of
+    the component's hypotheses over all the non-empty mass (the shift
+    distribution, shared by the components, takes the same total in
+    :func:`m_step`): the maximizer of the expected complete-data
+    log-likelihood under ``sum_c w_c = 1``, as a mixture's weights.
+
+    Parameters
+    ----------
+    stats : Statistics or GroupStatistics
+        Sufficient statistics of the E-step.
+    hypotheses : HypothesisSpace or sequence of HypothesisSpace
+        Their layout (one per group with :class:`GroupStatistics`).
+
+    Returns
+    -------
+    weights : ndarray of shape (C,)
+        On the simplex; equal when no patch holds a copy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> from mtdlearn import FourierBesselBasis
+    >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    >>> from mtdlearn.likelihood.m_step import component_weights
+    >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0], n_components=2)
+    >>> W = np.r_[np.full(81, 1.0), np.full(81, 3.0)]   # the second kind holds 3/4
+    >>> component_weights(SimpleNamespace(weights=W), space).tolist()
+    [0.25, 0.75]
+    """
+    groups = (list(zip(stats, hypotheses, strict=True)) if isinstance(stats, GroupStatistics)
+              else [(stats, hypotheses)])
+    C = groups[0][1].n_components
+    mass = np.zeros(C)
+    for part, space in groups:
+        mass += space.per_rotation(part.weights).reshape(C, -1).sum(axis=1)
+    total = mass.sum()
+    return mass / total if total > 0 else np.full(C, 1.0 / C)

@@ -161,7 +161,8 @@ def _neg_big(dtype):
     return -1e200 if np.dtype(dtype) == np.float64 else -1e30
 
 
-def build_patch_model(coef, shift_probabilities, noise_variance, hypotheses, dtype=np.float64):
+def build_patch_model(coef, shift_probabilities, noise_variance, hypotheses, dtype=np.float64,
+                      weights=None):
     """Assemble the :class:`PatchModel` of given parameters.
 
     Renders all ``K (2L-1)**2`` non-empty templates ``C T_l Z F_{phi_k}``
@@ -181,6 +182,9 @@ def build_patch_model(coef, shift_probabilities, noise_variance, hypotheses, dty
         The basis, the rotation grid and the layout of the hypotheses.
     dtype : {numpy.float64, numpy.float32}, default=numpy.float64
         Precision of the augmented templates used by the E-step GEMM.
+    weights : array-like of shape (C,), default=None
+        The components' abundances (:meth:`HypothesisSpace.log_prior
+        <mtdlearn.likelihood.hypotheses.HypothesisSpace.log_prior>`); ``None``: equal.
 
     Returns
     -------
@@ -202,7 +206,7 @@ def build_patch_model(coef, shift_probabilities, noise_variance, hypotheses, dty
     (324, 25)
     """
     T = hypotheses.templates(coef)
-    lp, lp_empty = hypotheses.log_prior(shift_probabilities)
+    lp, lp_empty = hypotheses.log_prior(shift_probabilities, weights)
     shift = float(max(lp.max(), lp_empty))
     inv = 1.0 / noise_variance
     bias = -0.5 * inv * np.einsum("ij,ij->i", T, T) + lp - shift

@@ -22,7 +22,7 @@ from ..data.patches import PatchData
 __all__ = ["build_per_patch_model", "estep_per_patch", "estep_detections", "iter_detections"]
 
 
-def build_per_patch_model(coef, shift_probabilities, noise_variance, hypotheses):
+def build_per_patch_model(coef, shift_probabilities, noise_variance, hypotheses, weights=None):
     """The float64 model of the per-patch E-step, for the kernel that costs less.
 
     :func:`mtdlearn.likelihood.fft_estep.choose_estep` decides, as for the fit: the
@@ -42,6 +42,8 @@ def build_per_patch_model(coef, shift_probabilities, noise_variance, hypotheses)
         ``sigma**2``.
     hypotheses : HypothesisSpace
         Basis and rotations.
+    weights : array-like of shape (C,), default=None
+        The components' abundances; ``None``: equal.
 
     Returns
     -------
@@ -66,7 +68,7 @@ def build_per_patch_model(coef, shift_probabilities, noise_variance, hypotheses)
     build = (build_fft_patch_model if choose_estep(hypotheses.image_size,
                                                    hypotheses.n_rotations) == "fft"
              else build_patch_model)
-    return build(coef, shift_probabilities, noise_variance, hypotheses)
+    return build(coef, shift_probabilities, noise_variance, hypotheses, weights=weights)
 
 
 def _per_patch_range_fft(data, model, start, stop, step):
