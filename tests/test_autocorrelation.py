@@ -122,3 +122,115 @@ def test_estimator_shift_radius(basis, coef):
     with pytest.warns(ConvergenceWarning):  # 5 iterations on purpose
         state = init.initialize([X], basis, None, np.random.default_rng(0))
     assert state.coef.shape == coef.shape
+
+
+# ---------------------------------------------------------------------------
+# several kinds of particle (n_components)
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_kinds(basis):
+    from mtdlearn import make_target
+
+    coefs = np.stack([make_target(basis, random_state=0), make_target(basis, random_state=1)])
+    X, truth = make_measurement(coefs, basis, 300, density=0.08, snr=10, weights=[0.5, 0.5],
+                                random_state=0)
+    return coefs, X, truth
+
+
+def test_estimator_two_kinds_shapes_and_weights(basis, two_kinds):
+    import warnings
+
+    coefs, X, truth = two_kinds
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ac = AutocorrelationEstimator(5, basis=basis, n_components=2, max_iter=300,
+                                      random_state=0).fit(X)
+    p = basis.n_functions
+    assert ac.coef_.shape == (2, p) and ac.image_.shape == (2, L, L)
+    assert ac.weights_.shape == (2,) and np.all(ac.weights_ >= 0)
+    assert ac.weights_.sum() == pytest.approx(1.0, abs=1e-12)
+    # density_ is the total density of the copies of both kinds
+    assert abs(ac.density_ - truth.density) < 0.02
+    np.testing.assert_allclose(ac.shift_probabilities_,
+                               density_to_shift_probabilities(ac.density_, L))
+    assert ac.n_parameters_ == 2 * p + 1 + 1 + 1
+    assert np.isfinite(ac.score(X)) and ac.cost_ > 0
+    # the same start, its cost no lower than the fit's
+    start = AutocorrelationEstimator(5, basis=basis, n_components=2, max_iter=0,
+                                     random_state=0).fit(X)
+    assert start.coef_.shape == (2, p) and start.cost_ >= ac.cost_
+    np.testing.assert_array_equal(start.weights_, [0.5, 0.5])
+    # two independent random images per start
+    assert relative_error(start.coef_[0], start.coef_[1], basis) > 0.01
+
+
+def test_estimator_two_kinds_fixed_start(basis, two_kinds):
+    """A 2-D start (FixedInitializer) is used as it is, with equal abundances;
+    one image given to a 2-kind fit is spread into two distinct images."""
+    coefs, X, truth = two_kinds
+    rho = density_to_shift_probabilities(0.08, L)
+    ac = AutocorrelationEstimator(5, basis=basis, n_components=2, max_iter=0,
+                                  noise_variance=truth.noise_variance,
+                                  initializer=FixedInitializer(coefs, rho)).fit(X)
+    np.testing.assert_array_equal(ac.coef_, coefs)
+    np.testing.assert_array_equal(ac.weights_, [0.5, 0.5])
+    assert ac.density_ == pytest.approx(0.08, rel=1e-12)
+    spread = AutocorrelationEstimator(5, basis=basis, n_components=2, max_iter=0,
+                                      initializer=FixedInitializer(coefs[0], rho),
+                                      random_state=0).fit(X)
+    assert spread.coef_.shape == coefs.shape
+    assert relative_error(spread.coef_[0], spread.coef_[1], basis) > 0.1
+    with pytest.raises(ValueError, match=r"coef of shape \(3, 10\)"):
+        AutocorrelationEstimator(5, basis=basis, n_components=2, max_iter=0,
+                                 initializer=FixedInitializer(np.stack([coefs[0]] * 3),
+                                                              rho)).fit(X)
+
+
+def test_one_component_is_the_default(basis, coef):
+    X, _ = make_measurement(coef, basis, 200, snr=5, random_state=0)
+    kw = dict(basis=basis, n_init=2, random_state=3)
+    a = AutocorrelationEstimator(5, **kw).fit(X)
+    b = AutocorrelationEstimator(5, n_components=1, **kw).fit(X)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert b.coef_.shape == (10,) and b.weights_.tolist() == [1.0]
+
+
+def test_initializer_two_kinds_starts_the_em(basis, two_kinds):
+    import warnings
+
+    from mtdlearn import ApproxEMEstimator
+
+    coefs, X, truth = two_kinds
+    init = AutocorrelationInitializer(max_iter=100, n_components=2)
+    assert init.get_params()["n_components"] == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        state = init.initialize([X], basis, None, np.random.default_rng(0))
+        assert state.coef.shape == (2, basis.n_functions)
+        assert state.weights.shape == (2,) and state.weights.sum() == pytest.approx(1.0)
+        # the EM keeps a 2-D start as it is (no split): with max_iter=0 it returns it
+        em = ApproxEMEstimator(5, basis=basis, rotations=4, n_components=2, max_iter=0,
+                               initializer=init, random_state=0).fit(X)
+        seed = int(np.random.default_rng(0).integers(np.iinfo(np.int32).max))
+        again = init.initialize([X], basis, None, np.random.default_rng(seed))
+    np.testing.assert_array_equal(em.coef_, again.coef)
+    np.testing.assert_array_equal(em.weights_, again.weights)
+    assert AutocorrelationInitializer().initialize(
+        [X], basis, None, np.random.default_rng(0)).weights is None
+    assert em.converged_ is False and em.n_iter_ == 0
+
+
+@pytest.mark.parametrize("value, exc", [(0, ValueError), (1.5, TypeError), ("2", TypeError)])
+def test_n_components_bad_values(basis, value, exc):
+    X = np.random.default_rng(0).standard_normal((40, 40))
+    with pytest.raises(exc, match="n_components"):
+        AutocorrelationEstimator(5, basis=basis, n_components=value).fit(X)
+    with pytest.raises(exc, match="n_components"):
+        AutocorrelationInitializer(n_components=value).initialize(
+            [X], basis, None, np.random.default_rng(0))
+
+
+def test_n_components_checkpoint_unsupported(basis, two_kinds, tmp_path):
+    with pytest.raises(ValueError, match="n_components > 1"):
+        AutocorrelationEstimator(5, basis=basis, n_components=2).fit(
+            two_kinds[1], checkpoint=tmp_path / "ac.npz")

@@ -10,7 +10,8 @@ from scipy.optimize import check_grad
 
 from mtdlearn.data.simulate import make_target
 from mtdlearn.metrics import relative_error
-from mtdlearn.autocorrelation.fit import autocorrelation_cost_and_grad, fit_autocorrelations
+from mtdlearn.autocorrelation.fit import (autocorrelation_cost_and_grad, fit_autocorrelations,
+                                          mixture_cost_and_grad)
 from mtdlearn.autocorrelation.model_moments import model_autocorrelations
 from mtdlearn.autocorrelation.moments import third_order_shifts
 
@@ -61,6 +62,115 @@ def test_gradient_matches_finite_differences(basis, coef, estimate_noise, seed, 
     if not estimate_noise:
         assert autocorrelation_cost_and_grad(z[0], z[1:], fixed_var, measured, basis,
                                              shift_radius=shift_radius)[3] == 0.0
+
+
+@pytest.mark.parametrize("shift_radius", [None, 2.5])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mixture_gradient_matches_finite_differences(basis, shift_radius, seed):
+    """The mixture's gradient against central differences: density, every
+    coefficient of every kind, sigma**2, the abundances along the simplex
+    (w + t (e_i - e_j)), and through the fit's softmax of the abundances."""
+    rng = np.random.default_rng(seed)
+    coefs = np.stack([make_target(basis, random_state=s) for s in range(3)])
+    weights = rng.dirichlet(np.ones(3))
+    exact = model_autocorrelations(coefs, basis, 0.06, 0.3, weights=weights,
+                                   shift_radius=shift_radius)
+    measured = (exact[0] + 0.01, exact[1] + 0.01 * rng.standard_normal((L, L)),
+                exact[2] + 0.01 * rng.standard_normal(exact[2].shape))
+    gamma, var = 0.04 + 0.04 * rng.uniform(), 0.2 + rng.uniform()
+    x = coefs + 0.5 * rng.standard_normal(coefs.shape)
+    w = rng.dirichlet(np.ones(3))
+
+    def f(g, c, wt, v):
+        return mixture_cost_and_grad(g, c, wt, v, measured, basis, estimate_noise=True,
+                                     shift_radius=shift_radius)[0]
+
+    cost, gg, gc, gw, gv = mixture_cost_and_grad(gamma, x, w, var, measured, basis,
+                                                 estimate_noise=True, shift_radius=shift_radius)
+    assert cost == f(gamma, x, w, var) and gc.shape == x.shape and gw.shape == (3,)
+    h = 1e-6
+    num = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[i] = h
+        num[i] = (f(gamma, x + e, w, var) - f(gamma, x - e, w, var)) / (2 * h)
+    assert np.max(np.abs(num - gc)) < 1e-6 * np.max(np.abs(gc))
+    hg = 1e-7
+    assert (f(gamma + hg, x, w, var) - f(gamma - hg, x, w, var)) / (2 * hg) == \
+        pytest.approx(gg, rel=1e-6)
+    assert (f(gamma, x, w, var + h) - f(gamma, x, w, var - h)) / (2 * h) == \
+        pytest.approx(gv, rel=1e-6)
+    hw = 1e-5
+    for i, j in ((0, 1), (1, 2), (0, 2)):
+        d = np.zeros(3)
+        d[i], d[j] = hw, -hw
+        assert (f(gamma, x, w + d, var) - f(gamma, x, w - d, var)) / (2 * hw) == \
+            pytest.approx(gw[i] - gw[j], rel=1e-5, abs=1e-9 * np.max(np.abs(gw)))
+
+    def softmax(u):
+        e = np.exp(u - u.max())
+        return e / e.sum()
+
+    u = np.log(w)
+    grad_u = w * (gw - w @ gw)  # the chain rule fit_autocorrelations uses
+    err = check_grad(lambda v: f(gamma, x, softmax(v), var), lambda v: grad_u, u)
+    assert err < 1e-5 * np.linalg.norm(grad_u)
+    # no noise gradient when sigma**2 is fixed
+    assert mixture_cost_and_grad(gamma, x, w, var, measured, basis,
+                                 shift_radius=shift_radius)[4] == 0.0
+
+
+def test_mixture_of_one_kind_is_the_one_image_cost(basis, coef):
+    """A (1, p) coef with weight 1 gives the one-image cost and gradient; its
+    abundance's partial derivative is gamma times d cost / d gamma / w."""
+    exact = model_autocorrelations(coef, basis, 0.04, 0.3)
+    measured = (exact[0] * 1.1, exact[1] * 0.9, exact[2] + 0.01)
+    one = autocorrelation_cost_and_grad(0.05, coef, 0.4, measured, basis, estimate_noise=True)
+    mix = mixture_cost_and_grad(0.05, coef[None], [1.0], 0.4, measured, basis,
+                                estimate_noise=True)
+    assert mix[0] == pytest.approx(one[0], rel=1e-13)
+    assert mix[1] == pytest.approx(one[1], rel=1e-12)
+    np.testing.assert_allclose(mix[2][0], one[2], rtol=1e-12, atol=1e-15 * np.abs(one[2]).max())
+    assert mix[3][0] == pytest.approx(0.05 * one[1], rel=1e-12)
+    assert mix[4] == pytest.approx(one[3], rel=1e-12)
+
+
+def test_fit_mixture_from_exact_moments(basis):
+    """From the exact moments of two kinds the joint fit (images and abundances
+    through a softmax) reaches the truth from a random start, given a tight
+    tolerance: the cost's valley along the abundances is long and flat."""
+    coefs = np.stack([make_target(basis, random_state=0), make_target(basis, random_state=1)])
+    measured = model_autocorrelations(coefs, basis, 0.08, 0.3, weights=[0.4, 0.6])
+    rng = np.random.default_rng(1)
+    coef0 = 3 * np.stack([basis.expand(rng.uniform(0, 1, (L, L))) for _ in range(2)])
+    res = fit_autocorrelations(measured, basis, 0.05, coef0, max_iter=3000, tol=1e-22)
+    assert res.coef.shape == (2, basis.n_functions) and res.weights.shape == (2,)
+    assert res.weights.sum() == pytest.approx(1.0, abs=1e-15) and np.all(res.weights > 0)
+    order = np.argsort(res.weights)  # the kinds' labels are interchangeable
+    np.testing.assert_allclose(res.weights[order], [0.4, 0.6], atol=1e-6)
+    for true, est in zip(coefs, res.coef[order]):
+        assert relative_error(true, est, basis) < 1e-5
+    assert res.density == pytest.approx(0.08, rel=1e-6)
+    assert res.noise_variance == pytest.approx(0.3, rel=1e-6)
+
+
+def test_fit_mixture_bad_input(basis, coef):
+    coefs = np.stack([coef, -coef])
+    measured = model_autocorrelations(coefs, basis, 0.04, 0.1)
+    with pytest.raises(ValueError, match="weights0"):
+        fit_autocorrelations(measured, basis, 0.04, coefs, weights0=[1.0, 0.0])
+    with pytest.raises(ValueError, match="weights0"):
+        fit_autocorrelations(measured, basis, 0.04, coefs, weights0=[0.3, 0.3, 0.4])
+    with pytest.raises(ValueError, match="weights0"):
+        fit_autocorrelations(measured, basis, 0.04, coef, weights0=[1.0])
+    with pytest.raises(ValueError, match="coef0"):
+        fit_autocorrelations(measured, basis, 0.04, np.zeros_like(coefs))
+    with pytest.raises(ValueError, match="coef0 must have shape"):
+        fit_autocorrelations(measured, basis, 0.04, coefs[:, :3])
+    with pytest.raises(ValueError, match="n_components"):
+        mixture_cost_and_grad(0.04, coef, None, 0.1, measured, basis)
+    with pytest.raises(ValueError, match="weights"):
+        mixture_cost_and_grad(0.04, coefs, [0.2, 0.2], 0.1, measured, basis)
 
 
 @settings(max_examples=20)

@@ -195,6 +195,67 @@ def test_model_noise_terms_match_simulation(basis, coef, simulated):
 
 
 # ---------------------------------------------------------------------------
+# a mixture of several kinds of particle
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("shift_radius", [None, 2.5])
+def test_mixture_is_the_weighted_sum_of_the_kinds(basis, shift_radius):
+    """Each kind contributes its moments at w_c gamma; the noise terms sum to
+    the one-kind ones (weights on the simplex): the mixture's moments are
+    sum_c w_c times each kind's at gamma and sigma**2."""
+    from mtdlearn import make_target
+
+    rng = np.random.default_rng(0)
+    coefs = np.stack([make_target(basis, random_state=s) for s in range(3)])
+    weights = rng.dirichlet(np.ones(3))
+    gamma, var = 0.05, 0.3
+    mix = model_autocorrelations(coefs, basis, gamma, var, weights=weights,
+                                 shift_radius=shift_radius)
+    kinds = [model_autocorrelations(c, basis, gamma, var, shift_radius=shift_radius)
+             for c in coefs]
+    for k in range(3):
+        expected = sum(w * kind[k] for w, kind in zip(weights, kinds))
+        assert np.max(np.abs(mix[k] - expected)) < 1e-12 * max(1.0, np.max(np.abs(expected)))
+    # weights=None: equal abundances; one kind as a (1, p) row: the one-image model
+    equal = model_autocorrelations(coefs, basis, gamma, var, shift_radius=shift_radius)
+    assert rel(equal, model_autocorrelations(coefs, basis, gamma, var, weights=np.ones(3) / 3,
+                                             shift_radius=shift_radius)) == 0.0
+    one = model_autocorrelations(coefs[:1], basis, gamma, var, shift_radius=shift_radius)
+    assert rel(one, kinds[0]) < 1e-14
+
+
+def test_mixture_model_matches_simulated_mixture(basis):
+    """A simulated measurement of two kinds (make_measurement with weights)
+    has the mixture model's moments, up to its sampling noise."""
+    from mtdlearn import make_measurement, make_target
+
+    coefs = np.stack([make_target(basis, random_state=0), make_target(basis, random_state=1)])
+    X, truth = make_measurement(coefs, basis, 1000, density=0.08, snr=10, weights=[0.3, 0.7],
+                                random_state=0)
+    measured = measurement_autocorrelations(X, L)
+    w = np.bincount(truth.component, minlength=2) / len(truth.component)  # drawn abundances
+    model = model_autocorrelations(coefs, basis, truth.density, truth.noise_variance, weights=w)
+    single = [model_autocorrelations(c, basis, truth.density, truth.noise_variance)
+              for c in coefs]
+    for k in (1, 2):
+        residual = np.linalg.norm(model[k] - measured[k])
+        # the kinds differ by far more than the sampling noise
+        assert residual < 0.2 * np.linalg.norm(single[0][k] - single[1][k])
+
+
+def test_mixture_bad_input(basis, coef):
+    coefs = np.stack([coef, coef])
+    with pytest.raises(ValueError, match="weights"):
+        model_autocorrelations(coef, basis, 0.04, 0.1, weights=[1.0])
+    for weights in ([0.5, 0.6], [1.5, -0.5], [1.0]):
+        with pytest.raises(ValueError, match="weights"):
+            model_autocorrelations(coefs, basis, 0.04, 0.1, weights=weights)
+    with pytest.raises(ValueError, match=r"coef must have shape"):
+        model_autocorrelations(coefs[:, :-1], basis, 0.04, 0.1)
+    with pytest.raises(ValueError, match=r"coef must have shape"):
+        model_autocorrelations(coefs[None], basis, 0.04, 0.1)
+
+
+# ---------------------------------------------------------------------------
 # input validation
 # ---------------------------------------------------------------------------
 def test_measurement_bad_input():

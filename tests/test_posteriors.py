@@ -1,6 +1,7 @@
 """Tests of mtdlearn.likelihood.posteriors: the fitted model patch by patch."""
 
 import numpy as np
+import pytest
 from numpy.testing import assert_array_equal
 
 from mtdlearn import make_measurement
@@ -100,3 +101,160 @@ def test_fft_kernel_gives_the_gemm_posteriors_patch_by_patch():
     assert_array_equal(b_, best[patch])
     groups = [g[1] for g in iter_detections(data, fft, chunk=3)]
     assert_array_equal(np.concatenate(groups), patch)
+
+
+# ---------------------------------------------------------------------------
+# mixtures: the posterior mass of each component, patch by patch
+WEIGHTS = np.array([0.3, 0.7])
+
+
+def _two_kinds(basis):
+    """Two kinds of particle (abundances ``WEIGHTS``) in a 40 x 40 measurement: 64 patches."""
+    from mtdlearn import make_target
+
+    coefs = np.stack([make_target(basis, random_state=0), make_target(basis, random_state=1)])
+    X, truth = make_measurement(coefs, basis, 40, density=0.1, snr=3, weights=WEIGHTS,
+                                random_state=4)
+    return coefs, X, truth
+
+
+def _brute_force_masses(data, coefs, rho, sigma2, space, weights):
+    """Per-component posterior masses and P(empty) from the full posterior,
+    every hypothesis's logit written out and normalized by hand."""
+    T = space.templates(coefs)                                   # (H, d)
+    lp, lp_empty = space.log_prior(rho, weights)
+    P = data.get(0, data.n_patches)                              # (n, d)
+    logits = -((P[:, None, :] - T[None]) ** 2).sum(axis=2) / (2 * sigma2) + lp
+    logit_empty = -(P ** 2).sum(axis=1) / (2 * sigma2) + lp_empty
+    top = np.maximum(logits.max(axis=1), logit_empty)
+    e, e_empty = np.exp(logits - top[:, None]), np.exp(logit_empty - top)
+    total = e.sum(axis=1) + e_empty
+    mass = np.stack([e[:, space.component_index == c].sum(axis=1)
+                     for c in range(space.n_components)], axis=1)
+    return mass / total[:, None], e_empty / total
+
+
+def test_component_posteriors_are_the_full_posteriors_masses(basis):
+    """On a tiny mixture, both kernels' per-component masses equal the sums of
+    the full posterior over each component's hypotheses; a row sums to
+    1 - P(empty); the GEMM and the FFT kernel agree to 1e-10, for any
+    chunking, n_jobs and subset."""
+    from mtdlearn.likelihood.fft_estep import build_fft_patch_model
+
+    coefs, X, truth = _two_kinds(basis)
+    data = PatchData([X], L)
+    rho, sigma2 = density_to_shift_probabilities(0.1, L), truth.noise_variance
+    space = HypothesisSpace(basis, np.linspace(0, 2 * np.pi, 3, endpoint=False),
+                            n_components=2)
+    mass_bf, p_empty_bf = _brute_force_masses(data, coefs, rho, sigma2, space, WEIGHTS)
+    # a mixture whose patches hold both kinds, and empty ones
+    kind = mass_bf.argmax(axis=1)[p_empty_bf < 0.5]
+    assert set(kind.tolist()) == {0, 1} and (p_empty_bf > 0.5).any()
+
+    gemm = build_patch_model(coefs, rho, sigma2, space, weights=WEIGHTS)
+    fft = build_fft_patch_model(coefs, rho, sigma2, space, weights=WEIGHTS)
+    plain = estep_per_patch(data, gemm)
+    assert len(plain) == 4   # the masses only when asked
+    results = {}
+    for name, model in [("gemm", gemm), ("fft", fft)]:
+        out = estep_per_patch(data, model, components=True)
+        assert len(out) == 5
+        ll, best, best_p, p_empty, mass = out
+        assert mass.shape == (data.n_patches, 2) and mass.dtype == np.float64
+        np.testing.assert_allclose(mass, mass_bf, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(p_empty, p_empty_bf, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(mass.sum(axis=1), 1.0 - p_empty, rtol=0, atol=1e-13)
+        # the MAP hypothesis's component holds at least its posterior
+        has = best >= 0
+        assert np.all(mass[has, space.component(best[has])] >= best_p[has] * (1 - 1e-12))
+        results[name] = out
+        # the other outputs are those of the default call
+        ref = plain if name == "gemm" else estep_per_patch(data, model)
+        for x, y in zip(out[:4], ref):
+            assert_array_equal(x, y)
+        for chunk, n_jobs, subset in [(7, 2, None), (5, 1, (9, 50))]:
+            a, b = subset or (0, data.n_patches)
+            part = estep_per_patch(data, model, subset, chunk=chunk, n_jobs=n_jobs,
+                                   tasks_per_block=2, components=True)
+            np.testing.assert_allclose(part[4], mass[a:b], rtol=1e-12, atol=1e-15)
+    for x, y in zip(results["gemm"], results["fft"]):
+        np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-14)
+
+
+def test_component_posteriors_of_one_component_and_in_float32(basis, coef):
+    """One component: its mass is 1 - P(empty).  float32 kernels keep the rows'
+    sums (the FFT's clamped hypotheses, exact zeros, keep their mass)."""
+    from mtdlearn.likelihood.fft_estep import build_fft_patch_model
+
+    X, truth = make_measurement(coef, basis, 40, density=0.1, snr=50, random_state=5)
+    data = PatchData([X], L)
+    rho = density_to_shift_probabilities(0.1, L)
+    space = _space(basis, np.linspace(0, 2 * np.pi, 4, endpoint=False))
+    for build in (build_patch_model, build_fft_patch_model):
+        *_, p_empty, mass = estep_per_patch(
+            data, build(coef, rho, truth.noise_variance, space), components=True)
+        assert mass.shape == (data.n_patches, 1)
+        np.testing.assert_allclose(mass[:, 0], 1.0 - p_empty, rtol=0, atol=1e-13)
+    coefs, X, truth = _two_kinds(basis)
+    data = PatchData([X], L)
+    space = HypothesisSpace(basis, np.linspace(0, 2 * np.pi, 4, endpoint=False),
+                            n_components=2)
+    ref = estep_per_patch(data, build_patch_model(coefs, rho, truth.noise_variance, space,
+                                                  weights=WEIGHTS), components=True)[4]
+    for build in (build_patch_model, build_fft_patch_model):
+        model = build(coefs, rho, truth.noise_variance, space, dtype=np.float32,
+                      weights=WEIGHTS)
+        *_, p_empty, mass = estep_per_patch(data, model, components=True)
+        np.testing.assert_allclose(mass.sum(axis=1), 1.0 - p_empty, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(mass, ref, rtol=0, atol=1e-4)
+
+
+def test_component_posteriors_at_l13_fft_equals_gemm():
+    """At L = 13, where the per-patch model is the FFT one, a mixture's masses
+    are the GEMM's to 1e-10."""
+    from mtdlearn import FourierBesselBasis, make_target
+    from mtdlearn.likelihood.fft_estep import FFTPatchModel
+    from mtdlearn.likelihood.posteriors import build_per_patch_model
+
+    L13 = 13
+    basis = FourierBesselBasis(L13, n_coefficients=12)
+    coefs = np.stack([make_target(basis, random_state=3), make_target(basis, random_state=4)])
+    X, truth = make_measurement(coefs, basis, 70, density=0.1, snr=4, weights=WEIGHTS,
+                                random_state=3)
+    data = PatchData([X], L13)
+    space = HypothesisSpace(basis, np.linspace(0, 2 * np.pi, 3, endpoint=False),
+                            n_components=2)
+    args = (coefs, density_to_shift_probabilities(0.1, L13), truth.noise_variance, space)
+    fft = build_per_patch_model(*args, weights=WEIGHTS)
+    assert isinstance(fft, FFTPatchModel)
+    gemm = estep_per_patch(data, build_patch_model(*args, weights=WEIGHTS), components=True)
+    out = estep_per_patch(data, fft, chunk=3, n_jobs=2, tasks_per_block=2, components=True)
+    assert (gemm[4] > 0.5).any(axis=0).all()   # both kinds are seen
+    np.testing.assert_allclose(out[4], gemm[4], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(out[4].sum(axis=1), 1.0 - out[3], rtol=0, atol=1e-13)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_predict_proba_per_component():
+    """A fitted mixture's predict_proba has a column per component; its rows
+    sum to the probability of holding a copy, at most 1."""
+    from mtdlearn import ApproxEMEstimator, FourierBesselBasis, make_target
+
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    coefs = np.stack([make_target(basis, random_state=0), make_target(basis, random_state=1)])
+    X, _ = make_measurement(coefs, basis, 200, density=0.08, snr=10, random_state=0)
+    em = ApproxEMEstimator(5, basis=basis, rotations=4, n_components=2, max_iter=3,
+                           random_state=0).fit(X)
+    proba = em.predict_proba(X)
+    n_patches = (200 // 5) ** 2
+    assert proba.shape == (n_patches, 2)
+    assert np.all(proba >= 0) and np.all(proba.sum(axis=1) <= 1 + 1e-12)
+    p_empty = em._per_patch(X)[3]
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0 - p_empty, rtol=0, atol=1e-12)
+    assert (proba > 0.5).any(axis=0).all()   # both kinds are found
+    # the same numbers through the distributed source (a task per micrograph)
+    da = pytest.importorskip("dask.array")
+    halves = [X[:, :100], X[:, 100:]]
+    proba_d = em.predict_proba([da.from_array(M) for M in halves])
+    expected = np.concatenate([em.predict_proba(M) for M in halves])
+    np.testing.assert_allclose(proba_d, expected, rtol=1e-12, atol=1e-15)

@@ -11,6 +11,10 @@ with ``Rk = model_k - measured_k``; its gradient is analytic, and
 ``shift_radius``, ``R3`` runs over the pairs of the ``n`` kept shifts
 (:func:`~mtdlearn.autocorrelation.moments.third_order_shifts`) and its weight is
 ``1 / (2 n**2)``: each term stays a mean over its moment's entries.
+:func:`mixture_cost_and_grad` is the cost of a mixture of several kinds,
+with its gradient with respect to each kind's image and abundance, and
+:func:`fit_autocorrelations` fits a mixture too, its abundances through a
+softmax.
 """
 
 from numbers import Real
@@ -21,13 +25,14 @@ from scipy.optimize import OptimizeResult, minimize
 from .._parallel import blas_single_thread
 from .._validation import check_int, check_real
 from ..basis.protocol import check_basis
-from .model_moments import (_check_coef, _check_density, _check_n_angles, _check_noise_variance,
-                            _model_flat, _noise_pattern, _ac2_fft_adjoint, _rotated_evaluation,
+from .model_moments import (_check_coef, _check_density, _check_mixture, _check_n_angles,
+                            _check_noise_variance, _model_flat, _model_flat_mixture,
+                            _noise_pattern, _ac2_fft_adjoint, _rotated_evaluation,
                             _windows_adjoint)
 from .moments import _check_measured, _check_shift_radius, _shift_subset
 from ..imaging.shifts import gather_adjoint, max_density
 
-__all__ = ["autocorrelation_cost_and_grad", "fit_autocorrelations"]
+__all__ = ["autocorrelation_cost_and_grad", "mixture_cost_and_grad", "fit_autocorrelations"]
 
 #: L-BFGS-B's memory (``maxcor``): the correction pairs its Hessian model
 #: keeps.  SciPy's default of 10 leaves the cost's long, flat valleys to many
@@ -47,14 +52,10 @@ _LBFGS_MEMORY = 50
 # ---------------------------------------------------------------------------
 # 3. least-squares cost and its gradient
 # ---------------------------------------------------------------------------
-def _cost_and_grad_flat(BR, density, coef, noise_variance, m1, m2, m3, L, sub=None):
-    """Cost and gradient with flat measured moments ``m2`` (L*L,), ``m3``
-    (n, n) on the ``n`` shifts of ``sub`` (all L*L when ``None``) and
-    precomputed ``BR`` (see :func:`autocorrelation_cost_and_grad` for the
-    formulas)."""
-    LL = L * L
-    K = BR.shape[0]
-    (a1, a2, a3), (F, W, E1, E2, E3) = _model_flat(BR, coef, density, noise_variance, L, sub)
+def _residual_grads(a1, a2, a3, noise_variance, m1, m2, m3, LL):
+    """The cost and its gradient with respect to the model's moments:
+    ``(cost, G1, G2, G3, G3D)``, ``G1`` the total ``dC/da1`` (``a3``'s noise
+    term holds ``a1``) and ``G3D = <dC/da3, D>``."""
     n3 = a3.shape[0]
     R1 = a1 - m1
     R2 = a2 - m2
@@ -66,12 +67,13 @@ def _cost_and_grad_flat(BR, density, coef, noise_variance, m1, m2, m3, L, sub=No
     D = _noise_pattern(n3)
     G3D = np.vdot(G3, D)  # <dC/da3, D>
     G1 = R1 + noise_variance * G3D  # total dC/da1 (a3's noise term holds a1)
+    return cost, G1, G2, G3, G3D
 
-    grad_noise = G2[0] + a1 * G3D
-    grad_density = (G1 * E1 + G2 @ E2 + np.vdot(G3, E3)) / LL
 
-    # gradient with respect to each rotated image F_k (then scaled by
-    # gamma / (L^2 K) for the average):
+def _image_grads(F, W, G1, G2, G3, L, sub):
+    """``d/dF_k`` of ``G1 sum(F_k) + <G2, ac2(F_k)> + <G3, ac3(F_k)>`` for each
+    flattened image ``F_k`` (K, L*L), from its windows ``W``."""
+    # gradient with respect to each rotated image F_k:
     #   sum:  G1
     #   ac2 = f^T W:            W G2 + W^T-adjoint(f (x) G2)
     #   ac3 = W^T diag(f) W:    q[x] = w_x^T G3 w_x + adjoint(f[x] (W (G3 + G3^T))[x, :])
@@ -82,11 +84,44 @@ def _cost_and_grad_flat(BR, density, coef, noise_variance, m1, m2, m3, L, sub=No
     q = 0.5 * np.einsum("kxs,kxs->kx", V, W)
     if sub is None:
         gW = F[:, :, None] * (V + G2[None, None, :])
-        gF = G1 + W @ G2 + q + _windows_adjoint(gW, L)
-    else:
-        gF = G1 + _ac2_fft_adjoint(F, G2) + q + gather_adjoint(F[:, :, None] * V, sub[2], LL)
+        return G1 + W @ G2 + q + _windows_adjoint(gW, L)
+    return G1 + _ac2_fft_adjoint(F, G2) + q + gather_adjoint(F[:, :, None] * V, sub[2], L * L)
+
+
+def _cost_and_grad_flat(BR, density, coef, noise_variance, m1, m2, m3, L, sub=None):
+    """Cost and gradient with flat measured moments ``m2`` (L*L,), ``m3``
+    (n, n) on the ``n`` shifts of ``sub`` (all L*L when ``None``) and
+    precomputed ``BR`` (see :func:`autocorrelation_cost_and_grad` for the
+    formulas)."""
+    LL = L * L
+    K = BR.shape[0]
+    (a1, a2, a3), (F, W, E1, E2, E3) = _model_flat(BR, coef, density, noise_variance, L, sub)
+    cost, G1, G2, G3, G3D = _residual_grads(a1, a2, a3, noise_variance, m1, m2, m3, LL)
+    grad_noise = G2[0] + a1 * G3D
+    grad_density = (G1 * E1 + G2 @ E2 + np.vdot(G3, E3)) / LL
+    # the gradient of each rotated image, scaled by gamma / (L^2 K) for the average
+    gF = _image_grads(F, W, G1, G2, G3, L, sub)
     grad_coef = (density / (LL * K)) * np.einsum("kx,kxp->p", gF, BR)
     return float(cost), float(grad_density), grad_coef, float(grad_noise)
+
+
+def _cost_and_grad_mixture(BR, density, coefs, weights, noise_variance, m1, m2, m3, L,
+                           sub=None):
+    """:func:`_cost_and_grad_flat` of a mixture (:func:`mixture_cost_and_grad`):
+    ``(cost, grad_density, grad_coef (C, p), grad_weights (C,), grad_noise)``."""
+    LL = L * L
+    C, K = coefs.shape[0], BR.shape[0]
+    (a1, a2, a3), (F, W, E1, E2, E3) = _model_flat_mixture(BR, coefs, weights, density,
+                                                           noise_variance, L, sub)
+    cost, G1, G2, G3, G3D = _residual_grads(a1, a2, a3, noise_variance, m1, m2, m3, LL)
+    grad_noise = G2[0] + a1 * G3D
+    # d cost / d (w_c gamma): kind c's moments against the residuals
+    per_kind = (G1 * E1 + E2 @ G2 + np.tensordot(E3, G3, axes=2)) / LL
+    grad_density = weights @ per_kind
+    grad_weights = density * per_kind
+    gF = _image_grads(F, W, G1, G2, G3, L, sub).reshape(C, K, LL)
+    grad_coef = ((density / (LL * K)) * weights)[:, None] * np.einsum("ckx,kxp->cp", gF, BR)
+    return float(cost), float(grad_density), grad_coef, grad_weights, float(grad_noise)
 
 
 def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis,
@@ -156,8 +191,18 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     (0.0, 0.0)
     """
     check_basis(basis)
-    L = basis.image_size
     coef = _check_coef(coef, basis)
+    args = _check_cost_args(density, noise_variance, measured, basis, estimate_noise, n_angles,
+                            shift_radius, formation)
+    cost, g_density, g_coef, g_noise = _cost_and_grad_flat(args[0], args[1], coef, *args[2:])
+    return cost, g_density, g_coef, (g_noise if estimate_noise else 0.0)
+
+
+def _check_cost_args(density, noise_variance, measured, basis, estimate_noise, n_angles,
+                     shift_radius, formation):
+    """The checked arguments of the cost: ``(BR, density, noise_variance, m1,
+    m2 (L*L,), m3 (n, n), L, sub)``."""
+    L = basis.image_size
     density = _check_density(density, L)
     noise_variance = _check_noise_variance(noise_variance)
     sub = _shift_subset(L, _check_shift_radius(shift_radius, L))
@@ -168,17 +213,101 @@ def autocorrelation_cost_and_grad(density, coef, noise_variance, measured, basis
     BR = _rotated_evaluation(basis, K, formation)
     LL = L * L
     n3 = m3.shape[0] if sub is not None else LL
-    cost, g_density, g_coef, g_noise = _cost_and_grad_flat(
-        BR, density, coef, noise_variance, m1, m2.reshape(LL), m3.reshape(n3, n3), L, sub)
-    return cost, g_density, g_coef, (g_noise if estimate_noise else 0.0)
+    return BR, density, noise_variance, m1, m2.reshape(LL), m3.reshape(n3, n3), L, sub
+
+
+def mixture_cost_and_grad(density, coef, weights, noise_variance, measured, basis,
+                          estimate_noise=False, n_angles=None, *, shift_radius=None,
+                          formation=None):
+    """The cost of :func:`autocorrelation_cost_and_grad` for a mixture, and its gradient.
+
+    The model is the mixture's
+    (:func:`~mtdlearn.autocorrelation.model_moments.model_autocorrelations`
+    with a ``coef`` of one row per kind and ``weights``): kind ``c``
+    contributes its moments at the density ``w_c gamma``.  The gradient is
+    analytic: with respect to each kind's coefficients it is the one-image
+    gradient of that kind, scaled by its abundance; with respect to ``w_c``
+    it is ``gamma`` times kind ``c``'s moments against the residuals (the
+    partial derivatives, ``weights`` taken as free: a fit that keeps them on
+    the simplex composes them with its parametrization, as
+    :func:`fit_autocorrelations` does with a softmax).
+
+    Parameters
+    ----------
+    density : float
+        The total density ``gamma`` of the copies of all kinds, in
+        ``[0, L**2 / (2L - 1)**2]``.
+    coef : array-like of shape (n_components, n_functions)
+        The kinds' coefficients in ``basis``, one row each.
+    weights : array-like of shape (n_components,)
+        Their abundances ``w_c``: non-negative, summing to 1.
+    noise_variance : float
+        ``sigma**2 >= 0``.
+    measured : tuple (a1, a2, a3)
+        Measured autocorrelations (see :func:`autocorrelation_cost_and_grad`).
+    basis : basis object
+        The steerable basis.
+    estimate_noise : bool, default=False
+        Whether ``noise_variance`` is a free parameter; if not, its gradient
+        is returned as ``0.0``.
+    n_angles : int, default=None
+        See :func:`~mtdlearn.autocorrelation.model_moments.model_autocorrelations`.
+    shift_radius : float, "auto" or None, default=None
+        The third moment's shifts; ``None`` uses all of them.
+    formation : ImageFormation or sequence of ImageFormation, default=None
+        How a copy appears in the measurement.
+
+    Returns
+    -------
+    cost : float
+        The weighted least-squares misfit.
+    grad_density : float
+        ``d cost / d gamma``.
+    grad_coef : ndarray of shape (n_components, n_functions)
+        ``d cost / d coef``.
+    grad_weights : ndarray of shape (n_components,)
+        ``d cost / d w_c``, the partial derivatives.
+    grad_noise_variance : float
+        ``d cost / d sigma**2``; ``0.0`` unless ``estimate_noise``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import FourierBesselBasis
+    >>> from mtdlearn.autocorrelation.fit import mixture_cost_and_grad
+    >>> from mtdlearn.autocorrelation.model_moments import model_autocorrelations
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> coef = np.stack([np.linspace(1.0, 2.0, 10), np.linspace(2.0, -1.0, 10)])
+    >>> measured = model_autocorrelations(coef, basis, 0.04, 0.5, weights=[0.3, 0.7])
+    >>> cost, g_density, g_coef, g_weights, g_noise = mixture_cost_and_grad(
+    ...     0.04, coef, [0.3, 0.7], 0.5, measured, basis)
+    >>> cost, g_coef.shape, g_weights.shape
+    (0.0, (2, 10), (2,))
+    """
+    check_basis(basis)
+    coef, weights = _check_mixture(coef, weights, basis)
+    if weights is None:
+        raise ValueError(f"coef must have shape (n_components, n_functions="
+                         f"{basis.n_functions}) for a mixture, got {coef.shape}")
+    args = _check_cost_args(density, noise_variance, measured, basis, estimate_noise, n_angles,
+                            shift_radius, formation)
+    cost, g_density, g_coef, g_weights, g_noise = _cost_and_grad_mixture(
+        args[0], args[1], coef, weights, *args[2:])
+    return cost, g_density, g_coef, g_weights, (g_noise if estimate_noise else 0.0)
 
 
 # ---------------------------------------------------------------------------
 # 4. the fit
 # ---------------------------------------------------------------------------
+def _softmax(u):
+    """Abundances on the simplex from free logits."""
+    e = np.exp(u - u.max())
+    return e / e.sum()
+
+
 def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
                          noise_variance0=None, max_iter=1000, tol=1e-14, n_angles=None, *,
-                         shift_radius=None, formation=None):
+                         shift_radius=None, formation=None, weights0=None):
     """Fit ``(gamma, coef[, sigma**2])`` to measured autocorrelations.
 
     Minimizes the cost of :func:`autocorrelation_cost_and_grad` with
@@ -194,6 +323,11 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     (so that L-BFGS-B's relative ``ftol`` test is meaningful however small
     the moments are).
 
+    A ``coef0`` with one row per kind fits a mixture
+    (:func:`mixture_cost_and_grad`): the kinds' images and their abundances
+    ``w`` jointly, ``w`` through a softmax of free logits, so that it stays
+    on the simplex (the logits start at ``log(weights0)`` and are not scaled).
+
     Parameters
     ----------
     measured : tuple (a1, a2, a3)
@@ -202,8 +336,9 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
         The steerable basis of the coefficients.
     density0 : float
         Starting density, in ``(0, L**2 / (2L - 1)**2]``.
-    coef0 : array-like of shape (n_functions,)
+    coef0 : array-like of shape (n_functions,) or (n_components, n_functions)
         Starting coefficients; not all zero (zero is a stationary point).
+        One row per kind fits a mixture.
     noise_variance : float or None, default=None
         A float holds ``sigma**2`` fixed at that value; ``None`` estimates it.
     noise_variance0 : float, default=None
@@ -222,6 +357,10 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     formation : ImageFormation or sequence of ImageFormation, default=None
         How a copy appears in the measurement (see
         :func:`~mtdlearn.autocorrelation.model_moments.model_autocorrelations`).
+    weights0 : array-like of shape (n_components,), default=None
+        Starting abundances of a mixture's kinds, positive (a kind of
+        abundance 0 would stay at 0), summing to 1; ``None`` means equal
+        abundances.  Only with a two-dimensional ``coef0``.
 
     Returns
     -------
@@ -229,7 +368,7 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
         A dict with attribute access: ``density``, ``coef``,
         ``noise_variance``, ``cost`` (unscaled), ``n_iter``, ``n_eval``,
         ``converged`` (L-BFGS-B's ``success``), ``message``,
-        ``estimate_noise``.
+        ``estimate_noise``; for a mixture also ``weights``.
 
     Examples
     --------
@@ -253,7 +392,11 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     m2, m3 = m2.reshape(LL), m3.reshape(n3, n3)
     gmax = max_density(L)
     density0 = check_real(density0, "density0", minimum=0.0, maximum=gmax, strict=True)
-    coef0 = _check_coef(coef0, basis, "coef0")
+    coef0, weights0 = _check_mixture(coef0, weights0, basis, "coef0", "weights0")
+    mixture = weights0 is not None
+    if mixture and not np.all(weights0 > 0):
+        raise ValueError(f"weights0 must be positive (a kind of abundance 0 stays at 0), "
+                         f"got {weights0!r}")
     if not np.any(coef0):
         raise ValueError("coef0 must not be all zero (a stationary point of the cost)")
     estimate_noise = noise_variance is None
@@ -276,7 +419,8 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
 
     if estimate_noise:
         if noise_variance0 is None:
-            (_, a2s, _), _ = _model_flat(BR, coef0, density0, 0.0, L, sub)
+            (_, a2s, _), _ = (_model_flat_mixture(BR, coef0, weights0, density0, 0.0, L, sub)
+                              if mixture else _model_flat(BR, coef0, density0, 0.0, L, sub))
             noise_variance0 = max(m2[0] - a2s[0], 0.0)
         else:
             noise_variance0 = _check_noise_variance(noise_variance0, "noise_variance0")
@@ -288,24 +432,34 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     f_scale = 0.5 * m1 * m1 + (m2 @ m2) / (2 * LL) + np.vdot(m3, m3) / (2 * n3 * n3)
     if not f_scale > 0:
         f_scale = 1.0
-    p = basis.n_functions
+    p = coef0.size  # every kind's coefficients, then (a mixture) its C logits
+    n_w = len(weights0) if mixture else 0
 
     def unpack(z):
         gamma = z[0] * g_scale
-        coef = z[1 : 1 + p] * c_scale
-        var = z[1 + p] * v_scale if estimate_noise else noise_variance
+        coef = (z[1 : 1 + p] * c_scale).reshape(coef0.shape)
+        var = z[1 + p + n_w] * v_scale if estimate_noise else noise_variance
         return gamma, coef, var
 
     def fun(z):
         gamma, coef, var = unpack(z)
-        cost, gg, gc, gv = _cost_and_grad_flat(BR, gamma, coef, var, m1, m2, m3, L, sub)
-        grad = [np.array([gg * g_scale]), gc * c_scale]
+        if mixture:
+            w = _softmax(z[1 + p : 1 + p + n_w])
+            cost, gg, gc, gw, gv = _cost_and_grad_mixture(BR, gamma, coef, w, var, m1, m2, m3,
+                                                          L, sub)
+            # through the softmax: d w_c / d u_j = w_c (delta_cj - w_j)
+            grad = [np.array([gg * g_scale]), gc.ravel() * c_scale, w * (gw - w @ gw)]
+        else:
+            cost, gg, gc, gv = _cost_and_grad_flat(BR, gamma, coef, var, m1, m2, m3, L, sub)
+            grad = [np.array([gg * g_scale]), gc * c_scale]
         if estimate_noise:
             grad.append(np.array([gv * v_scale]))
         return cost / f_scale, np.concatenate(grad) / f_scale
 
-    z0 = [np.array([density0 / g_scale]), coef0 / c_scale]
-    bounds = [(gmax * 1e-12 / g_scale, gmax / g_scale)] + [(None, None)] * p
+    z0 = [np.array([density0 / g_scale]), coef0.ravel() / c_scale]
+    if mixture:
+        z0.append(np.log(weights0))
+    bounds = [(gmax * 1e-12 / g_scale, gmax / g_scale)] + [(None, None)] * (p + n_w)
     if estimate_noise:
         z0.append(np.array([noise_variance0 / v_scale]))
         bounds.append((0.0, None))
@@ -316,7 +470,8 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
                        options={"maxiter": max_iter, "ftol": tol, "gtol": tol,
                                 "maxcor": _LBFGS_MEMORY})
     gamma, coef, var = unpack(res.x)
-    return OptimizeResult(
+    extra = {"weights": _softmax(res.x[1 + p : 1 + p + n_w])} if mixture else {}
+    return OptimizeResult(**extra,
         # at the upper bound, (gmax / g_scale) * g_scale can round one ulp above gmax
         density=float(min(gamma, gmax)),
         coef=np.asarray(coef, dtype=np.float64),

@@ -27,6 +27,10 @@ for the measurement.
   ``E_phi`` is the average over a uniform rotation ``phi``, computed exactly
   with equispaced angles (see :func:`model_autocorrelations`).
 
+* A mixture of ``C`` kinds (``coef`` of shape (C, p), abundances ``w``):
+  ``sum_c w_c`` times each kind's moments at the same ``gamma`` and
+  ``sigma**2`` (kind ``c`` at the density ``w_c gamma``).
+
 The least-squares cost, its analytic gradient and an L-BFGS-B fit are in
 :mod:`mtdlearn.autocorrelation.fit`.
 """
@@ -98,6 +102,30 @@ def _check_coef(coef, basis, name="coef"):
             f"got {coef.shape[0]}"
         )
     return coef
+
+
+def _check_mixture(coef, weights, basis, name="coef", weights_name="weights"):
+    """``(coef, weights)``: one image, ``coef`` (p,) and ``weights`` ``None``;
+    or a mixture, ``coef`` (C, p) and ``weights`` (C,) on the simplex
+    (``None``: equal abundances)."""
+    arr = check_array_float(coef, name)
+    if arr.ndim == 1:
+        if weights is not None:
+            raise ValueError(f"{weights_name} are the abundances of a mixture: give them with "
+                             f"a {name} of shape (n_components, n_functions), or None")
+        return _check_coef(arr, basis, name), None
+    p = basis.n_functions
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] != p:
+        raise ValueError(f"{name} must have shape (n_functions={p},) or (n_components, {p}), "
+                         f"got {arr.shape}")
+    C = arr.shape[0]
+    if weights is None:
+        return arr, np.full(C, 1.0 / C)
+    w = check_array_float(weights, weights_name, ndim=1)
+    if w.shape != (C,) or np.any(w < 0) or abs(float(w.sum()) - 1.0) > 1e-8:
+        raise ValueError(f"{weights_name} must hold one non-negative abundance per row of "
+                         f"{name} ({C}), summing to 1, got {w!r}")
+    return arr, w
 
 
 # ---------------------------------------------------------------------------
@@ -259,8 +287,29 @@ def _model_flat(BR, coef, density, noise_variance, L, sub=None):
     return (a1, a2, a3), (F, W, E1, E2, E3)
 
 
+def _model_flat_mixture(BR, coefs, weights, density, noise_variance, L, sub=None):
+    """:func:`_model_flat` of a mixture: ``coefs`` (C, p), abundances
+    ``weights`` (C,).  Each kind's rotational means ``E1`` (C,), ``E2``
+    (C, L*L), ``E3`` (C, n, n) are weighed by ``w_c gamma / L**2``; the
+    noise terms are the one-image model's, with the mixture's ``a1``.  The
+    images ``F`` are stacked component-major, (C*K, L*L)."""
+    C, K = coefs.shape[0], BR.shape[0]
+    F = np.concatenate([BR @ c for c in coefs])  # (C*K, L*L)
+    S, A2, A3, W = _flat_autocorrelations(F, sub)
+    E1 = S.reshape(C, K).mean(axis=1)
+    E2 = A2.reshape(C, K, -1).mean(axis=1)
+    E3 = A3.reshape((C, K) + A3.shape[1:]).mean(axis=1)
+    scale = density / (L * L)
+    a1 = scale * (weights @ E1)
+    a2 = scale * (weights @ E2)
+    a2[0] += noise_variance
+    a3 = scale * np.tensordot(weights, E3, axes=1) \
+        + (noise_variance * a1) * _noise_pattern(E3.shape[-1])
+    return (a1, a2, a3), (F, W, E1, E2, E3)
+
+
 def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None, *,
-                           shift_radius=None, formation=None):
+                           shift_radius=None, formation=None, weights=None):
     """Compute the autocorrelations the model predicts for well-separated copies.
 
     With ``F_phi = basis.evaluate(basis.rotate(coef, phi))``, density
@@ -293,10 +342,18 @@ def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None, 
     angles ``2 pi k / K`` whenever ``K > 3 nu_max``.  The pixel sum is not
     rotation invariant on the pixel grid, so it is averaged too.
 
+    A mixture of ``C`` kinds of particle (``coef`` of shape (C, p)) at the
+    total density ``gamma`` holds kind ``c`` at the density ``w_c gamma``;
+    copies of any kinds are well separated, so the signal terms are the
+    kinds' ones weighed by their abundances ``w_c``, and the noise terms are
+    those above with the mixture's ``a1``: the mixture's moments are
+    ``sum_c w_c`` times each kind's moments at ``gamma`` and ``sigma**2``.
+
     Parameters
     ----------
-    coef : array-like of shape (n_functions,)
-        Coefficients of the image ``F`` in ``basis``.
+    coef : array-like of shape (n_functions,) or (n_components, n_functions)
+        Coefficients of the image ``F`` in ``basis``; one row per kind for
+        a mixture.
     basis : basis object
         The steerable basis (gives ``L`` and the rotations).
     density : float
@@ -319,6 +376,10 @@ def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None, 
         one per micrograph (each with its own CTF), gives the mean of their
         moments: the moments of the pooled micrographs when their areas are
         equal (otherwise each micrograph weighs the same, not by its area).
+    weights : array-like of shape (n_components,), default=None
+        The kinds' abundances ``w_c`` (non-negative, summing to 1) when
+        ``coef`` has one row per kind; ``None`` means equal abundances (and
+        is the only value for a one-dimensional ``coef``).
 
     Returns
     -------
@@ -340,14 +401,22 @@ def model_autocorrelations(coef, basis, density, noise_variance, n_angles=None, 
     >>> a1, a2, a3 = model_autocorrelations(np.ones(10), basis, 0.04, 0.5)
     >>> a2.shape, a3.shape
     ((5, 5), (5, 5, 5, 5))
+    >>> mix = model_autocorrelations(np.stack([np.ones(10), np.zeros(10)]), basis, 0.04,
+    ...                              0.5, weights=[0.5, 0.5])
+    >>> bool(np.isclose(mix[0], 0.5 * a1))
+    True
     """
     check_basis(basis)
-    coef = _check_coef(coef, basis)
+    coef, weights = _check_mixture(coef, weights, basis)
     L = basis.image_size
     density = _check_density(density, L)
     noise_variance = _check_noise_variance(noise_variance)
     K = _check_n_angles(n_angles, basis)
     sub = _shift_subset(L, _check_shift_radius(shift_radius, L))
     BR = _rotated_evaluation(basis, K, formation)
-    (a1, a2, a3), _ = _model_flat(BR, coef, density, noise_variance, L, sub)
+    if weights is None:
+        (a1, a2, a3), _ = _model_flat(BR, coef, density, noise_variance, L, sub)
+    else:
+        (a1, a2, a3), _ = _model_flat_mixture(BR, coef, weights, density, noise_variance, L,
+                                              sub)
     return float(a1), a2.reshape(L, L), (a3.reshape(L, L, L, L) if sub is None else a3)

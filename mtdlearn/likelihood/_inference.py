@@ -80,9 +80,10 @@ class _InferenceMixin:
                  for i, d, s in groups]
         return parts, dict(n_jobs=self.n_jobs, working_memory=self.working_memory)
 
-    def _per_patch(self, X):
+    def _per_patch(self, X, components=False):
         parts, options = self._patch_model(X)
-        outputs = [estep_per_patch(data, model, **options) for _, data, model in parts]
+        outputs = [estep_per_patch(data, model, components=components, **options)
+                   for _, data, model in parts]
         if len(outputs) == 1:
             return outputs[0]
         return tuple(np.concatenate(column) for column in zip(*outputs))
@@ -243,7 +244,13 @@ class _InferenceMixin:
         """Compute each patch's posterior probability of holding (part of) a copy.
 
         One minus the posterior probability of the empty hypothesis (all
-        shifts with ``l_0 = L`` or ``l_1 = L``) under the fitted model.
+        shifts with ``l_0 = L`` or ``l_1 = L``) under the fitted model.  A
+        model of several kinds of particle (``coef_`` of shape ``(C, p)``,
+        ``C > 1``) gives it per kind: the posterior probability that the
+        patch holds (part of) a copy of kind ``c``, the mass of all of
+        component ``c``'s hypotheses (every rotation and non-empty shift);
+        the kinds' probabilities of a patch sum to its probability of
+        holding a copy.
 
         Parameters
         ----------
@@ -252,9 +259,12 @@ class _InferenceMixin:
 
         Returns
         -------
-        proba : ndarray of shape (N_d,)
+        proba : ndarray of shape (N_d,) or (N_d, C)
             One value in ``[0, 1]`` per patch, patches row-major,
-            measurements in order.
+            measurements in order; with ``C > 1`` components, one column
+            per component (in the order of ``weights_``), each row summing to at
+            most 1 (to one minus the posterior probability of the empty
+            hypothesis).
 
         Examples
         --------
@@ -269,7 +279,10 @@ class _InferenceMixin:
         >>> proba.shape, bool(((proba >= 0) & (proba <= 1)).all())
         ((900,), True)
         """
-        return 1.0 - self._per_patch(X)[3]
+        check_is_fitted(self, "coef_")
+        if self._n_components() == 1:
+            return 1.0 - self._per_patch(X)[3]
+        return self._per_patch(X, components=True)[4]
 
     def predict(self, X):
         """Find the maximum-a-posteriori occurrence of each non-empty patch.

@@ -15,7 +15,8 @@ import numpy as np
 from .._parallel import ordered_map
 from .fft_estep import (FFTPatchModel, _chunk, build_fft_patch_model, choose_estep,
                         fft_chunk_size)
-from .patch_model import _chunk_posteriors, _get_augmented, _patch_loglik, build_patch_model
+from .patch_model import (_EXP_FLOOR, _chunk_posteriors, _get_augmented, _patch_loglik,
+                          build_patch_model)
 from .statistics import _distributed_subset, _partition, _tasks
 from ..data.patches import PatchData
 
@@ -71,30 +72,72 @@ def build_per_patch_model(coef, shift_probabilities, noise_variance, hypotheses,
     return build(coef, shift_probabilities, noise_variance, hypotheses, weights=weights)
 
 
-def _per_patch_range_fft(data, model, start, stop, step):
+def _per_patch_range_fft(data, model, start, stop, step, components=False):
     """:func:`_per_patch_range` with the FFT kernel (:func:`mtdlearn.likelihood.fft_estep._chunk`)."""
     L = model.hypotheses.image_size
-    out = _per_patch_outputs(stop - start)
+    out = _per_patch_outputs(stop - start, model, components)
     buf = np.empty((min(step, stop - start), L * L), dtype=model.dtype)
+    clamped = _clamped_mass_fft(model) if components else None
     for c0 in range(start, stop, step):
         c1 = min(stop, c0 + step)
+        sl = slice(c0 - start, c1 - start)
         P = data.get(c0, c1, out=buf[:c1 - c0]).reshape(-1, L, L)
         E, u, s, e_empty, _, _ = _chunk(P, model)
         # the hypotheses' entries of the lag grids, in the hypotheses' order
         E = E[:, :, model.lag_index].reshape(len(P), -1)
-        _keep_per_patch(out, slice(c0 - start, c1 - start), E, u, s, e_empty, L * L, model)
+        _keep_per_patch(out, sl, E, u, s, e_empty, L * L, model)
+        if components:
+            _keep_components(out[4], sl, E, s, clamped)
     return out
 
 
-def _per_patch_outputs(n):
-    """Empty ``(loglik, best, best_p, p_empty)`` of ``n`` patches."""
-    return np.empty(n), np.empty(n, dtype=np.int64), np.empty(n), np.empty(n)
+def _per_patch_outputs(n, model=None, components=False):
+    """Empty ``(loglik, best, best_p, p_empty)`` of ``n`` patches, and with
+    ``components`` their ``(n, C)`` posterior masses of ``model``'s components."""
+    out = (np.empty(n), np.empty(n, dtype=np.int64), np.empty(n), np.empty(n))
+    if components:
+        out += (np.empty((n, model.hypotheses.n_components)),)
+    return out
+
+
+def _keep_components(mass, sl, E, s, clamped=None):
+    """Write a chunk's posterior mass of each component into ``mass[sl]``.
+
+    ``E`` (c, H) holds the posterior numerators in the hypotheses' order,
+    component-major (:class:`~mtdlearn.likelihood.hypotheses.HypothesisSpace`),
+    so a component's hypotheses are one contiguous block of each row: its
+    mass is the block's sum over ``s``, one GEMV over ``E`` as for ``s``
+    itself.  ``clamped`` (C,), if given, is the mass each component's clamped
+    hypotheses keep in ``s`` (the FFT kernel's exact zeros, ``_EXP_FLOOR``).
+    """
+    C = mass.shape[1]
+    c, H = E.shape
+    E = np.ascontiguousarray(E)
+    block = E.reshape(c * C, H // C) @ np.ones(H // C, dtype=E.dtype)
+    m = block.reshape(c, C).astype(np.float64)
+    if clamped is not None:
+        m += clamped
+    mass[sl] = m / s[:, None]
+
+
+def _clamped_mass_fft(model):
+    """Per component, the mass the FFT kernel's clamped hypotheses keep in the
+    row sums (``floor`` times the component's possible hypotheses), or ``None``
+    when clamped hypotheses are not exact zeros (float64)."""
+    floor = float(_EXP_FLOOR[np.dtype(model.dtype)])
+    if not floor:
+        return None
+    space = model.hypotheses
+    per_component = space.n_rotations * model.grid_size ** 2   # lag-grid entries
+    impossible = np.bincount(model.impossible // per_component,
+                             minlength=space.n_components)
+    return floor * (per_component - impossible)
 
 
 def _keep_per_patch(out, sl, E, u, s, e_empty, d, model):
     """Write a chunk's log-likelihoods, MAP hypotheses and posteriors into ``out[sl]``
     (``E``: its posterior numerators, one column per hypothesis)."""
-    ll, best, best_p, p_empty = out
+    ll, best, best_p, p_empty = out[:4]
     ll[sl] = _patch_loglik(u, s, d, model)
     arg = E.argmax(axis=1)
     emax = E[np.arange(len(arg)), arg]
@@ -114,22 +157,25 @@ def _kernel(data, model, subset, chunk, working_memory, tasks_per_block):
     return chunk, ranges, _per_patch_range
 
 
-def _per_patch_range(data, model, start, stop, step):
+def _per_patch_range(data, model, start, stop, step, components=False):
     n = stop - start
     d = model.templates.shape[1]
-    out = _per_patch_outputs(n)
+    out = _per_patch_outputs(n, model, components)
     Pa_buf = np.empty((min(step, n), d + 2), dtype=model.dtype)
     E_buf = np.empty((min(step, n), model.templates.shape[0]), dtype=model.dtype)
     for c0 in range(start, stop, step):
         c1 = min(stop, c0 + step)
         Pa, sq = _get_augmented(data, c0, c1, model, out=Pa_buf)
         E, u, s, e_empty = _chunk_posteriors(Pa, sq, model, out=E_buf)
-        _keep_per_patch(out, slice(c0 - start, c1 - start), E, u, s, e_empty, d, model)
+        sl = slice(c0 - start, c1 - start)
+        _keep_per_patch(out, sl, E, u, s, e_empty, d, model)
+        if components:
+            _keep_components(out[4], sl, E, s)
     return out
 
 
 def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, working_memory=None,
-                    tasks_per_block=8):
+                    tasks_per_block=8, components=False):
     """Run the E-step patch by patch: likelihoods and MAP hypotheses.
 
     Used by ``score_samples``, ``predict`` and ``predict_proba``; chunked
@@ -154,6 +200,9 @@ def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, workin
         Budget in MiB per thread for choosing ``chunk``.
     tasks_per_block : int, default=8
         Chunks per joblib task.
+    components : bool, default=False
+        Also return each patch's posterior mass of every component (a
+        fifth output); computed only when asked, chunk by chunk.
 
     Returns
     -------
@@ -167,6 +216,11 @@ def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, workin
         Posterior probability of the MAP hypothesis.
     empty_posterior : ndarray of shape (n,)
         Posterior probability of the empty hypothesis.
+    component_posterior : ndarray of shape (n, C)
+        Only with ``components``: the posterior probability that the patch
+        holds a copy of kind ``c`` (the mass of all of component ``c``'s
+        hypotheses: every rotation and non-empty shift); a row sums to
+        ``1 - empty_posterior``.
 
     Examples
     --------
@@ -187,38 +241,51 @@ def estep_per_patch(data, model, subset=None, *, chunk=None, n_jobs=None, workin
     >>> loglik, best, best_p, p_empty = estep_per_patch(PatchData([X], 5), model, chunk=64)
     >>> loglik.shape, best.shape
     ((400,), (400,))
+
+    Per component, for a mixture of two kinds of particle:
+
+    >>> space2 = HypothesisSpace(basis, UniformRotationGrid(4).get_angles(), n_components=2)
+    >>> model2 = build_patch_model(np.stack([coef, -coef]),
+    ...                            density_to_shift_probabilities(0.04, 5),
+    ...                            truth.noise_variance, space2, weights=[0.3, 0.7])
+    >>> *_, p_empty, mass = estep_per_patch(PatchData([X], 5), model2, components=True)
+    >>> mass.shape, bool(np.allclose(mass.sum(axis=1), 1 - p_empty))
+    ((400, 2), True)
     """
     start, stop = (0, data.n_patches) if subset is None else subset
     out = None
     for a, b, part in _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory,
-                                       tasks_per_block):
+                                       tasks_per_block, components):
         if out is None:  # the outputs, filled task by task: no second copy
-            out = [np.empty(stop - start, dtype=p.dtype) for p in part]
+            out = [np.empty((stop - start,) + p.shape[1:], dtype=p.dtype) for p in part]
         for o, p in zip(out, part):
             o[a - start:b - start] = p
     return tuple(out)
 
 
-def _block_per_patch(block, image_size, model, chunk, tasks_per_block):
+def _block_per_patch(block, image_size, model, chunk, tasks_per_block, components=False):
     """:func:`estep_per_patch` of one measurement (a block of a distributed source)."""
     return estep_per_patch(PatchData([block], image_size), model, chunk=chunk,
-                           tasks_per_block=tasks_per_block)
+                           tasks_per_block=tasks_per_block, components=components)
 
 
-def _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory, tasks_per_block):
-    """Yield ``(start, stop, (loglik, best, best_p, p_empty))`` task by task, in order
-    (one measurement at a time on a distributed source, where the tasks run)."""
+def _per_patch_parts(data, model, subset, chunk, n_jobs, working_memory, tasks_per_block,
+                     components=False):
+    """Yield ``(start, stop, (loglik, best, best_p, p_empty[, component_mass]))`` task by
+    task, in order (one measurement at a time on a distributed source, where the
+    tasks run)."""
     chunk, ranges, per_range = _kernel(data, model, subset, chunk, working_memory,
                                        tasks_per_block)
     if data.distributed:
         start = 0 if subset is None else subset[0]
         data = _distributed_subset(data, subset)
         parts = data.map_blocks(_block_per_patch, data.image_size, model, chunk,
-                                tasks_per_block)
+                                tasks_per_block, components)
         for i, part in enumerate(parts):
             yield start + int(data.offsets[i]), start + int(data.offsets[i + 1]), part
         return
-    parts = ordered_map(lambda i, a, b: per_range(data, model, a, b, chunk), ranges, n_jobs)
+    parts = ordered_map(lambda i, a, b: per_range(data, model, a, b, chunk, components),
+                        ranges, n_jobs)
     for (_, a, b), part in zip(ranges, parts):
         yield a, b, part
 
