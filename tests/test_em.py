@@ -666,6 +666,8 @@ def test_n_components_recovers_both_kinds_and_their_abundances(two_kinds):
     em = ApproxEMEstimator(5, basis=basis, rotations=8, n_components=2, random_state=0)
     em.fit(X)
     assert em.coef_.shape == (2, 10) and em.image_.shape == (2, 5, 5)
+    # the default start fits one image first, then splits it
+    assert 1 <= em.one_component_n_iter_ < em.n_iter_
     # each estimate against its nearest kind: the label is arbitrary
     errors = np.array([[relative_error(c, e, basis) for c in coefs] for e in em.coef_])
     match = errors.argmin(axis=1)

@@ -1,5 +1,5 @@
-"""Several kinds of particle (``n_components``): the mixture's start, its
-re-centring, and its abundances in a start's result.
+"""Several kinds of particle (``n_components``): the mixture's start and its
+re-centring.
 
 With ``C = n_components > 1`` every hypothesis names a component
 (:class:`~mtdlearn.likelihood.hypotheses.HypothesisSpace`): the E-step
@@ -12,24 +12,63 @@ distribution is shared.  This module holds what the estimator adds around
 them.
 """
 
+from functools import partial
+
 import numpy as np
 
 from ..imaging import _centring
 from ..initializers import InitialState
+from ..likelihood.hypotheses import HypothesisSpace
+from . import _ctf_start, _refinement
+from ._state import state_of
 
 __all__ = []
 
-#: The components of a split start differ from the start's image by this
+#: The components of a split start differ from the one-image fit by this
 #: fraction of its norm, each in its own random direction (split-and-merge
 #: EM's split, Ueda et al. 2000): far enough for the E-step to tell them
-#: apart, near enough that each stays in the start's basin.
+#: apart, near enough that each stays in the fit's basin.
 SPLIT_SCALE = 0.3
 
 
-def split(state, n_components, seed):
-    """A start of ``n_components`` images from a one-image start.
+def run(est, prepared, state, seed, n_jobs):
+    """One start of a mixture from a one-image start: fit one image, then split it.
 
-    Each component is the start's image plus ``SPLIT_SCALE`` of its norm in
+    The one-image EM runs first on the same data (loosely, to the coarse
+    phases' tolerance; through the CTFs after a white-noise phase when
+    :mod:`~mtdlearn.em._ctf_start` applies), its image is split into the
+    ``C`` components (:func:`split`), and the mixture runs from there to
+    ``tol``.  Measured (L = 5, two random kinds, SNR 10, 1000**2, seeds
+    0-3): splitting the start's image itself found both kinds on three
+    seeds and on the fourth ended with one kind at 3.5 % of the copies
+    holding a blend (error 0.84); splitting the one-image fit found both
+    kinds on all four (errors 0.007-0.012), as did four split starts
+    (``n_init=4``) at about four times the cost.  The one-image phase's
+    iterations are ``one_component_n_iter_``.
+    """
+    space = prepared.hypotheses
+    one = prepared.with_space(HypothesisSpace(space.basis, space.angles))
+    if _ctf_start.applies(est, one):
+        first = _ctf_start.run(est, one, state, seed, n_jobs)
+    else:
+        first = est._run_grid(one, state, seed, n_jobs,
+                              tol=partial(_refinement.coarse_tol, est.tol_))
+    state = split(state_of(first), space.n_components, seed)
+    res = _refinement.run(est, prepared, state, seed, n_jobs)
+    extra, before = res["extra"], first["extra"]
+    extra.update(n_e_steps_=before["n_e_steps_"] + extra["n_e_steps_"],
+                 n_recentred_=before["n_recentred_"] + extra["n_recentred_"],
+                 log_likelihood_history_=(before["log_likelihood_history_"]
+                                          + extra["log_likelihood_history_"]),
+                 one_component_n_iter_=first["n_iter"])
+    res["n_iter"] += first["n_iter"]
+    return res
+
+
+def split(state, n_components, seed):
+    """A start of ``n_components`` images from one image.
+
+    Each component is the image plus ``SPLIT_SCALE`` of its norm in
     an independent random direction (drawn from ``seed``), with equal
     abundances.  A start that already has one row per component is
     returned as is.
@@ -57,9 +96,3 @@ def recentred(basis, coef):
     if all(m is None for m in moved):
         return None
     return np.stack([row if m is None else m for row, m in zip(coef, moved)])
-
-
-def state_of(res):
-    """The :class:`~mtdlearn.initializers.InitialState` at a start's result."""
-    return InitialState(res["coef"], res["shift_probabilities"], res["noise_variance"],
-                        res.get("weights"))

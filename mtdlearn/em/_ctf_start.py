@@ -22,7 +22,8 @@ and the CTF-aware fit starts from its result.
 
 from functools import partial
 
-from . import _bandlimit_selection, _components, _refinement
+from . import _bandlimit_selection, _refinement
+from ._state import state_of
 
 
 def applies(est, prepared):
@@ -40,7 +41,7 @@ def run(est, prepared, state, seed, n_jobs):
     that phase's iterations)."""
     first = est._run_grid(prepared.without_formation(), state, seed, n_jobs,
                           tol=partial(_refinement.coarse_tol, est.tol_))
-    state = _components.state_of(first)
+    state = state_of(first)
     if est.select_bandlimit:
         res = _bandlimit_selection.run(est, prepared, state, seed, n_jobs)
     else:

@@ -12,8 +12,8 @@ ones stopped early by :func:`coarse_tol`.
 from functools import partial
 
 from ..basis.rotations import UniformRotationGrid, _grid_schedule
-from . import _components
 from ..likelihood.hypotheses import HypothesisSpace
+from ._state import state_of
 
 
 #: With ``refinement``, a coarser grid's phase stops when its gain per patch
@@ -73,7 +73,7 @@ def run(est, prepared, state, seed, n_jobs):
             phase = prepared.with_space(HypothesisSpace(
                 prepared.hypotheses.basis, grid.get_angles(),
                 n_components=prepared.hypotheses.n_components))
-            state = _components.state_of(res)
+            state = state_of(res)
         if last:
             coarse_n_iter = n_iter
         res = est._run_grid(phase, state, seed, n_jobs,

@@ -67,6 +67,13 @@ class _EMState(InitialState):
     run: _Run = None
 
 
+def state_of(res):
+    """The :class:`~mtdlearn.initializers.InitialState` at a start's result (with its
+    abundances, for several components)."""
+    return InitialState(res["coef"], res["shift_probabilities"], res["noise_variance"],
+                        res.get("weights"))
+
+
 def kernels(prepared, dtype):
     """The E-step's kernels: FFT where it is cheaper (large L; see the design,
     "FFT path"), else the GEMM; the same choice in memory and on a distributed source."""

@@ -239,10 +239,16 @@ class ApproxEMEstimator(BaseMTDEstimator):
         abundance (``weights_``); the shift distribution is shared, so a
         patch holds a copy of kind ``c`` at shift ``l`` with prior
         probability ``w_c rho_l``, and each E-step weighs ``C K`` template
-        images.  The start splits the initializer's image into ``C``
-        (each plus 0.3 of its norm in its own random direction, equal
-        abundances; as the split of split-and-merge EM), unless the
-        initializer gives one row per component (``FixedInitializer``).
+        images.  Each start fits one image first (from the initializer's,
+        to a loose tolerance), then splits it into ``C`` (each plus 0.3
+        of its norm in its own random direction, equal abundances; the
+        split of split-and-merge EM) and runs the mixture to ``tol``;
+        ``one_component_n_iter_`` counts the first phase.  Splitting the
+        initializer's image directly ended with an empty kind on one seed
+        of four (``mtdlearn.em._components``).  An initializer that gives
+        one row per component (``FixedInitializer``,
+        ``AutocorrelationInitializer(n_components=C)``) starts the mixture
+        directly.
         ``1`` is the paper's model, bit for bit.  Not yet with
         ``select_bandlimit``, ``acceleration="incremental"`` or a
         checkpoint.
@@ -285,6 +291,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
     white_noise_n_iter_ : int
         With a ``ctf`` and the default start, the iterations of the
         white-noise phase that found the start (included in ``n_iter_``).
+    one_component_n_iter_ : int
+        With ``n_components > 1`` and a one-image start, the iterations of
+        the one-image phase before the split (included in ``n_iter_``).
     noise_psds_ : list of RadialPSD or None
         The spectrum each measurement was whitened by (``None`` entries:
         white), or ``None`` when every measurement's noise was white.
@@ -558,7 +567,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
                         state.weights, run=run)
 
     def _run_start(self, prepared, state, seed, n_jobs, resume=None, callback=None):
-        if self.n_components > 1:   # one image split into the components
+        if self.n_components > 1 and np.ndim(state.coef) == 1:   # one image: fit, split
+            if resume is None and callback is None and self.max_iter > 0:
+                return _components.run(self, prepared, state, seed, n_jobs)
             state = _components.split(state, self.n_components, seed)
         if resume is not None or callback is not None:   # checkpointed: one grid
             return self._run_grid(prepared, state, seed, n_jobs, resume, callback)
