@@ -66,6 +66,7 @@ def main():
     ap.add_argument("--components", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--n-init", type=int, default=1)
+    ap.add_argument("--rotations", type=int, default=16)
     ap.add_argument("--particles", action="store_true")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
@@ -73,12 +74,14 @@ def main():
         basis, kinds, X, truth, align = simulate(args, seed)
         counts = np.bincount(truth.component, minlength=len(kinds))
         print(f"seed {seed}: {truth.n_copies} copies ({' + '.join(map(str, counts))}), "
-              f"SNR {args.snr:g}, {X.shape[0]}^2, L = {basis.image_size}", flush=True)
+              f"SNR {args.snr:g}, {X.shape[0]}^2, L = {basis.image_size}, "
+              f"K = {args.rotations}", flush=True)
         print(f"  {'C':>2} {'errors (nearest kind)':<24} {'abundances':<22} {'picks':>6} "
               f"{'BIC':>12} {'AIC':>12} {'iter':>5} {'time s':>7}")
         for C in args.components:
             em = ApproxEMEstimator(basis.image_size, basis=basis, n_components=C,
-                                   n_init=args.n_init, random_state=seed, n_jobs=args.jobs)
+                                   rotations=args.rotations, n_init=args.n_init,
+                                   random_state=seed, n_jobs=args.jobs)
             t0 = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")

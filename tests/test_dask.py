@@ -120,6 +120,26 @@ def test_em_through_ctfs_and_colored_noise_on_cluster_equals_in_memory(client):
     assert fitted.score(dask_X) == expected.score(X)
 
 
+def test_mixture_through_ctfs_on_cluster_equals_in_memory(client):
+    # two kinds of particle (n_components=2), each micrograph through its own
+    # CTF: the same bits as in memory, picks with their kinds, per-kind proba
+    from mtdlearn.imaging.ctf import CTF
+
+    ctfs = [CTF(8000.0, pixel_size=3.0), CTF(20000.0, pixel_size=3.0)]
+    kinds = np.stack([make_target(BASIS, random_state=0), make_target(BASIS, random_state=1)])
+    X, _ = make_measurement(kinds, BASIS, 160, density=0.08, snr=10, n_measurements=2,
+                            random_state=0, ctf=ctfs)
+    kw = dict(ctf=ctfs, n_components=2, max_iter=3)
+    expected = _em(**kw).fit(X)
+    fitted = _em(**kw).fit([da.from_array(M, chunks=(64, 64)) for M in X])
+    _assert_same_fit(fitted, expected)
+    np.testing.assert_array_equal(fitted.weights_, expected.weights_)
+    dask_X = [da.from_array(M) for M in X]
+    np.testing.assert_array_equal(fitted.predict(dask_X), expected.predict(X))
+    np.testing.assert_array_equal(fitted.predict_proba(dask_X), expected.predict_proba(X))
+    assert expected.predict_proba(X).shape == (2 * 32 * 32, 2)
+
+
 def test_autocorrelations_on_cluster_equal_in_memory(client, mrc_paths):
     micrographs = read_micrographs(mrc_paths)
     kw = dict(basis=BASIS, max_iter=10, random_state=0)
