@@ -385,14 +385,21 @@ class FitCheckpoint:
         estimator._validate_params()
         state = estimator._check_state(InitialState(
             np.array(record.coef), np.array(record.shift_probabilities),
-            record.noise_variance), source="the checkpoint")
+            record.noise_variance, _weights(record)), source="the checkpoint")
         estimator._set_fitted({
             "coef": state.coef, "shift_probabilities": state.shift_probabilities,
-            "noise_variance": state.noise_variance, "n_iter": record.n_iter,
+            "noise_variance": state.noise_variance, "weights": state.weights,
+            "n_iter": record.n_iter,
             "converged": record.converged,
             "extra": estimator._start_extra(None, record.objective, record.history)},
             self.n_patches)
         return estimator
+
+
+def _weights(record):
+    """The abundances of a mixture's start, kept in its ``run`` (``None``: one image)."""
+    weights = (record.run or {}).get("weights")
+    return None if weights is None else np.asarray(weights, dtype=np.float64)
 
 
 def check_checkpoint_path(checkpoint):
@@ -489,7 +496,8 @@ def run_checkpointed(estimator, path, params_hash, data, prepared, seeds, first_
 
     def result(record):
         return {"coef": record.coef, "shift_probabilities": record.shift_probabilities,
-                "noise_variance": record.noise_variance, "objective": record.objective,
+                "noise_variance": record.noise_variance, "weights": _weights(record),
+                "objective": record.objective,
                 "n_iter": record.n_iter, "converged": record.converged,
                 "history": list(record.history),
                 "extra": estimator._start_extra(prepared, record.objective, record.history)}
@@ -508,20 +516,24 @@ def run_checkpointed(estimator, path, params_hash, data, prepared, seeds, first_
             record = ckpt.current
             coef = np.asarray(record.coef, dtype=np.float64)
             rho = np.asarray(record.shift_probabilities, dtype=np.float64)
-            if coef.shape != (basis.n_functions,) or rho.size != 4 * L * L:
+            shapes = estimator._coef_shapes()
+            if coef.shape not in shapes or rho.size != 4 * L * L:
                 raise ValueError(f"checkpoint {path} holds coef of shape {coef.shape} and "
                                  f"shift_probabilities of shape {rho.shape}, expected "
-                                 f"({basis.n_functions},) and ({2 * L}, {2 * L})")
+                                 f"{' or '.join(map(str, shapes))} and ({2 * L}, {2 * L})")
             state = estimator._resume_state(
-                InitialState(coef, rho, float(record.noise_variance)), record.run or {})
+                InitialState(coef, rho, float(record.noise_variance), _weights(record)),
+                record.run or {})
             resume = (record.n_iter, record.history, record.converged)
         else:
             state, resume = first_state(seed), None
         res = estimator._run_start(prepared, state, seed, estimator.n_jobs, resume=resume,
                                    callback=save_progress)
+        weights = res.get("weights")
         ckpt.starts.append(StartRecord(
             res["coef"], res["shift_probabilities"], res["noise_variance"], res["n_iter"],
-            res["history"], res["objective"], res["converged"]))
+            res["history"], res["objective"], res["converged"],
+            None if weights is None else {"weights": [float(w) for w in weights]}))
         ckpt.current = None
         ckpt.save(path)
         results.append(res)

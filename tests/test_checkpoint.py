@@ -353,3 +353,29 @@ def test_variants_without_checkpoint_support_refuse_it(problem, tmp_path, kwargs
         ApproxEMEstimator(L, basis=basis, rotations=4, max_iter=2, **kwargs).fit(
             X, checkpoint=path)
     assert not path.exists()
+
+
+@pytest.mark.parametrize("n_saves", [3, 13])
+def test_interrupted_mixture_resumes_bit_identically(tmp_path, monkeypatch, n_saves):
+    # two kinds from a start with one row per kind: the abundances are saved
+    # with each iteration and each finished start, and resume to the bit
+    basis = FourierBesselBasis(L, n_coefficients=10)
+    kinds = np.stack([make_target(basis, random_state=0), make_target(basis, random_state=1)])
+    X, _ = make_measurement(kinds, basis, 120, density=0.08, snr=10, random_state=0)
+    start = FixedInitializer(kinds + 0.3)
+    kw = dict(EM, basis=basis, n_components=2, initializer=start)
+    reference = _fit(ApproxEMEstimator(L, **kw), X)
+    path = tmp_path / "fit.npz"
+    _interrupt_after(monkeypatch, n_saves)
+    with pytest.raises(_Interrupt):
+        _fit(ApproxEMEstimator(L, **kw), X, checkpoint=path)
+    monkeypatch.undo()
+    resumed = _fit(ApproxEMEstimator(L, **kw), X, checkpoint=path)
+    _assert_same_fit(resumed, reference)
+    np.testing.assert_array_equal(resumed.weights_, reference.weights_)
+    assert not np.allclose(reference.weights_, 0.5)    # the abundances did move
+    restored = FitCheckpoint.load(path).restore(ApproxEMEstimator(L, **kw))
+    np.testing.assert_array_equal(restored.weights_, reference.weights_)
+    # the default start fits one image first: a phase a checkpoint does not hold
+    with pytest.raises(ValueError, match="n_components=2 and a one-image start"):
+        ApproxEMEstimator(L, basis=basis, n_components=2).fit(X, checkpoint=tmp_path / "b.npz")

@@ -250,8 +250,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
         ``AutocorrelationInitializer(n_components=C)``) starts the mixture
         directly.
         ``1`` is the paper's model, bit for bit.  Not yet with
-        ``select_bandlimit``, ``acceleration="incremental"`` or a
-        checkpoint.
+        ``select_bandlimit`` or ``acceleration="incremental"``; a
+        checkpoint needs a start with one row per kind (the one-image
+        phase is not checkpointed).
     n_jobs : int, default=None
         Threads for the chunks of the E-step (and for the starts when
         ``n_init > 1``).  Results do not depend on it.
@@ -545,15 +546,20 @@ class ApproxEMEstimator(BaseMTDEstimator):
         if self.ctf is not None and self.initializer is None:
             return ("with a ctf and the default start (a white-noise phase first); give an "
                     "initializer")
-        if self.n_components > 1:
-            return "with n_components > 1 (the abundances are not saved yet)"
+        if self.n_components > 1 and not (
+                np.ndim(getattr(self.initializer, "coef", None)) == 2
+                or getattr(self.initializer, "n_components", 1) == self.n_components):
+            return (f"with n_components={self.n_components} and a one-image start (a "
+                    "one-image phase first); give an initializer with one row per kind "
+                    "(FixedInitializer, or AutocorrelationInitializer(n_components=...))")
         return None
 
     def _checkpoint_state(self, state):
         run = state.run
         return {"dtype": run.dtype.name, "finish": run.finish, "n_e_steps": run.n_e_steps,
                 "n_iter": run.n_iter, "float64_from": run.float64_from,
-                "step_max": run.step_max, "n_recentred": run.n_recentred}
+                "step_max": run.step_max, "n_recentred": run.n_recentred,
+                "weights": None if state.weights is None else [float(w) for w in state.weights]}
 
     def _resume_state(self, state, saved):
         if not saved:
@@ -563,8 +569,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
                    n_e_steps=saved["n_e_steps"] - 1, n_iter=saved["n_iter"],
                    float64_from=saved["float64_from"], step_max=saved["step_max"],
                    n_recentred=saved.get("n_recentred", 0))
+        weights = saved.get("weights", state.weights)
         return _EMState(state.coef, state.shift_probabilities, state.noise_variance,
-                        state.weights, run=run)
+                        None if weights is None else np.asarray(weights), run=run)
 
     def _run_start(self, prepared, state, seed, n_jobs, resume=None, callback=None):
         if self.n_components > 1 and np.ndim(state.coef) == 1:   # one image: fit, split
