@@ -297,3 +297,29 @@ def test_component_weights_are_each_kinds_share_of_the_posterior(basis, kernel):
         np.testing.assert_allclose(got, W / W.sum(), rtol=1e-12)
         shares.append(got[1])
     assert shares[1] > shares[0]
+
+
+@settings(max_examples=10, deadline=None)
+@given(perm=st.permutations([0, 1, 2]), seed=st.integers(0, 2**16))
+def test_component_labels_are_interchangeable(perm, seed):
+    # permuting the kinds (rows and abundances together) leaves the
+    # likelihood unchanged and permutes each kind's posterior mass, in both
+    # kernels
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    rng = np.random.default_rng(seed)
+    coefs = np.stack([make_target(basis, random_state=s) for s in rng.integers(0, 99, 3)])
+    weights = rng.dirichlet(np.ones(3))
+    X, truth = make_measurement(coefs, basis, 100, density=0.08, snr=5, weights=weights,
+                                random_state=seed)
+    space = HypothesisSpace(basis, [0.0, 2.0], n_components=3)
+    rho = density_to_shift_probabilities(0.05, 5)
+    perm = np.asarray(perm)
+    for build, estep in ((build_patch_model, estep_statistics),
+                         (build_fft_patch_model, estep_statistics_fft)):
+        a = estep(PatchData([X], 5), build(coefs, rho, truth.noise_variance, space,
+                                           weights=weights), chunk=64)
+        b = estep(PatchData([X], 5), build(coefs[perm], rho, truth.noise_variance, space,
+                                           weights=weights[perm]), chunk=64)
+        assert np.isclose(a.loglik, b.loglik, rtol=1e-12)
+        np.testing.assert_allclose(component_weights(b, space),
+                                   component_weights(a, space)[perm], rtol=1e-9, atol=1e-15)
