@@ -13,7 +13,7 @@ from .data.simulate import make_measurement, make_target
 from .data.particles import make_particle
 from .em.estimator import ApproxEMEstimator
 from .initializers import FixedInitializer, RandomInitializer
-from .metrics import relative_error
+from .metrics import component_errors, relative_error
 from .em.multiresolution import MultiresolutionInitializer
 from .basis.rotations import UniformRotationGrid
 
@@ -23,4 +23,4 @@ __all__ = ["ApproxEMEstimator", "AutocorrelationEstimator", "AutocorrelationInit
            "BaseMTDEstimator", "FixedInitializer", "FourierBesselBasis",
            "MultiresolutionInitializer", "RandomInitializer",
            "UniformRotationGrid", "make_measurement", "make_particle", "make_target",
-           "relative_error", "__version__"]
+           "component_errors", "relative_error", "__version__"]

@@ -1,12 +1,12 @@
 """Rotation-aligned recovery error (paper eq. 19), optionally also translation-aligned."""
 
 import numpy as np
-from scipy.optimize import minimize, minimize_scalar
+from scipy.optimize import OptimizeResult, linear_sum_assignment, minimize, minimize_scalar
 
 from ._validation import check_array_float
 from .basis.protocol import check_basis
 
-__all__ = ["relative_error", "align_rotation", "align_rotation_translation"]
+__all__ = ["relative_error", "component_errors", "align_rotation", "align_rotation_translation"]
 
 #: The values of ``relative_error``'s ``align``.
 _ALIGNS = ("rotation", "rotation+translation")
@@ -574,3 +574,120 @@ def relative_error(true_coef, est_coef, basis, domain=None, align="rotation"):
         raise ValueError("align='rotation+translation' measures the error on the pixel "
                          f"images: domain must be 'image' or None, got {domain!r}")
     return align_rotation_translation(true_coef, est_coef, basis)[2]
+
+
+def _check_components(coef, weights, name, basis):
+    coef = _check_coef(coef, f"{name}_coef", basis.n_functions)
+    coef = coef.reshape(1, -1) if coef.ndim == 1 else coef
+    if coef.ndim != 2 or len(coef) == 0:
+        raise ValueError(f"{name}_coef must have shape (n_components, {basis.n_functions}) "
+                         f"with n_components >= 1, got shape {coef.shape}")
+    if weights is not None:
+        weights = check_array_float(weights, f"{name}_weights", ndim=1)
+        if len(weights) != len(coef):
+            raise ValueError(f"{name}_weights must have one entry per row of {name}_coef "
+                             f"({len(coef)}), got shape {weights.shape}")
+    return coef, weights
+
+
+def component_errors(true_coef, est_coef, basis, *, true_weights=None, est_weights=None,
+                     align="rotation", domain=None):
+    """Relative errors of the components of a mixture, matched to the truth.
+
+    The components of a fitted mixture (``coef_`` of shape ``(C, p)`` and
+    ``weights_`` of :class:`~mtdlearn.ApproxEMEstimator` or
+    :class:`~mtdlearn.AutocorrelationEstimator` with ``n_components=C``)
+    come in an arbitrary order.  This computes the aligned error of
+    :func:`relative_error` for every pair of a true and an estimated
+    component, then matches them one to one by the assignment with the
+    smallest sum of errors (:func:`scipy.optimize.linear_sum_assignment`).
+    With more estimated than true components, some estimated ones are left
+    out (``unmatched``); with fewer, some true ones are (index ``-1``,
+    error NaN).
+
+    Parameters
+    ----------
+    true_coef : array-like of shape (n_true, n_functions) or (n_functions,)
+        Coefficients of the true components, one per row (a vector is one
+        component); none all zero.
+    est_coef : array-like of shape (n_est, n_functions) or (n_functions,)
+        Coefficients of the estimated components.
+    basis : FourierBesselBasis
+        The basis of the coefficients.
+    true_weights : array-like of shape (n_true,), default=None
+        Abundances of the true components; give it with ``est_weights``.
+    est_weights : array-like of shape (n_est,), default=None
+        Abundances of the estimated components; give it with ``true_weights``.
+    align : {"rotation", "rotation+translation"}, default="rotation"
+        What each error ignores, as in :func:`relative_error`.
+    domain : {"coef", "image"}, default=None
+        Where each error is measured, as in :func:`relative_error`.
+
+    Returns
+    -------
+    result : scipy.optimize.OptimizeResult
+        A dict with attribute access, holding:
+
+        - ``assignment``, int ndarray of shape (n_true,): the index of the
+          estimated component matched to each true one, ``-1`` if none;
+        - ``errors``, ndarray of shape (n_true,): the relative error of each
+          true component against its match, NaN if unmatched;
+        - ``pairwise``, ndarray of shape (n_true, n_est): every error,
+          ``pairwise[i, j] = relative_error(true_coef[i], est_coef[j], ...)``;
+        - ``unmatched``, int ndarray: the estimated components matched to no
+          true one, in increasing order;
+        - ``weight_errors``, ndarray of shape (n_true,): ``|true_weights[i] -
+          est_weights[assignment[i]]|``, NaN if unmatched; ``None`` without
+          weights.
+
+    Raises
+    ------
+    ValueError
+        If an argument has the wrong shape or non-finite values, a true
+        component is zero, only one of the weights is given, or ``align``
+        or ``domain`` is invalid.
+
+    See Also
+    --------
+    relative_error : The error of one component.
+
+    Examples
+    --------
+    Rotated copies of two targets, in the other order: each true component
+    is matched to its copy, with an error at the level of rounding:
+
+    >>> import numpy as np
+    >>> from mtdlearn import FourierBesselBasis, make_target
+    >>> from mtdlearn.metrics import component_errors
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> true = np.stack([make_target(basis, random_state=s) for s in (0, 1)])
+    >>> est = basis.rotate(true[::-1], 1.0)
+    >>> result = component_errors(true, est, basis, true_weights=[0.3, 0.7],
+    ...                           est_weights=[0.6, 0.4])
+    >>> result.assignment.tolist(), bool(np.all(result.errors < 1e-12))
+    ([1, 0], True)
+    >>> np.round(result.weight_errors, 12).tolist()
+    [0.1, 0.1]
+    """
+    check_basis(basis)
+    if (true_weights is None) != (est_weights is None):
+        raise ValueError("true_weights and est_weights must be given together, or neither")
+    a, true_weights = _check_components(true_coef, true_weights, "true", basis)
+    b, est_weights = _check_components(est_coef, est_weights, "est", basis)
+    zero = np.flatnonzero(~np.any(a, axis=1))
+    if zero.size:
+        raise ValueError(f"true_coef[{zero[0]}] is zero: its relative error is undefined")
+    pairwise = np.array([[relative_error(ai, bj, basis, domain=domain, align=align) for bj in b]
+                         for ai in a])
+    rows, cols = linear_sum_assignment(pairwise)
+    assignment = np.full(len(a), -1)
+    assignment[rows] = cols
+    errors = np.full(len(a), np.nan)
+    errors[rows] = pairwise[rows, cols]
+    weight_errors = None
+    if true_weights is not None:
+        weight_errors = np.full(len(a), np.nan)
+        weight_errors[rows] = np.abs(true_weights[rows] - est_weights[cols])
+    return OptimizeResult(assignment=assignment, errors=errors, pairwise=pairwise,
+                          unmatched=np.setdiff1d(np.arange(len(b)), cols),
+                          weight_errors=weight_errors)

@@ -31,6 +31,8 @@ found <= 1.5e-5, about half the bound); we also check ``< 1e-4``.  At
 ~6e-3, so the tests use ``L = 21``.
 """
 
+from itertools import permutations
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -40,7 +42,7 @@ from numpy.testing import assert_allclose
 
 from mtdlearn import FourierBesselBasis, relative_error
 from mtdlearn import make_target
-from mtdlearn.metrics import align_rotation, align_rotation_translation
+from mtdlearn.metrics import align_rotation, align_rotation_translation, component_errors
 
 pytestmark = pytest.mark.usefixtures("single_threaded_blas")
 
@@ -414,3 +416,182 @@ def test_align_errors():
         relative_error(coef, np.ones(11), basis, align="rotation+translation")
     with pytest.raises(TypeError, match="basis"):
         align_rotation_translation(coef, coef, "basis")
+
+
+# ---------------------------------------------------------------------------
+# component_errors: the components of a mixture, matched to the truth
+#
+# Its entries are ``relative_error``'s, so are its tolerances: a rotated copy
+# has an error below ZERO_FLOOR (see the module docstring).  The matching
+# only selects and permutes these floats, so under a permutation of the
+# estimates the errors of the true components are the same floats, checked
+# exactly.  Random coefficients give pairwise errors without ties (a tie
+# has probability 0), so the optimal assignment is unique.
+
+MIX_BASIS = BASES[0]
+P = MIX_BASIS.n_functions
+
+
+def targets(n, seed=0):
+    return np.stack([make_target(MIX_BASIS, random_state=seed + k) for k in range(n)])
+
+
+def brute_force_assignment(pairwise):
+    """The assignment with the smallest total error, by trying every
+    one-to-one matching of the smaller side into the larger, and the gap to
+    the second best total."""
+    n_true, n_est = pairwise.shape
+    totals = []
+    if n_true <= n_est:
+        for cols in permutations(range(n_est), n_true):
+            totals.append((pairwise[np.arange(n_true), list(cols)].sum(), list(cols)))
+    else:
+        for rows in permutations(range(n_true), n_est):
+            assignment = [-1] * n_true
+            for j, i in enumerate(rows):
+                assignment[i] = j
+            totals.append((pairwise[list(rows), np.arange(n_est)].sum(), assignment))
+    totals.sort(key=lambda pair: pair[0])
+    gap = totals[1][0] - totals[0][0] if len(totals) > 1 else np.inf
+    return totals[0][1], gap
+
+
+@given(n_true=st.integers(1, 3), n_est=st.integers(1, 3), seed=st.integers(0, 2 ** 32 - 1),
+       data=st.data())
+def test_component_errors_permutation_invariant(n_true, n_est, seed, data):
+    rng = np.random.default_rng(seed)
+    true = rng.normal(size=(n_true, P))
+    # noisy rotated copies of random true components: the matching matters
+    est = MIX_BASIS.rotate(true[rng.integers(n_true, size=n_est)]
+                           + rng.uniform(0.1, 1.0) * rng.normal(size=(n_est, P)),
+                           rng.uniform(0, 2 * np.pi))
+    true_w, est_w = rng.dirichlet(np.ones(n_true)), rng.dirichlet(np.ones(n_est))
+    perm = np.array(data.draw(st.permutations(range(n_est))))
+    base = component_errors(true, est, MIX_BASIS, true_weights=true_w, est_weights=est_w)
+    moved = component_errors(true, est[perm], MIX_BASIS, true_weights=true_w,
+                             est_weights=est_w[perm])
+    # est[perm][j] is est[perm[j]]: est k is now at index argsort(perm)[k]
+    inverse = np.argsort(perm)
+    expected = np.where(base.assignment >= 0, inverse[base.assignment], -1)
+    np.testing.assert_array_equal(moved.assignment, expected)
+    np.testing.assert_array_equal(moved.errors, base.errors)
+    np.testing.assert_array_equal(moved.weight_errors, base.weight_errors)
+    np.testing.assert_array_equal(moved.pairwise, base.pairwise[:, perm])
+    np.testing.assert_array_equal(moved.unmatched, np.sort(inverse[base.unmatched]))
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_component_errors_rotated_permuted_copies(domain, n):
+    rng = np.random.default_rng(n)
+    true = targets(n)
+    perm = rng.permutation(n)
+    while np.all(perm == np.arange(n)):
+        perm = rng.permutation(n)
+    angles = rng.uniform(0, 2 * np.pi, size=n)
+    est = np.stack([MIX_BASIS.rotate(true[k], phi) for k, phi in zip(perm, angles)])
+    weights = rng.dirichlet(np.ones(n))
+    result = component_errors(true, est, MIX_BASIS, true_weights=weights,
+                              est_weights=weights[perm], domain=domain)
+    # est[j] is a copy of true[perm[j]]: true i is matched to argsort(perm)[i]
+    np.testing.assert_array_equal(result.assignment, np.argsort(perm))
+    assert result.assignment.dtype.kind == "i"
+    assert np.all(result.errors < ZERO_FLOOR)
+    np.testing.assert_array_equal(result.weight_errors, np.zeros(n))
+    assert result.unmatched.size == 0
+    assert result.pairwise.shape == (n, n)
+    off = np.ones((n, n), dtype=bool)
+    off[np.arange(n), result.assignment] = False
+    assert np.all(result.pairwise[off] > 0.1)  # distinct random targets
+
+
+@pytest.mark.parametrize("n_true, n_est", [(2, 3), (3, 2)])
+def test_component_errors_unequal_counts_copies(n_true, n_est):
+    """The extra estimate (a random image), or the true component without a
+    copy, is left unmatched."""
+    true = targets(n_true)
+    copies = MIX_BASIS.rotate(true[[1, 0]], 2.0)
+    if n_est > n_true:
+        est = np.concatenate([copies, np.random.default_rng(0).normal(size=(1, P))])[[2, 0, 1]]
+        expected, unmatched = [2, 1], [0]
+    else:
+        est, expected, unmatched = copies, [1, 0, -1], []
+    true_w, est_w = np.full(n_true, 1 / n_true), np.full(n_est, 1 / n_est)
+    result = component_errors(true, est, MIX_BASIS, true_weights=true_w, est_weights=est_w)
+    np.testing.assert_array_equal(result.assignment, expected)
+    np.testing.assert_array_equal(result.unmatched, unmatched)
+    matched = result.assignment >= 0
+    assert np.all(result.errors[matched] < ZERO_FLOOR)
+    assert np.all(np.isnan(result.errors[~matched]))
+    assert np.all(np.isnan(result.weight_errors[~matched]))
+    assert_allclose(result.weight_errors[matched], abs(1 / n_true - 1 / n_est), rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_true, n_est", [(2, 3), (3, 2), (3, 3)])
+@pytest.mark.parametrize("seed", range(4))
+def test_component_errors_assignment_is_optimal(n_true, n_est, seed):
+    rng = np.random.default_rng(seed)
+    true, est = rng.normal(size=(n_true, P)), rng.normal(size=(n_est, P))
+    result = component_errors(true, est, MIX_BASIS)
+    for i in range(n_true):
+        for j in range(n_est):
+            assert result.pairwise[i, j] == relative_error(true[i], est[j], MIX_BASIS)
+    expected, gap = brute_force_assignment(result.pairwise)
+    assert gap > 1e-9  # a unique optimum
+    np.testing.assert_array_equal(result.assignment, expected)
+    matched = result.assignment >= 0
+    assert matched.sum() == min(n_true, n_est)
+    np.testing.assert_array_equal(result.errors[matched],
+                                  result.pairwise[matched, result.assignment[matched]])
+    assert np.all(np.isnan(result.errors[~matched]))
+    assert set(result.unmatched) == set(range(n_est)) - set(result.assignment)
+    assert result.weight_errors is None
+
+
+@pytest.mark.parametrize("align, domain", [("rotation", "image"),
+                                           ("rotation+translation", None)])
+def test_component_errors_passes_align_and_domain(align, domain):
+    rng = np.random.default_rng(5)
+    true, est = rng.normal(size=(2, P)), rng.normal(size=(2, P))
+    result = component_errors(true, est, MIX_BASIS, align=align, domain=domain)
+    for i in range(2):
+        for j in range(2):
+            assert result.pairwise[i, j] == relative_error(true[i], est[j], MIX_BASIS,
+                                                           domain=domain, align=align)
+
+
+def test_component_errors_single_vectors():
+    coef = targets(1)[0]
+    result = component_errors(coef, MIX_BASIS.rotate(coef, 1.0), MIX_BASIS)
+    assert result.pairwise.shape == (1, 1)
+    np.testing.assert_array_equal(result.assignment, [0])
+    assert result.errors[0] < ZERO_FLOOR
+
+
+def test_component_errors_validation():
+    basis, coef = MIX_BASIS, targets(2)
+    w = [0.5, 0.5]
+    cases = [
+        ({"true_coef": np.ones((2, 2, P))}, "true_coef"),
+        ({"true_coef": np.ones((0, P))}, "true_coef"),
+        ({"true_coef": np.ones((2, P + 1))}, "true_coef"),
+        ({"est_coef": np.ones((2, P - 1))}, "est_coef"),
+        ({"est_coef": np.full((2, P), np.inf)}, "est_coef"),
+        ({"true_coef": np.vstack([coef[0], np.zeros(P)])}, r"true_coef\[1\] is zero"),
+        ({"true_weights": w}, "true_weights and est_weights"),
+        ({"est_weights": w}, "true_weights and est_weights"),
+        ({"true_weights": [1.0], "est_weights": w}, "true_weights"),
+        ({"true_weights": w, "est_weights": [0.2, 0.3, 0.5]}, "est_weights"),
+        ({"true_weights": [[0.5, 0.5]], "est_weights": w}, "true_weights"),
+        ({"true_weights": w, "est_weights": [0.5, np.nan]}, "est_weights"),
+        ({"align": "translation"}, "align"),
+        ({"domain": "pixels"}, "domain"),
+    ]
+    for change, match in cases:
+        kwargs = {"true_coef": coef, "est_coef": coef, "basis": basis, **change}
+        with pytest.raises(ValueError, match=match):
+            component_errors(**kwargs)
+    with pytest.raises(TypeError, match="basis"):
+        component_errors(coef, coef, "basis")
+    with pytest.raises(TypeError, match="est_coef"):
+        component_errors(coef, coef + 1j, basis)
