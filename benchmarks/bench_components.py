@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 
 from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, component_errors, make_measurement,
-                      make_particle, make_target)
+                      make_particle, make_target, relative_error)
 
 
 def simulate(args, seed):
@@ -75,6 +75,9 @@ def main():
     ap.add_argument("--weights", type=float, nargs="+", default=None,
                     help="their abundances (default: equal)")
     ap.add_argument("--particles", action="store_true")
+    ap.add_argument("--reference", action="store_true",
+                    help="also fit each kind alone, in a measurement of the same size "
+                         "holding as many of its copies (the issue's yardstick)")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
     for seed in args.seeds:
@@ -83,6 +86,22 @@ def main():
         print(f"seed {seed}: {truth.n_copies} copies ({' + '.join(map(str, counts))}), "
               f"SNR {args.snr:g}, {X.shape[0]}^2, L = {basis.image_size}, "
               f"K = {args.rotations}", flush=True)
+        if args.reference:
+            for c, kind in enumerate(kinds):
+                # the same noise variance as the mixture's: each kind at its own power
+                Xc, tc = make_measurement(kind, basis, args.size,
+                                          density=0.08 * counts[c] / counts.sum(),
+                                          noise_variance=truth.noise_variance,
+                                          random_state=seed)
+                alone = ApproxEMEstimator(basis.image_size, basis=basis,
+                                          rotations=args.rotations, random_state=seed,
+                                          n_jobs=args.jobs)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    alone.fit(Xc)
+                print(f"  kind {c} alone ({tc.n_copies} copies): error "
+                      f"{relative_error(kind, alone.coef_, basis, align=align):.3f}",
+                      flush=True)
         print(f"  {'C':>2} {'errors (matched kinds)':<24} {'abundances':<22} {'picks':>6} "
               f"{'BIC':>12} {'AIC':>12} {'iter':>5} {'time s':>7}")
         for C in args.components:
