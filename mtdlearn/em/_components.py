@@ -20,7 +20,7 @@ from ..imaging import _centring
 from ..initializers import InitialState
 from ..likelihood.hypotheses import HypothesisSpace
 from . import _ctf_start, _refinement
-from ._state import state_of
+from ._state import after_phase, state_of
 
 __all__ = []
 
@@ -55,14 +55,7 @@ def run(est, prepared, state, seed, n_jobs):
                               tol=partial(_refinement.coarse_tol, est.tol_))
     state = split(state_of(first), space.n_components, seed)
     res = _refinement.run(est, prepared, state, seed, n_jobs)
-    extra, before = res["extra"], first["extra"]
-    extra.update(n_e_steps_=before["n_e_steps_"] + extra["n_e_steps_"],
-                 n_recentred_=before["n_recentred_"] + extra["n_recentred_"],
-                 log_likelihood_history_=(before["log_likelihood_history_"]
-                                          + extra["log_likelihood_history_"]),
-                 one_component_n_iter_=first["n_iter"])
-    res["n_iter"] += first["n_iter"]
-    return res
+    return after_phase(first, res, "one_component_n_iter_")
 
 
 def split(state, n_components, seed):

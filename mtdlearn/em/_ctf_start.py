@@ -23,7 +23,7 @@ and the CTF-aware fit starts from its result.
 from functools import partial
 
 from . import _bandlimit_selection, _refinement
-from ._state import state_of
+from ._state import after_phase, state_of
 
 
 def applies(est, prepared):
@@ -46,11 +46,4 @@ def run(est, prepared, state, seed, n_jobs):
         res = _bandlimit_selection.run(est, prepared, state, seed, n_jobs)
     else:
         res = _refinement.run(est, prepared, state, seed, n_jobs)
-    extra, before = res["extra"], first["extra"]
-    extra.update(n_e_steps_=before["n_e_steps_"] + extra["n_e_steps_"],
-                 n_recentred_=before["n_recentred_"] + extra["n_recentred_"],
-                 log_likelihood_history_=(before["log_likelihood_history_"]
-                                          + extra["log_likelihood_history_"]),
-                 white_noise_n_iter_=first["n_iter"])
-    res["n_iter"] += first["n_iter"]
-    return res
+    return after_phase(first, res, "white_noise_n_iter_")

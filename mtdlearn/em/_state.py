@@ -74,6 +74,20 @@ def state_of(res):
                         res.get("weights"))
 
 
+def after_phase(first, res, name):
+    """``res``, a start's result that continued from phase ``first``'s, with
+    both phases' counters and history; ``name`` (an attribute) holds the
+    first phase's iterations, which ``n_iter`` includes."""
+    extra, before = res["extra"], first["extra"]
+    extra.update({"n_e_steps_": before["n_e_steps_"] + extra["n_e_steps_"],
+                  "n_recentred_": before["n_recentred_"] + extra["n_recentred_"],
+                  "log_likelihood_history_": (before["log_likelihood_history_"]
+                                              + extra["log_likelihood_history_"]),
+                  name: first["n_iter"]})
+    res["n_iter"] += first["n_iter"]
+    return res
+
+
 def kernels(prepared, dtype):
     """The E-step's kernels: FFT where it is cheaper (large L; see the design,
     "FFT path"), else the GEMM; the same choice in memory and on a distributed source."""
