@@ -303,7 +303,8 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
         if warm:
             warm_state = self._check_state(InitialState(
                 self.coef_.copy(), self.shift_probabilities_.copy(),
-                float(self.noise_variance_) if fixed is None else fixed),
+                float(self.noise_variance_) if fixed is None else fixed,
+                self.weights_.copy() if np.ndim(self.coef_) == 2 else None),
                 source="the previous fit (warm_start)")
         if checkpoint is not None:
             # before random_state (a Generator) is drawn from

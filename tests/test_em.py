@@ -732,3 +732,18 @@ def test_n_components_validation():
         ApproxEMEstimator(5, n_components=0).fit(np.zeros((50, 50)))
     with pytest.raises(ValueError, match="n_components > 1 does not support select_bandlimit"):
         ApproxEMEstimator(5, n_components=2, select_bandlimit=True).fit(np.zeros((50, 50)))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_warm_start_continues_a_mixture_with_its_abundances(two_kinds):
+    basis, coefs, X, _ = two_kinds
+    # a start with one row per kind: no one-image phase, iterations add up
+    common = dict(basis=basis, rotations=4, n_components=2, dtype=np.float64,
+                  acceleration=None, refinement=None, tol=0.0, random_state=0,
+                  initializer=FixedInitializer(coefs + 0.3))
+    straight = ApproxEMEstimator(5, max_iter=6, **common).fit(X)
+    warm = ApproxEMEstimator(5, max_iter=3, warm_start=True, **common).fit(X)
+    assert not np.allclose(warm.weights_, 0.5)
+    warm.set_params(max_iter=3).fit(X)     # continues from coef_ and weights_
+    np.testing.assert_allclose(warm.coef_, straight.coef_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(warm.weights_, straight.weights_, rtol=1e-10)
