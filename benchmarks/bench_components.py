@@ -4,8 +4,9 @@ The issue's setting by default: ``--kinds`` random kinds (default two) of
 the paper's basis (L = 5, 10 functions; ``make_target`` with seeds ``10 s +
 i`` for seed ``s``), equal abundances (or ``--weights``), density 0.08, SNR 10, one ``--size``² measurement
 (2000² holds about 12800 copies).  Or ``--particles``: two
-:func:`~mtdlearn.make_particle` kinds at L = 11 (a complex of the default
-diameter and a subunit of 4.5 pixels, abundances 0.6 and 0.4).
+:func:`~mtdlearn.make_particle` kinds at L = ``--image-size`` (default 11; a
+complex of the default diameter and a subunit of ``4.5 L / 11`` pixels,
+abundances 0.6 and 0.4, or ``--weights``).
 
 For each ``C`` of ``--components`` it fits ``ApproxEMEstimator(L,
 n_components=C)`` (default settings otherwise) and reports each fitted
@@ -34,10 +35,12 @@ from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, component_errors, m
 
 def simulate(args, seed):
     if args.particles:
-        basis = FourierBesselBasis(11)
+        L = args.image_size
+        basis = FourierBesselBasis(L)
         kinds = np.stack([make_particle(basis, random_state=10 * seed + 1),
-                          make_particle(basis, diameter=4.5, random_state=10 * seed + 2)])
-        weights, align = [0.6, 0.4], "rotation+translation"
+                          make_particle(basis, diameter=4.5 * L / 11, random_state=10 * seed + 2)])
+        weights = [0.6, 0.4] if args.weights is None else args.weights
+        align = "rotation+translation"
     else:
         basis = FourierBesselBasis(5, n_coefficients=10)
         kinds = np.stack([make_target(basis, random_state=10 * seed + i)
@@ -75,6 +78,7 @@ def main():
     ap.add_argument("--weights", type=float, nargs="+", default=None,
                     help="their abundances (default: equal)")
     ap.add_argument("--particles", action="store_true")
+    ap.add_argument("--image-size", type=int, default=11, help="L of --particles")
     ap.add_argument("--reference", action="store_true",
                     help="also fit each kind alone, in a measurement of the same size "
                          "holding as many of its copies (the issue's yardstick)")
