@@ -7,7 +7,7 @@ from numbers import Integral, Real
 import numpy as np
 
 __all__ = ["ComplexDataError", "check_int", "check_real", "check_array_float",
-           "check_random_generator", "check_per_measurement"]
+           "check_abundances", "check_random_generator", "check_per_measurement"]
 
 
 class ComplexDataError(TypeError, ValueError):
@@ -75,6 +75,22 @@ def check_array_float(value, name, min_ndim=0, ndim=None, dtype=np.float64):
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must contain only finite values (found NaN or inf)")
     return arr
+
+
+def check_abundances(weights, n_components, name="weights"):
+    """A copy of ``weights`` as the abundances of ``n_components`` kinds: a
+    finite 1-D float array of that length, non-negative, summing to 1 within
+    ``1e-8`` (neither clipped nor renormalized)."""
+    w = check_array_float(weights, name, ndim=1)
+    if w.shape[0] != n_components:
+        raise ValueError(f"{name} must have one entry per component ({n_components}), "
+                         f"got {w.shape[0]}")
+    if np.any(w < 0):
+        raise ValueError(f"{name} must be non-negative, got {w!r}")
+    total = float(np.sum(w))
+    if abs(total - 1.0) > 1e-8:
+        raise ValueError(f"{name} must sum to 1 (within 1e-8), got a sum of {total!r}")
+    return w.copy()
 
 
 def check_random_generator(random_state):

@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, DensityMixin, clone
 from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 
 from ._parallel import check_n_jobs, ordered_map
-from ._validation import check_array_float, check_int, check_random_generator, check_real
+from ._validation import check_abundances, check_int, check_random_generator, check_real
 from .basis.fourier_bessel import FourierBesselBasis
 from .basis.protocol import check_basis
 from .checkpoint import check_checkpoint_path, hash_params, run_checkpointed
@@ -487,13 +487,13 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
         sigma2 = check_real(state.noise_variance, "initial noise_variance", minimum=0.0,
                             strict=True)
         state.coef, state.shift_probabilities, state.noise_variance = coef, rho, sigma2
-        if getattr(state, "weights", None) is not None:
-            weights = check_array_float(state.weights, "initial weights", ndim=1)
-            if coef.ndim != 2 or weights.shape != (len(coef),) or np.any(weights < 0) or \
-                    abs(float(weights.sum()) - 1.0) > 1e-8:
-                raise ValueError(f"{source} gave weights {weights!r}: expected one "
-                                 "non-negative abundance per row of coef, summing to 1")
-            state.weights = weights
+        # a mixture's abundances: equal unless the start gives them
+        weights = getattr(state, "weights", None)
+        if coef.ndim == 2:
+            state.weights = (np.full(len(coef), 1.0 / len(coef)) if weights is None
+                             else check_abundances(weights, len(coef), f"{source}'s weights"))
+        elif weights is not None:
+            raise ValueError(f"{source} gave weights with a one-image coef")
         return state
 
     def _coef_shapes(self):
@@ -541,10 +541,7 @@ def _degenerate_reason(res, basis, mean_square, formations=None):
         powers = np.mean([np.sum(f.form(images) ** 2, axis=1) for f in formations],
                          axis=0) / (L * L)
     # a mixture's power: its components', weighted by their abundances
-    weights = res.get("weights")
-    image_power = float(powers[0] if coef.ndim == 1 else
-                        np.dot(np.full(len(powers), 1.0 / len(powers)) if weights is None
-                               else weights, powers))
+    image_power = float(powers[0] if coef.ndim == 1 else np.dot(res["weights"], powers))
     density = shift_probabilities_to_density(
         np.asarray(res["shift_probabilities"]).reshape(2 * L, 2 * L))
     signal = density * image_power

@@ -74,6 +74,26 @@ class InitialState:
     weights: np.ndarray = None
 
 
+#: The kinds of a split image differ from it by this fraction of its norm,
+#: each in its own random direction (split-and-merge EM's split, Ueda et
+#: al. 2000): far enough for the E-step to tell them apart, near enough
+#: that each stays in the image's basin.
+SPLIT_SCALE = 0.3
+
+
+def split_image(coef, n_components, rng):
+    """``n_components`` images around one: each ``coef`` plus :data:`SPLIT_SCALE`
+    of its norm (of 1 for a zero image) in an independent random direction
+    drawn from ``rng``; shape ``(n_components, p)``."""
+    coef = np.asarray(coef, dtype=np.float64)
+    directions = rng.standard_normal((n_components, coef.size))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    scale = SPLIT_SCALE * float(np.linalg.norm(coef))
+    if not scale > 0:
+        scale = SPLIT_SCALE
+    return coef[None, :] + scale * directions
+
+
 class _ParamsMixin:
     _param_names = ()
 

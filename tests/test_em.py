@@ -747,3 +747,13 @@ def test_warm_start_continues_a_mixture_with_its_abundances(two_kinds):
     warm.set_params(max_iter=3).fit(X)     # continues from coef_ and weights_
     np.testing.assert_allclose(warm.coef_, straight.coef_, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(warm.weights_, straight.weights_, rtol=1e-10)
+
+
+def test_a_start_with_one_row_per_kind_and_no_abundances_has_equal_ones(two_kinds):
+    # max_iter=0 returns the start: its abundances are the equal ones the
+    # E-step used, one per kind, and the model scores and predicts with them
+    basis, coefs, X, _ = two_kinds
+    em = ApproxEMEstimator(5, basis=basis, rotations=4, n_components=2, max_iter=0,
+                           initializer=FixedInitializer(coefs)).fit(X)
+    assert em.weights_.tolist() == [0.5, 0.5]
+    assert em.predict_proba(X).shape == (em.n_patches_, 2)

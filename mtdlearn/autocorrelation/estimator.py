@@ -10,7 +10,7 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 
 from ..base import BaseMTDEstimator, _scale_bounds
-from ..initializers import InitialState, _check_initialize_args, _ParamsMixin
+from ..initializers import InitialState, _check_initialize_args, _ParamsMixin, split_image
 from .._validation import check_int
 from .fit import autocorrelation_cost_and_grad, fit_autocorrelations, mixture_cost_and_grad
 from .moments import _check_shift_radius, measurement_autocorrelations
@@ -259,10 +259,7 @@ class AutocorrelationEstimator(BaseMTDEstimator):
         fixed = None if self.noise_variance is None else float(self.noise_variance)
         radius = _check_shift_radius(self.shift_radius, L)
         mixture = self.n_components > 1
-        weights = None
-        if mixture:   # a start without abundances: equal ones
-            weights = (np.full(self.n_components, 1.0 / self.n_components)
-                       if state.weights is None else state.weights)
+        weights = state.weights   # a mixture's (equal unless the start gave them; _check_state)
         if self.max_iter == 0:
             sigma2 = fixed if fixed is not None else state.noise_variance
             cost = (mixture_cost_and_grad(density0, state.coef, weights, sigma2, data, basis,
@@ -321,9 +318,7 @@ class _MixtureStart:
                                                         random_state) for _ in range(C - 1)]
         coef = np.stack([np.asarray(st.coef, dtype=np.float64) for st in states])
         if np.all(coef == coef[0]):
-            directions = random_state.standard_normal(coef.shape)
-            directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-            coef = coef + 0.3 * (float(np.linalg.norm(coef[0])) or 1.0) * directions
+            coef = split_image(coef[0], C, random_state)
         densities = np.array([shift_probabilities_to_density(st.shift_probabilities)
                               for st in states])
         density = C / np.sum(1.0 / densities) if np.all(densities > 0) else 0.0

@@ -39,7 +39,7 @@ import numpy as np
 import scipy.fft
 
 from ..imaging.formation import check_formation
-from .._validation import check_array_float, check_int, check_real
+from .._validation import check_abundances, check_array_float, check_int, check_real
 from ..basis.protocol import check_basis, rotated_evaluation
 from ..imaging.shifts import gather_adjoint, max_density
 from .moments import _check_shift_radius, _shift_subset, _window_index
@@ -121,11 +121,7 @@ def _check_mixture(coef, weights, basis, name="coef", weights_name="weights"):
     C = arr.shape[0]
     if weights is None:
         return arr, np.full(C, 1.0 / C)
-    w = check_array_float(weights, weights_name, ndim=1)
-    if w.shape != (C,) or np.any(w < 0) or abs(float(w.sum()) - 1.0) > 1e-8:
-        raise ValueError(f"{weights_name} must hold one non-negative abundance per row of "
-                         f"{name} ({C}), summing to 1, got {w!r}")
-    return arr, w
+    return arr, check_abundances(weights, C, weights_name)
 
 
 # ---------------------------------------------------------------------------

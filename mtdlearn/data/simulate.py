@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validation import (check_array_float, check_int, check_per_measurement,
-                           check_random_generator, check_real)
+from .._validation import (check_abundances, check_array_float, check_int,
+                           check_per_measurement, check_random_generator, check_real)
 from ..basis.protocol import check_basis
 from ..imaging.ctf import CTF
 from ..imaging.formation import MicroscopeFormation, check_formation
@@ -92,16 +92,7 @@ def _check_weights(weights, coef):
     n_components = coef.shape[0]
     if weights is None:
         return np.full(n_components, 1.0 / n_components)
-    weights = check_array_float(weights, "weights", ndim=1)
-    if weights.shape[0] != n_components:
-        raise ValueError(f"weights must have one entry per component (coef.shape[0]="
-                         f"{n_components}), got {weights.shape[0]}")
-    if np.any(weights < 0):
-        raise ValueError(f"weights must be non-negative, got {weights!r}")
-    total = float(np.sum(weights))
-    if abs(total - 1.0) > 1e-8:
-        raise ValueError(f"weights must sum to 1 (within 1e-8), got a sum of {total!r}")
-    return weights.copy()
+    return check_abundances(weights, n_components)
 
 
 def _mean_power(coef, basis, weights):

@@ -17,19 +17,12 @@ from functools import partial
 import numpy as np
 
 from ..imaging import _centring
-from ..initializers import InitialState
+from ..initializers import InitialState, split_image
 from ..likelihood.hypotheses import HypothesisSpace
 from . import _ctf_start, _refinement
 from ._state import after_phase, state_of
 
 __all__ = []
-
-#: The components of a split start differ from the one-image fit by this
-#: fraction of its norm, each in its own random direction (split-and-merge
-#: EM's split, Ueda et al. 2000): far enough for the E-step to tell them
-#: apart, near enough that each stays in the fit's basin.
-SPLIT_SCALE = 0.3
-
 
 def run(est, prepared, state, seed, n_jobs):
     """One start of a mixture from a one-image start: fit one image, then split it.
@@ -61,21 +54,15 @@ def run(est, prepared, state, seed, n_jobs):
 def split(state, n_components, seed):
     """A start of ``n_components`` images from one image.
 
-    Each component is the image plus ``SPLIT_SCALE`` of its norm in
-    an independent random direction (drawn from ``seed``), with equal
-    abundances.  A start that already has one row per component is
+    Each component is the image plus 0.3 of its norm in an independent
+    random direction drawn from ``seed``
+    (:func:`~mtdlearn.initializers.split_image`), with equal abundances.  A start that already has one row per component is
     returned as is.
     """
     coef = np.asarray(state.coef, dtype=np.float64)
     if coef.ndim == 2:
         return state
-    rng = np.random.default_rng(seed)
-    directions = rng.standard_normal((n_components, coef.size))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    scale = SPLIT_SCALE * float(np.linalg.norm(coef))
-    if not scale > 0:
-        scale = SPLIT_SCALE
-    coefs = coef[None, :] + scale * directions
+    coefs = split_image(coef, n_components, np.random.default_rng(seed))
     return InitialState(coefs, state.shift_probabilities, state.noise_variance,
                         np.full(n_components, 1.0 / n_components))
 

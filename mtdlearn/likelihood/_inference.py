@@ -206,7 +206,7 @@ class _InferenceMixin:
         True
         """
         loglik, n_patches = self._total_log_likelihood(X)
-        return float(-2.0 * loglik + self._n_parameters() * np.log(n_patches))
+        return float(-2.0 * loglik + self.n_parameters_ * np.log(n_patches))
 
     def aic(self, X):
         """Akaike information criterion of the fitted model on ``X`` (lower is better).
@@ -238,7 +238,7 @@ class _InferenceMixin:
         True
         """
         loglik, _ = self._total_log_likelihood(X)
-        return float(-2.0 * loglik + 2.0 * self._n_parameters())
+        return float(-2.0 * loglik + 2.0 * self.n_parameters_)
 
     def predict_proba(self, X):
         """Compute each patch's posterior probability of holding (part of) a copy.
