@@ -5,8 +5,10 @@ from scipy.optimize import OptimizeResult, linear_sum_assignment, minimize, mini
 
 from ._validation import check_array_float
 from .basis.protocol import check_basis
+from .resolution import fourier_ring_correlation, resolution  # noqa: F401  (public here too)
 
-__all__ = ["relative_error", "component_errors", "align_rotation", "align_rotation_translation"]
+__all__ = ["relative_error", "component_errors", "align_rotation", "align_rotation_translation",
+           "fourier_ring_correlation", "resolution"]
 
 #: The values of ``relative_error``'s ``align``.
 _ALIGNS = ("rotation", "rotation+translation")
