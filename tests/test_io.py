@@ -545,3 +545,188 @@ def test_picks_of_a_mixture_carry_relions_class_number(tmp_path):
     # one image: no class column
     assert "rlnClassNumber" not in picks_table(det[["measurement", "row", "col", "angle",
                                                     "probability"]], 5).columns
+
+
+# ---------------------------------------------------------------------------
+# the micrographs of a RELION project's micrograph STAR file
+#: data_optics and the columns of data_micrographs RELION 3.1's CtfFind writes
+#: (``{rows}``: one line per micrograph).
+PROJECT_STAR = """
+# version 30001
+
+data_optics
+
+loop_
+_rlnOpticsGroupName #1
+_rlnOpticsGroup #2
+_rlnMicrographOriginalPixelSize #3
+_rlnVoltage #4
+_rlnSphericalAberration #5
+_rlnAmplitudeContrast #6
+_rlnMicrographPixelSize #7
+opticsGroup1            1     0.885000   300.000000     2.700000     0.100000     0.885000
+opticsGroup2            2     0.442500   200.000000     1.400000     0.070000     0.885000
+
+
+# version 30001
+
+data_micrographs
+
+loop_
+_rlnMicrographName #1
+_rlnOpticsGroup #2
+_rlnCtfImage #3
+_rlnDefocusU #4
+_rlnDefocusV #5
+_rlnCtfAstigmatism #6
+_rlnDefocusAngle #7
+_rlnCtfFigureOfMerit #8
+_rlnCtfMaxResolution #9
+{rows}
+"""
+PROJECT_ROWS = [
+    "MotionCorr/job002/Movies/mic_0001.mrc 1 CtfFind/job003/Movies/mic_0001.ctf:mrc "
+    "10864.146484 10575.793945 288.352539 77.995003 0.131144 4.809192",
+    "MotionCorr/job002/Movies/mic_0002.mrc 2 CtfFind/job003/Movies/mic_0002.ctf:mrc "
+    "9681.333008 9387.520508 293.812500 -81.721298 0.110213 4.191011",
+]
+PROJECT_CTFS = [
+    CTF(10864.146484, 10575.793945, 77.995003, voltage=300.0, spherical_aberration=2.7,
+        amplitude_contrast=0.1, pixel_size=0.885),
+    CTF(9681.333008, 9387.520508, -81.721298, voltage=200.0, spherical_aberration=1.4,
+        amplitude_contrast=0.07, pixel_size=0.885),
+]
+
+
+def _relion_project(root, star_text=None):
+    """A RELION-like project: two MRC micrographs of MotionCorr/job002 and the
+    micrographs_ctf.star of CtfFind/job003.  Returns the STAR file and the data."""
+    mrcfile = pytest.importorskip("mrcfile")
+    rng = np.random.default_rng(0)
+    data = []
+    for i in (1, 2):
+        movie = root / "MotionCorr" / "job002" / "Movies" / f"mic_{i:04d}.mrc"
+        movie.parent.mkdir(parents=True, exist_ok=True)
+        arr = rng.normal(size=(48, 40)).astype(np.float32)
+        with mrcfile.new(movie) as mrc:
+            mrc.set_data(arr)
+            mrc.voxel_size = 0.885
+        data.append(arr)
+    star = root / "CtfFind" / "job003" / "micrographs_ctf.star"
+    star.parent.mkdir(parents=True)
+    star.write_text(star_text or PROJECT_STAR.format(rows="\n".join(PROJECT_ROWS)))
+    return star, data
+
+
+def _project_state(root):
+    return {p: _state(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_read_micrograph_star_relion_project(tmp_path):
+    pytest.importorskip("starfile")
+    pytest.importorskip("dask")
+    from mtdlearn.data.micrograph_star import MicrographStar, read_micrograph_star
+
+    root = tmp_path / "project"
+    star, data = _relion_project(root)
+    before = _project_state(root)
+    mics = read_micrograph_star(star)
+    assert type(mics) is MicrographStar
+    # names as written, resolved from the job directory up to the project directory
+    assert mics.names == [row.split()[0] for row in PROJECT_ROWS]
+    assert mics.paths == [root / name for name in mics.names]
+    assert all(p.is_absolute() for p in mics.paths)
+    assert mics.ctfs == PROJECT_CTFS == [c for _, c in read_micrograph_ctfs(star)]
+    assert mics.pixel_size == 0.885  # two optics groups of the same pixel size
+    # lazy (dask is installed): one single-chunk array per micrograph, read from the files
+    assert mics.micrographs.names == ["mic_0001.mrc", "mic_0002.mrc"]
+    for lazy, arr in zip(mics.micrographs, data):
+        assert hasattr(lazy, "dask") and lazy.numblocks == (1, 1)
+        assert_array_equal(lazy.compute(scheduler="synchronous"), arr)
+    # paths instead of arrays, a given project directory (str), relative paths
+    eager = read_micrograph_star(str(star), lazy=False, project_dir=str(root))
+    assert eager.micrographs == eager.paths == mics.paths and eager.ctfs == mics.ctfs
+    cwd = os.getcwd()
+    try:
+        os.chdir(root)
+        assert read_micrograph_star(os.path.join("CtfFind", "job003", "micrographs_ctf.star"),
+                                    lazy=False).paths == mics.paths
+    finally:
+        os.chdir(cwd)
+    # a STAR file outside the project: found with project_dir only
+    outside = tmp_path / "elsewhere" / "micrographs_ctf.star"
+    outside.parent.mkdir()
+    outside.write_text(star.read_text())
+    with pytest.raises(FileNotFoundError) as info:
+        read_micrograph_star(outside, lazy=False)
+    message = str(info.value)
+    assert "'MotionCorr/job002/Movies/mic_0001.mrc'" in message and str(outside) in message
+    assert f"tried {outside.parent}, {tmp_path}, " in message and "project_dir=" in message
+    assert read_micrograph_star(outside, project_dir=root, lazy=False).paths == mics.paths
+    # only read: bytes and modification times of every file unchanged
+    assert _project_state(root) == before
+
+
+def test_read_micrograph_star_without_ctfs_and_errors(tmp_path, monkeypatch):
+    pytest.importorskip("starfile")
+    from mtdlearn.data.micrograph_star import read_micrograph_star
+
+    root = tmp_path / "project"
+    star, _ = _relion_project(root)
+    # no CTF columns (MotionCorr's corrected_micrographs.star): ctf=False reads them
+    no_ctf_rows = [" ".join(row.split()[:2]) for row in PROJECT_ROWS]
+    head = PROJECT_STAR[:PROJECT_STAR.index("_rlnCtfImage")]
+    no_ctf = root / "MotionCorr" / "job002" / "corrected_micrographs.star"
+    no_ctf.write_text(head + "\n".join(no_ctf_rows) + "\n")
+    with pytest.raises(ValueError, match=r"has no CTF columns .*run CTF estimation first, or "
+                                         r"pass ctf=False \(on the command line: --no-ctf\)"):
+        read_micrograph_star(no_ctf)
+    mics = read_micrograph_star(no_ctf, ctf=False, lazy=False)
+    assert mics.ctfs is None and mics.pixel_size == 0.885
+    assert mics.paths == [root / row.split()[0] for row in PROJECT_ROWS]
+    # ctf=False on a file with CTFs; without an optics table the pixel size is unknown
+    assert read_micrograph_star(star, ctf=False, lazy=False).paths == mics.paths
+    bare = root / "bare.star"
+    bare.write_text("data_micrographs\nloop_\n_rlnMicrographName #1\n"
+                    + "\n".join(row.split()[0] for row in PROJECT_ROWS) + "\n")
+    assert read_micrograph_star(bare, ctf=False, lazy=False).pixel_size is None
+    with pytest.raises(ValueError, match="no CTF columns .* pass ctf=False"):
+        read_micrograph_star(bare)
+    # absolute names are taken as they are
+    absolute = root / "absolute.star"
+    absolute.write_text("data_micrographs\nloop_\n_rlnMicrographName #1\n"
+                        f"{root / PROJECT_ROWS[0].split()[0]}\n")
+    assert read_micrograph_star(absolute, ctf=False, lazy=False).paths == mics.paths[:1]
+    # different pixel sizes
+    star.write_text(PROJECT_STAR.replace("0.885000\nopticsGroup2", "1.060000\nopticsGroup2")
+                    .format(rows="\n".join(PROJECT_ROWS)))
+    with pytest.raises(ValueError, match=r"different pixel sizes \(0.885, 1.06 A/px\)"):
+        read_micrograph_star(star)
+    with pytest.raises(ValueError, match="different pixel sizes"):
+        read_micrograph_star(star, ctf=False)
+    # a missing micrograph; no micrograph at all
+    star.write_text(PROJECT_STAR.format(rows="\n".join(PROJECT_ROWS)))
+    (root / PROJECT_ROWS[1].split()[0]).unlink()
+    with pytest.raises(FileNotFoundError, match=r"micrograph 'MotionCorr/job002/Movies/"
+                                                r"mic_0002.mrc' of .* not found: .*mic_0002.mrc "
+                                                r"is not a file \(1 of the 2 micrographs"):
+        read_micrograph_star(star)
+    star.write_text(PROJECT_STAR.format(rows=""))
+    with pytest.raises(ValueError, match="lists no micrograph"):
+        read_micrograph_star(star, lazy=False)
+    with pytest.raises(FileNotFoundError, match="missing.star is not a file"):
+        read_micrograph_star(root / "missing.star")
+    with pytest.raises(FileNotFoundError, match="project_dir .* is not a directory"):
+        read_micrograph_star(no_ctf, ctf=False, project_dir=root / "nowhere")
+    with pytest.raises(TypeError, match="ctf must be True or False"):
+        read_micrograph_star(no_ctf, ctf="no")
+    with pytest.raises(TypeError, match="lazy must be True, False or None"):
+        read_micrograph_star(no_ctf, lazy=1)
+    # without dask: paths by default, an error when asked for lazy arrays
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dask", None)
+    monkeypatch.setitem(sys.modules, "dask.array", None)
+    assert read_micrograph_star(absolute, ctf=False).micrographs == mics.paths[:1]
+    with pytest.raises(ImportError, match=r"lazy=True needs .*mtdlearn\[dask\]"):
+        read_micrograph_star(absolute, ctf=False, lazy=True)
