@@ -462,3 +462,111 @@ def test_mixture_with_several_measurements_and_a_ctf(coefs):
                                   formation=truth.formations[0], random_state=16)
     assert X3.shape == (N, N) and truth3.component.shape == (truth3.n_copies,)
     assert truth3.formations == (truth.formations[0],)
+
+
+# ------------------------------------------------------------ min_separation
+def chebyshev_gaps(positions):
+    """Chebyshev distance of each pair of corners (the off-diagonal of the matrix)."""
+    gaps = np.abs(positions[:, None] - positions[None]).max(axis=-1)
+    return gaps[~np.eye(len(positions), dtype=bool)]
+
+
+@pytest.mark.parametrize("s", [L, L + 1, 7, 2 * L - 2, 2 * L - 1])
+def test_min_separation_is_respected_and_tight(coef, s):
+    # many more copies asked for than fit: the placement packs them to its limit
+    with pytest.warns(RuntimeWarning, match="density reached"):
+        X, truth = make_measurement(coef, BASIS, 120, density=0.9, min_separation=s,
+                                    random_state=s)
+    gaps = chebyshev_gaps(truth.positions)
+    assert gaps.min() == s   # respected, and tight (no larger separation enforced)
+    # never more than one corner per s x s cell of the (N - L + 1)**2 corners
+    assert truth.n_copies <= int(np.ceil((120 - L + 1) / s)) ** 2
+    # copies never overlap: each is its own rotated image, nothing else is drawn
+    covered = np.zeros(X.shape, dtype=int)
+    for (r, c), phi in zip(truth.positions, truth.angles):
+        covered[r:r + L, c:c + L] += 1
+        assert_allclose(X[r:r + L, c:c + L], BASIS.evaluate(BASIS.rotate(coef, phi)),
+                        rtol=0, atol=1e-12)
+    assert covered.max() == 1 and np.all(X[covered == 0] == 0.0)
+
+
+def test_min_separation_below_2l_minus_1_puts_two_copies_in_one_patch(coef):
+    _, truth = make_measurement(coef, BASIS, 200, density=0.4, min_separation=L,
+                                random_state=0)
+    assert truth.n_copies == round(0.4 * 200**2 / L**2)   # above the default's limit 25/81
+    assert truth.density > L**2 / (2 * L - 1) ** 2
+    # some L x L patch of the non-overlapping grid touches two copies
+    touched = np.zeros((200 // L + 1, 200 // L + 1), dtype=int)
+    for r, c in truth.positions:
+        cells = {((r + a) // L, (c + b) // L) for a in (0, L - 1) for b in (0, L - 1)}
+        for cell in cells:
+            touched[cell] += 1
+    assert touched.max() >= 2
+    # the paper's separation: never
+    _, truth = make_measurement(coef, BASIS, 200, density=0.04, random_state=0)
+    touched[:] = 0
+    for r, c in truth.positions:
+        for cell in {((r + a) // L, (c + b) // L) for a in (0, L - 1) for b in (0, L - 1)}:
+            touched[cell] += 1
+    assert touched.max() == 1
+
+
+def test_min_separation_none_draws_what_it_always_did(coef):
+    kw = dict(density=0.04, snr=3.0, random_state=11)
+    X, truth = make_measurement(coef, BASIS, 120, **kw)
+    # pinned from the simulator before min_separation existed
+    assert truth.n_copies == 23
+    assert truth.positions[:3].tolist() == [[15, 105], [14, 18], [92, 57]]
+    assert float(X.sum()) == pytest.approx(911.4619798743813, rel=1e-12)
+    for s in (None, 2 * L - 1, np.int64(2 * L - 1)):
+        Xs, truths = make_measurement(coef, BASIS, 120, min_separation=s, **kw)
+        assert_array_equal(Xs, X)
+        assert_array_equal(truths.positions, truth.positions)
+        assert_array_equal(truths.angles, truth.angles)
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    assert_array_equal(place_copies((200, 300), 7, 150, rng_a),
+                       place_copies((200, 300), 7, 150, rng_b, min_separation=13))
+    # the random draws do not depend on the separation: at a low density the
+    # first corner (never rejected) is the same for every s
+    firsts = {tuple(make_measurement(coef, BASIS, 120, min_separation=s, **kw)[1].positions[0])
+              for s in range(L, 2 * L)}
+    assert firsts == {(15, 105)}
+
+
+def test_min_separation_with_several_measurements_and_a_mixture(coefs):
+    _, truth = make_measurement(coefs, BASIS, 100, density=0.3, n_measurements=2,
+                                min_separation=6, random_state=1)
+    assert_array_equal(np.bincount(truth.measurement), [round(0.3 * 100**2 / L**2)] * 2)
+    for i in range(2):
+        assert chebyshev_gaps(truth.positions[truth.measurement == i]).min() >= 6
+    assert truth.component.shape == (truth.n_copies,)
+
+
+def test_unreachable_density_warning_names_the_separation(coef):
+    with pytest.warns(RuntimeWarning,
+                      match=r"7 apart \(min_separation; 2L-1=9 by default\): density reached "
+                            r".* L\*\*2/min_separation\*\*2=0\.5102"):
+        _, truth = make_measurement(coef, BASIS, 100, density=0.9, min_separation=7,
+                                    random_state=0)
+    # the hard limit of the separation: one corner per 7 x 7 cell
+    assert truth.density <= L**2 / 7**2 * (1 + 7 / 100) ** 2
+    with pytest.warns(RuntimeWarning, match=r"9 apart .*=0\.3086"):
+        make_measurement(coef, BASIS, 100, density=0.9, random_state=0)
+
+
+@pytest.mark.parametrize("s, exc, match", [
+    (L - 1, ValueError, r"min_separation must lie in \[L, 2L-1\] = \[5, 9\] for image_size "
+                        r"L=5 \(below L copies would overlap.*got 4"),
+    (0, ValueError, r"min_separation must lie in \[L, 2L-1\] = \[5, 9\].*got 0"),
+    (-9, ValueError, r"min_separation must lie in \[L, 2L-1\] = \[5, 9\].*got -9"),
+    (2 * L, ValueError, r"min_separation must lie in \[L, 2L-1\] = \[5, 9\].*got 10"),
+    (7.0, TypeError, r"min_separation must be None or an integer in \[L, 2L-1\] = \[5, 9\], "
+                     r"got float 7\.0"),
+    (True, TypeError, "min_separation must be None or an integer"),
+    ("7", TypeError, "min_separation must be None or an integer"),
+])
+def test_min_separation_errors(coef, s, exc, match):
+    with pytest.raises(exc, match=match):
+        make_measurement(coef, BASIS, 50, min_separation=s, random_state=0)
+    with pytest.raises(exc, match=match):
+        place_copies((50, 50), L, 10, np.random.default_rng(0), min_separation=s)

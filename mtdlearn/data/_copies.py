@@ -3,11 +3,13 @@
 Split from :mod:`mtdlearn.data.simulate`, which re-exports both functions.
 """
 
+from numbers import Integral
+
 import numpy as np
 
-from .._validation import check_int
+__all__ = ["check_min_separation", "place_copies", "render_copies",
+           "separation_max_density"]
 
-__all__ = ["place_copies", "render_copies"]
 
 def render_copies(out, coef, basis, positions, angles, measurement, batch=20000):
     """Add rotated copies of an image into ``out``, in place.
@@ -64,14 +66,90 @@ def render_copies(out, coef, basis, positions, angles, measurement, batch=20000)
     return out
 
 
-def place_copies(shape, image_size, n_copies, rng, max_rounds=200):
-    """Random top-left corners, pairwise Chebyshev distance >= 2L - 1.
+def check_min_separation(min_separation, image_size):
+    """The minimum separation of copies' corners as an int in ``[L, 2L - 1]``.
+
+    Parameters
+    ----------
+    min_separation : int or None
+        Minimum Chebyshev distance between the top-left corners of two
+        copies; ``None`` gives ``2L - 1``, the paper's separation (eq. 4).
+    image_size : int
+        ``L``.
+
+    Returns
+    -------
+    min_separation : int
+        The separation ``s``, ``L <= s <= 2L - 1``.
+
+    Raises
+    ------
+    TypeError
+        If ``min_separation`` is neither ``None`` nor an integer.
+    ValueError
+        If ``min_separation`` lies outside ``[L, 2L - 1]``: below ``L`` two
+        copies would overlap, above ``2L - 1`` is more than the model needs.
+
+    Examples
+    --------
+    >>> from mtdlearn.data._copies import check_min_separation
+    >>> check_min_separation(None, 11), check_min_separation(14, 11)
+    (21, 14)
+    """
+    L = image_size
+    if min_separation is None:
+        return 2 * L - 1
+    if isinstance(min_separation, (bool, np.bool_)) or not isinstance(min_separation, Integral):
+        raise TypeError(f"min_separation must be None or an integer in [L, 2L-1] = "
+                        f"[{L}, {2 * L - 1}], got {type(min_separation).__name__} "
+                        f"{min_separation!r}")
+    s = int(min_separation)
+    if not L <= s <= 2 * L - 1:
+        raise ValueError(
+            f"min_separation must lie in [L, 2L-1] = [{L}, {2 * L - 1}] for image_size "
+            f"L={L} (below L copies would overlap; 2L-1 is the paper's separation), got {s}")
+    return s
+
+
+def separation_max_density(image_size, min_separation):
+    """About the largest density of copies ``min_separation`` apart: ``L**2 / s**2``.
+
+    At most one corner lies in each ``s x s`` cell, so a measurement of area
+    ``A`` holds at most about ``A / s**2`` copies (a little more on a small
+    measurement, whose corners reach up to its edge minus ``L``); random
+    placement stops well short of it (it jams).
+
+    Parameters
+    ----------
+    image_size : int
+        ``L``.
+    min_separation : int
+        ``s``, as returned by :func:`check_min_separation`.
+
+    Returns
+    -------
+    density : float
+        ``L**2 / s**2``.
+
+    Examples
+    --------
+    >>> from mtdlearn.data._copies import separation_max_density
+    >>> separation_max_density(5, 9) == 25 / 81
+    True
+    """
+    return image_size**2 / min_separation**2
+
+
+def place_copies(shape, image_size, n_copies, rng, max_rounds=200, min_separation=None):
+    """Random top-left corners, pairwise Chebyshev distance >= ``min_separation``.
 
     Candidates are drawn uniformly over ``[0, N1 - L] x [0, N2 - L]`` in
-    batches; a candidate is kept when it is at least ``2L - 1`` away from every
-    kept corner and from every earlier candidate of its batch.  The check uses
-    a grid of cells of side ``2L - 1`` (at most one corner per cell), so it is
-    linear in the number of candidates.
+    batches; a candidate is kept when it is at least ``s = min_separation``
+    (``2L - 1`` by default) away from every kept corner and from every
+    earlier candidate of its batch.  The check uses a grid of cells of side
+    ``s`` (at most one corner per cell), so it is linear in the number of
+    candidates.  The random draws do not depend on ``s``: the default draws
+    what it always did.
 
     Parameters
     ----------
@@ -86,11 +164,22 @@ def place_copies(shape, image_size, n_copies, rng, max_rounds=200):
     max_rounds : int, default=200
         Batches of candidates drawn at most (placement also stops after five
         batches in a row that add nothing).
+    min_separation : int, default=None
+        ``s``, the minimum Chebyshev distance between two corners, in
+        ``[L, 2L - 1]`` (:func:`check_min_separation`).  ``None``: ``2L - 1``,
+        the paper's separation, with which every ``L x L`` tile touches at
+        most one copy.  With ``s < 2L - 1`` two copies can touch one tile;
+        with ``s >= L`` they never overlap.
 
     Returns
     -------
     positions : ndarray of shape (p, 2), int64
         ``p <= n_copies``; fewer when the requested number did not fit.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``min_separation`` is not ``None`` or an integer in ``[L, 2L - 1]``.
 
     Examples
     --------
@@ -102,9 +191,16 @@ def place_copies(shape, image_size, n_copies, rng, max_rounds=200):
     >>> gaps = np.abs(pos[:, None] - pos[None]).max(axis=-1)  # Chebyshev distances
     >>> bool(gaps[~np.eye(20, dtype=bool)].min() >= 2 * 5 - 1)
     True
+
+    Copies only ``L`` apart (touching, never overlapping):
+
+    >>> pos = place_copies((100, 100), 5, 200, np.random.default_rng(0), min_separation=5)
+    >>> gaps = np.abs(pos[:, None] - pos[None]).max(axis=-1)
+    >>> bool(gaps[~np.eye(len(pos), dtype=bool)].min() >= 5)
+    True
     """
     L = image_size
-    sep = 2 * L - 1
+    sep = check_min_separation(min_separation, L)
     hi0, hi1 = shape[0] - L + 1, shape[1] - L + 1  # exclusive upper bounds
     if n_copies == 0 or hi0 <= 0 or hi1 <= 0:
         return np.empty((0, 2), dtype=np.int64)
