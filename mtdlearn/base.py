@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin, clone
 from sklearn.exceptions import ConvergenceWarning, DataDimensionalityWarning
 
+from . import progress
 from ._parallel import check_n_jobs, ordered_map
 from ._validation import check_abundances, check_int, check_random_generator, check_real
 from .basis.fourier_bessel import FourierBesselBasis
@@ -432,6 +433,8 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
         name = self._verbose_name
         tol = self.tol_ if tol is None else tol
         t0 = time.perf_counter()
+        progress.start(name, self.max_iter, 0 if resume is None else min(int(resume[0]),
+                                                                           self.max_iter))
         if resume is None:
             n_done = 0
             objective, stats = self._e_step(prepared, state, n_jobs)
@@ -442,6 +445,7 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
         else:
             n_done, history, converged = int(resume[0]), list(resume[1]), bool(resume[2])
             if converged or n_done >= self.max_iter:  # it had finished
+                progress.close()
                 return self._start_result(prepared, state, history, n_done, converged)
             objective, stats = self._e_step(prepared, state, n_jobs)
             if self.verbose:
@@ -461,10 +465,12 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
                 print(f"[{name}] iter {n_iter}  log-likelihood {objective:.10g}  "
                       f"{shown}  ({time.perf_counter() - t0:.2f} s)")
             converged = gain < (tol(history) if callable(tol) else tol)
+            progress.update(n_iter, gain)
             if callback is not None:
                 callback(state, n_iter, history, converged)
             if converged:
                 break
+        progress.close()
         return self._start_result(prepared, state, history, n_iter, converged)
 
     def _start_result(self, prepared, state, history, n_iter, converged):
