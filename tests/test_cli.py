@@ -123,7 +123,7 @@ def test_argparse_errors_exit_2(capsys):
 
 def test_demo(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # anything the demo writes lands here
-    assert run(["demo", "--size", "200"]) == 0
+    assert run(["demo", "--paper", "--size", "200"]) == 0
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     assert re.search(r"200 ?x ?200", captured.out)
@@ -297,7 +297,7 @@ def test_fit_refuses_to_overwrite_input(tmp_path, capsys):
 def test_demo_reports_both_estimators_and_writes_figure(tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     monkeypatch.chdir(tmp_path)
-    assert run(["demo", "--size", "300", "--rotations", "4", "--max-iter", "10",
+    assert run(["demo", "--paper", "--size", "300", "--rotations", "4", "--max-iter", "10",
                 "--n-init", "1", "--figure", "fig/demo.png"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"autocorrelation analysis\s+error \d\.\d{4}", out)
@@ -415,7 +415,7 @@ def test_demo_refuses_to_overwrite_figure_up_front(tmp_path, monkeypatch, capsys
     import mtdlearn.data.simulate
 
     monkeypatch.setattr(mtdlearn.data.simulate, "make_measurement", _must_not_run)
-    assert run(["demo", "--size", "100"]) == 2               # before simulating anything
+    assert run(["demo", "--paper", "--size", "100"]) == 2    # before simulating anything
     err = capsys.readouterr().err
     assert_one_line_error(err, "demo")
     assert "demo.png exists; pass --overwrite" in err
@@ -428,12 +428,13 @@ def test_fit_defaults(tmp_path, capsys, measurement_file):
     from mtdlearn.cli.commands import _build_parser
 
     args = _build_parser().parse_args(["fit", "m.npy"])
-    assert args.init == "autocorrelation" and args.n_jobs == -1 and not args.overwrite
+    # None: autocorrelation for .npy/.mrc inputs (checked below), the estimator's for STAR
+    assert args.init is None and args.n_jobs == -1 and not args.overwrite
     args = _build_parser().parse_args(["fit", "m.npy", "--init", "random", "--n-jobs", "1"])
     assert args.init == "random" and args.n_jobs == 1
     assert run(["fit", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "autocorrelation analysis of the data (default)" in text
+    assert "autocorrelation analysis of the data (the default for .npy/.mrc inputs)" in text
     assert "default -1: all cores" in text and "--overwrite" in text
     out = tmp_path / "res"
     assert run(["fit", str(measurement_file), "--output-dir", str(out), "--quiet",
@@ -561,3 +562,194 @@ def test_fit_and_predict_on_a_local_dask_cluster(tmp_path, capsys):
                  "--output-dir", str(tmp_path / "c")]) == 2
     assert "not both" in capsys.readouterr().err
 
+
+
+# ---------------------------------------------------------------------------
+# the RELION user's path: a micrograph STAR file in, MRC, fit.json, picks out
+
+@pytest.fixture(scope="module")
+def relion_project(tmp_path_factory):
+    pytest.importorskip("mrcfile")
+    pytest.importorskip("starfile")
+    from mtdlearn.data.project import make_relion_project
+
+    return make_relion_project(tmp_path_factory.mktemp("project"), n_micrographs=4, size=192,
+                               snr=5.0, random_state=0)
+
+
+def _file_states(paths):
+    return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in paths}
+
+
+@pytest.fixture(scope="module")
+def star_fit(relion_project, tmp_path_factory):
+    """``mtdlearn fit micrographs_ctf.star`` once (binned by 2, half sets), outputs read back."""
+    out = tmp_path_factory.mktemp("star_fit") / "fit"
+    inputs = [relion_project.star] + relion_project.micrographs
+    before = _file_states(inputs)
+    status = run(["fit", str(relion_project.star), "--particle-diameter",
+                  str(relion_project.particle_diameter), "--bin", "2", "--output-dir",
+                  str(out), "--tol", "1e-3", "--max-iter", "30", "--n-jobs", "1",
+                  "--quiet"])
+    assert status == 0
+    assert _file_states(inputs) == before       # no input file is ever modified
+    return out
+
+
+def test_star_fit_writes_mrc_with_voxel_size(star_fit, relion_project):
+    import mrcfile
+
+    report = json.loads((star_fit / "fit.json").read_text())
+    L = report["model"]["image_size"]
+    # 35.3 A at 4 A/px = 8.8 px, + 4 px of margin: the smallest odd box is 13
+    assert report["pixel_size"] == pytest.approx(4.0) and report["bin"] == 2.0
+    assert report["particle_diameter_px"] == pytest.approx(
+        relion_project.particle_diameter / 4.0)
+    assert L == 13
+    for name in ("estimate.mrc", "half1.mrc", "half2.mrc"):
+        with mrcfile.open(star_fit / name) as mrc:
+            assert mrc.data.shape == (L, L) and mrc.data.dtype == np.float32
+            assert float(mrc.voxel_size.x) == pytest.approx(4.0)
+    with mrcfile.open(star_fit / "estimate.mrc") as mrc:
+        image = np.array(mrc.data, dtype=np.float64)
+    # the combined estimate is the model fit.json holds, on the pixel grid
+    from mtdlearn.cli._star import load_star_model
+
+    est = load_star_model(report["model"])
+    assert_allclose_f32(image, est.basis_.evaluate(est.coef_))
+    assert (star_fit / "summary.png").stat().st_size > 0
+
+
+def assert_allclose_f32(a, b):
+    """Equal to float32 rounding (the MRC file's precision)."""
+    np.testing.assert_allclose(a, b, rtol=0, atol=2 * np.finfo(np.float32).eps
+                               * max(1.0, float(np.max(np.abs(b)))))
+
+
+def test_star_fit_reports_half_sets_and_resolution(star_fit, relion_project):
+    report = json.loads((star_fit / "fit.json").read_text())
+    half = report["half_sets"]
+    names = sorted(sum(half["halves"], []))
+    assert names == sorted(str(p.relative_to(relion_project.star.parents[2]))
+                           for p in relion_project.micrographs)
+    assert {len(h) for h in half["halves"]} == {2}
+    assert len(report["fits"]) == 2 and all(f["n_patches"] > 0 for f in report["fits"])
+    frc = half["frc"]
+    L = report["model"]["image_size"]
+    assert len(frc["correlation"]) == L // 2 + 1
+    # ring 0 is one number per image (the mean), so its correlation is +-1
+    assert abs(frc["correlation"][0]) == pytest.approx(1.0)
+    # the resolution is in Angstrom, between the first ring and Nyquist at 4 A/px
+    assert 2 * 4.0 <= half["resolution_angstrom"] <= L * 4.0
+    assert half["threshold"] == 0.143
+    assert report["ctf"] is not None and len(report["ctf"]) == 4
+    assert report["ctf"][0]["pixel_size"] == pytest.approx(4.0)
+
+
+def test_star_fit_picks_in_original_pixels(star_fit, relion_project):
+    import starfile
+
+    report = json.loads((star_fit / "fit.json").read_text())
+    picks = sorted((star_fit / "picks").glob("*_picks.star"))
+    assert [p.name for p in picks] == [f"mic_{i:03d}_picks.star" for i in range(4)]
+    table = starfile.read(picks[0])
+    assert len(table) > 0
+    assert set(table["rlnMicrographName"]) == {
+        "MotionCorr/job002/Micrographs/mic_000.mrc"}
+    # coordinates in the 192-pixel micrographs, not the 96-pixel binned ones: the
+    # centre of a box at row r is (r + (L-1)/2) * 2
+    L = report["model"]["image_size"]
+    x = table["rlnCoordinateX"].to_numpy()
+    assert np.all(x >= (L - 1) / 2 * 2) and np.all(x <= 192)
+    assert np.allclose(np.mod(x / 2 - (L - 1) / 2, 1.0), 0.0)
+    assert x.max() > 96
+    assert report["n_picks"] == sum(len(starfile.read(p)) for p in picks)
+
+
+def test_star_predict_reads_fit_json(star_fit, relion_project, tmp_path, capsys):
+    import starfile
+
+    out = tmp_path / "picks"
+    assert run(["predict", str(relion_project.star), "--model", str(star_fit / "fit.json"),
+                "--output-dir", str(out)]) == 0
+    assert "STAR file(s)" in capsys.readouterr().out
+    for written in sorted(out.glob("*_picks.star")):
+        again = starfile.read(written)
+        fitted = starfile.read(star_fit / "picks" / written.name)
+        # the same model on the same binned micrographs and CTFs: the same picks
+        np.testing.assert_allclose(again["rlnCoordinateX"], fitted["rlnCoordinateX"])
+        np.testing.assert_allclose(again["rlnAutopickFigureOfMerit"],
+                                   fitted["rlnAutopickFigureOfMerit"], rtol=1e-6)
+
+
+def test_star_fit_refuses_bad_arguments(relion_project, tmp_path, capsys, measurement_file):
+    star = str(relion_project.star)
+    cases = [
+        (["fit", star, "--output-dir", str(tmp_path / "a")], "--particle-diameter"),
+        (["fit", star, "--particle-diameter", "30", "--pixel-size", "1",
+          "--output-dir", str(tmp_path / "b")], "finer"),
+        (["fit", star, "--particle-diameter", "30", "--bin", "2", "--pixel-size", "4",
+          "--output-dir", str(tmp_path / "c")], "not both"),
+        (["fit", star, "--particle-diameter", "100", "--image-size", "11",
+          "--output-dir", str(tmp_path / "d")], "more than the box"),
+        (["fit", star, "--particle-diameter", "30", "--n-components", "2",
+          "--output-dir", str(tmp_path / "e")], "--no-half-sets"),
+        (["fit", str(measurement_file), "--particle-diameter", "30",
+          "--output-dir", str(tmp_path / "f")], "STAR file input"),
+        (["fit", str(measurement_file), "--no-half-sets",
+          "--output-dir", str(tmp_path / "f")], "STAR file input"),
+    ]
+    for argv, message in cases:
+        assert run(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert_one_line_error(err, "fit")
+        assert message in err, (argv, err)
+    assert not any((tmp_path / d).exists() for d in "abcdef")
+
+
+def test_star_without_ctf_columns_needs_no_ctf(relion_project, tmp_path, capsys):
+    import starfile
+
+    blocks = starfile.read(relion_project.star, always_dict=True)
+    mics = blocks["micrographs"].drop(columns=["rlnDefocusU", "rlnDefocusV",
+                                               "rlnDefocusAngle"])
+    star = relion_project.star.parent / "no_ctf.star"
+    starfile.write({"optics": blocks["optics"], "micrographs": mics}, star)
+    argv = ["fit", str(star), "--particle-diameter", "35", "--bin", "2", "--max-iter", "3",
+            "--tol", "1e-2", "--n-jobs", "1", "--quiet", "--no-half-sets"]
+    assert run(argv + ["--output-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "fit")
+    assert "CTF" in err and "--no-ctf" in err
+    assert run(argv + ["--output-dir", str(tmp_path / "b"), "--no-ctf"]) == 0
+    report = json.loads((tmp_path / "b" / "fit.json").read_text())
+    assert report["ctf"] is None and "half_sets" not in report
+    assert len(report["fits"]) == 1
+
+
+def test_star_fit_half_sets_need_two_micrographs(tmp_path, capsys):
+    pytest.importorskip("mrcfile")
+    from mtdlearn.data.project import make_relion_project
+
+    project = make_relion_project(tmp_path / "p", n_micrographs=1, size=96, random_state=1)
+    assert run(["fit", str(project.star), "--particle-diameter", "35",
+                "--output-dir", str(tmp_path / "fit")]) == 2
+    err = capsys.readouterr().err
+    assert "at least 2 micrographs" in err and "--no-half-sets" in err
+
+
+def test_demo_runs_the_relion_path(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "demo"
+    assert run(["demo", "--output-dir", str(out), "--size", "160", "--snr", "10",
+                "--n-jobs", "1", "--tol", "1e-3"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"error\s+\d\.\d{4} against the truth", text)
+    assert re.search(r"resolution\s+\d+\.\d\d A from the half sets", text)
+    report = json.loads((out / "fit" / "fit.json").read_text())
+    assert {"error", "resolution_at_0.5_angstrom", "frc"} <= set(report["truth"])
+    assert (out / "fit" / "summary.png").stat().st_size > 0
+    assert (out / "CtfFind" / "job003" / "micrographs_ctf.star").is_file()
+    # a second run refuses to replace the project without --overwrite
+    assert run(["demo", "--output-dir", str(out), "--size", "160"]) == 2
+    assert "exists" in capsys.readouterr().err

@@ -25,15 +25,15 @@ PACKAGE = ROOT / "mtdlearn"
 #: another unit of the same layer.
 LAYERS = [
     ("utilities", ["_validation"]),
-    ("executor", ["_parallel"]),
-    ("images", ["basis"]),
+    ("executor", ["_parallel", "progress"]),
+    ("images", ["basis", "resolution"]),
     ("image formation", ["imaging"]),
     ("measurements", ["data"]),
     ("patch likelihood", ["likelihood"]),
     ("starts and errors", ["initializers", "metrics"]),
     ("checkpoints", ["checkpoint"]),
     ("the loop", ["base"]),
-    ("estimators", ["em", "autocorrelation"]),
+    ("estimators", ["em", "autocorrelation", "half_sets"]),
     ("presentation", ["plotting", "experiments"]),
     ("command line", ["cli"]),
     ("package", ["__init__", "__main__"]),

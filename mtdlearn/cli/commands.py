@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cluster import _dask_client, _expand_inputs, _inputs
 from ._files import (_bytes_writer, _check_outputs, _CLIError, _image_png, _npy_writer,
                          _png_bytes, _positive_float, _positive_int, _pyplot, _text_writer,
                          _tolerance, _write_files)
@@ -83,7 +84,19 @@ def _make_estimator(args, basis, verbose):
 
 def _cmd_fit(args):
     from ..basis.fourier_bessel import FourierBesselBasis
+    from . import _star
 
+    if _star.is_star(args.inputs):
+        if args.estimator != "em":
+            raise _CLIError("a STAR input is fitted by the EM (--estimator em)")
+        _star.fit_star(args)
+        return
+    _star.star_only(args, ["particle_diameter", "pixel_size", "bin", "project_dir", "noise",
+                      "half_sets"], flags=["no_ctf"])
+    if args.n_components != 1:
+        raise _CLIError("--n-components is supported for STAR inputs only (for now)")
+    args.image_size = 5 if args.image_size is None else args.image_size
+    args.init = args.init or "autocorrelation"
     basis = FourierBesselBasis(args.image_size, n_coefficients=args.n_coefficients)
     est = _make_estimator(args, basis, verbose=0 if args.quiet else 1)
     out = Path(args.output_dir)
@@ -143,71 +156,13 @@ def _cmd_fit(args):
           + ", ".join(str(p) for p in writers))
 
 
-def _expand_inputs(inputs):
-    """Quoted glob patterns expanded (sorted); plain names kept as given."""
-    import glob
+def _cmd_demo(args):
+    from . import _demo
 
-    paths = []
-    for item in inputs:
-        if glob.has_magic(item):
-            found = sorted(glob.glob(item))
-            if not found:
-                raise _CLIError(f"no file matches {item!r}")
-            paths.extend(found)
-        else:
-            paths.append(item)
-    return paths
-
-
-def _uses_dask(args):
-    return args.scheduler is not None or args.workers is not None
-
-
-def _inputs(args):
-    """The measurements: memory-mapped files, or lazy micrographs read on the workers."""
-    paths = _expand_inputs(args.inputs)
-    if _uses_dask(args):
-        from ..data.io import read_micrographs
-
-        return read_micrographs(paths)
-    return paths
-
-
-class _dask_client:
-    """``--scheduler ADDRESS`` or ``--workers N``: a Dask client while the job runs."""
-
-    def __init__(self, args):
-        self.args = args
-        self.stack = []
-
-    def __enter__(self):
-        args = self.args
-        if not _uses_dask(args):
-            return None
-        if args.scheduler is not None and args.workers is not None:
-            raise _CLIError("give --scheduler or --workers, not both")
-        try:
-            from distributed import Client
-        except ImportError:
-            raise _CLIError("--scheduler and --workers need Dask: "
-                            "pip install 'mtdlearn[dask]'") from None
-        if args.scheduler is not None:
-            client = Client(args.scheduler, timeout="30s")
-        else:
-            from ..data._dask import local_cluster
-
-            cluster = local_cluster(args.workers)
-            self.stack.append(cluster)
-            client = Client(cluster)
-        self.stack.append(client)
-        print(f"dask: {len(client.scheduler_info()['workers'])} worker(s) at "
-              f"{client.scheduler.address}", file=sys.stderr)
-        return client
-
-    def __exit__(self, *exc):
-        while self.stack:
-            self.stack.pop().close()
-        return False
+    if args.paper:
+        _demo.demo_paper(args)
+    else:
+        _demo.demo_relion(args, _build_parser)
 
 
 def _load_model(path):
@@ -219,6 +174,10 @@ def _load_model(path):
 
     try:
         params = json.loads(Path(path).read_text())
+        if "model" in params:   # fit.json of a STAR fit
+            from ._star import load_star_model
+
+            return load_star_model(params["model"])
         L, p = int(params["image_size"]), int(params["n_coefficients"])
         # the grid the fit searched; files of before 2026-12-06 hold only the parameter
         rotations = int(params.get("n_rotations",
@@ -240,7 +199,20 @@ def _load_model(path):
 def _cmd_predict(args):
     from ..data.io import micrograph_names
     from ..data.star import picks_table, star_paths, write_star, write_star_per_micrograph
+    from . import _star
 
+    if _star.is_star(args.inputs):
+        if args.output is not None:
+            raise _CLIError("a STAR input writes one STAR file per micrograph: give "
+                            "--output-dir, not --output")
+        try:
+            model = json.loads(Path(args.model).read_text())["model"]
+        except (KeyError, TypeError, ValueError):
+            raise _CLIError(f"cannot read a fitted model from {args.model}; expected the "
+                            "fit.json that 'mtdlearn fit micrographs_ctf.star' writes") from None
+        _star.predict_star(args, model)
+        return
+    _star.star_only(args, ["project_dir"], flags=["no_ctf"])
     est = _load_model(args.model)
     inputs = _expand_inputs(args.inputs)
     out = Path(args.output or "picks.star")
@@ -265,66 +237,6 @@ def _cmd_predict(args):
           f"{time.perf_counter() - t0:.2f} s; wrote {out}")
 
 
-def _cmd_demo(args):
-    import resource
-
-    from ..autocorrelation.estimator import AutocorrelationEstimator
-    from ..basis.fourier_bessel import FourierBesselBasis
-    from ..data.simulate import make_measurement, make_target
-    from ..em.estimator import ApproxEMEstimator
-    from ..initializers import FixedInitializer
-    from ..metrics import relative_error
-
-    if args.figure:
-        _check_outputs([args.figure], args.overwrite)
-    print(f"mtdlearn demo: the paper's settings (L=5, 10 coefficients, density 0.04, "
-          f"SNR {args.snr}), N={args.size}, K={args.rotations}")
-    basis = FourierBesselBasis(5, n_coefficients=10)
-    coef = make_target(basis, random_state=args.seed)
-    t0 = time.perf_counter()
-    X, truth = make_measurement(coef, basis, args.size, density=0.04, snr=args.snr,
-                                random_state=args.seed)
-    t_sim = time.perf_counter() - t0
-    print(f"  simulated     {X.shape[0]}x{X.shape[1]} pixels, {truth.n_copies} copies, "
-          f"noise variance {truth.noise_variance:.4f} ({t_sim:.2f} s)")
-    t0 = time.perf_counter()
-    ac = AutocorrelationEstimator(5, basis=basis, noise_variance=truth.noise_variance,
-                                  n_init=args.n_init, random_state=args.seed,
-                                  n_jobs=args.n_jobs).fit(X)
-    t_ac = time.perf_counter() - t0
-    err_ac = relative_error(coef, ac.coef_, basis)
-    print(f"  autocorrelation analysis  error {err_ac:.4f}  ({t_ac:.2f} s)")
-    t0 = time.perf_counter()
-    em = ApproxEMEstimator(5, basis=basis, rotations=args.rotations,
-                           noise_variance=truth.noise_variance,
-                           initializer=FixedInitializer(ac.coef_, ac.shift_probabilities_),
-                           max_iter=args.max_iter, random_state=args.seed,
-                           n_jobs=args.n_jobs, verbose=args.verbose)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        em.fit(X)
-    for w in caught:
-        print(f"  warning: {w.message}", file=sys.stderr)
-    t_em = time.perf_counter() - t0
-    err_em = relative_error(coef, em.coef_, basis)
-    print(f"  approximate EM            error {err_em:.4f}  ({t_em:.2f} s, {em.n_iter_} "
-          f"iterations, initialized by autocorrelation analysis)")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"  peak memory   {rss:.0f} MB (resident)")
-    if args.figure:
-        plt = _pyplot()
-        if plt is None:
-            print("  matplotlib is not installed: no figure written", file=sys.stderr)
-            return
-        from ..plotting import plot_images
-
-        fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
-        plot_images(coef, [ac.coef_, em.coef_], basis,
-                    labels=["autocorrelation", "approximate EM"], axes=axes)
-        _write_files({Path(args.figure): _bytes_writer(_png_bytes(fig, plt))}, args.overwrite)
-        print(f"  figure        {args.figure}")
-
-
 # ---------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``mtdlearn CMD: error: ...``)."""
@@ -340,26 +252,42 @@ def _build_parser():
                     "recover the target image by approximate EM or autocorrelation analysis.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="simulate at the paper's settings, fit both estimators",
-                       description="Simulate a measurement at the paper's settings (L=5, 10 "
-                                   "coefficients, density 0.04), fit autocorrelation analysis "
-                                   "and the approximate EM initialized from it, print errors, "
-                                   "timings and peak memory, and write a figure.")
-    p.add_argument("--size", type=_positive_int, default=1000,
-                   help="measurement side N (default 1000)")
-    p.add_argument("--snr", type=_positive_float, default=5.0, help="SNR (default 5)")
+    p = sub.add_parser("demo", help="simulate a RELION project, fit it from its STAR file",
+                       description="Write a simulated RELION project (MRC micrographs of a "
+                                   "particle in a 21-pixel box at 2 A/px, a defocus series, "
+                                   "colored noise, micrographs_ctf.star) to --output-dir, "
+                                   "run 'mtdlearn fit' on its STAR file (binned by 2, "
+                                   "gold-standard half sets) and print the error against "
+                                   "the truth, the half-set resolution in Angstrom and the "
+                                   "resolution where the estimate's FRC against the truth "
+                                   "falls below 0.5; the fit's summary.png shows a "
+                                   "micrograph, the truth, the estimate and the FRC curves.  "
+                                   "--paper runs the paper's demo instead (L=5, 10 "
+                                   "coefficients, density 0.04: autocorrelation analysis "
+                                   "and the approximate EM initialized from it).")
+    p.add_argument("--paper", action="store_true",
+                   help="the paper's 5x5 demo (autocorrelation analysis, then EM)")
+    p.add_argument("--output-dir", default="out/demo",
+                   help="the project and the fit (default out/demo)")
+    p.add_argument("--size", type=_positive_int, default=None,
+                   help="micrograph side N (default 512; --paper: 1000)")
+    p.add_argument("--snr", type=_positive_float, default=None,
+                   help="SNR (default 1; --paper: 5)")
+    p.add_argument("--tol", default="1e-4",
+                   help="EM tolerance of the fit (default 1e-4 per patch; 'auto' for the "
+                        "estimator's default)")
     p.add_argument("--rotations", type=_positive_int, default=16,
-                   help="EM rotation grid K (default 16)")
+                   help="--paper: EM rotation grid K (default 16)")
     p.add_argument("--n-init", type=_positive_int, default=3,
-                   help="autocorrelation random starts (default 3)")
+                   help="--paper: autocorrelation random starts (default 3)")
     p.add_argument("--max-iter", type=_positive_int, default=100,
-                   help="EM iterations at most (default 100)")
+                   help="--paper: EM iterations at most (default 100)")
     p.add_argument("--n-jobs", type=int, default=-1, help="threads (default -1: all cores)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--figure", default="out/demo.png",
-                   help="figure path (default out/demo.png; '' for none)")
+    p.add_argument("--figure", default=None,
+                   help="--paper: figure path (default out/demo.png; '' for none)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the figure if it exists (default: refuse)")
+                   help="replace the outputs if they exist (default: refuse)")
     p.add_argument("--verbose", type=int, default=0, help="EM verbosity (default 0)")
     p.set_defaults(func=_cmd_demo)
 
@@ -392,15 +320,19 @@ def _build_parser():
                                    "outputs are not replaced unless --overwrite is given.  "
                                    "By default the EM starts from autocorrelation analysis "
                                    "and uses all cores.")
-    p.add_argument("inputs", nargs="+", help="measurement files (.npy or .mrc)")
+    p.add_argument("inputs", nargs="+", help="measurement files (.npy or .mrc), or one "
+                   "RELION 3.1+ micrograph STAR file (micrographs_ctf.star)")
     p.add_argument("--output-dir", default="mtdlearn-fit", help="output directory "
                    "(default ./mtdlearn-fit)")
     p.add_argument("--estimator", choices=["em", "autocorrelation"], default="em",
                    help="approximate EM (default) or autocorrelation analysis")
-    p.add_argument("--init", choices=["autocorrelation", "random"], default="autocorrelation",
-                   help="EM start: autocorrelation analysis of the data (default) or a "
-                        "random image")
-    p.add_argument("--image-size", type=_positive_int, default=5, help="image side L (default 5)")
+    p.add_argument("--init", choices=["autocorrelation", "random"], default=None,
+                   help="EM start: autocorrelation analysis of the data (the default for "
+                        ".npy/.mrc inputs) or a random image (a STAR input's default is the "
+                        "estimator's: a random image, a white-noise phase first)")
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="image side L, odd (default 5; for a STAR input, from "
+                        "--particle-diameter)")
     p.add_argument("--n-coefficients", type=_positive_int, default=10,
                    help="basis coefficients (default 10)")
     p.add_argument("--rotations", type=_positive_int, default=16,
@@ -418,7 +350,26 @@ def _build_parser():
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs in --output-dir (default: refuse; input "
                         "files are never replaced)")
-    p.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+    p.add_argument("--quiet", action="store_true",
+                   help="no per-iteration lines (STAR input: no progress bar)")
+    p.add_argument("--verbose", action="store_true",
+                   help="STAR input: per-iteration lines beside the progress bar")
+    p.add_argument("--n-components", type=_positive_int, default=1,
+                   help="STAR input: kinds of particle C (default 1; picks get "
+                        "rlnClassNumber; needs --no-half-sets)")
+    _add_star_arguments(p)
+    p.add_argument("--half-sets", action=argparse.BooleanOptionalAction, default=None,
+                   help="STAR input: fit two halves of the micrographs independently and "
+                        "report their FRC and the resolution at 0.143 in Angstrom (default: "
+                        "on; --no-half-sets fits all micrographs once)")
+    p.add_argument("--particle-diameter", type=_positive_float, default=None,
+                   metavar="ANGSTROM",
+                   help=f"STAR input: the particle's diameter in Angstrom; the box L is the "
+                        f"smallest odd side holding it and {4} more pixels (the CTF's "
+                        "spread)")
+    p.add_argument("--noise", choices=["white", "colored", "auto"], default=None,
+                   help="STAR input: noise model (default colored: each micrograph's "
+                        "spectrum estimated and whitened)")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="save the state of the fit to PATH (.npz) after every iteration; "
                         "running the same command again resumes from it (default: none)")
@@ -435,8 +386,11 @@ def _build_parser():
                                    "degrees, rlnAutopickFigureOfMerit: posterior "
                                    "probability).  Needs the starfile package "
                                    "(pip install 'mtdlearn[star]').")
-    p.add_argument("inputs", nargs="+", help="micrographs (.npy or .mrc; quoted globs ok)")
-    p.add_argument("--model", required=True, help="params.json written by 'mtdlearn fit'")
+    p.add_argument("inputs", nargs="+", help="micrographs (.npy or .mrc; quoted globs ok), "
+                   "or one micrograph STAR file (with --output-dir)")
+    p.add_argument("--model", required=True, help="params.json (or fit.json, for a STAR "
+                   "input) written by 'mtdlearn fit'")
+    _add_star_arguments(p, binning=False)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--output", default=None, help="STAR file (default picks.star)")
     where.add_argument("--output-dir", default=None, metavar="DIR",
@@ -447,6 +401,21 @@ def _build_parser():
     _add_dask_arguments(p)
     p.set_defaults(func=_cmd_predict)
     return parser
+
+
+def _add_star_arguments(p, binning=True):
+    p.add_argument("--no-ctf", action="store_true",
+                   help="STAR input: fit without CTFs (the STAR file then needs no CTF "
+                        "columns)")
+    p.add_argument("--project-dir", default=None, metavar="DIR",
+                   help="STAR input: the RELION project directory the micrograph names are "
+                        "relative to (default: found from the STAR file's directory up)")
+    if binning:
+        p.add_argument("--pixel-size", type=_positive_float, default=None,
+                       metavar="ANGSTROM", help="STAR input: bin the micrographs (Fourier "
+                       "cropping) to this pixel size")
+        p.add_argument("--bin", type=_positive_float, default=None, metavar="K",
+                       help="STAR input: bin the micrographs by K >= 1 (Fourier cropping)")
 
 
 def _add_dask_arguments(p):

@@ -28,7 +28,7 @@ STAR_COLUMNS = ("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAng
                 "rlnAutopickFigureOfMerit")
 
 
-def picks_table(detections, image_size, micrograph_names=None):
+def picks_table(detections, image_size, micrograph_names=None, scale=1.0):
     """Turn ``predict``'s detections into picks with RELION's columns.
 
     One row per occurrence: a copy reported by several patches (same
@@ -63,6 +63,12 @@ def picks_table(detections, image_size, micrograph_names=None):
     micrograph_names : sequence of str, default=None
         Name of each micrograph (e.g. ``read_micrographs(...).names``);
         ``None`` names them ``micrograph_0``, ``micrograph_1``, ...
+    scale : float or (float, float), default=1.0
+        Pixels of the original micrograph per pixel of the fitted one,
+        ``(rows, columns)`` or one for both: the coordinates are multiplied
+        by it, so that picks of a binned fit
+        (:func:`~mtdlearn.imaging.binning.fourier_crop`, ``N / n`` per
+        axis) are in the original micrographs' pixels.
 
     Returns
     -------
@@ -86,6 +92,9 @@ def picks_table(detections, image_size, micrograph_names=None):
 
     det = np.asarray(detections)
     L = int(image_size)
+    scale_y, scale_x = np.broadcast_to(np.asarray(scale, dtype=np.float64), (2,))
+    if not (np.isfinite(scale_y) and np.isfinite(scale_x) and scale_y > 0 and scale_x > 0):
+        raise ValueError(f"scale must be positive and finite, got {scale!r}")
     order = np.lexsort((-det["probability"], det["col"], det["row"], det["measurement"]))
     det = det[order]
     key = np.stack([det["measurement"], det["row"], det["col"]], axis=1)
@@ -103,8 +112,8 @@ def picks_table(detections, image_size, micrograph_names=None):
     columns = {
         "micrograph": meas,
         "rlnMicrographName": names[meas] if len(meas) else np.array([], dtype=object),
-        "rlnCoordinateX": det["col"] + (L - 1) / 2.0,
-        "rlnCoordinateY": det["row"] + (L - 1) / 2.0,
+        "rlnCoordinateX": (det["col"] + (L - 1) / 2.0) * scale_x,
+        "rlnCoordinateY": (det["row"] + (L - 1) / 2.0) * scale_y,
         "rlnAnglePsi": np.mod(-np.degrees(det["angle"]), 360.0),
         "rlnAutopickFigureOfMerit": det["probability"].astype(np.float64),
     }
@@ -236,7 +245,7 @@ def star_paths(micrograph_names, output_dir, suffix="_picks.star"):
 
 
 def write_star_per_micrograph(detections, image_size, output_dir, micrograph_names,
-                              overwrite=False, suffix="_picks.star"):
+                              overwrite=False, suffix="_picks.star", scale=1.0):
     """Write picks as one RELION STAR file per micrograph, as they arrive.
 
     Consumes ``(measurement, detections)`` pairs one at a time (an
@@ -263,6 +272,8 @@ def write_star_per_micrograph(detections, image_size, output_dir, micrograph_nam
         raised before anything is consumed or written.
     suffix : str, default="_picks.star"
         Appended to each micrograph's stem.
+    scale : float or (float, float), default=1.0
+        Original pixels per fitted pixel (:func:`picks_table`).
 
     Returns
     -------
@@ -300,7 +311,7 @@ def write_star_per_micrograph(detections, image_size, output_dir, micrograph_nam
         if not 0 <= i < len(names):
             raise ValueError(f"micrograph_names has {len(names)} names; got the detections "
                              f"of micrograph {i}")
-        written.append(write_star(picks_table(det, image_size, names), targets[i],
+        written.append(write_star(picks_table(det, image_size, names, scale), targets[i],
                                   overwrite=overwrite))
     return written
 
