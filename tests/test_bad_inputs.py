@@ -592,7 +592,7 @@ REFUSE_CASES = [
                  ["fit", "{d}/m.npy", "--output-dir", "{d}/out"],
                  r"X \(.*m\.npy\) is constant \(all values equal 0\.0\)", id="fit-constant-file"),
     pytest.param(lambda d: (d / "demo.png").write_bytes(b"png"),
-                 ["demo", "--figure", "{d}/demo.png", "--size", "40"],
+                 ["demo", "--paper", "--figure", "{d}/demo.png", "--size", "40"],
                  r"demo\.png exists; pass --overwrite", id="demo-existing-figure"),
 ]
 

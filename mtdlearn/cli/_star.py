@@ -233,6 +233,8 @@ def fit_star(args, truth=None):
     dict`` of figures against the truth, added to ``fit.json`` and the
     figure.
     """
+    from importlib.metadata import version
+
     from ..data.star import picks_table, star_paths, write_star
     from ..half_sets import combined_estimator, fit_half_sets
     from ..progress import ProgressBar
@@ -291,7 +293,8 @@ def fit_star(args, truth=None):
         print(f"warning: {message}", file=sys.stderr)
 
     report = {
-        "command": "mtdlearn " + " ".join(sys.argv[1:]) if sys.argv else "mtdlearn fit",
+        "mtdlearn_version": version("mtdlearn"),
+        "seed": args.seed,
         "star": str(args.inputs[0]),
         "micrographs": data.names,
         "project_dir": str(Path(data.star.paths[0]).parent) if data.star.paths else None,

@@ -280,10 +280,11 @@ def _build_parser():
                    help="--paper: EM rotation grid K (default 16)")
     p.add_argument("--n-init", type=_positive_int, default=3,
                    help="--paper: autocorrelation random starts (default 3)")
-    p.add_argument("--max-iter", type=_positive_int, default=100,
-                   help="--paper: EM iterations at most (default 100)")
+    p.add_argument("--max-iter", type=_positive_int, default=None,
+                   help="EM iterations at most (default 300; --paper: 100)")
     p.add_argument("--n-jobs", type=int, default=-1, help="threads (default -1: all cores)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed (default 2; --paper: 0)")
     p.add_argument("--figure", default=None,
                    help="--paper: figure path (default out/demo.png; '' for none)")
     p.add_argument("--overwrite", action="store_true",
@@ -364,9 +365,8 @@ def _build_parser():
                         "on; --no-half-sets fits all micrographs once)")
     p.add_argument("--particle-diameter", type=_positive_float, default=None,
                    metavar="ANGSTROM",
-                   help=f"STAR input: the particle's diameter in Angstrom; the box L is the "
-                        f"smallest odd side holding it and {4} more pixels (the CTF's "
-                        "spread)")
+                   help="STAR input: the particle's diameter in Angstrom; the box L is the "
+                        "smallest odd side holding it and 4 more pixels (the CTF's spread)")
     p.add_argument("--noise", choices=["white", "colored", "auto"], default=None,
                    help="STAR input: noise model (default colored: each micrograph's "
                         "spectrum estimated and whitened)")

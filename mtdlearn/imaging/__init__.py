@@ -7,5 +7,7 @@ the paper's model), the seam through which the E-step's templates, the
 M-step's adjoint, the model moments and the simulator all pass, with the
 microscope's formation (:class:`~mtdlearn.imaging.formation.MicroscopeFormation`)
 built from :mod:`~mtdlearn.imaging.ctf` (RELION's CTF) and
-:mod:`~mtdlearn.imaging.noise` (noise spectra, whitening).
+:mod:`~mtdlearn.imaging.noise` (noise spectra, whitening);
+:mod:`~mtdlearn.imaging.binning` bins micrographs by Fourier cropping, with
+their CTFs and noise spectra.
 """
