@@ -8,7 +8,8 @@ is shown when the output is not a terminal (``disable=None``), so logs and
 CI output stay clean; the estimator's ``verbose`` lines are independent of
 it.  The pattern is Dask's ``with ProgressBar(): ...``: the context manager
 turns the bars on for the code inside it, in this thread, and costs nothing
-outside it.
+outside it.  On a Dask cluster a second bar counts the micrographs' E-step
+tasks of each iteration as the workers finish them.
 """
 
 import sys
@@ -86,6 +87,13 @@ class ProgressBar:
             self._bar.close()
             self._bar = None
 
+    def _blocks(self, total):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc="blocks", unit="micrograph", leave=False,
+                    position=1, file=self.file if self.file is not None else sys.stderr,
+                    disable=self.disable, dynamic_ncols=True)
+
 
 def start(name, total, initial=0):
     """Open a bar for a start of ``total`` iterations, if a ProgressBar is active."""
@@ -99,6 +107,15 @@ def update(n_iter, gain):
     bar = _active()
     if bar is not None:
         bar._update(n_iter, gain)
+
+
+def blocks(total):
+    """A bar over ``total`` blocks (micrographs on a cluster), or None without a ProgressBar.
+
+    The caller updates it as each block's task completes and closes it.
+    """
+    bar = _active()
+    return None if bar is None else bar._blocks(total)
 
 
 def close():

@@ -484,3 +484,18 @@ def test_local_cluster_workers_run_without_the_profiler():
         seen = client.run(lambda: {k: dask.config.get(k) for k in QUIET_WORKERS})
         assert list(seen.values()) == [QUIET_WORKERS]
     assert dask.config.get("distributed.worker.profile.enabled") is True  # not changed here
+
+
+def test_progress_bar_counts_blocks_and_changes_nothing(client):
+    import io
+
+    from mtdlearn.progress import ProgressBar
+
+    X = [da.from_array(M, chunks=M.shape) for M in _data()]
+    plain = _em().fit(X)
+    out = io.StringIO()
+    with ProgressBar(file=out, disable=False):
+        shown = _em().fit(X)
+    _assert_same_fit(plain, shown)
+    text = out.getvalue()
+    assert "blocks" in text and "/3 [" in text   # a bar over the 3 micrographs

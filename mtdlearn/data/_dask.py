@@ -26,6 +26,7 @@ checked (finite, not constant) by one task per block.
 
 import numpy as np
 
+from .. import progress
 from .._parallel import tree_reduce
 from .measurements import _scan_values
 from .patches import PatchData
@@ -194,6 +195,14 @@ class DaskPatchData(PatchData):
         import dask
 
         tasks, client = self._block_tasks(func, args, kwargs)
+        bar = progress.blocks(len(tasks)) if client is not None else None
+        if bar is not None:   # count the blocks as they finish; the same tree after
+            from distributed import as_completed
+
+            tasks = client.compute(tasks)
+            for _ in as_completed(tasks):
+                bar.update(1)
+            bar.close()
         root = tree_reduce(tasks, dask.delayed(pair, pure=False))
         if client is not None:
             return client.compute(root).result()
