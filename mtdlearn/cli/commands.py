@@ -27,8 +27,7 @@ import numpy as np
 
 from ._cluster import _dask_client, _expand_inputs, _inputs
 from ._files import (_bytes_writer, _check_outputs, _CLIError, _image_png, _npy_writer,
-                         _png_bytes, _positive_float, _positive_int, _pyplot, _text_writer,
-                         _tolerance, _write_files)
+                     _positive_float, _positive_int, _text_writer, _tolerance, _write_files)
 
 __all__ = ["main"]
 
