@@ -613,9 +613,9 @@ def test_star_fit_writes_mrc_with_voxel_size(star_fit, relion_project):
     with mrcfile.open(star_fit / "estimate.mrc") as mrc:
         image = np.array(mrc.data, dtype=np.float64)
     # the combined estimate is the model fit.json holds, on the pixel grid
-    from mtdlearn.cli._star import load_star_model
+    from mtdlearn.cli._star import estimator_from_model
 
-    est = load_star_model(report["model"])
+    est = estimator_from_model(report["model"])
     assert_allclose_f32(image, est.basis_.evaluate(est.coef_))
     assert (star_fit / "summary.png").stat().st_size > 0
 

@@ -379,8 +379,13 @@ def fit_star(args, truth=None):
     return report
 
 
-def load_star_model(model):
-    """An ``ApproxEMEstimator`` rebuilt from ``fit.json``'s ``model`` dict."""
+def estimator_from_model(model):
+    """A fitted ``ApproxEMEstimator`` rebuilt from a model dict (``fit.json``'s ``model``).
+
+    ``basis`` (FourierBesselBasis parameters), ``n_rotations``, ``coef``,
+    ``shift_probabilities`` and ``noise_variance``; ``weights`` and
+    ``noise`` when given (default: one image, white noise).
+    """
     from ..basis.fourier_bessel import FourierBesselBasis
     from ..basis.rotations import check_rotation_grid
     from ..em.estimator import ApproxEMEstimator
@@ -402,11 +407,11 @@ def load_star_model(model):
     return est
 
 
-def predict_star(args, model):
-    """``mtdlearn predict micrographs_ctf.star --model fit.json``."""
+def predict_star(args, est, model):
+    """``mtdlearn predict micrographs_ctf.star --model fit.json``: ``est`` is the
+    estimator of fit.json's ``model`` (:func:`estimator_from_model`)."""
     from ..data.star import picks_table, star_paths, write_star
 
-    est = load_star_model(model)
     args.bin, args.pixel_size = None, None
     if model.get("bin", 1.0) != 1.0:
         args.bin = float(model["bin"])

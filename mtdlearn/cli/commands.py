@@ -23,8 +23,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from ._cluster import _dask_client, _expand_inputs, _inputs
 from ._files import (_bytes_writer, _check_outputs, _CLIError, _image_png, _npy_writer,
                      _positive_float, _positive_int, _text_writer, _tolerance, _write_files)
@@ -165,34 +163,25 @@ def _cmd_demo(args):
 
 
 def _load_model(path):
-    """An estimator with the parameters that ``mtdlearn fit`` wrote to params.json."""
-    from ..basis.fourier_bessel import FourierBesselBasis
-    from ..em.estimator import ApproxEMEstimator
-    from ..imaging.shifts import shift_probabilities_to_density
-    from ..basis.rotations import check_rotation_grid
+    """An estimator with the model that ``mtdlearn fit`` wrote: params.json or fit.json."""
+    from ._star import estimator_from_model
 
     try:
         params = json.loads(Path(path).read_text())
         if "model" in params:   # fit.json of a STAR fit
-            from ._star import load_star_model
-
-            return load_star_model(params["model"])
-        L, p = int(params["image_size"]), int(params["n_coefficients"])
+            return estimator_from_model(params["model"])
         # the grid the fit searched; files of before 2026-12-06 hold only the parameter
         rotations = int(params.get("n_rotations",
                                    params["estimator_params"].get("rotations", 16)))
-        est = ApproxEMEstimator(L, basis=FourierBesselBasis(L, n_coefficients=p),
-                                rotations=rotations)
-        est.basis_ = est.basis
-        est.rotations_, est.angles_ = check_rotation_grid(rotations)
-        est.coef_ = np.asarray(params["coef"], dtype=np.float64)
-        est.shift_probabilities_ = np.asarray(params["shift_probabilities"], dtype=np.float64)
-        est.noise_variance_ = float(params["noise_variance"])
+        return estimator_from_model({
+            "basis": {"image_size": int(params["image_size"]),
+                      "n_coefficients": int(params["n_coefficients"])},
+            "n_rotations": rotations, "coef": params["coef"],
+            "shift_probabilities": params["shift_probabilities"],
+            "noise_variance": params["noise_variance"]})
     except (KeyError, TypeError, ValueError) as exc:
         raise _CLIError(f"cannot read a fitted model from {path} ({exc}); expected the "
                         "params.json that 'mtdlearn fit' writes") from None
-    est.density_ = shift_probabilities_to_density(est.shift_probabilities_)
-    return est
 
 
 def _cmd_predict(args):
@@ -206,10 +195,11 @@ def _cmd_predict(args):
                             "--output-dir, not --output")
         try:
             model = json.loads(Path(args.model).read_text())["model"]
+            est = _star.estimator_from_model(model)
         except (KeyError, TypeError, ValueError):
             raise _CLIError(f"cannot read a fitted model from {args.model}; expected the "
                             "fit.json that 'mtdlearn fit micrographs_ctf.star' writes") from None
-        _star.predict_star(args, model)
+        _star.predict_star(args, est, model)
         return
     _star.star_only(args, ["project_dir"], flags=["no_ctf"])
     est = _load_model(args.model)
