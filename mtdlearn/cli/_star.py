@@ -351,11 +351,11 @@ def fit_star(args, truth=None):
         writers[targets["half2.mrc"]] = _bytes_writer(_mrc_bytes(
             basis.evaluate(basis.rotate(result.estimators[1].coef_, result.angle)),
             data.pixel_size))
-    first = np.asarray(data.X[0]) if not isinstance(data.X[0], (str, Path)) else None
-    if first is None:
+    first = data.X[0]
+    if isinstance(first, (str, Path)):   # unbinned, not lazy: the file's path
         from ..data.io import read_measurement
 
-        first = np.asarray(read_measurement(data.X[0]))
+        first = read_measurement(first)
     title = (f"{len(data.X)} micrographs, L={L}, {data.pixel_size or 1:.3g} A/px"
              + (f"; half-set resolution {result.resolution:.1f} A (FRC 0.143)" if result
                 else ""))
