@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy.special import logsumexp
 
-from mtdlearn import ApproxEMEstimator, FourierBesselBasis, make_measurement, make_particle
+from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, RandomInitializer, make_measurement,
+                      make_particle)
 from mtdlearn.data.patches import PatchData
 from mtdlearn.imaging.ctf import CTF
 from mtdlearn.imaging.formation import MicroscopeFormation, _filter_grid
@@ -219,6 +220,65 @@ def test_em_through_the_ctf_recovers_the_ctf_free_image(defocus_series):
     assert np.isclose(aware.score(X), aware.lower_bound_, rtol=1e-9)
     detections = aware.predict(X)
     assert set(np.unique(detections["measurement"])) == {0, 1}
+
+
+def test_default_start_through_ctfs_matches_the_energy_not_the_mean(defocus_series):
+    # through a CTF the data's mean is the copies' mass times minus the
+    # amplitude contrast: matching it put the paper's start at a density of
+    # 8e-4 with an image 20 times too strong, degenerate before any iteration
+    from mtdlearn.em._ctf_start import EnergyStart
+    from mtdlearn.initializers import data_statistics
+
+    basis, coef, ctfs, X, truth = defocus_series
+    _, mean_square, sigma2 = data_statistics(list(X), 11)
+    start = ApproxEMEstimator(11, ctf=ctfs, max_iter=0, random_state=0).fit(X)
+    assert start.degenerate_ is None and start.noise_variance_ == sigma2
+    # the paper's density, and gamma ||F||**2 / L**2 = mean_square - sigma**2
+    # (a sum of 121 squares rescaled once: rounding ~1e-15)
+    assert np.isclose(start.density_, 0.03, rtol=1e-12)
+    signal = start.density_ * np.sum(start.image_ ** 2) / 121
+    assert np.isclose(signal, mean_square - sigma2, rtol=1e-12)
+    # the same random image as the paper's start, only scaled
+    paper = ApproxEMEstimator(11, max_iter=0, random_state=0)
+    with pytest.warns(Warning, match="degenerate"):
+        paper.fit(X)
+    assert paper.density_ < 1e-3
+    ratio = start.coef_ / paper.coef_
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-12)
+    assert repr(EnergyStart()) == "EnergyStart(density=0.03)"
+    # an initializer the user gives is used as given
+    given = ApproxEMEstimator(11, ctf=ctfs, max_iter=0, random_state=0,
+                              initializer=RandomInitializer())
+    with pytest.warns(Warning, match="degenerate"):
+        given.fit(X)
+    np.testing.assert_array_equal(given.coef_, paper.coef_)
+
+
+@pytest.mark.slow
+def test_binned_small_particle_through_ctfs_reaches_the_truth_starts_optimum(tmp_path):
+    # the case that exposed the mean-matched start: a 21-px particle at
+    # 2 A/px binned to 4 A/px (L = 13, diameter 8.8 px), colored noise.
+    # Measured on this seed: 0.052 from the default start, 0.055 from the
+    # truth; 2.81 from the mean-matched start (an image 4.6 times too
+    # strong at a quarter of the density, log-likelihood 140.5 against 145.3)
+    import mrcfile
+
+    from mtdlearn.cli._demo import _truth_figures
+    from mtdlearn.data.project import make_relion_project
+    from mtdlearn.imaging.binning import bin_ctf, fourier_crop
+
+    project = make_relion_project(tmp_path, n_micrographs=2, size=512, snr=10,
+                                  random_state=1, defocus=(8000.0, 20000.0), image_size=21,
+                                  pixel_size=2.0, noise_ratio=4.0)
+    X = [fourier_crop(np.asarray(mrcfile.read(p), dtype=np.float64), 2)
+         for p in project.micrographs]
+    ctfs = [bin_ctf(c, 2) for c in project.ctfs]
+    diameter = project.particle_diameter / 4.0
+    est = ApproxEMEstimator(13, particle_diameter=diameter, ctf=ctfs, noise="colored",
+                            tol=1e-4, max_iter=200, random_state=1, n_jobs=2).fit(X)
+    truth = _truth_figures(project, 2)(est.basis_, est.coef_, 4.0)["report"]
+    assert est.converged_ and est.degenerate_ is None
+    assert truth["error"] < 0.15, truth["error"]
 
 
 def test_checkpointed_fit_through_ctfs_resumes_bit_identical(tmp_path):

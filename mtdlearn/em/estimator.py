@@ -536,6 +536,11 @@ class ApproxEMEstimator(BaseMTDEstimator):
         return _EMData(data, space, self.noise_variance is None, groups)
 
     # -- one start ------------------------------------------------------------
+    def _check_initializer(self):
+        if self.initializer is None and self.ctf is not None:   # the mean is not the mass
+            return _ctf_start.EnergyStart()
+        return super()._check_initializer()
+
     def _checkpoint_unsupported(self):
         if _refinement.factor(self.refinement) is not None:
             return "with refinement (two grids of rotations)"
