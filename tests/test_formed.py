@@ -281,6 +281,41 @@ def test_binned_small_particle_through_ctfs_reaches_the_truth_starts_optimum(tmp
     assert truth["error"] < 0.15, truth["error"]
 
 
+def test_sample_draws_micrographs_through_the_fitted_ctfs_and_noise_spectra():
+    from mtdlearn import FixedInitializer, make_target
+
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    coef = make_target(basis, random_state=0)
+    psd = make_noise_psd(4.0)
+    X, truth = make_measurement(coef, basis, 120, snr=10, n_measurements=2, random_state=0,
+                                ctf=[CTF_B, CTF_A], noise_psd=psd)
+    kw = dict(basis=basis, rotations=4, max_iter=0, initializer=FixedInitializer(coef))
+    est = ApproxEMEstimator(5, ctf=[CTF_B, CTF_A], noise=[psd, psd], **kw).fit(X)
+    Y, t = est.sample(90, random_state=3)
+    # the simulator's own draw of the fitted model through the same formations
+    Z, _ = make_measurement(est.coef_, basis, 90, density=est.density_,
+                            noise_variance=est.noise_variance_, n_measurements=2,
+                            random_state=3, ctf=[CTF_B, CTF_A], noise_psd=psd)
+    assert Y.shape == (2, 90, 90)
+    np.testing.assert_array_equal(Y, Z)
+    assert [f.ctf for f in t.formations] == [CTF_B, CTF_A]
+    with pytest.raises(ValueError, match=r"^n_measurements must be None or 2: the fit saw 2"):
+        est.sample(90, n_measurements=3)
+    # one CTF for all and white noise: any number of micrographs, through it
+    one = ApproxEMEstimator(5, ctf=CTF_B, **kw).fit(X)
+    Y1, _ = one.sample(90, n_measurements=3, random_state=3)
+    Z1, _ = make_measurement(one.coef_, basis, 90, density=one.density_,
+                             noise_variance=one.noise_variance_, n_measurements=3,
+                             random_state=3, ctf=CTF_B)
+    np.testing.assert_array_equal(Y1, Z1)
+    # the paper's model: no formation, as before
+    plain = ApproxEMEstimator(5, **kw).fit(X)
+    Y0, t0 = plain.sample(90, random_state=3)
+    Z0, _ = make_measurement(plain.coef_, basis, 90, density=plain.density_,
+                             noise_variance=plain.noise_variance_, random_state=3)
+    np.testing.assert_array_equal(Y0, Z0)
+
+
 def test_checkpointed_fit_through_ctfs_resumes_bit_identical(tmp_path):
     from mtdlearn import FixedInitializer, make_target
 

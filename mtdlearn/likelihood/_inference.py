@@ -17,7 +17,9 @@ from ..data._dask import as_dask_source, is_dask_input
 from ..data.patches import as_patch_source
 from ..data.simulate import make_measurement
 from .fft_estep import FFTPatchModel, estep_statistics_fft
-from .formed import formation_groups, measurement_formations
+from ..imaging.ctf import CTF
+from ..imaging.formation import MicroscopeFormation
+from .formed import check_ctf, formation_groups, measurement_formations
 from .hypotheses import HypothesisSpace
 from .posteriors import build_per_patch_model, estep_per_patch, iter_detections
 from .statistics import estep_statistics
@@ -391,14 +393,21 @@ class _InferenceMixin:
 
         Copies of ``image_`` at the fitted density ``density_``, uniformly
         rotated, with noise of variance ``noise_variance_``
-        (see :func:`mtdlearn.make_measurement`).
+        (see :func:`mtdlearn.make_measurement`).  A fit through CTFs or
+        colored noise draws its micrographs as it modelled them: the sum of
+        the copies convolved with a micrograph's CTF (``ctf``), then noise
+        of its spectrum (``noise_psds_``) with mean power
+        ``noise_variance_`` per pixel.
 
         Parameters
         ----------
         size : int or (int, int)
             Side ``N`` (or shape) of each measurement.
         n_measurements : int, default=None
-            ``None`` draws one measurement; an int draws a stack.
+            ``None`` draws one measurement; an int draws a stack.  For a fit
+            of ``M`` micrographs each with its own CTF or noise spectrum,
+            ``None`` draws one per micrograph, in order (a stack when
+            ``M > 1``), and an int must be ``M``.
         random_state : int, Generator, RandomState or None, default=None
             Seed or generator of the draw (not the estimator's
             ``random_state``).
@@ -424,7 +433,25 @@ class _InferenceMixin:
         (100, 100)
         """
         check_is_fitted(self, "coef_")
+        n_measurements, formation = self._sample_formations(n_measurements)
         return make_measurement(self.coef_, self.basis_, size, density=self.density_,
                                 noise_variance=self.noise_variance_,
                                 n_measurements=n_measurements, random_state=random_state,
-                                weights=self._weights())
+                                formation=formation, weights=self._weights())
+
+    def _sample_formations(self, n_measurements):
+        """``sample``'s measurement count and image formation(s): the fit's own."""
+        ctf, psds = getattr(self, "ctf", None), getattr(self, "noise_psds_", None)
+        if ctf is None and psds is None:    # the paper's model
+            return n_measurements, None
+        if psds is None and isinstance(ctf, CTF):   # one CTF for all, white noise
+            return n_measurements, MicroscopeFormation(ctf)
+        M = len(psds) if psds is not None else len(ctf)
+        if n_measurements is not None and n_measurements != M:
+            raise ValueError(f"n_measurements must be None or {M}: the fit saw {M} "
+                             f"micrographs, each through its own CTF or noise spectrum; "
+                             f"got {n_measurements!r}")
+        ctfs = check_ctf(ctf, M) or [None] * M
+        formations = [MicroscopeFormation(c, p)
+                      for c, p in zip(ctfs, psds if psds is not None else [None] * M)]
+        return (None, formations[0]) if M == 1 else (M, formations)
