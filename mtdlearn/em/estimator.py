@@ -79,7 +79,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
         angular frequencies is replaced by a finer uniform grid (see
         ``refinement``; ``rotations_`` holds the grid searched).
     initializer : initializer object, default=None
-        ``None`` means :class:`~mtdlearn.initializers.RandomInitializer`;
+        ``None`` means :class:`~mtdlearn.initializers.RandomInitializer`
+        (with a ``ctf``, its image scaled to the data's energy at density
+        0.03: see ``ctf``);
         :class:`~mtdlearn.MultiresolutionInitializer` starts from an EM fit
         of the binned measurement (not the default: it did not measure
         better, see :doc:`/results`, "Realistic particle sizes").
@@ -216,7 +218,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
         the largest) and keeps the previous image in the others, which the
         CTFs pass weakly or not at all (where maximum likelihood amplifies
         the noise without bound).  With the default start, a white-noise phase
-        runs first and the CTF-aware fit starts from its result
+        runs first, from a random image scaled to the data's energy at
+        density 0.03 (through a CTF the data's mean does not show the
+        copies' mass), and the CTF-aware fit starts from its result
         (``white_noise_n_iter_``).  ``None``:
         the paper's model, bit-identical to a fit without it.
     noise : {"white", "colored", "auto"}, RadialPSD or sequence of RadialPSD, default="white"
