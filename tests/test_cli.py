@@ -657,10 +657,12 @@ def test_star_fit_picks_in_original_pixels(star_fit, relion_project):
     assert set(table["rlnMicrographName"]) == {
         "MotionCorr/job002/Micrographs/mic_000.mrc"}
     # coordinates in the 192-pixel micrographs, not the 96-pixel binned ones: the
-    # centre of a box at row r is (r + (L-1)/2) * 2
+    # centre of a box at row r is (r + (L-1)/2) * 2, where a copy cut by the
+    # micrograph's edge has -(L-1) <= r (its centre up to (L-1)/2 binned
+    # pixels outside)
     L = report["model"]["image_size"]
     x = table["rlnCoordinateX"].to_numpy()
-    assert np.all(x >= (L - 1) / 2 * 2) and np.all(x <= 192)
+    assert np.all(x >= -(L - 1)) and np.all(x <= 192 + (L - 1))
     assert np.allclose(np.mod(x / 2 - (L - 1) / 2, 1.0), 0.0)
     assert x.max() > 96
     assert report["n_picks"] == sum(len(starfile.read(p)) for p in picks)

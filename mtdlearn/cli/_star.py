@@ -138,7 +138,7 @@ def _estimator(args, L, diameter, ctfs, noise):
     if args.init == "autocorrelation":
         from ..autocorrelation.estimator import AutocorrelationInitializer
 
-        init = AutocorrelationInitializer()
+        init = AutocorrelationInitializer(n_jobs=args.n_jobs)
     elif args.init == "random":
         from ..initializers import RandomInitializer
 
@@ -287,6 +287,8 @@ def fit_star(args, truth=None):
             coef, image = model.coef_, model.image_
         fit_seconds = time.perf_counter() - t0
         detections = list(model.predict_per_measurement(data.X))
+    # one pick per copy: a copy reported by several patches is written once
+    tables = [picks_table(det, L, data.names, data.scales[i]) for i, det in detections]
     elapsed = time.perf_counter() - t0
     warned = [str(w.message) for w in caught]
     for message in warned:
@@ -314,7 +316,7 @@ def fit_star(args, truth=None):
         "warnings": warned,
         "fit_seconds": fit_seconds,
         "seconds": elapsed,
-        "n_picks": int(sum(len(d) for _, d in detections)),
+        "n_picks": int(sum(len(t) for t in tables)),
     }
     fits = result.estimators if result is not None else (model,)
     report["fits"] = [{"n_iter": int(f.n_iter_), "n_e_steps": int(getattr(f, "n_e_steps_", 0)),
@@ -367,9 +369,8 @@ def fit_star(args, truth=None):
         writers[targets["summary.png"]] = _bytes_writer(png)
     _write_files(writers, args.overwrite)
     picks_dir.mkdir(parents=True, exist_ok=True)
-    for (i, det), path in zip(detections, pick_paths):
-        write_star(picks_table(det, L, data.names, data.scales[i]), path,
-                   overwrite=args.overwrite)
+    for table, path in zip(tables, pick_paths):
+        write_star(table, path, overwrite=args.overwrite)
     print(f"fitted {len(data.X)} micrograph(s) in {elapsed:.1f} s: density "
           f"{model.density_:.4f}, noise variance {model.noise_variance_:.4g}"
           + (f"; half-set resolution {result.resolution:.2f} A at FRC {result.threshold}"

@@ -41,7 +41,10 @@ def picks_table(detections, image_size, micrograph_names=None, scale=1.0):
     * ``rlnCoordinateX = col + (L - 1) / 2`` and ``rlnCoordinateY = row +
       (L - 1) / 2``: the centre pixel of the ``L x L`` copy whose top-left
       corner ``predict`` reports (RELION's coordinates are particle
-      centres, in pixels).
+      centres, in pixels).  A copy cut by the micrograph's edge is
+      reported too (the model sees its part inside), so its centre can lie
+      up to ``(L - 1) / 2`` pixels outside the micrograph; RELION's
+      extraction skips such boxes.
     * ``rlnAnglePsi = (-degrees(angle)) mod 360``.  A copy at ``angle =
       phi`` is ``F_phi(r, theta) = F(r, theta + phi)`` with ``theta =
       atan2(y, x)`` (:mod:`mtdlearn.basis.fourier_bessel`): the estimate turned by
