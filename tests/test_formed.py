@@ -152,6 +152,35 @@ def test_groups_add_up_to_the_one_group_model_when_formations_are_equal(small):
         np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("whiten", [False, True])
+def test_merged_groups_are_the_per_measurement_groups_added_up(small, whiten):
+    # a defocus group: measurements of equal formations share one group (one
+    # set of templates, one block of normal equations), with the same
+    # statistics and M-step as one group per measurement
+    basis, coef, space, X, truth = small
+    L = basis.image_size
+    rho = density_to_shift_probabilities(0.06, L)
+    psd = make_noise_psd(4.0) if whiten else None
+    a, b = MicroscopeFormation(CTF_A, psd), MicroscopeFormation(CTF_B, psd)
+    data = PatchData([X, X[::-1].copy(), X[:, ::-1].copy()], L)
+    formations = [a, b, MicroscopeFormation(CTF_A, psd)]    # equal, not the same object
+    merged = formation_groups(data, formations, space, merge=True)
+    single = formation_groups(data, formations, space)
+    assert len(merged) == 2 and len(single) == 3
+    assert merged[0][0].n_patches == 2 * single[0][0].n_patches
+    assert [s.formation for _, s in merged] == [a, b]
+    # the merged group's data are its members' whitened patches, in order
+    n = single[0][0].n_patches
+    np.testing.assert_array_equal(merged[0][0].get(n, 2 * n), single[2][0].get(0, n))
+    args = (coef, rho, truth.noise_variance, build_patch_model, estep_statistics)
+    m_stats, s_stats = estep_groups(merged, *args), estep_groups(single, *args)
+    assert np.isclose(m_stats.loglik, s_stats.loglik, rtol=1e-12)
+    x = m_step(m_stats, rho, [s for _, s in merged])
+    y = m_step(s_stats, rho, [s for _, s in single])
+    for u, v in zip(x, y):
+        np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-12)
+
+
 def test_measurement_formations_follow_ctf_and_noise():
     X = np.random.default_rng(0).standard_normal((2, 256, 256))
     data = PatchData(list(X), 5)

@@ -536,7 +536,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
         space = HypothesisSpace(self.basis_, self.angles_, n_components=self.n_components)
         formations, self.noise_psds_ = measurement_formations(data, self.ctf, self.noise)
         self._formations = formations
-        groups = None if formations is None else formation_groups(data, formations, space)
+        groups = (None if formations is None
+                  else formation_groups(data, formations, space, merge=True))
         return _EMData(data, space, self.noise_variance is None, groups)
 
     # -- one start ------------------------------------------------------------

@@ -194,22 +194,23 @@ def _whiten_block(block, formation):
     return formation.whiten(np.asarray(block, dtype=np.float64))
 
 
-def _measurement_source(data, i, formation):
-    """The patches of measurement ``i`` as the fit sees them: whitened by its formation."""
+def _measurement_source(data, indices, formation):
+    """The patches of measurements ``indices`` as the fit sees them: whitened by their
+    (common) formation."""
     if data.distributed:
         if formation.noise_psd is None:
-            return data.take([i])
+            return data.take(indices)
         from ..data._dask import DaskPatchData
-        array = data.measurements[i]
-        whitened = array.rechunk(array.shape).map_blocks(_whiten_block, formation,
-                                                         dtype=np.float64)
-        names = None if data.names is None else [data.names[i]]
-        return DaskPatchData([whitened], data.image_size, names)
-    return PatchData([formation.whiten(data.measurements[i])], data.image_size)
+        whitened = [data.measurements[i].rechunk(data.measurements[i].shape).map_blocks(
+            _whiten_block, formation, dtype=np.float64) for i in indices]
+        names = None if data.names is None else [data.names[i] for i in indices]
+        return DaskPatchData(whitened, data.image_size, names)
+    return PatchData([formation.whiten(data.measurements[i]) for i in indices],
+                     data.image_size)
 
 
-def formation_groups(data, formations, space):
-    """The measurements as groups: each one whitened micrograph with the hypotheses of its formation.
+def formation_groups(data, formations, space, merge=False):
+    """The measurements as groups: whitened micrographs with the hypotheses of their formation.
 
     Parameters
     ----------
@@ -219,11 +220,20 @@ def formation_groups(data, formations, space):
         One per measurement (:func:`measurement_formations`).
     space : HypothesisSpace
         The basis and rotation grid (its formation is ignored).
+    merge : bool, default=False
+        Put the measurements whose formations are equal (the same CTF and
+        noise spectrum: a defocus group,
+        :func:`~mtdlearn.imaging.groups.defocus_groups`) in one group, in
+        the order of their first measurement: the E-step builds one set of
+        templates per group and the M-step one normal-equation block, so
+        the cost per iteration grows with the groups, not the micrographs.
+        ``False``: one group per measurement (the per-measurement outputs
+        of ``predict`` need that).
 
     Returns
     -------
     groups : tuple of (PatchData, HypothesisSpace)
-        One per measurement, in order.
+        One per measurement, in order, or one per distinct formation.
 
     Examples
     --------
@@ -243,8 +253,14 @@ def formation_groups(data, formations, space):
     if len(formations) != len(data.offsets) - 1:
         raise ValueError(f"formations must have one entry per measurement "
                          f"({len(data.offsets) - 1}); got {len(formations)}")
-    return tuple((_measurement_source(data, i, f), _with_formation(space, f))
-                 for i, f in enumerate(formations))
+    if not merge:
+        return tuple((_measurement_source(data, [i], f), _with_formation(space, f))
+                     for i, f in enumerate(formations))
+    members = {}
+    for i, f in enumerate(formations):
+        members.setdefault(f, []).append(i)
+    return tuple((_measurement_source(data, idx, f), _with_formation(space, f))
+                 for f, idx in members.items())
 
 
 def _with_formation(space, formation):
