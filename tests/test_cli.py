@@ -700,6 +700,12 @@ def test_star_fit_refuses_bad_arguments(relion_project, tmp_path, capsys, measur
           "--output-dir", str(tmp_path / "f")], "STAR file input"),
         (["fit", str(measurement_file), "--no-half-sets",
           "--output-dir", str(tmp_path / "f")], "STAR file input"),
+        (["fit", str(measurement_file), "--defocus-groups", "2",
+          "--output-dir", str(tmp_path / "f")], "STAR file input"),
+        (["fit", star, "--particle-diameter", "30", "--defocus-groups", "5",
+          "--output-dir", str(tmp_path / "f")], "at most the number of micrographs (4)"),
+        (["fit", star, "--particle-diameter", "30", "--defocus-groups", "2", "--noise",
+          "auto", "--output-dir", str(tmp_path / "f")], "colored or white"),
     ]
     for argv, message in cases:
         assert run(argv) == 2, argv
@@ -707,6 +713,21 @@ def test_star_fit_refuses_bad_arguments(relion_project, tmp_path, capsys, measur
         assert_one_line_error(err, "fit")
         assert message in err, (argv, err)
     assert not any((tmp_path / d).exists() for d in "abcdef")
+
+
+def test_star_fit_in_defocus_groups(relion_project, tmp_path):
+    # four micrographs in two groups: each half set holds one of each group,
+    # and the fit runs through two formations instead of four
+    out = tmp_path / "fit"
+    assert run(["fit", str(relion_project.star), "--particle-diameter",
+                str(relion_project.particle_diameter), "--bin", "2", "--defocus-groups", "2",
+                "--output-dir", str(out), "--tol", "1e-3", "--max-iter", "10", "--n-jobs",
+                "1", "--quiet"]) == 0
+    report = json.loads((out / "fit.json").read_text())
+    assert report["defocus_groups"] == 2
+    assert len(report["fits"]) == 2 and (out / "estimate.mrc").exists()
+    # fit.json keeps each micrograph's own CTF, for predict
+    assert len({c["defocus_u"] for c in report["ctf"]}) == 4
 
 
 def test_star_without_ctf_columns_needs_no_ctf(relion_project, tmp_path, capsys):
@@ -723,6 +744,9 @@ def test_star_without_ctf_columns_needs_no_ctf(relion_project, tmp_path, capsys)
     err = capsys.readouterr().err
     assert_one_line_error(err, "fit")
     assert "CTF" in err and "--no-ctf" in err
+    assert run(argv + ["--output-dir", str(tmp_path / "c"), "--no-ctf",
+                       "--defocus-groups", "2"]) == 2
+    assert "drop --no-ctf" in capsys.readouterr().err
     assert run(argv + ["--output-dir", str(tmp_path / "b"), "--no-ctf"]) == 0
     report = json.loads((tmp_path / "b" / "fit.json").read_text())
     assert report["ctf"] is None and "half_sets" not in report

@@ -150,6 +150,31 @@ def _estimator(args, L, diameter, ctfs, noise):
                              random_state=args.seed, verbose=1 if args.verbose else 0)
 
 
+def _defocus_groups(args, data, noise):
+    """The estimator's ``ctf`` and ``noise``: the micrographs', or their defocus groups'."""
+    G = args.defocus_groups
+    if G is None:
+        return data.ctfs, noise
+    from ..imaging.groups import defocus_groups
+    from ..imaging.noise import estimate_noise_psd
+
+    if data.ctfs is None:
+        raise _CLIError("--defocus-groups groups the micrographs' CTFs: drop --no-ctf")
+    if G > len(data.X):
+        raise _CLIError(f"--defocus-groups must be at most the number of micrographs "
+                        f"({len(data.X)}), got {G}")
+    if noise == "auto":
+        raise _CLIError("--defocus-groups takes --noise colored or white (a group shares "
+                        "one noise spectrum)")
+    try:
+        psds = ([estimate_noise_psd(np.asarray(x)) for x in data.X] if noise == "colored"
+                else None)
+    except ValueError as exc:
+        raise _CLIError(f"--defocus-groups with --noise colored: {exc}") from None
+    _, ctfs, group_psds = defocus_groups(data.ctfs, G, psds)
+    return ctfs, (noise if psds is None else group_psds)
+
+
 def _mrc_bytes(image, voxel_size):
     """An MRC file of ``image`` (float32) with its voxel size, as bytes."""
     import tempfile
@@ -248,7 +273,8 @@ def fit_star(args, truth=None):
     data = StarData(args, lazy=lazy)
     L, diameter = box_and_diameter(args, data.pixel_size)
     noise = args.noise or "colored"
-    est = _estimator(args, L, diameter, data.ctfs, noise)
+    ctfs, noise_model = _defocus_groups(args, data, noise)
+    est = _estimator(args, L, diameter, ctfs, noise_model)
     if args.half_sets and len(data.X) < 2:
         raise _CLIError(f"half sets need at least 2 micrographs; the STAR file lists "
                         f"{len(data.X)}: add --no-half-sets")
@@ -270,6 +296,7 @@ def fit_star(args, truth=None):
              else "")
           + f"; box L={L}" + (f", particle diameter {diameter:.2f} px" if diameter else "")
           + ("" if data.ctfs is None else ", CTFs from the STAR file")
+          + (f" in {args.defocus_groups} defocus groups" if args.defocus_groups else "")
           + f", noise {noise!r}" + (", gold-standard half sets" if args.half_sets else ""),
           file=sys.stderr)
     t0 = time.perf_counter()
@@ -305,13 +332,14 @@ def fit_star(args, truth=None):
         "pixel_size": data.pixel_size,
         "particle_diameter_angstrom": args.particle_diameter,
         "particle_diameter_px": diameter,
+        "defocus_groups": args.defocus_groups,
         "ctf": None if data.ctfs is None else [dataclasses.asdict(c) for c in data.ctfs],
         "model": _model_dict(model, noise, data.pixel_size, data.factor,
                              data.original_pixel_size),
         "estimator": type(est).__name__,
         "estimator_params": {k: (v if isinstance(v, (int, float, str, bool, type(None)))
                                  else repr(v)) for k, v in est.get_params(deep=False).items()
-                             if k != "ctf"},
+                             if k not in ("ctf", "noise")},
         "converged": bool(model.converged_),
         "warnings": warned,
         "fit_seconds": fit_seconds,

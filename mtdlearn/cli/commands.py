@@ -71,7 +71,8 @@ def _make_estimator(args, basis, verbose):
                                         noise_variance=args.noise_variance,
                                         random_state=args.seed, n_jobs=args.n_jobs,
                                         verbose=verbose)
-    init = AutocorrelationInitializer() if args.init == "autocorrelation" else RandomInitializer()
+    init = (AutocorrelationInitializer(n_jobs=args.n_jobs) if args.init == "autocorrelation"
+            else RandomInitializer())
     return ApproxEMEstimator(basis.image_size, basis=basis, rotations=args.rotations,
                              initializer=init, n_init=args.n_init,
                              noise_variance=args.noise_variance, max_iter=args.max_iter,
@@ -89,7 +90,7 @@ def _cmd_fit(args):
         _star.fit_star(args)
         return
     _star.star_only(args, ["particle_diameter", "pixel_size", "bin", "project_dir", "noise",
-                      "half_sets"], flags=["no_ctf"])
+                      "half_sets", "defocus_groups"], flags=["no_ctf"])
     if args.n_components != 1:
         raise _CLIError("--n-components is supported for STAR inputs only (for now)")
     args.image_size = 5 if args.image_size is None else args.image_size
@@ -359,6 +360,11 @@ def _build_parser():
     p.add_argument("--noise", choices=["white", "colored", "auto"], default=None,
                    help="STAR input: noise model (default colored: each micrograph's "
                         "spectrum estimated and whitened)")
+    p.add_argument("--defocus-groups", type=_positive_int, default=None, metavar="G",
+                   help="STAR input: fit G groups of micrographs of consecutive defocus, "
+                        "each through its median member's CTF and its members' mean noise "
+                        "spectrum (cost per iteration grows with G, not the micrographs; "
+                        "default: each micrograph its own)")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="save the state of the fit to PATH (.npz) after every iteration; "
                         "running the same command again resumes from it (default: none)")
