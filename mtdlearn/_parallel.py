@@ -13,9 +13,12 @@ than they give there (measured: 3.4 s against 0.6 s per E-step at
 N = 1000, K = 16); parallelism comes from the threads over tasks instead.
 
 This module is the one place where another executor (Dask) plugs in.
+:func:`thread_map` is the same ordered map for many small maps in a row
+(a cost evaluated hundreds of times): one pool of threads kept open.
 """
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 
 from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.utils import gen_batches
@@ -24,7 +27,7 @@ from threadpoolctl import ThreadpoolController
 from ._validation import check_int
 
 __all__ = ["blas_single_thread", "check_n_jobs", "resolve_n_jobs", "ordered_map",
-           "task_ranges", "tree_reduce"]
+           "task_ranges", "thread_map", "tree_reduce"]
 
 _CONTROLLER = None
 
@@ -87,6 +90,53 @@ def ordered_map(func, tasks, n_jobs=None, limit_blas=True, verbose=0):
             return
         yield from Parallel(n_jobs=n_workers, prefer="threads", return_as="generator",
                             verbose=verbose)(delayed(func)(*task) for task in tasks)
+
+
+def _serial_map(func, tasks):
+    return [func(*task) for task in tasks]
+
+
+@contextlib.contextmanager
+def thread_map(n_jobs=None):
+    """Context manager yielding ``map(func, tasks)``: :func:`ordered_map` on a kept pool.
+
+    ``map(func, tasks)`` returns the list of ``func(*task)`` in task order,
+    computed on ``n_jobs`` threads (serially for one), with BLAS
+    single-threaded meanwhile.  The threads live as long as the context:
+    joblib dispatches a map in about 10 ms (measured, two threads, eight
+    trivial tasks; 0.3 ms with this pool), too much for a cost of tens of
+    milliseconds evaluated hundreds of times.  Always threads, whatever
+    ``joblib.parallel_config`` says of the backend (its ``n_jobs`` is
+    honoured); as with :func:`ordered_map`, the caller fixes the tasks
+    independently of ``n_jobs`` and reduces in task order.
+
+    Parameters
+    ----------
+    n_jobs : int, default=None
+        Number of threads (scikit-learn's convention; ``None`` is 1).
+
+    Yields
+    ------
+    map : callable
+        ``map(func, tasks)``, ``tasks`` a sequence of argument tuples.
+
+    Examples
+    --------
+    >>> from mtdlearn._parallel import thread_map
+    >>> with thread_map(2) as tmap:
+    ...     tmap(pow, [(2, 3), (3, 2)])
+    [8, 9]
+    """
+    n_workers = resolve_n_jobs(n_jobs)
+    with blas_single_thread():
+        if n_workers == 1:
+            yield _serial_map
+            return
+        with ThreadPoolExecutor(n_workers) as pool:
+            def tmap(func, tasks):
+                return list(pool.map(lambda task: func(*task), list(tasks)))
+
+            yield tmap
 
 
 def tree_reduce(items, pair):

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mtdlearn._parallel import (check_n_jobs, ordered_map, resolve_n_jobs, task_ranges,
-                                tree_reduce)
+                                thread_map, tree_reduce)
 
 
 def test_resolve_n_jobs_follows_scikit_learn():
@@ -52,6 +52,26 @@ def test_ordered_map_keeps_task_order(n_jobs):
     assert len(seen) == 20
     if os.cpu_count() == 1 or n_jobs in (None, 1):
         assert set(seen) == {threading.get_ident()}       # serial: in this thread
+
+
+@pytest.mark.parametrize("n_jobs", [None, 1, 2])
+def test_thread_map_keeps_task_order_across_maps(n_jobs):
+    """One pool serves many maps; each returns its results in task order."""
+    seen = set()
+
+    def func(a, b):
+        seen.add(threading.get_ident())
+        return a * 10 + b
+
+    with thread_map(n_jobs) as tmap:
+        for n in (0, 1, 7, 20):
+            tasks = [(i, i + 1) for i in range(n)]
+            assert tmap(func, tasks) == [a * 10 + b for a, b in tasks]
+    if n_jobs in (None, 1):
+        assert seen == {threading.get_ident()}       # serial: in this thread
+    with pytest.raises(ValueError, match="n_jobs"):
+        with thread_map(0):
+            pass
 
 
 @given(st.lists(st.text(max_size=3), min_size=1, max_size=40))
