@@ -124,6 +124,24 @@ def test_estimator_shift_radius(basis, coef):
     assert state.coef.shape == coef.shape
 
 
+def test_n_jobs_changes_no_bit_of_a_fit_on_a_subset(basis, coef):
+    """With a shift_radius one start's cost runs on n_jobs threads, by a fixed
+    partition of the angles: the estimate is the same, bit for bit; the
+    initializer passes n_jobs on."""
+    X, _ = make_measurement(coef, basis, 300, snr=5, random_state=0)
+    fits = [AutocorrelationEstimator(5, basis=basis, shift_radius=3.5, random_state=0,
+                                     n_jobs=n_jobs).fit(X) for n_jobs in (None, 2)]
+    np.testing.assert_array_equal(fits[0].coef_, fits[1].coef_)
+    assert (fits[0].cost_, fits[0].n_iter_) == (fits[1].cost_, fits[1].n_iter_)
+    states = [AutocorrelationInitializer(shift_radius=3.5, n_jobs=n_jobs).initialize(
+        [X], basis, None, np.random.default_rng(0)) for n_jobs in (None, 2)]
+    np.testing.assert_array_equal(states[0].coef, states[1].coef)
+    assert AutocorrelationInitializer(n_jobs=2).get_params()["n_jobs"] == 2
+    with pytest.raises(ValueError, match="n_jobs"):
+        AutocorrelationInitializer(n_jobs=0).initialize([X], basis, None,
+                                                        np.random.default_rng(0))
+
+
 # ---------------------------------------------------------------------------
 # several kinds of particle (n_components)
 # ---------------------------------------------------------------------------

@@ -141,6 +141,11 @@ def test_hash_params_covers_the_settings_that_change_results():
     assert (hash_params(base.set_params(initializer=FixedInitializer(one)))
             != hash_params(base.set_params(initializer=FixedInitializer(other))))
     assert hash_params(base, extra=[1.0]) != hash_params(base, extra=[2.0])
+    # a nested object's n_jobs changes no result either
+    from mtdlearn import AutocorrelationInitializer
+
+    assert (hash_params(base.set_params(initializer=AutocorrelationInitializer(n_jobs=2)))
+            == hash_params(base.set_params(initializer=AutocorrelationInitializer())))
 
 
 # ---------------------------------------------------------------------------

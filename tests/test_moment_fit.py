@@ -328,3 +328,84 @@ def test_fit_bad_input(basis, coef):
         fit_autocorrelations(measured, basis, 0.04, coef, max_iter=0)
     with pytest.raises(ValueError, match="tol"):
         fit_autocorrelations(measured, basis, 0.04, coef, tol=0.0)
+    with pytest.raises(ValueError, match="n_jobs"):
+        fit_autocorrelations(measured, basis, 0.04, coef, n_jobs=0)
+    with pytest.raises(TypeError, match="n_jobs"):
+        fit_autocorrelations(measured, basis, 0.04, coef, n_jobs=1.5)
+
+
+# ---------------------------------------------------------------------------
+# the cost on a subset of shifts, by chunks of angles (autocorrelation._chunked)
+# ---------------------------------------------------------------------------
+@pytest.fixture
+def chunked_case(monkeypatch):
+    """L = 9 (all its functions), radius 3.5, and chunks of 4 angles."""
+    from mtdlearn import FourierBesselBasis
+    from mtdlearn.autocorrelation import _chunked
+    from mtdlearn.autocorrelation.model_moments import default_n_angles
+    from mtdlearn.autocorrelation.moments import _shift_subset
+
+    big = FourierBesselBasis(9)
+    sub = _shift_subset(9, 3.5)
+    K, n = default_n_angles(big), len(sub[0])
+    monkeypatch.setattr(_chunked, "WINDOW_BYTES", 8 * n * 81 * 4)
+    assert len(_chunked.chunk_ranges(K, n, 81)) > 2
+    rng = np.random.default_rng(0)
+    coef = rng.standard_normal(big.n_functions)
+    measured = model_autocorrelations(coef + 0.1 * rng.standard_normal(coef.size), big, 0.05,
+                                      0.3, shift_radius=3.5)
+    return big, sub, coef, measured
+
+
+@pytest.mark.parametrize("table", [False, True])
+def test_chunked_cost_is_the_one_piece_cost(chunked_case, table):
+    """By chunks of angles, through the rotations of the coefficients or the
+    K x L**2 x p table, the cost and its gradient are the one-piece
+    formulas' (windows of all angles at once), to rounding."""
+    from mtdlearn.autocorrelation._chunked import RotatedImages
+    from mtdlearn.autocorrelation.fit import (_cost_and_grad_flat, _image_grads,
+                                              _residual_grads)
+    from mtdlearn.autocorrelation.model_moments import _model_flat, _rotated_evaluation
+
+    big, sub, coef, (m1, m2, m3) = chunked_case
+    m2 = m2.reshape(81)
+    BR = _rotated_evaluation(big, 3 * int(big.frequencies.max()) + 1)
+    K = BR.shape[0]
+    (a1, a2, a3), (F, W, E1, E2, E3) = _model_flat(BR, coef, 0.04, 0.2, 9, sub)
+    cost, G1, G2, G3, G3D = _residual_grads(a1, a2, a3, 0.2, m1, m2, m3, 81)
+    grad = 0.04 / (81 * K) * np.einsum("kx,kxp->p", _image_grads(F, W, G1, G2, G3, 9, sub), BR)
+    rot = BR if table else RotatedImages(big, K)
+    got = _cost_and_grad_flat(rot, 0.04, coef, 0.2, m1, m2, m3, 9, sub)
+    assert got[0] == pytest.approx(cost, rel=1e-12)
+    assert got[1] == pytest.approx((G1 * E1 + G2 @ E2 + np.vdot(G3, E3)) / 81, rel=1e-10)
+    np.testing.assert_allclose(got[2], grad, rtol=0, atol=1e-12 * np.abs(grad).max())
+    assert got[3] == pytest.approx(G2[0] + a1 * G3D, rel=1e-12)
+
+
+def test_shift_windows_adjoint_identity():
+    """<windows(F), Q> = <F, adjoint(Q)>, the windows being F shifted by each
+    kept shift (zero outside)."""
+    from mtdlearn.autocorrelation._chunked import (shift_table, shift_windows,
+                                                   shift_windows_adjoint)
+    from mtdlearn.autocorrelation.moments import _shift_subset
+
+    rng = np.random.default_rng(1)
+    shifts = shift_table(_shift_subset(7, 4.0), 7)
+    F, Q = rng.standard_normal((3, 49)), rng.standard_normal((len(shifts), 3 * 49))
+    W = shift_windows(F, shifts, 7)
+    assert W.shape == Q.shape
+    assert np.vdot(W, Q) == pytest.approx(np.vdot(F, shift_windows_adjoint(Q, shifts, 7)),
+                                          rel=1e-12)
+    window = W[shifts.index((2, 1))].reshape(3, 7, 7)[1]  # image 1 shifted by (2, 1)
+    assert window[0, 0] == F[1].reshape(7, 7)[2, 1]
+    assert window[5, 0] == 0.0          # (5 + 2, 0 + 1) is outside
+
+
+def test_fit_on_a_subset_does_not_depend_on_n_jobs(chunked_case):
+    big, sub, coef, measured = chunked_case
+    start = coef + 0.3 * np.random.default_rng(2).standard_normal(coef.size)
+    fits = [fit_autocorrelations(measured, big, 0.04, start, max_iter=30, shift_radius=3.5,
+                                 n_jobs=n_jobs) for n_jobs in (None, 2)]
+    np.testing.assert_array_equal(fits[0].coef, fits[1].coef)
+    assert (fits[0].cost, fits[0].n_iter, fits[0].density, fits[0].noise_variance) == \
+        (fits[1].cost, fits[1].n_iter, fits[1].density, fits[1].noise_variance)

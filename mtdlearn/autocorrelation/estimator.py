@@ -107,7 +107,9 @@ class AutocorrelationEstimator(BaseMTDEstimator):
     working_memory : float, default=None
         Budget in MiB for the buffers of the measurement pass.
     n_jobs : int, default=None
-        Threads for the measurement pass and the starts (``None`` is 1).
+        Threads for the measurement pass and the starts (``None`` is 1);
+        one start uses them for its cost too, when the third moment keeps
+        a subset of shifts (``shift_radius``; by default beyond ``L = 11``).
         Results do not depend on it.
     random_state : int, Generator, RandomState or None, default=None
         Seeds the initializations (one seed per start is drawn up front, so
@@ -274,7 +276,7 @@ class AutocorrelationEstimator(BaseMTDEstimator):
                 data, basis, density0, state.coef, noise_variance=fixed,
                 noise_variance0=None if fixed is not None else state.noise_variance,
                 max_iter=self.max_iter, tol=self.tol_, shift_radius=radius,
-                weights0=weights)
+                weights0=weights, n_jobs=n_jobs)
         if self.verbose:
             print(f"[Autocorrelation] start seed {seed}: cost {res.cost:.6e}, "
                   f"{res.n_iter} iterations, density {res.density:.4f}")
@@ -351,22 +353,28 @@ class AutocorrelationInitializer(_ParamsMixin):
         start has one row per kind and their abundances, which
         ``ApproxEMEstimator(n_components=C)`` takes as they are (it splits
         a one-image start).
+    n_jobs : int, default=None
+        Threads of the autocorrelation analysis (its ``n_jobs``: the
+        measurement pass, and the cost beyond ``L = 11``); ``None`` is 1.
+        Results do not depend on it.
 
     Examples
     --------
     >>> from mtdlearn import ApproxEMEstimator, AutocorrelationInitializer
     >>> est = ApproxEMEstimator(5, initializer=AutocorrelationInitializer(n_init=3))
     >>> est.initializer
-    AutocorrelationInitializer(n_init=3, max_iter=1000, shift_radius='auto', n_components=1)
+    AutocorrelationInitializer(n_init=3, max_iter=1000, shift_radius='auto', n_components=1, n_jobs=None)
     """
 
-    _param_names = ("n_init", "max_iter", "shift_radius", "n_components")
+    _param_names = ("n_init", "max_iter", "shift_radius", "n_components", "n_jobs")
 
-    def __init__(self, n_init=1, max_iter=1000, shift_radius="auto", n_components=1):
+    def __init__(self, n_init=1, max_iter=1000, shift_radius="auto", n_components=1,
+                 n_jobs=None):
         self.n_init = n_init
         self.max_iter = max_iter
         self.shift_radius = shift_radius
         self.n_components = n_components
+        self.n_jobs = n_jobs
 
     def initialize(self, measurements, basis, noise_variance, random_state):
         """Fit autocorrelation analysis and return its estimate.
@@ -410,7 +418,8 @@ class AutocorrelationInitializer(_ParamsMixin):
         est = AutocorrelationEstimator(basis.image_size, basis=basis, n_init=self.n_init,
                                        noise_variance=noise_variance, max_iter=self.max_iter,
                                        shift_radius=self.shift_radius,
-                                       n_components=self.n_components, random_state=seed)
+                                       n_components=self.n_components, n_jobs=self.n_jobs,
+                                       random_state=seed)
         est.fit(measurements)
         return InitialState(est.coef_.copy(), est.shift_probabilities_.copy(),
                             float(est.noise_variance_),

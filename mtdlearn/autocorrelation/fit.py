@@ -22,13 +22,14 @@ from numbers import Real
 import numpy as np
 from scipy.optimize import OptimizeResult, minimize
 
-from .._parallel import blas_single_thread
+from .._parallel import check_n_jobs, thread_map
 from .._validation import check_int, check_real
 from ..basis.protocol import check_basis
+from ._chunked import RotatedImages, chunked_image_gradient, chunked_moments
 from .model_moments import (_check_coef, _check_density, _check_mixture, _check_n_angles,
                             _check_noise_variance, _model_flat, _model_flat_mixture,
-                            _noise_pattern, _ac2_fft_adjoint, _rotated_evaluation,
-                            _windows_adjoint)
+                            _moments_from_means, _noise_pattern, _ac2_fft_adjoint,
+                            _rotated_evaluation, _windows_adjoint)
 from .moments import _check_measured, _check_shift_radius, _shift_subset
 from ..imaging.shifts import gather_adjoint, max_density
 
@@ -45,7 +46,9 @@ __all__ = ["autocorrelation_cost_and_grad", "mixture_cost_and_grad", "fit_autoco
 #: pairs stood after 1000 (204 s); at L = 11, N = 1000 (78 functions, 3
 #: starts) lower costs at each start; at L = 5, N = 1000 (10 functions)
 #: 332-810 iterations with 10, 77-122 with 50, to the same cost (7 digits).
-#: A pair costs ``O(p)`` memory and work per iteration.
+#: A pair costs ``O(p)`` memory and work per iteration.  (The seconds are
+#: those of the one-piece evaluation of the time, about 3 times slower at
+#: L = 21 than the chunked one of :mod:`mtdlearn.autocorrelation._chunked`.)
 _LBFGS_MEMORY = 50
 
 
@@ -88,12 +91,19 @@ def _image_grads(F, W, G1, G2, G3, L, sub):
     return G1 + _ac2_fft_adjoint(F, G2) + q + gather_adjoint(F[:, :, None] * V, sub[2], L * L)
 
 
-def _cost_and_grad_flat(BR, density, coef, noise_variance, m1, m2, m3, L, sub=None):
+def _cost_and_grad_flat(BR, density, coef, noise_variance, m1, m2, m3, L, sub=None,
+                        tmap=None):
     """Cost and gradient with flat measured moments ``m2`` (L*L,), ``m3``
     (n, n) on the ``n`` shifts of ``sub`` (all L*L when ``None``) and
     precomputed ``BR`` (see :func:`autocorrelation_cost_and_grad` for the
-    formulas)."""
+    formulas).  A subset of shifts goes by chunks of angles, mapped with
+    ``tmap``, and ``BR`` may then be a
+    :class:`~mtdlearn.autocorrelation._chunked.RotatedImages`
+    (:mod:`mtdlearn.autocorrelation._chunked`)."""
     LL = L * L
+    if sub is not None:
+        return _cost_and_grad_chunked(BR, density, coef, noise_variance, m1, m2, m3, L, sub,
+                                      tmap)
     K = BR.shape[0]
     (a1, a2, a3), (F, W, E1, E2, E3) = _model_flat(BR, coef, density, noise_variance, L, sub)
     cost, G1, G2, G3, G3D = _residual_grads(a1, a2, a3, noise_variance, m1, m2, m3, LL)
@@ -102,6 +112,23 @@ def _cost_and_grad_flat(BR, density, coef, noise_variance, m1, m2, m3, L, sub=No
     # the gradient of each rotated image, scaled by gamma / (L^2 K) for the average
     gF = _image_grads(F, W, G1, G2, G3, L, sub)
     grad_coef = (density / (LL * K)) * np.einsum("kx,kxp->p", gF, BR)
+    return float(cost), float(grad_density), grad_coef, float(grad_noise)
+
+
+def _cost_and_grad_chunked(rot, density, coef, noise_variance, m1, m2, m3, L, sub, tmap):
+    """:func:`_cost_and_grad_flat` on a subset of shifts, by chunks of angles."""
+    LL = L * L
+    if not isinstance(rot, RotatedImages):
+        rot = RotatedImages(None, rot.shape[0], rot)
+    F = rot.images(coef)
+    K = F.shape[0]
+    E1, E2, E3 = chunked_moments(F, L, sub, tmap)
+    a1, a2, a3 = _moments_from_means(E1, E2, E3, density, noise_variance, L)
+    cost, G1, G2, G3, G3D = _residual_grads(a1, a2, a3, noise_variance, m1, m2, m3, LL)
+    grad_noise = G2[0] + a1 * G3D
+    grad_density = (G1 * E1 + G2 @ E2 + np.vdot(G3, E3)) / LL
+    gF = chunked_image_gradient(F, L, sub, G1, G2, G3, tmap)
+    grad_coef = (density / (LL * K)) * rot.adjoint(gF)
     return float(cost), float(grad_density), grad_coef, float(grad_noise)
 
 
@@ -307,7 +334,7 @@ def _softmax(u):
 
 def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
                          noise_variance0=None, max_iter=1000, tol=1e-14, n_angles=None, *,
-                         shift_radius=None, formation=None, weights0=None):
+                         shift_radius=None, formation=None, weights0=None, n_jobs=None):
     """Fit ``(gamma, coef[, sigma**2])`` to measured autocorrelations.
 
     Minimizes the cost of :func:`autocorrelation_cost_and_grad` with
@@ -361,6 +388,10 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
         Starting abundances of a mixture's kinds, positive (a kind of
         abundance 0 would stay at 0), summing to 1; ``None`` means equal
         abundances.  Only with a two-dimensional ``coef0``.
+    n_jobs : int, default=None
+        Threads evaluating the cost of one image on a subset of shifts
+        (``shift_radius``), by chunks of the angles of the rotational
+        average (``None`` is 1).  Results do not depend on it.
 
     Returns
     -------
@@ -414,13 +445,22 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
             )
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     tol = check_real(tol, "tol", minimum=0.0, strict=True)
+    n_jobs = check_n_jobs(n_jobs)
     K = _check_n_angles(n_angles, basis)
-    BR = _rotated_evaluation(basis, K, formation)
+    if sub is not None and formation is None and not mixture:
+        # rotations of the coefficients instead of the K x L**2 x p table
+        BR = RotatedImages(basis, K)
+    else:
+        BR = _rotated_evaluation(basis, K, formation)
 
     if estimate_noise:
         if noise_variance0 is None:
-            (_, a2s, _), _ = (_model_flat_mixture(BR, coef0, weights0, density0, 0.0, L, sub)
-                              if mixture else _model_flat(BR, coef0, density0, 0.0, L, sub))
+            if isinstance(BR, RotatedImages):
+                a2s = density0 / LL * chunked_moments(BR.images(coef0), L, sub)[1]
+            else:
+                (_, a2s, _), _ = (
+                    _model_flat_mixture(BR, coef0, weights0, density0, 0.0, L, sub)
+                    if mixture else _model_flat(BR, coef0, density0, 0.0, L, sub))
             noise_variance0 = max(m2[0] - a2s[0], 0.0)
         else:
             noise_variance0 = _check_noise_variance(noise_variance0, "noise_variance0")
@@ -450,7 +490,8 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
             # through the softmax: d w_c / d u_j = w_c (delta_cj - w_j)
             grad = [np.array([gg * g_scale]), gc.ravel() * c_scale, w * (gw - w @ gw)]
         else:
-            cost, gg, gc, gv = _cost_and_grad_flat(BR, gamma, coef, var, m1, m2, m3, L, sub)
+            cost, gg, gc, gv = _cost_and_grad_flat(BR, gamma, coef, var, m1, m2, m3, L, sub,
+                                                   tmap)
             grad = [np.array([gg * g_scale]), gc * c_scale]
         if estimate_noise:
             grad.append(np.array([gv * v_scale]))
@@ -465,7 +506,8 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
         bounds.append((0.0, None))
     z0 = np.concatenate(z0)
     # every evaluation is a handful of tiny GEMMs: BLAS threads only hurt
-    with blas_single_thread():
+    # (thread_map limits them); n_jobs threads share the chunks of angles instead
+    with thread_map(n_jobs) as tmap:
         res = minimize(fun, z0, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"maxiter": max_iter, "ftol": tol, "gtol": tol,
                                 "maxcor": _LBFGS_MEMORY})

@@ -275,12 +275,18 @@ def _model_flat(BR, coef, density, noise_variance, L, sub=None):
     F = BR @ coef  # (K, L*L)
     S, A2, A3, W = _flat_autocorrelations(F, sub)
     E1, E2, E3 = S.mean(), A2.mean(axis=0), A3.mean(axis=0)
+    return _moments_from_means(E1, E2, E3, density, noise_variance, L), (F, W, E1, E2, E3)
+
+
+def _moments_from_means(E1, E2, E3, density, noise_variance, L):
+    """The model moments ``(a1, a2, a3)`` (flat) from the rotational means of
+    the pixel sum, ``ac2`` and ``ac3``."""
     scale = density / (L * L)
     a1 = scale * E1
     a2 = scale * E2
     a2[0] += noise_variance
     a3 = scale * E3 + (noise_variance * a1) * _noise_pattern(E3.shape[0])
-    return (a1, a2, a3), (F, W, E1, E2, E3)
+    return a1, a2, a3
 
 
 def _model_flat_mixture(BR, coefs, weights, density, noise_variance, L, sub=None):

@@ -138,7 +138,7 @@ def _estimator(args, L, diameter, ctfs, noise):
     if args.init == "autocorrelation":
         from ..autocorrelation.estimator import AutocorrelationInitializer
 
-        init = AutocorrelationInitializer()
+        init = AutocorrelationInitializer(n_jobs=args.n_jobs)
     elif args.init == "random":
         from ..initializers import RandomInitializer
 

@@ -71,7 +71,8 @@ def _make_estimator(args, basis, verbose):
                                         noise_variance=args.noise_variance,
                                         random_state=args.seed, n_jobs=args.n_jobs,
                                         verbose=verbose)
-    init = AutocorrelationInitializer() if args.init == "autocorrelation" else RandomInitializer()
+    init = (AutocorrelationInitializer(n_jobs=args.n_jobs) if args.init == "autocorrelation"
+            else RandomInitializer())
     return ApproxEMEstimator(basis.image_size, basis=basis, rotations=args.rotations,
                              initializer=init, n_init=args.n_init,
                              noise_variance=args.noise_variance, max_iter=args.max_iter,

@@ -116,8 +116,11 @@ def _canonical(value):
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in sorted(value.items())}
     if hasattr(value, "get_params"):
+        # a nested object's n_jobs (AutocorrelationInitializer's) changes no result either
+        params = {k: v for k, v in value.get_params(deep=False).items()
+                  if k not in IGNORED_PARAMS}
         return {"class": f"{type(value).__module__}.{type(value).__qualname__}",
-                "params": _canonical(value.get_params(deep=False))}
+                "params": _canonical(params)}
     return {"repr": repr(value)}
 
 
@@ -126,7 +129,8 @@ def hash_params(estimator, extra=None):
 
     Nested objects (basis, rotation grid, initializer) are described by
     their class and parameters, arrays by a digest of their bytes, random
-    generators by their state; ``n_jobs`` and ``verbose`` are left out.
+    generators by their state; ``n_jobs`` and ``verbose`` are left out, of
+    the nested objects too.
 
     Parameters
     ----------
