@@ -456,7 +456,8 @@ def fit_autocorrelations(measured, basis, density0, coef0, noise_variance=None,
     if estimate_noise:
         if noise_variance0 is None:
             if isinstance(BR, RotatedImages):
-                a2s = density0 / LL * chunked_moments(BR.images(coef0), L, sub)[1]
+                a2s = _moments_from_means(*chunked_moments(BR.images(coef0), L, sub),
+                                          density0, 0.0, L)[1]
             else:
                 (_, a2s, _), _ = (
                     _model_flat_mixture(BR, coef0, weights0, density0, 0.0, L, sub)
