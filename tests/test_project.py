@@ -25,7 +25,17 @@ def test_project_reads_back_as_written(tmp_path):
     assert project.particle_diameter == pytest.approx((0.65 * 21 + 4) * 2.0)
 
 
-def test_same_seed_same_files(tmp_path):
+def test_same_seed_same_files(tmp_path, monkeypatch):
+    # mrcfile writes the time of creation into the header: make every call
+    # a second later, so that the files can only be equal if it is not kept
+    import datetime
+
+    import mrcfile.mrcobject
+
+    clock = iter(datetime.datetime(2026, 1, 1) + datetime.timedelta(seconds=s)
+                 for s in range(1000))
+    monkeypatch.setattr(mrcfile.mrcobject, "datetime",
+                        type("Clock", (), {"now": staticmethod(lambda: next(clock))}))
     a = make_relion_project(tmp_path / "a", n_micrographs=2, size=64, random_state=1)
     b = make_relion_project(tmp_path / "b", n_micrographs=2, size=64, random_state=1)
     for p, q in zip(a.micrographs, b.micrographs):

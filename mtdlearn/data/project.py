@@ -152,6 +152,8 @@ def make_relion_project(directory, *, n_micrographs=4, size=512, image_size=21,
         with mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(np.asarray(micrograph, dtype=np.float32))
             mrc.voxel_size = pixel_size
+            # mrcfile stamps the time of creation here: the same seed, the same bytes
+            mrc.header.label[0] = "Created by mtdlearn.make_relion_project"
         tmp.replace(path)
     star.parent.mkdir(parents=True, exist_ok=True)
     write_micrograph_ctfs(star, names, ctfs, overwrite=overwrite)
