@@ -13,8 +13,8 @@ settings, ``ApproxEMEstimator(21)``.  What makes this size practical
   a GEMM with all ``K (2L-1)^2`` shifted templates (chosen automatically from
   ``L = 13``);
 * ``refinement="auto"`` searches 32 rotations, enough for the basis's
-  highest angular frequency, and ``tol="auto"`` stops at a gain per pixel
-  of the patch.
+  highest angular frequency, and ``tol="auto"`` stops when the image's
+  change still to come is small against its standard error.
 
 The particle is band-limited well below Nyquist, as real ones are after
 binning (61 of the 281 functions).  The quick default (SNR 10, N = 600, 15

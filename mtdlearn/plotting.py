@@ -368,8 +368,9 @@ def plot_convergence(estimator_or_history, ax=None, show_gain=False):
     """Mean log-likelihood per patch against the EM iteration.
 
     EM does not decrease the (approximate) log-likelihood (up to rounding),
-    so the curve rises and flattens; the fit stops when the gain of one
-    iteration falls below the estimator's ``tol_`` (``tol``, resolved).
+    so the curve rises and flattens; with a float ``tol`` the fit stops when
+    the gain of one iteration falls below it (``tol="auto"``: when the
+    image's projected change is small, ``remaining_change_``).
 
     Parameters
     ----------
@@ -381,7 +382,7 @@ def plot_convergence(estimator_or_history, ax=None, show_gain=False):
     show_gain : bool, default=False
         Also draw the gain per iteration, ``|Q_k - Q_{k-1}|``, on a log scale
         on a twin axis (decreases, which EM should never make, as red
-        crosses).  The stopping rule compares this gain with ``tol_``.
+        crosses).  A float ``tol`` is compared with this gain.
 
     Returns
     -------

@@ -179,6 +179,10 @@ def test_fit_writes_estimate_params_and_png(tmp_path, capsys, measurement_file, 
         assert "[ApproxEM] iter 1" in captured.out                # per-iteration lines
         assert "log_likelihood" in params
         assert params["estimator_params"]["tol"] == "auto" and params["tol"] == 1e-6
+        # the statistical rule's ratio at the stop (None: not measured)
+        rest = params["remaining_change"]   # 5 iterations: the rule may not stop yet
+        assert rest is None or rest >= 0
+        assert not params["converged"] or rest <= 0.3
     else:
         assert "cost" in params
 

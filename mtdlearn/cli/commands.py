@@ -18,6 +18,7 @@ left half-written.
 
 import argparse
 import json
+import math
 import sys
 import time
 import warnings
@@ -129,13 +130,16 @@ def _cmd_fit(args):
         "converged": est.converged_,
         "n_patches": est.n_patches_,
         "n_rotations": len(est.angles_),   # the grid searched (refinement may refine it)
-        "tol": est.tol_,                   # the tolerance used ("auto" resolved)
+        "tol": est.tol_,                   # the gain per patch ("auto" resolved)
         "seconds": elapsed,
         "estimator_params": {k: (v if isinstance(v, (int, float, str, bool, type(None)))
                                  else repr(v)) for k, v in est.get_params(deep=False).items()},
     }
     if hasattr(est, "log_likelihood_history_"):
         params["log_likelihood"] = est.log_likelihood_history_[-1]
+        # tol="auto": the image's projected change in standard errors (None: not measured)
+        rest = float(getattr(est, "remaining_change_", math.inf))
+        params["remaining_change"] = rest if math.isfinite(rest) else None
     if hasattr(est, "cost_"):
         params["cost"] = est.cost_
     writers = {targets[0]: _npy_writer(est.image_), targets[1]: _npy_writer(est.coef_),
@@ -334,7 +338,8 @@ def _build_parser():
     p.add_argument("--max-iter", type=int, default=100, help="EM iterations (default 100)")
     p.add_argument("--tol", type=_tolerance, default="auto",
                    help="EM tolerance: gain of the log-likelihood per patch below which "
-                        "the fit stops, or 'auto' (default): 4e-8 per pixel, 1e-6 at L = 5")
+                        "the fit stops, or 'auto' (default): stop when the image's "
+                        "projected change is below 0.3 of its standard error")
     p.add_argument("--n-jobs", type=int, default=-1,
                    help="threads (default -1: all cores; 1 for one)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -54,15 +54,16 @@ def start_dtype(dtype, data, state):
     return np.dtype(np.float32)
 
 
-def finish_in_float64(run, data, state, stats, objective, new_objective, tol):
+def finish_in_float64(run, data, state, stats, objective, new_objective, tol, done=False):
     """After an iteration from ``objective`` to ``new_objective``: with
     ``dtype="auto"``, switch ``run`` to float64 once the float32 gain is below
-    ``tol`` or float32's resolution.  Returns whether it switched (the caller
-    then repeats the E-step at ``state`` in float64)."""
+    ``tol`` or float32's resolution, or once ``done`` (the statistical rule,
+    :mod:`~mtdlearn.em._stopping`, would stop).  Returns whether it switched
+    (the caller then repeats the E-step at ``state`` in float64)."""
     if not (run.finish and run.dtype == np.float32 and not run.incomparable):
         return False
     resolution = float32_resolution(data, state, stats, new_objective)
-    if new_objective - objective < max(tol, resolution):
+    if done or new_objective - objective < max(tol, resolution):
         # float32 gains are at its rounding level: finish in float64
         run.dtype = np.dtype(np.float64)
         run.float64_from = run.n_iter

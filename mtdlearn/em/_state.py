@@ -10,7 +10,7 @@ is called before every E-step, by the estimator's ``_e_step`` and by the
 incremental passes.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -58,13 +58,48 @@ class _Run:
     ranges: list = None           # incremental EM: the blocks' patch ranges
     blocks: list = None           # incremental EM: each block's statistics
     n_recentred: int = 0          # center: how often the image was moved
-
+    stop_below: float = None      # tol="auto" on the phase run to tol: _stopping's bound
+    rates: list = field(default_factory=list)   # _stopping: latest EM rates
+    remaining: float = np.inf     # _stopping: projected change / standard error
+    trace_inverse: float = np.inf  # _stopping: tr A^-1 of the last M-step
+    noise_variance: float = None  # _stopping: sigma**2 of the last M-step
+    last_coef: np.ndarray = None  # _stopping, plain EM: the last iteration's coefficients
+    last_step: float = None       # _stopping, plain EM: its step
+    last_record: tuple = None     # _stopping: (step, rate, standard error) last seen
 
 @dataclass
 class _EMState(InitialState):
     """An :class:`InitialState` that carries its start's bookkeeping."""
 
     run: _Run = None
+
+
+def checkpoint_state(state):
+    """What a start saves beside its parameters in a checkpoint: its
+    :class:`_Run`'s counters and switches (JSON), and a mixture's abundances."""
+    run = state.run
+    return {"dtype": run.dtype.name, "finish": run.finish, "n_e_steps": run.n_e_steps,
+            "n_iter": run.n_iter, "float64_from": run.float64_from,
+            "step_max": run.step_max, "n_recentred": run.n_recentred,
+            "rates": [float(q) for q in run.rates], "last_step": run.last_step,
+            "weights": None if state.weights is None else [float(w) for w in state.weights]}
+
+
+def resume_state(state, saved):
+    """The :class:`_EMState` of a start resumed at ``state`` from what
+    :func:`checkpoint_state` saved (nothing saved: ``state``)."""
+    if not saved:
+        return state
+    # the resumed start recomputes the E-step at the saved state: one more
+    run = _Run(np.dtype(saved["dtype"]), finish=saved["finish"],
+               n_e_steps=saved["n_e_steps"] - 1, n_iter=saved["n_iter"],
+               float64_from=saved["float64_from"], step_max=saved["step_max"],
+               n_recentred=saved.get("n_recentred", 0), rates=saved.get("rates", []),
+               last_step=saved.get("last_step"),
+               last_coef=np.ravel(np.asarray(state.coef, dtype=np.float64)))
+    weights = saved.get("weights", state.weights)
+    return _EMState(state.coef, state.shift_probabilities, state.noise_variance,
+                    None if weights is None else np.asarray(weights), run=run)
 
 
 def state_of(res):

@@ -32,8 +32,8 @@ from ..likelihood.formed import (check_ctf, check_noise, estep_groups, formation
 from ..likelihood.hypotheses import HypothesisSpace
 from ..likelihood.m_step import component_weights, m_step, noise_variance_floor
 from . import (_bandlimit_selection, _components, _ctf_start, _incremental, _precision,
-               _refinement, _squarem)
-from ._state import _EMData, _EMState, _Run, kernels
+               _refinement, _squarem, _stopping)
+from ._state import _EMData, _EMState, _Run, checkpoint_state, kernels, resume_state
 
 __all__ = ["ApproxEMEstimator"]
 
@@ -93,14 +93,14 @@ class ApproxEMEstimator(BaseMTDEstimator):
     max_iter : int, default=100
         Maximum number of EM iterations; ``0`` returns the initialization.
     tol : float or "auto", default="auto"
-        Stop when the gain of the mean log-likelihood per patch is below
-        ``tol``.  ``"auto"``: ``4e-8`` per pixel of a patch, ``4e-8 L**2``,
-        which is the paper's ``1e-6`` at L = 5.  A patch's log-likelihood
-        sums over its ``L**2`` pixels, so a fixed ``1e-6`` asks far more of
-        a large image: at L = 41 (N = 4096, SNR 3), from cycle 8 to 25 the
-        gain per SQUAREM cycle wandered between ``3e-5`` and ``5e-4`` per
-        patch, without a trend, while the image error stayed at 0.021
-        (:doc:`/results`).
+        ``"auto"``: stop when the change of ``coef_`` still to come,
+        projected from the EM's rate of convergence, is below 0.3 of its
+        standard error (:doc:`/design`, "Stopping"); ``remaining_change_``
+        gives the ratio at the stop.  A float: stop when the gain of the mean
+        log-likelihood per patch is below ``tol`` (the paper's rule, with
+        ``1e-6``).  Phases stopped early (coarser grids, the white-noise or
+        one-image phase) and the float32 finish compare gains with
+        ``tol_``: the float, or ``4e-8 L**2`` for ``"auto"``.
     working_memory : float, default=None
         Memory budget in MiB of each thread's chunk of patches (scikit-learn's
         convention); ``None`` takes ``sklearn.get_config()["working_memory"]``.
@@ -110,12 +110,13 @@ class ApproxEMEstimator(BaseMTDEstimator):
         Precision of the E-step arithmetic; sufficient statistics are
         always accumulated in float64.  ``"auto"`` runs the E-steps in
         float32 (about 3x faster, same error) while the gain per iteration
-        is above float32's resolution of the mean log-likelihood (and above
-        ``tol``), then finishes in float64, so ``tol`` is always met by
-        float64 gains; at high SNR (float32 error of the logits above 1e-3,
-        where ``||P||**2 - 2 P.T + ||T||**2`` cancels) it runs in float64
-        throughout.  ``numpy.float32`` runs every E-step in float32 (its
-        gains near convergence are rounding noise).
+        is above float32's resolution of the mean log-likelihood and
+        ``tol_`` (with ``tol="auto"``: until its rule would stop), then
+        finishes in float64, so the stop is always tested in float64; at
+        high SNR (float32 error of the logits above 1e-3, where ``||P||**2 -
+        2 P.T + ||T||**2`` cancels) it runs in float64 throughout.
+        ``numpy.float32`` runs every E-step in float32 (its gains near
+        convergence are rounding noise).
     acceleration : {"squarem", "incremental", None}, default="squarem"
         ``None``: plain EM, one E-step and one M-step per iteration.
         ``"squarem"``: SQUAREM (Varadhan & Roland, 2008), scheme S3, on the
@@ -327,7 +328,11 @@ class ApproxEMEstimator(BaseMTDEstimator):
         ``converged_``; among several starts, the best that is not
         degenerate wins.
     tol_ : float
-        The tolerance used: ``tol``, or its value for ``"auto"``.
+        The gain per patch of ``tol`` (``4e-8 L**2`` for ``"auto"``).
+    remaining_change_ : float
+        With ``tol="auto"``, the projected change of ``coef_`` still to come
+        in standard errors at the stop (below 0.3 when ``converged_``;
+        ``inf``: not measured, e.g. a float ``tol``).
     n_patches_ : int
         Number of ``L x L`` patches ``N_d`` in the fitted measurements.
     n_parameters_ : int
@@ -371,8 +376,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
     cannot lower the likelihood) and a step at ``step_max`` multiplies it
     by 4.  ``rho`` is extrapolated in log coordinates and mapped back by a
     softmax (it stays on the simplex, zeros stay zero), ``sigma**2`` in log
-    coordinates.  The convergence test applies ``tol`` to the gain of a
-    cycle.
+    coordinates.  A float ``tol`` is compared with the gain of a cycle;
+    ``"auto"`` uses the cycle's two EM steps (``r`` and ``v``) for its rate.
 
     References
     ----------
@@ -565,23 +570,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
         return None
 
     def _checkpoint_state(self, state):
-        run = state.run
-        return {"dtype": run.dtype.name, "finish": run.finish, "n_e_steps": run.n_e_steps,
-                "n_iter": run.n_iter, "float64_from": run.float64_from,
-                "step_max": run.step_max, "n_recentred": run.n_recentred,
-                "weights": None if state.weights is None else [float(w) for w in state.weights]}
+        return checkpoint_state(state)
 
     def _resume_state(self, state, saved):
-        if not saved:
-            return state
-        # the resumed start recomputes the E-step at the saved state: one more
-        run = _Run(np.dtype(saved["dtype"]), finish=saved["finish"],
-                   n_e_steps=saved["n_e_steps"] - 1, n_iter=saved["n_iter"],
-                   float64_from=saved["float64_from"], step_max=saved["step_max"],
-                   n_recentred=saved.get("n_recentred", 0))
-        weights = saved.get("weights", state.weights)
-        return _EMState(state.coef, state.shift_probabilities, state.noise_variance,
-                        None if weights is None else np.asarray(weights), run=run)
+        return resume_state(state, saved)
 
     def _run_start(self, prepared, state, seed, n_jobs, resume=None, callback=None):
         if self.n_components > 1 and np.ndim(state.coef) == 1:   # one image: fit, split
@@ -606,7 +598,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
                        finish=isinstance(self.dtype, str))
             state = _EMState(state.coef, state.shift_probabilities, state.noise_variance,
                              state.weights, run=run)
+        if tol is None and isinstance(self.tol, str):   # "auto": the statistical rule
+            run.stop_below = tol = _stopping._SHARE
         res = super()._run_start(prepared, state, seed, n_jobs, resume, callback, tol)
+        res["extra"]["remaining_change_"] = float(run.remaining)
         res["extra"]["n_e_steps_"] = run.n_e_steps
         res["extra"]["float64_from_iter_"] = run.float64_from
         res["extra"]["n_recentred_"] = run.n_recentred
@@ -652,9 +647,13 @@ class ApproxEMEstimator(BaseMTDEstimator):
         rcond = float(len(state.coef) * eps)
         if prepared.groups is not None:
             rcond = max(rcond, _CTF_RCOND)
+        info = None if run is None or run.stop_below is None else {}
         coef, rho, sigma2 = m_step(stats, state.shift_probabilities, spaces,
                                    prepared.estimate_noise, floor, coef=state.coef,
-                                   rcond=rcond)
+                                   rcond=rcond, info=info)
+        if info is not None:   # the statistical stopping rule's standard error
+            run.trace_inverse = info["trace_inverse"]
+            run.noise_variance = sigma2 if prepared.estimate_noise else state.noise_variance
         weights = (component_weights(stats, spaces) if prepared.hypotheses.n_components > 1
                    else None)
         return _EMState(coef, rho, sigma2 if prepared.estimate_noise else state.noise_variance,
@@ -671,7 +670,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
             new = super()._step(prepared, state, objective, stats, n_jobs)
         state, new_objective, stats = new
         if _precision.finish_in_float64(run, prepared.data, state, stats, objective,
-                                        new_objective, self.tol_):
+                                        new_objective, self.tol_,
+                                        done=(run.stop_below is not None
+                                              and run.remaining < run.stop_below)):
             new_objective, stats = self._e_step(prepared, state, n_jobs)
         moved = (_components.recentred(prepared.hypotheses.basis, state.coef) if self.center
                  else None)
@@ -688,5 +689,11 @@ class ApproxEMEstimator(BaseMTDEstimator):
         run = state.run
         if run.incomparable:   # the objective changed (precision, centring): not a gain
             run.incomparable = False
+            _stopping.reset(run)   # nor a step (plain EM's rates: consecutive steps)
             return np.inf
-        return objective - previous
+        if run.stop_below is None:
+            return objective - previous
+        if self.acceleration is None:   # plain EM's rates: from consecutive steps
+            _stopping.record_plain(run, state.coef)
+        # tol="auto": the projected change still to come, tested in float64
+        return np.inf if run.finish and run.dtype == np.float32 else run.remaining

@@ -125,7 +125,7 @@ def solve_gram(A, b, previous=None, rcond=None):
 
 
 def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_floor=0.0,
-           coef=None, rcond=None):
+           coef=None, rcond=None, info=None):
     """Run one M-step from the sufficient statistics (eq. 16 and 18).
 
     Solves ``(sum_h W_h A_h^T A_h) alpha = sum_h A_h^T S_h`` where ``A_h``
@@ -160,6 +160,14 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
         The reciprocal condition number of the normal equations below which
         they are solved in their well-determined subspace only
         (:func:`solve_gram`).
+    info : dict, default=None
+        If given, ``info["trace_inverse"]`` is set to ``sum_c tr(A_c^+)``,
+        the pseudo-inverse's trace of each component's normal matrix over
+        its well-determined eigenvalues (above ``rcond`` times the largest):
+        times ``sigma**2``, the summed variance of ``alpha`` were the
+        hypotheses known (the complete-data information), a lower bound on
+        its statistical variance (the EM's stopping rule,
+        :mod:`mtdlearn.em._stopping`).
 
     Returns
     -------
@@ -218,6 +226,8 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
     previous = [None] * C if coef is None else np.reshape(coef, (C, -1))
     solved = [solve_gram(A_sum[c], b_sum[c], previous[c], rcond) for c in range(C)]
     normal = list(zip(A_sum, b_sum))
+    if info is not None:
+        info["trace_inverse"] = sum(_trace_pinv(A, rcond) for A in A_sum)
     coef = solved[0] if C == 1 else np.stack(solved)
 
     n = stats.n_patches
@@ -237,6 +247,15 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
             resid = resid - 2.0 * a @ b + a @ A @ a
         sigma2 = max(resid / (n * d), noise_floor)
     return coef, rho.reshape(2 * L, 2 * L), sigma2
+
+
+def _trace_pinv(A, rcond):
+    """``tr(A^+)`` of a symmetric positive semi-definite ``A`` over its
+    eigenvalues above ``rcond`` (default: ``p`` eps) times the largest."""
+    lam = np.linalg.eigvalsh(A)
+    cut = lam[-1] * (len(lam) * np.finfo(np.float64).eps if rcond is None else rcond)
+    kept = lam[lam > max(cut, 0.0)]
+    return float(np.sum(1.0 / kept)) if kept.size else np.inf
 
 
 def component_weights(stats, hypotheses):

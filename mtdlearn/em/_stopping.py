@@ -1,0 +1,92 @@
+"""The statistical stopping rule of ``tol="auto"``: stop when the change
+still to come in the image, projected from the EM's rate of convergence, is
+small against the image's statistical uncertainty.
+
+**The change still to come.**  Near its fixed point ``x*`` the EM map
+contracts by a factor ``lambda`` per step (the fraction of missing
+information), so from a point ``x0`` whose EM step moves the coefficients
+by ``r`` the coefficients still move by ``|r| / (1 - lambda)`` in all.
+Inside each SQUAREM cycle there are two EM steps, ``x1 = F(x0)`` and ``x2 =
+F(x1)``, and ``lambda`` is the ratio of their coefficient steps (for plain
+EM, of consecutive iterations' steps).  One ratio underestimates the rate
+while faster directions still dominate the step, so the rule takes the
+largest of the last :data:`_N_RATES` and needs two.  The projection is made
+from the cycle's start; SQUAREM's extrapolation ends the cycle nearer.
+
+**The uncertainty.**  Were the hypotheses (rotation, shift) of every patch
+known, the coefficients' covariance would be ``sigma**2 A^-1``, ``A`` the
+M-step's normal matrix (``sum_h W_h A_h^T A_h``, through the measurements'
+CTFs where there are some): the complete-data information, whose standard
+error is ``s = sqrt(sigma**2 tr A^-1)`` (summed over the coefficients).
+The hypotheses are missing, so the observed information is smaller and the
+estimate's own standard error larger (along the direction that contracts by
+``lambda``, by ``1 / sqrt(1 - lambda)``: Louis, 1982): ``s`` is a lower
+bound, and the rule is cautious in it as in the rate.  (Measuring the
+change in ``s / sqrt(1 - lambda)`` instead stopped too early: the
+slowest direction's uncertainty is not the image's, see :doc:`/results`.)
+A rate that does not shrink the step (a direction the data hardly
+determine, or steps at float64's rounding) counts as :data:`_MAX_RATE`.
+
+The rule stops once the projected change is at most :data:`_SHARE` times
+``s``; ``remaining_change_`` reports the ratio.  It applies to the phase
+that runs to ``tol`` (the finest grid, the chosen basis, the mixture), in
+float64; in the float32 phase of ``dtype="auto"`` it only decides when to
+switch to float64.  An explicit float ``tol`` keeps the gain-per-patch
+rule.
+"""
+
+import numpy as np
+
+#: The rule stops when the projected change of the coefficients is at most
+#: this many of their complete-data standard errors.
+_SHARE = 0.3
+
+#: The rate is the largest of this many latest ratios (and needs two).
+_N_RATES = 3
+
+#: ... and at most this: a step that does not shrink counts as contracting
+#: by 1e-4 per step (its observed information 1e-4 of the complete data's).
+_MAX_RATE = 1.0 - 1e-4
+
+
+def reset(run):
+    """Forget the plain EM's last step: the objective changed (precision,
+    re-centring)."""
+    run.last_coef = None
+    run.last_step = None
+
+
+def record_squarem(run, r, v, p):
+    """After a SQUAREM cycle from ``x0``: ``r = x1 - x0`` and ``v = x2 - 2 x1
+    + x0`` in its coordinates, whose first ``p`` are the coefficients."""
+    rc, vc = r[:p], v[:p]
+    step = float(np.linalg.norm(rc))
+    _record(run, step, float(np.linalg.norm(rc + vc)) / step if step > 0 else 0.0)
+
+
+def record_plain(run, coef):
+    """After a plain EM iteration that ended at ``coef``."""
+    coef = np.ravel(np.asarray(coef, dtype=np.float64))
+    previous, run.last_coef = run.last_coef, coef
+    if previous is None:
+        return
+    step = float(np.linalg.norm(coef - previous))
+    before, run.last_step = run.last_step, step
+    if before is not None and before > 0:
+        _record(run, step, step / before)
+
+
+def projected(step, rate):
+    """The change still to come after a step of norm ``step`` that
+    contracts by ``rate`` (at most :data:`_MAX_RATE`): ``step / (1 - rate)``."""
+    return step / (1.0 - min(rate, _MAX_RATE))
+
+
+def _record(run, step, rate):
+    run.rates = (run.rates + [rate])[-_N_RATES:]
+    se = (np.sqrt(run.noise_variance * run.trace_inverse) if run.noise_variance is not None
+          else np.inf)
+    change = projected(step, max(run.rates))
+    run.last_record = (step, max(run.rates), se)
+    ok = len(run.rates) >= 2 and np.isfinite(change) and 0 < se < np.inf
+    run.remaining = change / se if ok else np.inf
