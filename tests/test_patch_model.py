@@ -258,7 +258,8 @@ def test_m_step_solves_normal_equations(basis, coef):
     rho = density_to_shift_probabilities(0.05, L)
     model = build_patch_model(coef, rho, 0.5, _space(basis, angles))
     stats = estep_statistics(PatchData([X], L), model, chunk=50)
-    new_coef, new_rho, s2 = m_step(stats, rho, model.hypotheses, estimate_noise=True)
+    info = {}
+    new_coef, new_rho, s2 = m_step(stats, rho, model.hypotheses, estimate_noise=True, info=info)
     ne = nonempty_shifts(L)
     # A_h: alpha -> C T_l Z B R_k alpha, built column by column
     eye = np.eye(basis.n_functions)
@@ -268,6 +269,8 @@ def test_m_step_solves_normal_equations(basis, coef):
     lhs = np.einsum("h,hdp,hdq->pq", stats.weights, A, A)
     rhs = np.einsum("hdp,hd->p", A, stats.weighted_patches)
     np.testing.assert_allclose(new_coef, np.linalg.solve(lhs, rhs), rtol=1e-9)
+    # the stopping rule's complete-data variance factor: tr of the inverse
+    assert info["trace_inverse"] == pytest.approx(np.trace(np.linalg.inv(lhs)), rel=1e-9)
     np.testing.assert_allclose(new_rho.reshape(-1)[ne],
                                stats.weights.reshape(len(angles), -1).sum(0) / stats.n_patches,
                                rtol=1e-12)
