@@ -21,7 +21,7 @@ def _linear_map(lam, seed, n=9):
 
 def _unit_run():
     run = _Run(np.dtype(np.float64))
-    run.noise_variance, run.trace_inverse = 1.0, 1.0   # a standard error of 1
+    run.normal = ([np.eye(1)], None, 1.0)   # a standard error of 1
     return run
 
 

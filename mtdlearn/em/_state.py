@@ -61,11 +61,9 @@ class _Run:
     stop_below: float = None      # tol="auto" on the phase run to tol: _stopping's bound
     rates: list = field(default_factory=list)   # _stopping: latest EM rates
     remaining: float = np.inf     # _stopping: projected change / standard error
-    trace_inverse: float = np.inf  # _stopping: tr A^-1 of the last M-step
-    noise_variance: float = None  # _stopping: sigma**2 of the last M-step
+    normal: tuple = None          # _stopping: (normal matrices, rcond, sigma**2), last M-step
     last_coef: np.ndarray = None  # _stopping, plain EM: the last iteration's coefficients
     last_step: float = None       # _stopping, plain EM: its step
-    last_record: tuple = None     # _stopping: (step, rate, standard error) last seen
 
 @dataclass
 class _EMState(InitialState):

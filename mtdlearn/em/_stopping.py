@@ -16,7 +16,8 @@ from the cycle's start; SQUAREM's extrapolation ends the cycle nearer.
 **The uncertainty.**  Were the hypotheses (rotation, shift) of every patch
 known, the coefficients' covariance would be ``sigma**2 A^-1``, ``A`` the
 M-step's normal matrix (``sum_h W_h A_h^T A_h``, through the measurements'
-CTFs where there are some): the complete-data information, whose standard
+CTFs where there are some; decomposed once per test, from the cycle's last
+M-step): the complete-data information, whose standard
 error is ``s = sqrt(sigma**2 tr A^-1)`` (summed over the coefficients).
 The hypotheses are missing, so the observed information is smaller and the
 estimate's own standard error larger (along the direction that contracts by
@@ -82,11 +83,28 @@ def projected(step, rate):
     return step / (1.0 - min(rate, _MAX_RATE))
 
 
+def trace_pinv(A, rcond=None):
+    """``tr(A^+)`` of a symmetric positive semi-definite ``A`` over its
+    eigenvalues above ``rcond`` (default: ``p`` eps) times the largest."""
+    lam = np.linalg.eigvalsh(A)
+    cut = lam[-1] * (len(lam) * np.finfo(np.float64).eps if rcond is None else rcond)
+    kept = lam[lam > max(cut, 0.0)]
+    return float(np.sum(1.0 / kept)) if kept.size else np.inf
+
+
+def standard_error(normal):
+    """``sigma sqrt(sum_c tr A_c^+)`` from ``(A_c list, rcond, sigma**2)`` of
+    an M-step (``None``: none yet, ``inf``)."""
+    if normal is None:
+        return np.inf
+    matrices, rcond, sigma2 = normal
+    return float(np.sqrt(sigma2 * sum(trace_pinv(A, rcond) for A in matrices)))
+
+
 def _record(run, step, rate):
     run.rates = (run.rates + [rate])[-_N_RATES:]
-    se = (np.sqrt(run.noise_variance * run.trace_inverse) if run.noise_variance is not None
-          else np.inf)
-    change = projected(step, max(run.rates))
-    run.last_record = (step, max(run.rates), se)
-    ok = len(run.rates) >= 2 and np.isfinite(change) and 0 < se < np.inf
-    run.remaining = change / se if ok else np.inf
+    if len(run.rates) < 2:
+        run.remaining = np.inf
+        return
+    change, se = projected(step, max(run.rates)), standard_error(run.normal)
+    run.remaining = change / se if np.isfinite(change) and 0 < se < np.inf else np.inf

@@ -651,9 +651,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
         coef, rho, sigma2 = m_step(stats, state.shift_probabilities, spaces,
                                    prepared.estimate_noise, floor, coef=state.coef,
                                    rcond=rcond, info=info)
-        if info is not None:   # the statistical stopping rule's standard error
-            run.trace_inverse = info["trace_inverse"]
-            run.noise_variance = sigma2 if prepared.estimate_noise else state.noise_variance
+        if info is not None:   # the statistical stopping rule's standard error, when tested
+            run.normal = (info["normal_matrices"], rcond,
+                          sigma2 if prepared.estimate_noise else state.noise_variance)
         weights = (component_weights(stats, spaces) if prepared.hypotheses.n_components > 1
                    else None)
         return _EMState(coef, rho, sigma2 if prepared.estimate_noise else state.noise_variance,

@@ -161,13 +161,11 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
         they are solved in their well-determined subspace only
         (:func:`solve_gram`).
     info : dict, default=None
-        If given, ``info["trace_inverse"]`` is set to ``sum_c tr(A_c^+)``,
-        the pseudo-inverse's trace of each component's normal matrix over
-        its well-determined eigenvalues (above ``rcond`` times the largest):
-        times ``sigma**2``, the summed variance of ``alpha`` were the
-        hypotheses known (the complete-data information), a lower bound on
-        its statistical variance (the EM's stopping rule,
-        :mod:`mtdlearn.em._stopping`).
+        If given, ``info["normal_matrices"]`` is set to the list of each
+        component's normal matrix ``A_c = sum_h W_h A_h^T A_h``: over
+        ``sigma**2``, the complete-data information of ``alpha`` (the EM's
+        stopping rule, :mod:`mtdlearn.em._stopping`, takes its standard
+        error from it).
 
     Returns
     -------
@@ -227,7 +225,7 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
     solved = [solve_gram(A_sum[c], b_sum[c], previous[c], rcond) for c in range(C)]
     normal = list(zip(A_sum, b_sum))
     if info is not None:
-        info["trace_inverse"] = sum(_trace_pinv(A, rcond) for A in A_sum)
+        info["normal_matrices"] = A_sum
     coef = solved[0] if C == 1 else np.stack(solved)
 
     n = stats.n_patches
@@ -247,15 +245,6 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
             resid = resid - 2.0 * a @ b + a @ A @ a
         sigma2 = max(resid / (n * d), noise_floor)
     return coef, rho.reshape(2 * L, 2 * L), sigma2
-
-
-def _trace_pinv(A, rcond):
-    """``tr(A^+)`` of a symmetric positive semi-definite ``A`` over its
-    eigenvalues above ``rcond`` (default: ``p`` eps) times the largest."""
-    lam = np.linalg.eigvalsh(A)
-    cut = lam[-1] * (len(lam) * np.finfo(np.float64).eps if rcond is None else rcond)
-    kept = lam[lam > max(cut, 0.0)]
-    return float(np.sum(1.0 / kept)) if kept.size else np.inf
 
 
 def component_weights(stats, hypotheses):
