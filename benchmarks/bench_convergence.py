@@ -87,17 +87,27 @@ class _Traced(ApproxEMEstimator):
         return state, objective, stats
 
 
+def _measurement(basis, args, seed):
+    """The target and its measurement at ``--size`` and ``--snr``, density 0.04."""
+    coef = make_target(basis, random_state=seed)
+    X, truth = make_measurement(coef, basis, args.size, density=0.04, snr=args.snr,
+                                random_state=seed)
+    return coef, X, truth
+
+
+def _headline_start(basis, X, truth, n_jobs):
+    """examples/plot_headline.py's start: autocorrelation analysis, 5 random starts."""
+    return AutocorrelationEstimator(5, basis=basis, n_init=5, noise_variance=truth.noise_variance,
+                                    initializer=RandomInitializer(density=0.03),
+                                    random_state=0, n_jobs=n_jobs).fit(X)
+
+
 def run(args):
     basis = FourierBesselBasis(5, n_coefficients=10)
-    coef = make_target(basis, random_state=args.seed)
-    X, truth = make_measurement(coef, basis, args.size, density=0.04, snr=args.snr,
-                                random_state=args.seed)
+    coef, X, truth = _measurement(basis, args, args.seed)
     t_start = time.perf_counter()
-    if args.headline:   # examples/plot_headline.py's start: 5 random starts
-        ac = AutocorrelationEstimator(5, basis=basis, n_init=5,
-                                      noise_variance=truth.noise_variance,
-                                      initializer=RandomInitializer(density=0.03),
-                                      random_state=0, n_jobs=args.n_jobs).fit(X)
+    if args.headline:
+        ac = _headline_start(basis, X, truth, args.n_jobs)
     else:
         ac = AutocorrelationEstimator(5, basis=basis, noise_variance=truth.noise_variance,
                                       random_state=args.seed).fit(X)
@@ -186,13 +196,8 @@ def stopping(args):
           f"{'time s':>7s} {'remaining':>9s}  err/err(1e-8)  time/time(gain)")
     rows = []
     for seed in args.stopping:
-        coef = make_target(basis, random_state=seed)
-        X, truth = make_measurement(coef, basis, args.size, density=0.04, snr=args.snr,
-                                    random_state=seed)
-        ac = AutocorrelationEstimator(5, basis=basis, n_init=5,
-                                      noise_variance=truth.noise_variance,
-                                      initializer=RandomInitializer(density=0.03),
-                                      random_state=0, n_jobs=args.n_jobs).fit(X)
+        coef, X, truth = _measurement(basis, args, seed)
+        ac = _headline_start(basis, X, truth, args.n_jobs)
         init = FixedInitializer(ac.coef_, ac.shift_probabilities_)
         res = {}
         for name, tol in rules.items():
