@@ -8,7 +8,11 @@ from the same autocorrelation-analysis start and with the same stopping rule
 * ``plain K``         -- the wave-1 algorithm on ``K`` rotations;
 * ``plain rK``        -- the same on an ``r`` times finer grid;
 * ``default K, r``    -- the defaults with ``refinement=r`` (coarse to fine);
-* ``plain K, r``      -- the plain algorithm with ``refinement=r``.
+* ``plain K, r``      -- the plain algorithm with ``refinement=r``;
+* ``default K, None`` -- the defaults on the ``K`` grid alone;
+* ``default K``       -- the defaults (``refinement="auto"``: the grid
+  doubles while the data resolve the angle finer than it) at ``--tol``;
+* ``default K, tol auto`` -- the defaults, ``tol="auto"`` included.
 
 ``refinement=r`` runs the grids K, 2K, 4K, ... (below rK) and rK, each
 started from the previous one's fixed point (loosely converged, except the
@@ -25,6 +29,7 @@ Usage::
 
     python benchmarks/bench_refinement.py
     python benchmarks/bench_refinement.py --size 500 --snr 100 --repeats 1
+    python benchmarks/bench_refinement.py --size 1000 --snr 5 --cost
 """
 
 import argparse
@@ -69,15 +74,24 @@ def run(args):
                                   random_state=args.seed).fit(X)
     init = FixedInitializer(ac.coef_, ac.shift_probabilities_)
     K, r = args.rotations, args.refinement
-    plain = dict(dtype=np.float64, acceleration=None)
-    runs = [(f"plain K={K}", K, plain),
-            (f"plain K={r * K}", r * K, plain),
-            (f"default K={K} refinement={r}", K, dict(refinement=r)),
-            (f"plain K={K} refinement={r}", K, dict(plain, refinement=r))]
+    plain = dict(dtype=np.float64, acceleration=None, refinement=None)
+    if args.cost:   # what the test costs where it does not refine: the defaults with and without
+        runs = [(f"default K={K} refinement=None", K, dict(refinement=None, tol="auto")),
+                (f"default K={K}", K, dict(tol="auto")),
+                (f"default K={K} refinement=None tol", K, dict(refinement=None)),
+                (f"default K={K} tol", K, {})]
+    else:
+        runs = [(f"plain K={K}", K, plain),
+                (f"plain K={r * K}", r * K, plain),
+                (f"default K={K} refinement={r}", K, dict(refinement=r)),
+                (f"plain K={K} refinement={r}", K, dict(plain, refinement=r)),
+                (f"default K={K} refinement=None", K, dict(refinement=None)),
+                (f"default K={K}", K, {}),
+                (f"default K={K} tol=auto", K, dict(tol="auto"))]
     print(f"N={args.size} SNR {args.snr:g} tol {args.tol:g} n_jobs={args.n_jobs}, min of "
           f"{args.repeats} run(s); autocorrelation start error "
           f"{relative_error(coef, ac.coef_, basis):.5f}")
-    print(f"{'run':30s} {'error':>8s} {'iter':>5s} {'coarse':>6s} {'E-steps':>7s} "
+    print(f"{'run':30s} {'K':>4s} {'error':>8s} {'iter':>5s} {'coarse':>6s} {'E-steps':>7s} "
           f"{'time s':>8s} {'x plain K':>9s} {'to target':>9s}")
     times, target = {}, None
     for i, (name, rotations, kw) in enumerate(runs):
@@ -85,8 +99,8 @@ def run(args):
         for _ in range(args.repeats):
             em = _Traced(5, basis=basis, rotations=rotations,
                          noise_variance=truth.noise_variance, initializer=init,
-                         max_iter=args.max_iter, tol=args.tol, random_state=args.seed,
-                         n_jobs=args.n_jobs, **kw)
+                         max_iter=args.max_iter, random_state=args.seed,
+                         n_jobs=args.n_jobs, **{"tol": args.tol, **kw})
             em._truth = coef
             t0 = time.perf_counter()
             with warnings.catch_warnings():
@@ -97,16 +111,17 @@ def run(args):
                 to_target = min(to_target, _time_to(em._trace, target))
         times[name] = best
         err = relative_error(coef, em.coef_, basis)
-        if i == 1:   # the fine grid's error sets the target
+        if i == 1 and not args.cost:   # the fine grid's error sets the target
             target = min(1.25 * err, 0.003)
         coarse = getattr(em, "coarse_n_iter_", None)
-        print(f"{name:30s} {err:8.5f} {em.n_iter_:5d} "
+        print(f"{name:30s} {len(em.angles_):4d} {err:8.5f} {em.n_iter_:5d} "
               f"{'-' if coarse is None else coarse:>6} {em.n_e_steps_:7d} {best:8.1f} "
               f"{best / times[runs[0][0]]:9.2f} "
               + (f"{to_target:8.1f}s" if target is not None and i >= 2 else f"{'-':>9}")
               + ("" if em.converged_ else "  (not converged)"), flush=True)
-    print(f"target error: min(1.25 x plain {r * K}'s, 0.003) = {target:.5f}; 'to target' is "
-          "the time from which a run's error stays at or below it")
+    if target is not None:
+        print(f"target error: min(1.25 x plain {r * K}'s, 0.003) = {target:.5f}; 'to target' is "
+              "the time from which a run's error stays at or below it")
     return times
 
 
@@ -121,6 +136,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--n-jobs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cost", action="store_true",
+                   help="only the defaults with refinement='auto' and None (tol 'auto' and "
+                        "--tol): the cost of the test where it does not refine")
     run(p.parse_args(argv))
 
 

@@ -236,6 +236,29 @@ def test_auto_dtype_chooses_as_in_memory(client):
     _assert_same_fit(fitted, _em(noise_variance=1.0, max_iter=0).fit(X))  # same precision
 
 
+def test_refinement_test_sees_the_same_patches_on_the_cluster(client, monkeypatch):
+    """refinement="auto"'s test looks at the first 2000 patches: across the
+    micrographs' boundaries in memory, micrograph by micrograph on the
+    workers, the same patches and the same median."""
+    from mtdlearn.em import _refinement
+    from mtdlearn.em._state import _EMData
+    from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    from mtdlearn.initializers import InitialState
+    from mtdlearn.likelihood.hypotheses import HypothesisSpace
+
+    X = _data()   # 576, 100 and 576 patches
+    space = HypothesisSpace(BASIS, np.arange(8) * np.pi / 4)
+    state = InitialState(make_target(BASIS, random_state=0),
+                         density_to_shift_probabilities(0.04, L), 0.1)
+    est = _em()
+    for n in (700, 5000):   # within the third micrograph; all of them
+        monkeypatch.setattr(_refinement, "_N_PATCHES", n)
+        shares = [_refinement.concentration(est, _EMData(source, space, False), state, 1)
+                  for source in (as_patch_source(X, L),
+                                 as_dask_source([da.from_array(M) for M in X], L))]
+        assert shares[0] == shares[1] > 0
+
+
 def _guarded(M):
     def load():
         if os.getpid() == CLIENT_PID:
@@ -279,7 +302,12 @@ def test_client_receives_one_total_per_reduction(client, monkeypatch):
     X = _data()
     _em(max_iter=2, initializer=AutocorrelationInitializer()).fit(
         [da.from_array(M) for M in X])
-    assert all(n == len(X) and size < 1024 for _, n, size in gathered), gathered
+    # refinement="auto"'s test gathers the MAP posteriors of at most 2000
+    # patches (_refinement._N_PATCHES), whatever the number of micrographs
+    tested = [g for g in gathered if g[0] == "_block_concentration"]
+    assert tested and sum(size for *_, size in tested) < 8 * 2000 + 1024 * len(tested)
+    assert all(n == len(X) and size < 1024 for name, n, size in gathered
+               if name != "_block_concentration"), gathered
     assert {"_block_first_pass", "_block_scan", "_block_band_sums",
             "_block_statistics"} <= set(reduced), reduced
 

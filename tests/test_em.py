@@ -452,7 +452,7 @@ def test_underdetermined_m_steps_stay_finite_and_monotone(seed):
 # ------------------------------------------------------ time to accuracy
 def _fit(X, basis, **kw):
     params = dict(basis=basis, rotations=4, max_iter=2000, tol=1e-10, random_state=0,
-                  dtype=np.float64, acceleration=None)
+                  dtype=np.float64, acceleration=None, refinement=None)
     params.update(kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -529,8 +529,8 @@ def test_refinement_reaches_the_fine_grid(basis, coef):
     X, _ = make_measurement(coef, basis, 150, snr=100, random_state=8)
     kw = dict(basis=basis, max_iter=300, tol=1e-8, initializer=FixedInitializer(coef),
               random_state=0)
-    coarse = ApproxEMEstimator(L, rotations=4, **kw).fit(X)
-    fine = ApproxEMEstimator(L, rotations=16, **kw).fit(X)
+    coarse = ApproxEMEstimator(L, rotations=4, refinement=None, **kw).fit(X)
+    fine = ApproxEMEstimator(L, rotations=16, refinement=None, **kw).fit(X)
     refined = ApproxEMEstimator(L, rotations=4, refinement=4, **kw).fit(X)
     err = [relative_error(coef, em.coef_, basis) for em in (coarse, fine, refined)]
     # the grid bias goes (err[0] is ~10x err[1]); the refined and the direct

@@ -237,6 +237,7 @@ def test_em_through_the_ctf_recovers_the_ctf_free_image(defocus_series):
     basis, coef, ctfs, X, truth = defocus_series
     aware = ApproxEMEstimator(11, rotations=16, ctf=ctfs, max_iter=300, random_state=0).fit(X)
     assert aware.converged_ and aware.white_noise_n_iter_ > 0
+    assert 0 <= aware.rotation_concentration_ <= 1   # tested through each CTF
     err = relative_error(coef, aware.coef_, basis, align="rotation+translation")
     # what a white-noise model sees at best: the micrographs' average formed image
     image = basis.evaluate(coef).ravel()

@@ -139,28 +139,25 @@ class ApproxEMEstimator(BaseMTDEstimator):
         ``None``: fit on the ``K``-point grid.  An int ``r >= 2``: coarse to
         fine over the uniform grids of ``K, 2K, 4K, ...`` (those below
         ``r K``) and ``r K`` rotations, each started from the previous
-        grid's fixed point.  The coarser grids stop once their gain per
+        grid's fixed point; the coarser grids stop once their gain per
         patch is below ``1e-4`` (or ``tol``, if larger) or below ``1e-3``
-        times what the grid's phase has gained so far; the finest runs to
-        ``tol``.  This gives the accuracy of the fine grid (whose bias
-        ``1 - sinc(nu pi / K)`` is ``r**2`` times smaller) for a few fine
-        iterations.  ``rotations_`` and ``angles_`` then describe the fine
-        grid.  ``"auto"``: one grid, fine enough for the basis: the uniform
-        grid of ``r K`` rotations, ``r`` the smallest power of two for which
-        ``r K`` is at least the basis's highest angular frequency ``nu_max``
-        (``basis_.frequencies``), fitted from the start without the coarser
-        grids; ``rotations_`` and ``angles_`` describe it.  ``K`` is kept
-        when ``K >= nu_max``, for a basis without frequencies, and for a
-        ``rotations`` grid that is not a
-        :class:`~mtdlearn.UniformRotationGrid`.  So the grid grows with the
-        image: 16 rotations for the paper's basis at L = 5 (``nu_max = 2``)
-        and for the default bases up to L = 13, 32 from L = 15 to 23, 64 at
-        L = 41 (``nu_max = 58``).  At L = 21, N = 1536, SNR 3 the 32-point
-        grid lowers eq. (19)'s error from 0.096-0.107 (K = 16) to
-        0.059-0.063 (seeds 0-2); going through the coarser grids first
-        reached that no sooner at L = 21 and later at L = 41
-        (:doc:`/results`).  Checkpointed fits run it too (an explicit ``r``
-        is refused there).
+        times what the grid's phase has gained so far, the finest runs to
+        ``tol``.  A grid's bias, ``1 - sinc(nu pi / K)``, falls as ``K**-2``.
+        ``"auto"``: first the grid the basis needs, of ``r K`` rotations
+        with ``r`` the smallest power of two for which ``r K`` is at least
+        the basis's highest angular frequency ``nu_max`` (16 for the paper's
+        basis at L = 5 and the default bases up to L = 13, 32 from L = 15 to
+        23, 64 at L = 41); then, while the data resolve the angle finer than
+        the grid, the grid doubles (at most 3 times), each from the
+        previous fixed point.  The test, once per grid when its gain first
+        falls below a coarse grid's bound (or at its end): the median
+        posterior probability of the MAP hypothesis of the first 2000
+        patches that hold a copy, ``rotation_concentration_``, is at least
+        0.99 (1.000 at SNR 500, 0.2-0.4 at SNR 2-5: nothing changes there;
+        :doc:`/results`).  ``K`` is kept for a ``rotations`` grid that is not
+        a :class:`~mtdlearn.UniformRotationGrid`; a checkpointed fit runs the
+        basis's grid only (an explicit ``r`` is refused there).
+        ``rotations_`` and ``angles_`` describe the last grid.
     select_bandlimit : bool, default=False
         Choose the band limit from the data.  The basis must be a
         :class:`~mtdlearn.FourierBesselBasis`; its functions of ``lambda <=
@@ -304,9 +301,12 @@ class ApproxEMEstimator(BaseMTDEstimator):
         The spectrum each measurement was whitened by (``None`` entries:
         white), or ``None`` when every measurement's noise was white.
     coarse_n_iter_ : int
-        With an int ``refinement``, the iterations on the coarser grids (included in
-        ``n_iter_``; the history holds every grid's phase, each grid's
-        log-likelihood being a different objective).
+        When ``refinement`` ran several grids, the iterations on the coarser grids
+        (included in ``n_iter_``; the history holds every grid's phase, each
+        grid's log-likelihood being a different objective).
+    rotation_concentration_ : float
+        With ``refinement="auto"`` on a uniform grid, not checkpointed, the
+        last grid's test statistic (see ``refinement``).
     n_functions_ : int
         With ``select_bandlimit``, the number of basis functions chosen
         (``coef_`` is zero on the others).
@@ -479,14 +479,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
                             f"{self.select_bandlimit!r}")
         if self.select_bandlimit and self.basis is not None:
             check_nested_basis(self.basis)
-        if self.refinement is not None and not (isinstance(self.refinement, str)
-                                                and self.refinement == "auto"):
-            if (isinstance(self.refinement, bool)
-                    or not isinstance(self.refinement, (int, np.integer))
-                    or self.refinement < 2):
-                raise ValueError("refinement must be None, 'auto' or an int >= 2 (the "
-                                 "oversampling factor of the rotation grid), got "
-                                 f"{self.refinement!r}")
+        _refinement.check(self.refinement)
 
     def _check_tol(self, L):
         if isinstance(self.tol, str) and self.tol == "auto":
@@ -588,14 +581,15 @@ class ApproxEMEstimator(BaseMTDEstimator):
             return _bandlimit_selection.run(self, prepared, state, seed, n_jobs)
         return _refinement.run(self, prepared, state, seed, n_jobs)
 
-    def _run_grid(self, prepared, state, seed, n_jobs, resume=None, callback=None, tol=None):
+    def _run_grid(self, prepared, state, seed, n_jobs, resume=None, callback=None, tol=None,
+                  early_stop=None):
         """One start on the grid of ``prepared``: the loop's ``_run_start``
         with a fresh :class:`~mtdlearn.em._state._Run` (or the resumed one)."""
         if isinstance(state, _EMState) and state.run is not None:   # resumed from a checkpoint
             run = state.run
         else:
             run = _Run(_precision.start_dtype(self.dtype, prepared.data, state),
-                       finish=isinstance(self.dtype, str))
+                       finish=isinstance(self.dtype, str), early_stop=early_stop)
             state = _EMState(state.coef, state.shift_probabilities, state.noise_variance,
                              state.weights, run=run)
         if tol is None and isinstance(self.tol, str):   # "auto": the statistical rule
@@ -691,6 +685,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
             run.incomparable = False
             _stopping.reset(run)   # nor a step (plain EM's rates: consecutive steps)
             return np.inf
+        if run.early_stop is not None and run.early_stop(state, previous, objective):
+            return -np.inf   # refinement="auto": on to a finer grid
         if run.stop_below is None:
             return objective - previous
         if self.acceleration is None:   # plain EM's rates: from consecutive steps
