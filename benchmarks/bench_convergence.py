@@ -40,6 +40,10 @@ the targets are stated in (error against tol 1e-8's, time against the gain
 rule's)::
 
     python benchmarks/bench_convergence.py --stopping 11,12,13,14,15 --size 4000
+
+With ``--stopping-figure FILE`` it also plots each seed's error against
+time under the three rules (one panel per seed; the rules follow the same
+path and differ in where they stop, up to the float64 switch).
 """
 
 import argparse
@@ -53,7 +57,7 @@ from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator, FixedInitiali
                       relative_error)
 
 VARIANTS = {
-    "plain": dict(dtype=np.float64, acceleration=None),
+    "plain": dict(dtype=np.float64, acceleration=None, refinement=None),
     "float32": dict(dtype=np.float32, acceleration=None),
     "auto": dict(dtype="auto", acceleration=None),
     "squarem": dict(dtype=np.float64, acceleration="squarem"),
@@ -194,23 +198,25 @@ def stopping(args):
           "each rule from the same autocorrelation start (its time not included)")
     print(f"{'seed':>4s} {'rule':10s} {'error':>8s} {'iter':>5s} {'E-steps':>7s} "
           f"{'time s':>7s} {'remaining':>9s}  err/err(1e-8)  time/time(gain)")
-    rows = []
+    rows, traces = [], {}
     for seed in args.stopping:
         coef, X, truth = _measurement(basis, args, seed)
         ac = _headline_start(basis, X, truth, args.n_jobs)
         init = FixedInitializer(ac.coef_, ac.shift_probabilities_)
         res = {}
         for name, tol in rules.items():
-            em = ApproxEMEstimator(5, basis=basis, rotations=args.rotations,
-                                   noise_variance=truth.noise_variance, initializer=init,
-                                   tol=tol, max_iter=args.max_iter, random_state=seed,
-                                   n_jobs=args.n_jobs)
+            em = _Traced(5, basis=basis, rotations=args.rotations,
+                         noise_variance=truth.noise_variance, initializer=init,
+                         tol=tol, max_iter=args.max_iter, random_state=seed,
+                         n_jobs=args.n_jobs)
+            em._truth = coef
             t = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 em.fit(X)
             res[name] = (relative_error(coef, em.coef_, basis), em.n_iter_, em.n_e_steps_,
                          time.perf_counter() - t, em.remaining_change_)
+            traces.setdefault(seed, {})[name] = np.asarray(em._trace)
         for name, (err, n_iter, n_e, t, rem) in res.items():
             print(f"{seed:4d} {name:10s} {err:8.5f} {n_iter:5d} {n_e:7d} {t:7.1f} {rem:9.3g}"
                   f"  {err / res['tol 1e-8'][0]:13.3f}  {t / res['gain 1e-6'][3]:15.2f}",
@@ -220,7 +226,38 @@ def stopping(args):
     rows = np.asarray(rows)
     print(f"auto: worst error ratio {rows[:, 0].max():.3f} (gain rule: {rows[:, 1].max():.3f}); "
           f"median time ratio {np.median(rows[:, 2]):.2f}")
+    if args.stopping_figure:
+        _plot_stopping(traces, args)
     return rows
+
+
+def _plot_stopping(traces, args):
+    """Error against time under each rule, one panel per seed; a marker where each stops."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(traces), figsize=(4 * len(traces), 3.4), squeeze=False,
+                             sharey=True)
+    styles = {"tol 1e-8": ("0.6", "-", "s"), "gain 1e-6": ("C1", "--", "v"),
+              "auto": ("C0", "-", "o")}
+    for ax, (seed, by_rule) in zip(axes[0], traces.items()):
+        for name, trace in by_rule.items():
+            color, line, marker = styles[name]
+            label = {"auto": 'tol="auto" (new default)', "gain 1e-6": "gain 1e-6 (old default)",
+                     "tol 1e-8": "tol 1e-8"}[name]
+            ax.semilogy(trace[:, 0], trace[:, 1], line, color=color, label=label)
+            ax.plot(trace[-1, 0], trace[-1, 1], marker, color=color, ms=7)
+        ax.set_title(f"seed {seed}")
+        ax.set_xlabel("EM time (s)")
+    axes[0, 0].set_ylabel("relative error (eq. 19)")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"N={args.size}, SNR {args.snr:g}, K={args.rotations}; markers: the stops",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(args.stopping_figure, dpi=100)
+    print(f"wrote {args.stopping_figure}")
 
 
 def main(argv=None):
@@ -247,6 +284,8 @@ def main(argv=None):
     p.add_argument("--stopping", default=None, metavar="SEEDS",
                    help="compare the stopping rules on these seeds (comma-separated) "
                         "with the headline's protocol at --size")
+    p.add_argument("--stopping-figure", default=None, metavar="FILE",
+                   help="with --stopping: plot each seed's error against time to FILE")
     args = p.parse_args(argv)
     args.variants = args.variants.split(",")
     if args.stopping:

@@ -70,7 +70,9 @@ def row(name, est, elapsed, notes, basis, coef, X, L):
               "converged" if est.converged_ else "not converged")
     print(f"    {name:<8} eq.19 {e19:7.4f}  rot+trans {etr:7.4f}  loglik/patch {score:12.4f}"
           f"  /pixel {score / L**2:10.6f}  {elapsed:7.1f} s  {est.n_iter_:3d} it  "
-          f"density {est.density_:.4f}  {status} {' '.join(notes)}", flush=True)
+          f"density {est.density_:.4f}  K {len(est.angles_)} (test "
+          f"{getattr(est, 'rotation_concentration_', float('nan')):.3f})  {status} "
+          f"{' '.join(notes)}", flush=True)
     return {"e19": e19, "etr": etr, "score": score, "time": elapsed}
 
 

@@ -183,6 +183,8 @@ def test_fit_writes_estimate_params_and_png(tmp_path, capsys, measurement_file, 
         rest = params["remaining_change"]   # 5 iterations: the rule may not stop yet
         assert rest is None or rest >= 0
         assert not params["converged"] or rest <= 0.3
+        # refinement="auto"'s test: the median MAP posterior, a probability
+        assert 0 <= params["rotation_concentration"] <= 1
     else:
         assert "cost" in params
 
@@ -755,6 +757,8 @@ def test_star_without_ctf_columns_needs_no_ctf(relion_project, tmp_path, capsys)
     report = json.loads((tmp_path / "b" / "fit.json").read_text())
     assert report["ctf"] is None and "half_sets" not in report
     assert len(report["fits"]) == 1
+    fit = report["fits"][0]   # the grid searched, and refinement="auto"'s last test
+    assert fit["n_rotations"] >= 16 and 0 <= fit["rotation_concentration"] <= 1
 
 
 def test_star_fit_half_sets_need_two_micrographs(tmp_path, capsys):

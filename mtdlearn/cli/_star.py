@@ -352,6 +352,9 @@ def fit_star(args, truth=None):
                        "log_likelihood": float(f.log_likelihood_history_[-1]),
                        "density": float(f.density_),
                        "noise_variance": float(f.noise_variance_),
+                       "n_rotations": len(f.angles_),
+                       # refinement="auto"'s last test (None: not run)
+                       "rotation_concentration": getattr(f, "rotation_concentration_", None),
                        "degenerate": getattr(f, "degenerate_", None)} for f in fits]
     frcs = []
     if result is not None:

@@ -140,6 +140,8 @@ def _cmd_fit(args):
         # tol="auto": the image's projected change in standard errors (None: not measured)
         rest = float(getattr(est, "remaining_change_", math.inf))
         params["remaining_change"] = rest if math.isfinite(rest) else None
+        # refinement="auto"'s last test of the rotation grid (None: not run)
+        params["rotation_concentration"] = getattr(est, "rotation_concentration_", None)
     if hasattr(est, "cost_"):
         params["cost"] = est.cost_
     writers = {targets[0]: _npy_writer(est.image_), targets[1]: _npy_writer(est.coef_),

@@ -8,10 +8,11 @@ it chose).  Without an int ``refinement`` it is one call of the estimator's
 ``r K`` rotations, each from the previous grid's fixed point, the coarser
 ones stopped early by :func:`coarse_tol`.
 
-With ``refinement="auto"`` (:func:`run_adaptive`), the grid the basis needs
-runs to ``tol``; then, while the data resolve the angle finer than the grid
-(:func:`concentration` at least :data:`_CONCENTRATED`), the grid doubles and
-the fit continues from the fixed point, each grid to ``tol``.
+With ``refinement="auto"`` (:func:`run_adaptive`), the fit starts on the
+grid the basis needs; each grid's phase is tested once (:class:`_Test`), and
+while the data resolve the angle finer than the grid (:func:`concentration`
+at least :data:`_CONCENTRATED`) the phase stops there and the fit continues
+on twice as many rotations.  A phase whose test fails runs on to ``tol``.
 """
 
 from functools import partial
@@ -39,11 +40,15 @@ _CONCENTRATED = 0.99
 _MAX_DOUBLINGS = 3
 
 #: ... tested once a grid's gain per patch is below this (or
-#: :func:`coarse_tol`, if larger).
+#: :func:`coarse_tol`, if larger).  With :func:`coarse_tol` alone, the
+#: K = 32 phase at L = 5, N = 300, SNR 500 ran 11 cycles of gains near
+#: 5e-4 per patch before its test; with this bound 6, and the fit took 50
+#: E-steps, 2.2 s, error 0.00239, against 68, 2.8 s, 0.00245.
 _TEST_TOL = 1e-3
 
-#: :func:`concentration` looks at the first this many patches (whole
-#: measurements on a distributed source; every group's patches in turn).
+#: :func:`concentration` looks at the first this many patches (in order
+#: over the measurements, the same on a distributed source; the formation
+#: groups' in turn).
 _N_PATCHES = 2000
 
 
