@@ -460,8 +460,10 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
             history.append(objective)
             if self.verbose:
                 # an infinite gain is the loop's "not comparable" (the objective
-                # changed, e.g. its E-steps' precision): no gain to show
-                shown = f"gain {gain:.3e}" if np.isfinite(gain) else "gain n/a (new objective)"
+                # changed, e.g. its E-steps' precision), minus infinity a phase
+                # ended by the subclass: no gain to show
+                shown = (f"gain {gain:.3e}" if np.isfinite(gain) else
+                         "gain n/a (new objective)" if gain > 0 else "gain n/a (phase ends)")
                 print(f"[{name}] iter {n_iter}  log-likelihood {objective:.10g}  "
                       f"{shown}  ({time.perf_counter() - t0:.2f} s)")
             converged = gain < (tol(history) if callable(tol) else tol)

@@ -155,12 +155,12 @@ def concentration(est, prepared, state, n_jobs):
         model = build_per_patch_model(state.coef, state.shift_probabilities,
                                       state.noise_variance, space, state.weights)
         if data.distributed:   # the same patches, each measurement's on its worker
-            counts = np.diff(data.offsets)
-            for j in range(int(np.searchsorted(np.cumsum(counts), left)) + 1):
-                if j < len(counts):
-                    found += data.take([j]).map_blocks(_block_concentration, data.image_size,
-                                                       model, min(int(counts[j]), left))
-                    left -= int(counts[j])
+            for j, count in enumerate(np.diff(data.offsets).tolist()):
+                if left <= 0:
+                    break
+                found += data.take([j]).map_blocks(_block_concentration, data.image_size,
+                                                   model, min(count, left))
+                left -= count
             continue
         stop = min(data.n_patches, left)
         found.append(estep_detections(data, model, (0, stop), n_jobs=n_jobs,
@@ -180,8 +180,9 @@ def _block_concentration(block, image_size, model, n):
 class _Test:
     """``refinement="auto"``'s test on one grid's phase (the loop's early
     stop, :class:`~mtdlearn.em._state._Run`): once, when the gain per patch
-    first falls below :func:`coarse_tol`, measure :func:`concentration`, and
-    stop the phase to refine if it is at least :data:`_CONCENTRATED`."""
+    first falls below :data:`_TEST_TOL` (or :func:`coarse_tol`), measure
+    :func:`concentration`, and stop the phase to refine if it is at least
+    :data:`_CONCENTRATED`."""
 
     def __init__(self, est, phase, n_jobs):
         self.est, self.phase, self.n_jobs = est, phase, n_jobs
@@ -204,8 +205,9 @@ def run_adaptive(est, prepared, state, seed, n_jobs):
     rotations while :class:`_Test` finds the angle resolved finer than the
     grid (at most :data:`_MAX_DOUBLINGS` times), each grid from the previous
     one's point.  A phase that ends before its test is tested at its end
-    (and refined only if it converged).  Sets ``rotation_concentration_`` (the last test's) and, when
-    it refined, ``coarse_n_iter_``, ``rotations_`` and ``angles_``."""
+    (and refined only if it converged).  Sets ``rotation_concentration_``
+    (the last test's) and, when it refined, ``coarse_n_iter_``,
+    ``rotations_`` and ``angles_``."""
     phase, res, grid = prepared, None, None
     for doubling in range(_MAX_DOUBLINGS + 1):
         test = _Test(est, phase, n_jobs)
@@ -222,5 +224,9 @@ def run_adaptive(est, prepared, state, seed, n_jobs):
             return res
         space = phase.hypotheses
         grid = UniformRotationGrid(2 * space.n_rotations)
+        if est.verbose:
+            print(f"[{est._verbose_name}] the posteriors pin the angles (median MAP posterior "
+                  f"{test.share:.4f} >= {_CONCENTRATED}): {space.n_rotations} -> "
+                  f"{grid.n_rotations} rotations")
         phase = prepared.with_space(HypothesisSpace(space.basis, grid.get_angles(),
                                                     n_components=space.n_components))
