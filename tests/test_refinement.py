@@ -102,6 +102,36 @@ def test_auto_refines_where_the_data_resolve_the_angle(basis):
             or len(auto.angles_) == 16 * 2 ** _refinement._MAX_DOUBLINGS)
 
 
+def test_doubling_change_is_the_sinc_model_of_the_grid_bias(basis):
+    nu = np.abs(basis.frequencies)
+    K = 16
+    space = HypothesisSpace(basis, UniformRotationGrid(K).get_angles())
+    normal = ([np.eye(basis.n_functions)], None, 0.25)   # standard error 0.5 sqrt(p)
+    se = 0.5 * np.sqrt(basis.n_functions)
+    image = make_target(basis, random_state=3)
+    # the estimate on K rotations at high SNR: the image averaged over the
+    # grid's cell, frequency nu shrunk by sinc(nu / K); on 2K, by sinc(nu / 2K)
+    on_k, on_2k = image * np.sinc(nu / K), image * np.sinc(nu / (2 * K))
+    change = _refinement.doubling_change(on_k, space, normal)
+    assert change == pytest.approx(np.linalg.norm(on_2k - on_k) / se, rel=1e-12)
+    # a radial image (nu = 0) has no grid bias; unknown errors give inf
+    radial = np.where(nu == 0, image, 0.0)
+    assert _refinement.doubling_change(radial, space, normal) == 0.0
+    assert _refinement.doubling_change(on_k, space, None) == np.inf
+
+
+def test_auto_does_not_refine_where_the_grid_bias_is_below_the_error(basis, monkeypatch):
+    # the posteriors pin the angle at SNR 500, but a grid whose bias is below
+    # the image's standard error is not refined: the one-grid fit
+    coef, X, truth = _problem(basis, 500.0, 0, size=300)
+    monkeypatch.setattr(_refinement, "_MIN_CHANGE", 1e6)
+    auto = _fit(X, basis, truth, coef)
+    one = _fit(X, basis, truth, coef, refinement=None)
+    assert auto.rotation_concentration_ >= _refinement._CONCENTRATED
+    assert len(auto.angles_) == 16
+    np.testing.assert_array_equal(auto.coef_, one.coef_)
+
+
 def test_auto_keeps_a_grid_that_is_not_uniform(basis):
     coef, X, truth = _problem(basis, 500.0, 2, size=120)
 

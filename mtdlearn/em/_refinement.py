@@ -23,6 +23,7 @@ from ..basis.rotations import UniformRotationGrid, _grid_schedule
 from ..data.patches import PatchData
 from ..likelihood.hypotheses import HypothesisSpace
 from ..likelihood.posteriors import build_per_patch_model, estep_detections
+from . import _stopping
 from ._state import after_phase, state_of
 
 #: ``refinement="auto"`` doubles the grid while the median posterior of the
@@ -35,6 +36,16 @@ from ._state import after_phase, state_of
 #: 0.620 at SNR 100, 0.962 / 0.700 / 0.491 at SNR 50, 0.342 at SNR 5, 0.227
 #: at SNR 2; an L = 21 particle at SNR 3 on its 32-point grid: 0.932.
 _CONCENTRATED = 0.99
+
+#: ... and while doubling would move the image by at least this many of its
+#: standard errors (:func:`doubling_change`; the stopping rule's share,
+#: :data:`mtdlearn.em._stopping._SHARE`: a smaller change is not worth a
+#: grid twice as costly).
+_MIN_CHANGE = _stopping._SHARE
+
+#: The grid bias's correction ``1 / sinc(nu / K)`` is trusted up to this
+#: factor (``sinc`` vanishes at ``nu = K``).
+_MAX_CORRECTION = 10.0
 
 #: ... at most this many times (the grid at most 8 times the basis's).
 _MAX_DOUBLINGS = 3
@@ -177,6 +188,30 @@ def _block_concentration(block, image_size, model, n):
     return estep_detections(data, model, (0, min(n, data.n_patches)))[2]
 
 
+def doubling_change(coef, space, normal):
+    """How far twice as many rotations would move ``coef``, in standard errors.
+
+    With every copy's posterior on one grid point (what :func:`concentration`
+    tests), the estimate is the image averaged over the grid's cell: its
+    frequency-``nu`` coefficients shrunk by ``sinc(nu / K)`` (sinc(x) =
+    sin(pi x) / (pi x)).  The image is then about ``coef / sinc(nu / K)``
+    (the correction capped at :data:`_MAX_CORRECTION`), and on ``2K``
+    rotations its estimate moves by ``coef (sinc(nu / 2K) / sinc(nu / K) -
+    1)``.  The norm of that change over the complete-data standard error of
+    ``normal`` (:func:`mtdlearn.em._stopping.standard_error`, the M-step's
+    normal matrices).  ``inf`` when either is unknown (a basis without
+    ``frequencies``; no normal matrices: a float ``tol``)."""
+    nu = getattr(space.basis, "frequencies", None)
+    se = _stopping.standard_error(normal)
+    if nu is None or not 0 < se < np.inf:
+        return np.inf
+    x = np.abs(np.asarray(nu, dtype=np.float64)) / space.n_rotations
+    correction = np.minimum(1.0 / np.maximum(np.sinc(x), 1.0 / _MAX_CORRECTION),
+                            _MAX_CORRECTION)
+    change = np.asarray(coef, dtype=np.float64) * (np.sinc(x / 2) * correction - 1.0)
+    return float(np.linalg.norm(change)) / se
+
+
 class _Test:
     """``refinement="auto"``'s test on one grid's phase (the loop's early
     stop, :class:`~mtdlearn.em._state._Run`): once, when the gain per patch
@@ -186,14 +221,21 @@ class _Test:
 
     def __init__(self, est, phase, n_jobs):
         self.est, self.phase, self.n_jobs = est, phase, n_jobs
-        self.first = self.share = None
+        self.first = self.share = self.normal = None
+        self.change = np.inf
 
     def measure(self, state):
         self.share = concentration(self.est, self.phase, state, self.n_jobs)
-        return self.share >= _CONCENTRATED
+        self.change = doubling_change(state.coef, self.phase.hypotheses, self.normal)
+        return self.passed
+
+    @property
+    def passed(self):
+        return self.share >= _CONCENTRATED and self.change >= _MIN_CHANGE
 
     def __call__(self, state, previous, objective):
         self.first = previous if self.first is None else self.first
+        self.normal = state.run.normal   # the last M-step's normal matrices (tol="auto")
         bound = max(_TEST_TOL, coarse_tol(self.est.tol_, [self.first, objective]))
         if self.share is not None or objective - previous >= bound:
             return False
@@ -220,13 +262,14 @@ def run_adaptive(est, prepared, state, seed, n_jobs):
         if test.share is None:   # ended before the test: test its end
             test.measure(state)
         res["extra"]["rotation_concentration_"] = test.share
-        if test.share < _CONCENTRATED or not last["converged"] or doubling == _MAX_DOUBLINGS:
+        if not test.passed or not last["converged"] or doubling == _MAX_DOUBLINGS:
             return res
         space = phase.hypotheses
         grid = UniformRotationGrid(2 * space.n_rotations)
         if est.verbose:
             print(f"[{est._verbose_name}] the posteriors pin the angles (median MAP posterior "
-                  f"{test.share:.4f} >= {_CONCENTRATED}): {space.n_rotations} -> "
+                  f"{test.share:.4f} >= {_CONCENTRATED}) and the grid's bias is "
+                  f"{test.change:.3g} standard errors: {space.n_rotations} -> "
                   f"{grid.n_rotations} rotations")
         phase = prepared.with_space(HypothesisSpace(space.basis, grid.get_angles(),
                                                     n_components=space.n_components))

@@ -154,7 +154,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
         posterior probability of the MAP hypothesis of the first 2000
         patches that hold a copy, ``rotation_concentration_``, is at least
         0.99 (1.000 at SNR 500, 0.2-0.4 at SNR 2-5: nothing changes there;
-        :doc:`/results`).  ``K`` is kept for a ``rotations`` grid that is not
+        :doc:`/results`), and the grid's bias (``sinc`` model) moves the
+        image by at least 0.3 standard errors when the grid doubles.  ``K`` is kept for a ``rotations`` grid that is not
         a :class:`~mtdlearn.UniformRotationGrid`; a checkpointed fit runs the
         basis's grid only (an explicit ``r`` is refused there).
         ``rotations_`` and ``angles_`` describe the last grid.
