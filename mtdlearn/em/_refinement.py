@@ -11,8 +11,10 @@ ones stopped early by :func:`coarse_tol`.
 With ``refinement="auto"`` (:func:`run_adaptive`), the fit starts on the
 grid the basis needs; each grid's phase is tested once (:class:`_Test`), and
 while the data resolve the angle finer than the grid (:func:`concentration`
-at least :data:`_CONCENTRATED`) the phase stops there and the fit continues
-on twice as many rotations.  A phase whose test fails runs on to ``tol``.
+at least :data:`_CONCENTRATED`) and doubling it would move the image by a
+share of its standard error (:func:`doubling_change`), the phase stops there
+and the fit continues on twice as many rotations.  A phase whose test fails
+runs on to ``tol``.
 """
 
 from functools import partial
@@ -216,8 +218,9 @@ class _Test:
     """``refinement="auto"``'s test on one grid's phase (the loop's early
     stop, :class:`~mtdlearn.em._state._Run`): once, when the gain per patch
     first falls below :data:`_TEST_TOL` (or :func:`coarse_tol`), measure
-    :func:`concentration`, and stop the phase to refine if it is at least
-    :data:`_CONCENTRATED`."""
+    :func:`concentration` and :func:`doubling_change`, and stop the phase to
+    refine if they are at least :data:`_CONCENTRATED` and
+    :data:`_MIN_CHANGE`."""
 
     def __init__(self, est, phase, n_jobs):
         self.est, self.phase, self.n_jobs = est, phase, n_jobs
@@ -268,7 +271,7 @@ def run_adaptive(est, prepared, state, seed, n_jobs):
         grid = UniformRotationGrid(2 * space.n_rotations)
         if est.verbose:
             print(f"[{est._verbose_name}] the posteriors pin the angles (median MAP posterior "
-                  f"{test.share:.4f} >= {_CONCENTRATED}) and the grid's bias is "
+                  f"{test.share:.4f} >= {_CONCENTRATED}) and doubling moves the image by "
                   f"{test.change:.3g} standard errors: {space.n_rotations} -> "
                   f"{grid.n_rotations} rotations")
         phase = prepared.with_space(HypothesisSpace(space.basis, grid.get_angles(),
