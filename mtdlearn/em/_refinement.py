@@ -127,30 +127,32 @@ def run(est, prepared, state, seed, n_jobs):
     # the next, finer grid of the same uniform family; the last grid, of
     # `refinement` K rotations, runs to `tol`
     sizes = _grid_schedule(len(est.angles_), r)
-    res, n_iter, n_e_steps, n_recentred, history = None, 0, 0, 0, []
+    res = None
     for i, size in enumerate(sizes):
         last = i == len(sizes) - 1
-        if i == 0:
-            phase = prepared
-        else:
-            grid = UniformRotationGrid(size)
-            phase = prepared.with_space(HypothesisSpace(
-                prepared.hypotheses.basis, grid.get_angles(),
-                n_components=prepared.hypotheses.n_components))
-            state = state_of(res)
-        if last:
-            coarse_n_iter = n_iter
-        res = est._run_grid(phase, state, seed, n_jobs,
+        grid = None if i == 0 else UniformRotationGrid(size)
+        phase = prepared if grid is None else _on_grid(prepared, grid)
+        out = est._run_grid(phase, state if res is None else state_of(res), seed, n_jobs,
                             tol=None if last else partial(coarse_tol, est.tol_))
-        n_iter += res["n_iter"]
-        n_e_steps += res["extra"]["n_e_steps_"]
-        n_recentred += res["extra"]["n_recentred_"]
-        history += res["extra"]["log_likelihood_history_"]
-    extra = res["extra"]
-    extra.update(n_e_steps_=n_e_steps, n_recentred_=n_recentred, coarse_n_iter_=coarse_n_iter,
-                 log_likelihood_history_=history, rotations_=grid,
-                 angles_=grid.get_angles())
-    res["n_iter"] = n_iter
+        res = _continued(res, out, grid)
+    return res
+
+
+def _on_grid(prepared, grid):
+    """``prepared`` with the hypotheses of the rotations of ``grid``."""
+    space = prepared.hypotheses
+    return prepared.with_space(HypothesisSpace(space.basis, grid.get_angles(),
+                                               n_components=space.n_components))
+
+
+def _continued(res, out, grid):
+    """The start's result after phase ``out`` on ``grid``, continued from the
+    phases of ``res`` (``None``: ``out`` is the first): the counters and
+    history of all of them, ``coarse_n_iter_`` those before ``out``."""
+    if res is None:
+        return out
+    res = after_phase(res, out, "coarse_n_iter_")
+    res["extra"].update(rotations_=grid, angles_=grid.get_angles())
     return res
 
 
@@ -258,21 +260,16 @@ def run_adaptive(est, prepared, state, seed, n_jobs):
         test = _Test(est, phase, n_jobs)
         last = est._run_grid(phase, state, seed, n_jobs,
                              early_stop=test if doubling < _MAX_DOUBLINGS else None)
-        if res is not None:
-            res = after_phase(res, last, "coarse_n_iter_")
-            res["extra"].update(rotations_=grid, angles_=grid.get_angles())
-        res, state = last if res is None else res, state_of(last)
+        res, state = _continued(res, last, grid), state_of(last)
         if test.share is None:   # ended before the test: test its end
             test.measure(state)
         res["extra"]["rotation_concentration_"] = test.share
         if not test.passed or not last["converged"] or doubling == _MAX_DOUBLINGS:
             return res
-        space = phase.hypotheses
-        grid = UniformRotationGrid(2 * space.n_rotations)
+        size = phase.hypotheses.n_rotations
+        grid = UniformRotationGrid(2 * size)
         if est.verbose:
             print(f"[{est._verbose_name}] the posteriors pin the angles (median MAP posterior "
                   f"{test.share:.4f} >= {_CONCENTRATED}) and doubling moves the image by "
-                  f"{test.change:.3g} standard errors: {space.n_rotations} -> "
-                  f"{grid.n_rotations} rotations")
-        phase = prepared.with_space(HypothesisSpace(space.basis, grid.get_angles(),
-                                                    n_components=space.n_components))
+                  f"{test.change:.3g} standard errors: {size} -> {grid.n_rotations} rotations")
+        phase = _on_grid(prepared, grid)
