@@ -9,5 +9,6 @@ microscope's formation (:class:`~mtdlearn.imaging.formation.MicroscopeFormation`
 built from :mod:`~mtdlearn.imaging.ctf` (RELION's CTF) and
 :mod:`~mtdlearn.imaging.noise` (noise spectra, whitening);
 :mod:`~mtdlearn.imaging.binning` bins micrographs by Fourier cropping, with
-their CTFs and noise spectra.
+their CTFs and noise spectra; :mod:`~mtdlearn.imaging.background` removes a
+micrograph's slowly varying background (a carbon edge, uneven ice).
 """
