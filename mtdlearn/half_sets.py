@@ -269,7 +269,9 @@ def combined_estimator(result, estimator, X=None):
     combined : estimator
         Fitted: ``coef_``, ``image_``, ``shift_probabilities_``,
         ``noise_variance_`` and ``density_`` are the combined ones;
-        ``converged_`` is true only when both halves converged.
+        ``noise_psds_`` (when the halves estimated spectra) each
+        micrograph's, in the order of the measurements; ``converged_`` is
+        true only when both halves converged.
 
     Examples
     --------
@@ -299,4 +301,10 @@ def combined_estimator(result, estimator, X=None):
                                       + float(second.noise_variance_))
     combined.density_ = shift_probabilities_to_density(combined.shift_probabilities_)
     combined.converged_ = bool(first.converged_ and second.converged_)
+    if getattr(first, "noise_psds_", None) is not None:    # each micrograph's, in order
+        psds = [None] * sum(len(h) for h in result.halves)
+        for half, fitted in zip(result.halves, result.estimators):
+            for i, psd in zip(half, fitted.noise_psds_):
+                psds[i] = psd
+        combined.noise_psds_ = psds
     return combined

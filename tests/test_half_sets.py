@@ -98,6 +98,25 @@ def test_per_measurement_ctfs_follow_their_half():
     assert set(model.predict(X)["measurement"].tolist()) == {0, 1, 2, 3}
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_combined_noise_spectra_are_each_micrographs_in_order():
+    # each half estimates its micrographs' spectra; the combined model holds
+    # all of them in the order of X, so that it samples and checks all four
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    X, _ = make_measurement(make_target(basis, random_state=1), basis, 140, snr=10,
+                            n_measurements=4, random_state=1)
+    X = X * np.array([1.0, 2.0, 3.0, 4.0])[:, None, None]     # four noise levels
+    em = ApproxEMEstimator(5, basis=basis, noise="colored", max_iter=2, tol=1e-2,
+                           random_state=0)
+    result = fit_half_sets(em, X, random_state=5)
+    model = combined_estimator(result, em)
+    for est, half in zip(result.estimators, result.halves):
+        for i, psd in zip(half, est.noise_psds_):
+            assert model.noise_psds_[i] is psd
+    assert model.sample(60, random_state=0)[0].shape == (4, 60, 60)
+    assert model.check_fit(X, n_simulated=2000).n_patches == 4 * 28 * 28
+
+
 def test_combined_estimator_holds_the_combined_model(paper_data, paper_result):
     basis, coef, X = paper_data
     em, result = paper_result

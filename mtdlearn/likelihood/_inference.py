@@ -2,7 +2,7 @@
 
 :class:`_InferenceMixin` gives :class:`~mtdlearn.base.BaseMTDEstimator` (and
 so both estimators) ``score``, ``score_samples``, ``predict``,
-``predict_per_measurement``, ``predict_proba`` and ``sample``: the per-patch
+``predict_per_measurement``, ``predict_proba``, ``sample`` and ``check_fit``: the per-patch
 E-steps of :mod:`mtdlearn.likelihood.posteriors` and the statistics of
 :mod:`mtdlearn.likelihood.patch_model` at the fitted parameters ``coef_``,
 ``shift_probabilities_``, ``noise_variance_``, and the simulator of
@@ -438,6 +438,41 @@ class _InferenceMixin:
                                 noise_variance=self.noise_variance_,
                                 n_measurements=n_measurements, random_state=random_state,
                                 formation=formation, weights=self._weights())
+
+    def check_fit(self, X, *, level=0.01, n_simulated=None, random_state=None):
+        """Check that the fitted model explains ``X``: a posterior predictive check.
+
+        The share of ``X``'s patches less likely (:meth:`score_samples`) than
+        the ``level`` quantile of patches drawn from the fitted model
+        (:meth:`sample`); ``level`` if the model explains the data.
+        Contaminants, a carbon edge or a background make it larger, though
+        the fit converged.  See :mod:`mtdlearn.likelihood.goodness`.
+
+        Parameters
+        ----------
+        X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
+            Measurement(s), in any of the forms :meth:`fit` accepts.
+        level : float, default=0.01
+            The quantile, in (0, 0.5].
+        n_simulated : int, default=None
+            The least number of simulated patches (``level * n_simulated >=
+            10``); ``None``: as many as ``X``'s patches, from ``20 / level``
+            to 20000.
+        random_state : int, Generator, RandomState or None, default=None
+            Seeds the simulation; ``None`` takes the estimator's ``random_state``.
+
+        Returns
+        -------
+        result : FitCheck
+            ``fraction``, ``z``, ``passed`` (``z <= 5``), ``outliers`` (one
+            bool per patch) and the rest; ``result.summary()`` says it in a
+            line.
+        """
+        from .goodness import check_fit
+
+        check_is_fitted(self, "coef_")
+        return check_fit(self, X, level=level, n_simulated=n_simulated,
+                         random_state=random_state)
 
     def _sample_formations(self, n_measurements):
         """``sample``'s measurement count and image formation(s): the fit's own."""
