@@ -650,6 +650,12 @@ def test_star_fit_reports_half_sets_and_resolution(star_fit, relion_project):
     assert half["threshold"] == 0.143
     assert report["ctf"] is not None and len(report["ctf"]) == 4
     assert report["ctf"][0]["pixel_size"] == pytest.approx(4.0)
+    # the posterior predictive check of the combined model on all micrographs
+    check = report["fit_check"]
+    assert check["n_patches"] == sum(f["n_patches"] for f in report["fits"])
+    assert check["n_simulated"] >= 2000 and check["level"] == 0.01
+    assert check["passed"] == (check["z"] <= 5.0)
+    assert 0 <= check["n_outlier_patches"] == round(check["fraction"] * check["n_patches"])
 
 
 def test_star_fit_picks_in_original_pixels(star_fit, relion_project):
@@ -708,6 +714,8 @@ def test_star_fit_refuses_bad_arguments(relion_project, tmp_path, capsys, measur
           "--output-dir", str(tmp_path / "f")], "STAR file input"),
         (["fit", str(measurement_file), "--defocus-groups", "2",
           "--output-dir", str(tmp_path / "f")], "STAR file input"),
+        (["fit", str(measurement_file), "--subtract-background",
+          "--output-dir", str(tmp_path / "f")], "STAR file input"),
         (["fit", star, "--particle-diameter", "30", "--defocus-groups", "5",
           "--output-dir", str(tmp_path / "f")], "at most the number of micrographs (4)"),
         (["fit", star, "--particle-diameter", "30", "--defocus-groups", "2", "--noise",
@@ -759,6 +767,46 @@ def test_star_without_ctf_columns_needs_no_ctf(relion_project, tmp_path, capsys)
     assert len(report["fits"]) == 1
     fit = report["fits"][0]   # the grid searched, and refinement="auto"'s last test
     assert fit["n_rotations"] >= 16 and 0 <= fit["rotation_concentration"] <= 1
+
+
+def test_star_fit_subtracts_the_background_and_predict_does_too(relion_project, tmp_path,
+                                                               capsys):
+    import starfile
+
+    from mtdlearn.cli._star import subtract_backgrounds
+    from mtdlearn.imaging.background import subtract_background
+
+    out = tmp_path / "fit"
+    argv = ["fit", str(relion_project.star), "--particle-diameter",
+            str(relion_project.particle_diameter), "--bin", "2", "--no-half-sets",
+            "--max-iter", "3", "--tol", "1e-2", "--n-jobs", "1", "--quiet"]
+    assert run(argv + ["--output-dir", str(out), "--subtract-background", "5"]) == 0
+    report = json.loads((out / "fit.json").read_text())
+    assert report["model"]["subtract_background"] == 5
+    # predict applies the fit's correction: the same model on the same
+    # corrected micrographs gives the fit's own picks
+    picks = tmp_path / "picks"
+    assert run(["predict", str(relion_project.star), "--model", str(out / "fit.json"),
+                "--output-dir", str(picks)]) == 0
+    for written in sorted(picks.glob("*_picks.star")):
+        again, fitted = starfile.read(written), starfile.read(out / "picks" / written.name)
+        np.testing.assert_allclose(again["rlnAutopickFigureOfMerit"],
+                                   fitted["rlnAutopickFigureOfMerit"], rtol=1e-6)
+    # the flag alone means a window of 15; an even window is refused
+    assert run(argv + ["--output-dir", str(tmp_path / "b"), "--max-iter", "0",
+                       "--subtract-background"]) == 0
+    report = json.loads((tmp_path / "b" / "fit.json").read_text())
+    assert report["model"]["subtract_background"] == 15
+    assert run(argv + ["--output-dir", str(tmp_path / "c"), "--subtract-background",
+                       "4"]) == 2
+    assert "odd" in capsys.readouterr().err
+    # a Dask micrograph is corrected lazily, to the same values
+    da = pytest.importorskip("dask.array")
+    x = np.random.default_rng(0).normal(size=(60, 50)).astype(np.float32)
+    lazy, eager = subtract_backgrounds([da.from_array(x, chunks=(20, 25)), x], 5, 3)
+    assert eager.dtype == np.float32
+    np.testing.assert_array_equal(lazy.compute(), subtract_background(x, 5, window=3))
+    np.testing.assert_array_equal(eager, subtract_background(x, 5, window=3))
 
 
 def test_star_fit_half_sets_need_two_micrographs(tmp_path, capsys):

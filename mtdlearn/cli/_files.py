@@ -24,6 +24,14 @@ def _positive_int(text):
     return value
 
 
+def _odd_window(text):
+    value = _positive_int(text)
+    if value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"expected an odd integer (a window centred on "
+                                         f"each patch), got {value}")
+    return value
+
+
 def _positive_float(text):
     try:
         value = float(text)

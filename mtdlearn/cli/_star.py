@@ -113,6 +113,25 @@ class StarData:
                            else star.pixel_size * effective_factor(shape, self.factor))
 
 
+def subtract_backgrounds(micrographs, image_size, window):
+    """Each micrograph minus its background (``imaging.background``); Dask stays lazy."""
+    from ..imaging.background import subtract_background
+
+    out = []
+    for x in micrographs:
+        if isinstance(x, (str, Path)):      # unbinned and not lazy: the file's path
+            from ..data.io import read_measurement
+
+            x = np.asarray(read_measurement(x))
+        if isinstance(x, np.ndarray):
+            out.append(subtract_background(x, image_size, window=window))
+        else:                           # a Dask array: one block per micrograph
+            dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+            out.append(x.rechunk(x.shape).map_blocks(subtract_background, image_size,
+                                                     window=window, dtype=dtype))
+    return out
+
+
 def box_and_diameter(args, pixel_size):
     """``(L, particle_diameter in pixels or None)`` from the arguments."""
     if args.particle_diameter is None:
@@ -232,7 +251,7 @@ def summary_figure(micrograph, images, labels, frcs, pixel_size, title):
     return _png_bytes(fig, plt)
 
 
-def _model_dict(est, noise, pixel_size, factor, original_pixel_size):
+def _model_dict(est, noise, pixel_size, factor, original_pixel_size, background):
     """What ``predict --model`` needs to rebuild the fitted model."""
     return {
         "image_size": est.basis_.image_size,
@@ -248,6 +267,7 @@ def _model_dict(est, noise, pixel_size, factor, original_pixel_size):
         "pixel_size": pixel_size,
         "bin": factor,
         "original_pixel_size": original_pixel_size,
+        "subtract_background": background,
     }
 
 
@@ -272,6 +292,8 @@ def fit_star(args, truth=None):
     lazy = args.scheduler is not None or args.workers is not None
     data = StarData(args, lazy=lazy)
     L, diameter = box_and_diameter(args, data.pixel_size)
+    if args.subtract_background is not None:
+        data.X = subtract_backgrounds(data.X, L, args.subtract_background)
     noise = args.noise or "colored"
     ctfs, noise_model = _defocus_groups(args, data, noise)
     est = _estimator(args, L, diameter, ctfs, noise_model)
@@ -314,10 +336,14 @@ def fit_star(args, truth=None):
             coef, image = model.coef_, model.image_
         fit_seconds = time.perf_counter() - t0
         detections = list(model.predict_per_measurement(data.X))
+        check = model.check_fit(data.X, random_state=args.seed)
     # one pick per copy: a copy reported by several patches is written once
     tables = [picks_table(det, L, data.names, data.scales[i]) for i, det in detections]
     elapsed = time.perf_counter() - t0
     warned = [str(w.message) for w in caught]
+    if not check.passed:
+        warned.append("check_fit: " + check.summary() + "; see --subtract-background "
+                      "and --n-components")
     for message in warned:
         print(f"warning: {message}", file=sys.stderr)
 
@@ -335,7 +361,7 @@ def fit_star(args, truth=None):
         "defocus_groups": args.defocus_groups,
         "ctf": None if data.ctfs is None else [dataclasses.asdict(c) for c in data.ctfs],
         "model": _model_dict(model, noise, data.pixel_size, data.factor,
-                             data.original_pixel_size),
+                             data.original_pixel_size, args.subtract_background),
         "estimator": type(est).__name__,
         "estimator_params": {k: (v if isinstance(v, (int, float, str, bool, type(None)))
                                  else repr(v)) for k, v in est.get_params(deep=False).items()
@@ -345,6 +371,11 @@ def fit_star(args, truth=None):
         "fit_seconds": fit_seconds,
         "seconds": elapsed,
         "n_picks": int(sum(len(t) for t in tables)),
+        # does the model explain the micrographs (likelihood.goodness)
+        "fit_check": {"level": check.level, "fraction": check.fraction, "z": check.z,
+                      "passed": check.passed, "n_patches": check.n_patches,
+                      "n_simulated": check.n_simulated,
+                      "n_outlier_patches": int(check.outliers.sum())},
     }
     fits = result.estimators if result is not None else (model,)
     report["fits"] = [{"n_iter": int(f.n_iter_), "n_e_steps": int(getattr(f, "n_e_steps_", 0)),
@@ -406,6 +437,7 @@ def fit_star(args, truth=None):
           f"{model.density_:.4f}, noise variance {model.noise_variance_:.4g}"
           + (f"; half-set resolution {result.resolution:.2f} A at FRC {result.threshold}"
              if result else "")
+          + f"; check_fit {'passed' if check.passed else 'FAILED'} (z = {check.z:.1f})"
           + f"; wrote {', '.join(str(p) for p in writers)} and {len(pick_paths)} STAR "
           f"file(s) of picks in {picks_dir}")
     return report
@@ -449,6 +481,8 @@ def predict_star(args, est, model):
         args.bin = float(model["bin"])
     lazy = args.scheduler is not None or args.workers is not None
     data = StarData(args, lazy=lazy)
+    if model.get("subtract_background") is not None:     # as the fit did
+        data.X = subtract_backgrounds(data.X, est.image_size, model["subtract_background"])
     if data.ctfs is not None:
         est.set_params(ctf=data.ctfs)
     out_dir = Path(args.output_dir or "picks")

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from ._cluster import _dask_client, _expand_inputs, _inputs
 from ._files import (_bytes_writer, _check_outputs, _CLIError, _image_png, _npy_writer,
-                     _positive_float, _positive_int, _text_writer, _tolerance, _write_files)
+                     _odd_window, _positive_float, _positive_int, _text_writer, _tolerance,
+                     _write_files)
 
 __all__ = ["main"]
 
@@ -91,7 +92,8 @@ def _cmd_fit(args):
         _star.fit_star(args)
         return
     _star.star_only(args, ["particle_diameter", "pixel_size", "bin", "project_dir", "noise",
-                      "half_sets", "defocus_groups"], flags=["no_ctf"])
+                      "half_sets", "defocus_groups", "subtract_background"],
+                    flags=["no_ctf"])
     if args.n_components != 1:
         raise _CLIError("--n-components is supported for STAR inputs only (for now)")
     args.image_size = 5 if args.image_size is None else args.image_size
@@ -367,6 +369,13 @@ def _build_parser():
     p.add_argument("--noise", choices=["white", "colored", "auto"], default=None,
                    help="STAR input: noise model (default colored: each micrograph's "
                         "spectrum estimated and whitened)")
+    p.add_argument("--subtract-background", type=_odd_window, nargs="?", const=15,
+                   default=None, metavar="WINDOW",
+                   help="STAR input: remove each micrograph's slowly varying background "
+                        "(a carbon edge, uneven ice) before the fit: a median of "
+                        "L x L patch medians over WINDOW x WINDOW patches (odd; default "
+                        "15), relative to the micrograph's median level; 'predict "
+                        "--model' then does the same (default: off)")
     p.add_argument("--defocus-groups", type=_positive_int, default=None, metavar="G",
                    help="STAR input: fit G groups of micrographs of consecutive defocus, "
                         "each through its median member's CTF and its members' mean noise "
