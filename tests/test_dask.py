@@ -259,6 +259,32 @@ def test_refinement_test_sees_the_same_patches_on_the_cluster(client, monkeypatc
         assert shares[0] == shares[1] > 0
 
 
+def test_detections_of_any_range_equal_in_memory(client):
+    """estep_detections of a range of patches: on the workers, each
+    micrograph over its own part of the range (cut or whole), with the same
+    detections as in memory, in global indices."""
+    from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    from mtdlearn.likelihood.hypotheses import HypothesisSpace
+    from mtdlearn.likelihood.posteriors import build_per_patch_model, estep_detections
+
+    X = _data()   # 576, 100 and 576 patches: offsets 0, 576, 676, 1252
+    space = HypothesisSpace(BASIS, np.arange(8) * np.pi / 4)
+    model = build_per_patch_model(make_target(BASIS, random_state=0),
+                                  density_to_shift_probabilities(0.04, L), 0.1, space)
+    memory = as_patch_source(X, L)
+    cluster = as_dask_source([da.from_array(M) for M in X], L)
+    for subset in [(0, 1252), (0, 700), (100, 200), (576, 676), (500, 1000), (600, 650),
+                   (575, 677)]:
+        expected = estep_detections(memory, model, subset)
+        got = estep_detections(cluster, model, subset)
+        assert len(expected[0]) > 0, subset
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+        np.testing.assert_allclose(got[2], expected[2], rtol=1e-12)
+    with pytest.raises(ValueError, match="subset must be a range"):
+        estep_detections(cluster, model, (10, 5000))
+
+
 def _guarded(M):
     def load():
         if os.getpid() == CLIENT_PID:
@@ -302,12 +328,13 @@ def test_client_receives_one_total_per_reduction(client, monkeypatch):
     X = _data()
     _em(max_iter=2, initializer=AutocorrelationInitializer()).fit(
         [da.from_array(M) for M in X])
-    # refinement="auto"'s test gathers the MAP posteriors of at most 2000
-    # patches (_refinement._N_PATCHES), whatever the number of micrographs
-    tested = [g for g in gathered if g[0] == "_block_concentration"]
-    assert tested and sum(size for *_, size in tested) < 8 * 2000 + 1024 * len(tested)
+    # refinement="auto"'s test gathers the detections (index, hypothesis,
+    # posterior: 24 bytes) among at most 2000 patches (_refinement._N_PATCHES),
+    # whatever the number of micrographs
+    tested = [g for g in gathered if g[0] == "_block_detections"]
+    assert tested and sum(size for *_, size in tested) < 24 * 2000 + 1024 * len(tested)
     assert all(n == len(X) and size < 1024 for name, n, size in gathered
-               if name != "_block_concentration"), gathered
+               if name != "_block_detections"), gathered
     assert {"_block_first_pass", "_block_scan", "_block_band_sums",
             "_block_statistics"} <= set(reduced), reduced
 

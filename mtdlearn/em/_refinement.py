@@ -22,7 +22,6 @@ from functools import partial
 import numpy as np
 
 from ..basis.rotations import UniformRotationGrid, _grid_schedule
-from ..data.patches import PatchData
 from ..likelihood.hypotheses import HypothesisSpace
 from ..likelihood.posteriors import build_per_patch_model, estep_detections
 from . import _stopping
@@ -169,27 +168,13 @@ def concentration(est, prepared, state, n_jobs):
             break
         model = build_per_patch_model(state.coef, state.shift_probabilities,
                                       state.noise_variance, space, state.weights)
-        if data.distributed:   # the same patches, each measurement's on its worker
-            for j, count in enumerate(np.diff(data.offsets).tolist()):
-                if left <= 0:
-                    break
-                found += data.take([j]).map_blocks(_block_concentration, data.image_size,
-                                                   model, min(count, left))
-                left -= count
-            continue
+        # on Dask, each micrograph's part on its worker: only detections travel
         stop = min(data.n_patches, left)
         found.append(estep_detections(data, model, (0, stop), n_jobs=n_jobs,
                                       working_memory=est.working_memory)[2])
         left -= stop
     p = np.concatenate(found)
     return float(np.median(p)) if p.size else 0.0
-
-
-def _block_concentration(block, image_size, model, n):
-    """The MAP posteriors of the detections among the first ``n`` patches of
-    one measurement (a block of a distributed source): at most ``n`` values."""
-    data = PatchData([block], image_size)
-    return estep_detections(data, model, (0, min(n, data.n_patches)))[2]
 
 
 def doubling_change(coef, space, normal):

@@ -306,8 +306,9 @@ def estep_detections(data, model, subset=None, *, chunk=None, n_jobs=None, worki
         The parameters (:func:`build_per_patch_model`).
     subset : (int, int), default=None
         Only the patches ``start..stop-1``; ``None`` means all.  On a
-        distributed source, whole measurements only (``start`` and ``stop``
-        among ``data.offsets``).
+        distributed source any range too: each measurement it touches runs
+        on its worker over its own part of the range, and only the
+        detections come back.
     chunk : int, default=None
         Patches per chunk; ``None`` chooses it with
         :func:`~mtdlearn.likelihood.patch_model.chunk_size`.
@@ -352,10 +353,38 @@ def estep_detections(data, model, subset=None, *, chunk=None, n_jobs=None, worki
         kept = [part[1:] for part in iter_detections(
             data, model, chunk=chunk, n_jobs=n_jobs, working_memory=working_memory,
             tasks_per_block=tasks_per_block)]
+    elif data.distributed:
+        kept = _distributed_detections(data, model, subset, chunk, working_memory,
+                                       tasks_per_block)
     else:
         kept = [_detections_of(a, part) for a, _, part in _per_patch_parts(
             data, model, subset, chunk, n_jobs, working_memory, tasks_per_block)]
     return tuple(np.concatenate([k[i] for k in kept]) for i in range(3))
+
+
+def _distributed_detections(data, model, subset, chunk, working_memory, tasks_per_block):
+    """The detections among the patches ``subset`` of a distributed source.
+
+    Each measurement the range touches runs on its worker, over its own part
+    of the range; only the detections travel.  The measurements the range
+    holds whole run as one batch, the (at most two) it cuts one by one.
+    """
+    _partition(data, subset, 1, 1)              # the same checks of the range
+    start, stop = subset
+    offsets = [int(o) for o in data.offsets]
+    touched = [j for j in range(len(offsets) - 1)
+               if offsets[j] < stop and offsets[j + 1] > start]
+    whole = [j for j in touched if start <= offsets[j] and offsets[j + 1] <= stop]
+    found = dict(zip(whole, data.take(whole).map_blocks(
+        _block_detections, data.image_size, model, chunk, tasks_per_block,
+        working_memory=working_memory) if whole else []))
+    for j in touched:
+        if j not in found:                      # cut by the range: its own part
+            local = (max(start - offsets[j], 0), min(stop, offsets[j + 1]) - offsets[j])
+            found[j], = data.take([j]).map_blocks(
+                _block_detections, data.image_size, model, chunk, tasks_per_block,
+                subset=local, working_memory=working_memory)
+    return [(patch + offsets[j], best, p) for j in touched for patch, best, p in [found[j]]]
 
 
 def _detections_of(start, part):
@@ -365,10 +394,12 @@ def _detections_of(start, part):
     return keep + start, best[keep], best_p[keep]
 
 
-def _block_detections(block, image_size, model, chunk, tasks_per_block):
-    """:func:`estep_detections` of one measurement (a block of a distributed source)."""
-    return estep_detections(PatchData([block], image_size), model, chunk=chunk,
-                            tasks_per_block=tasks_per_block)
+def _block_detections(block, image_size, model, chunk, tasks_per_block, subset=None,
+                      working_memory=None):
+    """:func:`estep_detections` of one measurement (a block of a distributed source),
+    or of its patches ``subset``; indices local to the measurement."""
+    return estep_detections(PatchData([block], image_size), model, subset, chunk=chunk,
+                            working_memory=working_memory, tasks_per_block=tasks_per_block)
 
 
 def iter_detections(data, model, *, chunk=None, n_jobs=None, working_memory=None,
