@@ -108,3 +108,18 @@ def test_bad_arguments_name_themselves(kwargs, error, match):
 def test_needs_a_fitted_estimator():
     with pytest.raises(NotFittedError):
         ApproxEMEstimator(5).check_fit(np.zeros((50, 50)))
+
+
+def test_a_density_the_simulation_cannot_place_is_a_warning():
+    # the random placement jams near 0.17 at L = 5 (docs/results.rst); a
+    # model at 0.3 cannot be drawn, and the check says so instead of
+    # comparing the data with a sparser model in silence
+    coef = make_target(BASIS, random_state=0)
+    X, truth = make_measurement(coef, BASIS, 200, density=0.04, snr=5, random_state=0)
+    start = FixedInitializer(coef, density_to_shift_probabilities(0.3, 5),
+                             noise_variance=truth.noise_variance)
+    est = ApproxEMEstimator(5, basis=BASIS, rotations=16, max_iter=0, initializer=start)
+    with pytest.warns(Warning, match="degenerate"):     # 7 times the data's copies
+        est.fit(X)
+    with pytest.warns(RuntimeWarning, match="check_fit: the simulation placed copies"):
+        est.check_fit(X, n_simulated=2000)
