@@ -69,7 +69,8 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
     ``_gain(previous, objective, state)``
         The gain of the last iteration tested against ``tol``; by default
         ``objective - previous``.  A variant whose objective changes
-        definition between iterations (a precision switch) overrides it.
+        definition between iterations (a precision switch) overrides it,
+        and ``_gain_text(state, gain)``, the verbose line's words for it.
     ``_checkpoint_state(state)`` and ``_resume_state(state, saved)``
         What a variant keeps beside the parameters between iterations (a
         dict of numbers saved in a checkpoint), and how a resumed start gets
@@ -400,6 +401,16 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
         """The gain of the last iteration, tested against ``tol`` (hook of the loop)."""
         return objective - previous
 
+    def _gain_text(self, state, gain):
+        """The verbose line's words for the value :meth:`_gain` returned (hook).
+
+        An infinite gain is the loop's "not comparable" (the objective
+        changed, e.g. its E-steps' precision), minus infinity a phase ended
+        by the subclass: no gain to show.
+        """
+        return (f"gain {gain:.3e}" if np.isfinite(gain) else
+                "gain n/a (new objective)" if gain > 0 else "gain n/a (phase ends)")
+
     def _checkpoint_state(self, state):
         """What a start keeps beside the parameters, saved in a checkpoint (hook)."""
         return {}
@@ -459,11 +470,7 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
             gain = self._gain(history[-1], objective, state)
             history.append(objective)
             if self.verbose:
-                # an infinite gain is the loop's "not comparable" (the objective
-                # changed, e.g. its E-steps' precision), minus infinity a phase
-                # ended by the subclass: no gain to show
-                shown = (f"gain {gain:.3e}" if np.isfinite(gain) else
-                         "gain n/a (new objective)" if gain > 0 else "gain n/a (phase ends)")
+                shown = self._gain_text(state, gain)
                 print(f"[{name}] iter {n_iter}  log-likelihood {objective:.10g}  "
                       f"{shown}  ({time.perf_counter() - t0:.2f} s)")
             converged = gain < (tol(history) if callable(tol) else tol)

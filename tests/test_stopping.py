@@ -1,5 +1,6 @@
 """Tests of mtdlearn.em._stopping: the statistical stopping rule of ``tol="auto"``."""
 
+import re
 import warnings
 
 import numpy as np
@@ -102,3 +103,19 @@ def test_auto_reports_what_is_left_and_a_float_keeps_the_gain_rule(acceleration)
     gain = ApproxEMEstimator(5, tol=1e-6, **kw).fit(X)
     gains = np.diff(gain.log_likelihood_history_)
     assert gain.converged_ and gains[-1] < 1e-6 and gain.remaining_change_ == np.inf
+
+
+def test_verbose_names_the_value_each_rule_tests(capsys):
+    # tol="auto" tests the projected change still to come against its
+    # standard error, not a gain of the log-likelihood; the line says which
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    coef = make_target(basis, random_state=1)
+    X, truth = make_measurement(coef, basis, 200, snr=5, random_state=1)
+    kw = dict(basis=basis, rotations=8, random_state=1, verbose=1, refinement=None)
+    ApproxEMEstimator(5, **kw).fit(X)
+    auto = capsys.readouterr().out
+    assert "remaining change n/a (not measured yet)" in auto
+    assert re.search(r"remaining change \d\.\d{3}e[+-]\d\d SE", auto) and " gain " not in auto
+    ApproxEMEstimator(5, tol=1e-4, **kw).fit(X)
+    gain = capsys.readouterr().out
+    assert " gain " in gain and "remaining change" not in gain

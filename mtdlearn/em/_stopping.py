@@ -108,3 +108,12 @@ def _record(run, step, rate):
         return
     change, se = projected(step, max(run.rates)), standard_error(run.normal)
     run.remaining = change / se if np.isfinite(change) and 0 < se < np.inf else np.inf
+
+
+def describe(remaining):
+    """The verbose line's words for the value ``tol="auto"`` tests: the
+    projected change still to come, in standard errors (``inf``: not
+    measured yet, as after a change of precision; ``-inf``: a phase ends)."""
+    return (f"remaining change {remaining:.3e} SE" if np.isfinite(remaining) else
+            "remaining change n/a (not measured yet)" if remaining > 0 else
+            "remaining change n/a (phase ends)")

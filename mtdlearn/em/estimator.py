@@ -680,6 +680,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
             run.n_recentred += 1
         return state, new_objective, stats
 
+    def _gain_text(self, state, gain):   # tol="auto" tests the change still to come
+        return (super()._gain_text(state, gain) if state.run.stop_below is None
+                else _stopping.describe(gain))
+
     def _gain(self, previous, objective, state):
         run = state.run
         if run.incomparable:   # the objective changed (precision, centring): not a gain
