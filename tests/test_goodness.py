@@ -9,7 +9,7 @@ from mtdlearn import (ApproxEMEstimator, FixedInitializer, FourierBesselBasis, m
 from mtdlearn.imaging.ctf import CTF
 from mtdlearn.imaging.noise import make_noise_psd
 from mtdlearn.imaging.shifts import density_to_shift_probabilities
-from mtdlearn.likelihood.goodness import Z_MAX, FitCheck, check_fit
+from mtdlearn.likelihood.goodness import STATISTIC_MAX, FitCheck, check_fit
 
 BASIS = FourierBesselBasis(5, n_coefficients=10)
 
@@ -27,16 +27,21 @@ def truth_fit(seed, size=300, snr=5.0, **kw):
     return ApproxEMEstimator(5, **at_truth(coef, truth, **kw)).fit(X), X
 
 
-def test_under_the_true_model_z_is_a_standard_score():
+def test_under_the_true_model_the_statistic_is_kolmogorovs():
     # 16 independent data sets, each checked under the model that made it:
-    # z is (count - n q) / its standard deviation, so its mean is 0 within
-    # 3 / sqrt(16) of its spread, and its spread about 1 (the patches are not
-    # quite independent: a copy straddles up to four, hence the bound of 2)
-    z = np.array([check_fit(*truth_fit(seed), n_simulated=5000, random_state=seed).z
-                  for seed in range(16)])
-    assert abs(z.mean()) < 3 * 2 / np.sqrt(len(z)), z
-    assert 0.3 < z.std() < 2.0, z
-    assert np.all(z <= Z_MAX)
+    # the scaled two-sample KS statistic follows Kolmogorov's distribution
+    # (mean 0.8687, standard deviation 0.2603) for independent patches; its
+    # mean over 16 is within 3 standard errors (0.2) of 0.87, allowing as
+    # much again for the patches' dependence (a copy straddles four)
+    checks = [check_fit(*truth_fit(seed), n_simulated=5000, random_state=seed)
+              for seed in range(16)]
+    statistic = np.array([c.statistic for c in checks])
+    assert abs(statistic.mean() - 0.8687) < 0.4, statistic
+    assert np.all(statistic < STATISTIC_MAX) and all(c.passed for c in checks)
+    # the lower tail holds its share: 1 % of the patches, within a few
+    # binomial standard deviations of the pooled count (16 x 3600 patches)
+    pooled = np.mean([c.outlier_fraction for c in checks])
+    assert abs(pooled - 0.01) < 4 * np.sqrt(0.01 * 0.99 * 2 / (16 * 3600))
 
 
 def test_result_fields_and_reproducibility():
@@ -46,16 +51,19 @@ def test_result_fields_and_reproducibility():
     assert isinstance(a, FitCheck) and a.passed
     assert a.n_patches == 60 * 60 and a.n_simulated >= 5000
     assert a.outliers.shape == (a.n_patches,) and a.outliers.dtype == np.bool_
-    assert a.fraction == a.outliers.mean() and a.ratio == pytest.approx(a.fraction / 0.01)
+    assert a.outlier_fraction == a.outliers.mean()
+    assert 0 < a.distance < 1 and a.statistic == pytest.approx(
+        a.distance * np.sqrt(a.n_patches * a.n_simulated / (a.n_patches + a.n_simulated)))
+    assert 0 < a.p_value <= 1
     np.testing.assert_array_equal(a.outliers, b.outliers)
-    assert (a.threshold, a.z) == (b.threshold, b.z)
+    assert (a.threshold, a.statistic) == (b.threshold, b.statistic)
     # the threshold is the simulated patches' quantile: the outliers are the
     # data's patches scored below it
     np.testing.assert_array_equal(a.outliers, est.score_samples(X) < a.threshold)
     # the estimator's random_state seeds it when none is given; n_jobs does not matter
     est.set_params(random_state=1, n_jobs=2)
     c = est.check_fit(X, n_simulated=5000)
-    assert c.threshold == a.threshold and "z = " in c.summary()
+    assert c.threshold == a.threshold and "Kolmogorov-Smirnov" in c.summary()
 
 
 def test_a_carbon_edge_fails_and_is_where_the_outliers_are():
@@ -63,7 +71,7 @@ def test_a_carbon_edge_fails_and_is_where_the_outliers_are():
     Y = X.copy()
     Y[:, 240:] += 1.5 * np.sqrt(est.noise_variance_)      # a step over a fifth
     result = est.check_fit(Y, n_simulated=5000)
-    assert not result.passed and result.z > 10
+    assert not result.passed and result.statistic > 5 and result.distance > 0.1
     out = result.outliers.reshape(60, 60)
     assert out[:, 48:].mean() > 10 * out[:, :48].mean()
     assert "something the model does not explain" in result.summary()

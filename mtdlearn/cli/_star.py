@@ -372,10 +372,11 @@ def fit_star(args, truth=None):
         "seconds": elapsed,
         "n_picks": int(sum(len(t) for t in tables)),
         # does the model explain the micrographs (likelihood.goodness)
-        "fit_check": {"level": check.level, "fraction": check.fraction, "z": check.z,
-                      "passed": check.passed, "n_patches": check.n_patches,
-                      "n_simulated": check.n_simulated,
-                      "n_outlier_patches": int(check.outliers.sum())},
+        "fit_check": {"distance": check.distance, "statistic": check.statistic,
+                      "p_value": check.p_value, "passed": check.passed,
+                      "level": check.level, "outlier_fraction": check.outlier_fraction,
+                      "n_outlier_patches": int(check.outliers.sum()),
+                      "n_patches": check.n_patches, "n_simulated": check.n_simulated},
     }
     fits = result.estimators if result is not None else (model,)
     report["fits"] = [{"n_iter": int(f.n_iter_), "n_e_steps": int(getattr(f, "n_e_steps_", 0)),
@@ -437,7 +438,8 @@ def fit_star(args, truth=None):
           f"{model.density_:.4f}, noise variance {model.noise_variance_:.4g}"
           + (f"; half-set resolution {result.resolution:.2f} A at FRC {result.threshold}"
              if result else "")
-          + f"; check_fit {'passed' if check.passed else 'FAILED'} (z = {check.z:.1f})"
+          + f"; check_fit {'passed' if check.passed else 'FAILED'} (distance "
+            f"{100 * check.distance:.1f} %, statistic {check.statistic:.2f})"
           + f"; wrote {', '.join(str(p) for p in writers)} and {len(pick_paths)} STAR "
           f"file(s) of picks in {picks_dir}")
     return report

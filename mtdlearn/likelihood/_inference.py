@@ -442,10 +442,10 @@ class _InferenceMixin:
     def check_fit(self, X, *, level=0.01, n_simulated=None, random_state=None):
         """Check that the fitted model explains ``X``: a posterior predictive check.
 
-        The share of ``X``'s patches less likely (:meth:`score_samples`) than
-        the ``level`` quantile of patches drawn from the fitted model
-        (:meth:`sample`); ``level`` if the model explains the data.
-        Contaminants, a carbon edge or a background make it larger, though
+        Compares the log-likelihoods (:meth:`score_samples`) of ``X``'s
+        patches with those of patches drawn from the fitted model
+        (:meth:`sample`): the two-sample Kolmogorov-Smirnov distance.
+        Contaminants, a carbon edge or a background make it large, though
         the fit converged.  See :mod:`mtdlearn.likelihood.goodness`.
 
         Parameters
@@ -453,7 +453,8 @@ class _InferenceMixin:
         X : array-like of shape (N1, N2) or (n, N1, N2), or a sequence
             Measurement(s), in any of the forms :meth:`fit` accepts.
         level : float, default=0.01
-            The quantile, in (0, 0.5].
+            The quantile of the simulated patches' scores below which a
+            patch of ``X`` is an outlier, in (0, 0.5].
         n_simulated : int, default=None
             The least number of simulated patches (``level * n_simulated >=
             10``); ``None``: as many as ``X``'s patches, from ``20 / level``
@@ -464,9 +465,9 @@ class _InferenceMixin:
         Returns
         -------
         result : FitCheck
-            ``fraction``, ``z``, ``passed`` (``z <= 5``), ``outliers`` (one
-            bool per patch) and the rest; ``result.summary()`` says it in a
-            line.
+            ``distance``, ``statistic``, ``p_value``, ``passed``,
+            ``outliers`` (one bool per patch) and the rest;
+            ``result.summary()`` says it in a line.
         """
         from .goodness import check_fit
 
