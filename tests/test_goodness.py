@@ -118,16 +118,21 @@ def test_needs_a_fitted_estimator():
         ApproxEMEstimator(5).check_fit(np.zeros((50, 50)))
 
 
-def test_a_density_the_simulation_cannot_place_is_a_warning():
-    # the random placement jams near 0.17 at L = 5 (docs/results.rst); a
-    # model at 0.3 cannot be drawn, and the check says so instead of
-    # comparing the data with a sparser model in silence
-    coef = make_target(BASIS, random_state=0)
-    X, truth = make_measurement(coef, BASIS, 200, density=0.04, snr=5, random_state=0)
-    start = FixedInitializer(coef, density_to_shift_probabilities(0.3, 5),
-                             noise_variance=truth.noise_variance)
-    est = ApproxEMEstimator(5, basis=BASIS, rotations=16, max_iter=0, initializer=start)
-    with pytest.warns(Warning, match="degenerate"):     # 7 times the data's copies
-        est.fit(X)
-    with pytest.warns(RuntimeWarning, match="check_fit: the simulation placed copies"):
-        est.check_fit(X, n_simulated=2000)
+def test_drawn_patches_have_the_patch_models_energy():
+    # E ||y||**2 = L**2 sigma**2 + sum_h p_h ||T_h||**2 over the hypotheses'
+    # prior (the empty one's template is 0); the mean over 40000 draws is
+    # within 5 standard errors of it
+    from mtdlearn.likelihood.goodness import draw_patches
+    from mtdlearn.likelihood.posteriors import build_per_patch_model
+
+    est, X = truth_fit(5)
+    space = est._hypotheses()
+    model = build_per_patch_model(est.coef_, est.shift_probabilities_, est.noise_variance_,
+                                  space)
+    drawn = draw_patches(est, model, 40000, np.random.default_rng(0))
+    assert drawn.n_patches == 200 * 200
+    energy = np.sum(drawn.get(0, drawn.n_patches) ** 2, axis=1)
+    log_prior, _ = space.log_prior(est.shift_probabilities_)
+    expected = (25 * est.noise_variance_
+                + np.exp(log_prior) @ np.sum(space.templates(est.coef_) ** 2, axis=1))
+    assert abs(energy.mean() - expected) < 5 * energy.std() / np.sqrt(energy.size)

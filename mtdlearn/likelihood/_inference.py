@@ -443,8 +443,9 @@ class _InferenceMixin:
         """Check that the fitted model explains ``X``: a posterior predictive check.
 
         Compares the log-likelihoods (:meth:`score_samples`) of ``X``'s
-        patches with those of patches drawn from the fitted model
-        (:meth:`sample`): the two-sample Kolmogorov-Smirnov distance.
+        patches with those of patches drawn from the fitted patch model
+        (:func:`~mtdlearn.likelihood.goodness.draw_patches`): the two-sample
+        Kolmogorov-Smirnov distance.
         Contaminants, a carbon edge or a background make it large, though
         the fit converged.  See :mod:`mtdlearn.likelihood.goodness`.
 
