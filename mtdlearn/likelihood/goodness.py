@@ -167,7 +167,8 @@ def check_fit(estimator, X, *, level=0.01, n_simulated=None, random_state=None):
     Parameters
     ----------
     estimator : fitted ApproxEMEstimator or AutocorrelationEstimator
-        The fit to check: its ``score_samples`` and ``sample``.
+        The fit to check: its per-patch model (as ``score_samples`` uses it)
+        and its fitted prior.
     X : array-like or sequence
         The measurement(s), in any of the forms ``fit`` accepts: the data the
         estimator was fitted to, or held-out data.
