@@ -17,7 +17,7 @@ from .fft_estep import (FFTPatchModel, _chunk, build_fft_patch_model, choose_est
                         fft_chunk_size)
 from .patch_model import (_EXP_FLOOR, _chunk_posteriors, _get_augmented, _patch_loglik,
                           build_patch_model)
-from .statistics import _distributed_subset, _partition, _tasks
+from .statistics import _check_subset, _distributed_subset, _partition, _tasks
 from ..data.patches import PatchData
 
 __all__ = ["build_per_patch_model", "estep_per_patch", "estep_detections", "iter_detections"]
@@ -369,8 +369,7 @@ def _distributed_detections(data, model, subset, chunk, working_memory, tasks_pe
     of the range; only the detections travel.  The measurements the range
     holds whole run as one batch, the (at most two) it cuts one by one.
     """
-    _partition(data, subset, 1, 1)              # the same checks of the range
-    start, stop = subset
+    start, stop = _check_subset(data, subset)
     offsets = [int(o) for o in data.offsets]
     touched = [j for j in range(len(offsets) - 1)
                if offsets[j] < stop and offsets[j + 1] > start]

@@ -224,6 +224,15 @@ def _tasks(data, model, subset, chunk, working_memory, tasks_per_block):
     return chunk, _partition(data, subset, chunk, tasks_per_block)
 
 
+def _check_subset(data, subset):
+    """``(start, stop)`` of ``subset`` (default: all patches), checked against ``data``."""
+    start, stop = (0, data.n_patches) if subset is None else subset
+    if not 0 <= start < stop <= data.n_patches:
+        raise ValueError(f"subset must be a range (start, stop) within [0, {data.n_patches}] "
+                         f"holding at least one patch, got {subset!r}")
+    return start, stop
+
+
 def _partition(data, subset, chunk, tasks_per_block):
     """The fixed task partition of ``subset`` (default: all patches), both E-steps.
 
@@ -233,10 +242,7 @@ def _partition(data, subset, chunk, tasks_per_block):
     block on a Dask worker (:mod:`mtdlearn.data._dask`).  Returns a list of
     ``(measurement, start, stop)``.
     """
-    start, stop = (0, data.n_patches) if subset is None else subset
-    if not 0 <= start < stop <= data.n_patches:
-        raise ValueError(f"subset must be a range (start, stop) within [0, {data.n_patches}] "
-                         f"holding at least one patch, got {subset!r}")
+    start, stop = _check_subset(data, subset)
     ranges = []
     offsets = data.offsets
     for i in range(len(offsets) - 1):
