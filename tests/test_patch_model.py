@@ -72,6 +72,10 @@ def test_templates_are_shifted_rotated_images(basis, coef):
     np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
     # the rotated evaluation gives the rotated images
     np.testing.assert_allclose(space.rotated_evaluation @ coef, imgs.reshape(3, -1), atol=1e-12)
+    # some hypotheses only, in any order and repeated: the same rows, exactly
+    full = space.templates(coef)
+    some = [space.n_hypotheses - 1, 0, 7, 7, 200]
+    assert_array_equal(space.templates(coef, some), full[some])
 
 
 # ------------------------------------------------------------- statistics

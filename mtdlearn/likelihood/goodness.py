@@ -296,12 +296,9 @@ def draw_patches(estimator, model, n, rng):
     p = np.append(np.exp(log_prior), np.exp(log_empty))
     side = math.ceil(math.sqrt(n))
     h = rng.choice(p.size, size=side * side, p=p / p.sum())
-    images = space.rotated_images(estimator.coef_)
-    ext = np.concatenate([images, np.zeros((images.shape[0], 1))], axis=1)
-    copy = h < space.n_hypotheses
+    copy = h < space.n_hypotheses              # the last index is the empty hypothesis
     patches = np.zeros((side * side, L * L))
-    image, shift = np.divmod(h[copy], space.n_shifts)
-    patches[copy] = ext[image[:, None], space.gather_index[shift]]
+    patches[copy] = space.templates(estimator.coef_, h[copy])
     patches += math.sqrt(model.noise_variance) * rng.standard_normal(patches.shape)
     mosaic = patches.reshape(side, side, L, L).transpose(0, 2, 1, 3).reshape(side * L, side * L)
     return PatchData([mosaic], L)

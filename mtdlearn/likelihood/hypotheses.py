@@ -297,18 +297,21 @@ class HypothesisSpace:
         images = images[0] if len(images) == 1 else np.concatenate(images)
         return self.formation.form(images)
 
-    def templates(self, coef):
+    def templates(self, coef, hypotheses=None):
         """All non-empty templates ``T_h = C T_l Z H F^{(c)}_{phi_k}`` (eq. 6-7).
 
         Parameters
         ----------
         coef : array-like of shape (p,) or (C, p)
             Image coefficients ``alpha`` (one row per component).
+        hypotheses : array-like of int, default=None
+            Only these hypotheses' templates, in this order (indices may
+            repeat); ``None``: all of them.
 
         Returns
         -------
-        templates : ndarray of shape (H, L*L)
-            Flattened templates in hypothesis order.
+        templates : ndarray of shape (H, L*L) or (len(hypotheses), L*L)
+            Flattened templates in hypothesis order (or in the order asked).
 
         Examples
         --------
@@ -322,7 +325,10 @@ class HypothesisSpace:
         d = self.image_size ** 2
         images = self.rotated_images(coef)
         ext = np.concatenate([images, np.zeros((self.n_images, 1))], axis=1)
-        return ext[:, self.gather_index].reshape(-1, d)
+        if hypotheses is None:
+            return ext[:, self.gather_index].reshape(-1, d)
+        image, shift = np.divmod(np.asarray(hypotheses, dtype=np.int64), self.n_shifts)
+        return ext[image[:, None], self.gather_index[shift]]
 
     @functools.cached_property
     def gather_index(self):
