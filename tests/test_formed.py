@@ -134,6 +134,24 @@ def test_gemm_and_fft_e_steps_agree_through_a_ctf(small):
     np.testing.assert_allclose(a[0], b[0], rtol=1e-8, atol=1e-10 * np.abs(a[0]).max())
 
 
+def test_m_step_through_a_ctf_with_the_table_made_block_by_block(small, monkeypatch):
+    # above TABLE_MAX_BYTES each block of H B R(phi_k) is formed when the
+    # M-step asks for it: the same M-step as with the table kept, to rounding
+    from mtdlearn.likelihood import hypotheses as hypotheses_module
+
+    basis, coef, space, X, truth = small
+    rho = density_to_shift_probabilities(0.06, basis.image_size)
+    stats = estep_statistics(PatchData([X], basis.image_size),
+                             build_patch_model(coef, rho, truth.noise_variance, space))
+    kept = m_step(stats, rho, HypothesisSpace(basis, space.angles, formation=space.formation))
+    monkeypatch.setattr(hypotheses_module, "TABLE_MAX_BYTES", 0)
+    streamed = m_step(stats, rho, HypothesisSpace(basis, space.angles,
+                                                  formation=space.formation))
+    np.testing.assert_allclose(streamed[0], kept[0], rtol=1e-11,
+                               atol=1e-11 * np.abs(kept[0]).max())
+    assert streamed[2] == pytest.approx(kept[2], rel=1e-11)
+
+
 def test_groups_add_up_to_the_one_group_model_when_formations_are_equal(small):
     # two micrographs with the same CTF: as groups or as one measurement, the
     # same statistics and the same M-step

@@ -21,6 +21,13 @@ from ..imaging.shifts import (empty_shifts, gather_adjoint, nonempty_shifts, shi
 
 __all__ = ["HypothesisSpace"]
 
+#: Largest ``(K, L*L, p)`` table of :attr:`HypothesisSpace.rotated_evaluation`
+#: the M-step keeps; above it (L = 41 from K = 32: 454 MB at K = 32, 1.8 GB
+#: at the K = 128 that ``refinement="auto"`` can reach) it is made block by
+#: block each M-step (:meth:`HypothesisSpace.rotation_blocks`).  Every
+#: L <= 21 at K <= 128 keeps it (at most 127 MB).
+TABLE_MAX_BYTES = 256 * 2**20
+
 
 class HypothesisSpace:
     """The hypotheses of the E-step: their layout, priors, decoding and maps.
@@ -380,6 +387,61 @@ class HypothesisSpace:
         (2, 25, 10)
         """
         return self.formation.form_columns(rotated_evaluation(self.basis, self.angles))
+
+    @property
+    def table_bytes(self):
+        """Bytes of the whole :attr:`rotated_evaluation` table (float64)."""
+        return 8 * self.n_rotations * self.formation.support(self.image_size) ** 2 * \
+            self.basis.n_functions
+
+    @property
+    def keeps_table(self):
+        """Whether the M-step keeps the whole :attr:`rotated_evaluation` table.
+
+        At most :data:`TABLE_MAX_BYTES`: made once and kept; above it,
+        :meth:`rotation_blocks` makes it block by block as needed.
+        """
+        return self.table_bytes <= TABLE_MAX_BYTES
+
+    def rotation_blocks(self, max_bytes):
+        """:attr:`rotated_evaluation` in blocks of rotations, for the M-step.
+
+        Parameters
+        ----------
+        max_bytes : int
+            Bytes of a block (at least one rotation).
+
+        Yields
+        ------
+        start, stop : int
+            The block's rotations ``start..stop-1``.
+        block : ndarray of shape (stop - start, S*S, p)
+            Their rows of the table.  Up to :data:`TABLE_MAX_BYTES` the
+            whole table is made once and kept (the slices of the cached
+            property); above it each block is made when asked and not kept,
+            by ``basis.rotate`` (``B R(phi) = rotate(B, -phi)`` row by row,
+            ``L**2 p`` per rotation instead of the ``L**2 p**2`` of a
+            product with ``R(phi)``; equal to rounding).
+
+        Examples
+        --------
+        >>> from mtdlearn import FourierBesselBasis
+        >>> from mtdlearn.likelihood.hypotheses import HypothesisSpace
+        >>> space = HypothesisSpace(FourierBesselBasis(5), [0.0, 1.0, 2.0])
+        >>> [(a, b, blk.shape) for a, b, blk in space.rotation_blocks(2 * 25 * 10 * 8)]
+        [(0, 2, (2, 25, 10)), (2, 3, (1, 25, 10))]
+        """
+        K = self.n_rotations
+        step = max(1, int(max_bytes) // max(1, self.table_bytes // K))
+        keep = self.keeps_table
+        for k0 in range(0, K, step):
+            k1 = min(K, k0 + step)
+            if keep:
+                yield k0, k1, self.rotated_evaluation[k0:k1]
+            else:
+                B = self.basis.matrix
+                block = self.basis.rotate(B[None], -self.angles[k0:k1, None])
+                yield k0, k1, self.formation.form_columns(block)
 
     def adjoint(self, weighted_patches):
         """Scatter per-hypothesis patches back to each template image's pixels.

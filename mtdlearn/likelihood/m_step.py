@@ -211,14 +211,21 @@ def m_step(stats, shift_probabilities, hypotheses, estimate_noise=True, noise_fl
     W_total = 0.0
     A_sum, b_sum = [0.0] * C, [0.0] * C
     for part, part_space in groups:
-        BR = part_space.rotated_evaluation               # (K, d, p), through the formation
         W = part_space.per_rotation(part.weights)        # (C K, S)
         y = (part_space.adjoint(part.weighted_patches) if part.rotation_images is None
              else part.rotation_images)                  # (C K, d)
-        for c in range(C):    # each component's own normal equations
-            D = W[c * K:(c + 1) * K] @ part_space.visibility      # (K, d) pixel weights
-            A_sum[c] = A_sum[c] + _weighted_gram(BR, D)
-            b_sum[c] = b_sum[c] + np.einsum("kfp,kf->p", BR, y[c * K:(c + 1) * K])
+        D = [W[c * K:(c + 1) * K] @ part_space.visibility for c in range(C)]  # pixel weights
+        if part_space.keeps_table:
+            BR = part_space.rotated_evaluation           # (K, d, p), through the formation
+            for c in range(C):    # each component's own normal equations
+                A_sum[c] = A_sum[c] + _weighted_gram(BR, D[c])
+                b_sum[c] = b_sum[c] + np.einsum("kfp,kf->p", BR, y[c * K:(c + 1) * K])
+        else:   # a large table is made block by block, and never whole
+            for k0, k1, BR in part_space.rotation_blocks(_GRAM_BLOCK_BYTES):
+                for c in range(C):
+                    A_sum[c] = A_sum[c] + _weighted_gram(BR, D[c][k0:k1])
+                    b_sum[c] = b_sum[c] + np.einsum("kfp,kf->p", BR,
+                                                    y[c * K + k0:c * K + k1])
         W_total = W_total + W
     W = W_total
     previous = [None] * C if coef is None else np.reshape(coef, (C, -1))
