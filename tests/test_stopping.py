@@ -119,3 +119,58 @@ def test_verbose_names_the_value_each_rule_tests(capsys):
     ApproxEMEstimator(5, tol=1e-4, **kw).fit(X)
     gain = capsys.readouterr().out
     assert " gain " in gain and "remaining change" not in gain
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_components=st.sampled_from([1, 2]))
+def test_rotation_tangent_is_the_derivative_of_rotate_and_is_projected_out(seed, n_components):
+    # the tangent is d/dphi rotate(coef, phi) at 0 (normalized): orthogonal
+    # to coef (a rotation keeps the norm) and, to second order, the step of
+    # a small rotation; projecting it out leaves only that second order
+    basis = FourierBesselBasis(9)
+    rng = np.random.default_rng(seed)
+    coef = rng.normal(size=(n_components, basis.n_functions))
+    t = _stopping.rotation_tangents(basis, coef)
+    assert t.shape == coef.shape
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(np.sum(t * coef, axis=1), 0.0, atol=1e-9)
+    delta = 1e-4
+    step = np.ravel(basis.rotate(coef, delta) - coef)
+    nu = np.abs(basis.frequencies).max()
+    # what is left is the rotation's second order, (nu delta)**2 / 2 of coef
+    left = np.linalg.norm(_stopping.without_rotation(step, t))
+    assert left <= (nu * delta) ** 2 * np.linalg.norm(coef)
+    assert left <= 1e-2 * np.linalg.norm(step)
+    # a change orthogonal to every tangent is kept as it is; projecting twice is projecting once
+    other = rng.normal(size=coef.shape)
+    other -= np.sum(other * t, axis=1, keepdims=True) * t
+    np.testing.assert_allclose(_stopping.without_rotation(np.ravel(other), t), np.ravel(other),
+                               atol=1e-12)
+    once = _stopping.without_rotation(np.ravel(rng.normal(size=coef.shape)), t)
+    np.testing.assert_allclose(_stopping.without_rotation(once, t), once, atol=1e-12)
+
+
+def test_an_image_without_angular_dependence_has_no_rotation_to_project_out():
+    basis = FourierBesselBasis(9)
+    coef = np.where(basis.frequencies == 0, 1.0, 0.0)
+    assert np.all(_stopping.rotation_tangents(basis, coef) == 0.0)
+    assert np.all(_stopping.rotation_tangents(basis, np.zeros(basis.n_functions)) == 0.0)
+
+
+def test_a_rotating_image_is_not_a_change_still_to_come():
+    # steps that only turn the image (the EM creeping along the grid's
+    # nearly flat rotation, at a rate of 1) leave almost nothing to come:
+    # the rotation's second order; without the basis (a float tol's run)
+    # they are measured whole
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    coef = make_target(basis, random_state=0)
+    r = np.ravel(basis.rotate(coef, 1e-3) - coef)
+    remaining = []
+    for b in (basis, None):
+        run = _unit_run()
+        run.basis = b
+        for _ in range(2):   # the second step as large as the first: a rate of 1
+            _stopping.record_squarem(run, r, np.zeros_like(r), basis.n_functions, coef)
+        remaining.append(run.remaining)
+    assert remaining[1] == pytest.approx(np.linalg.norm(r) / (1 - _stopping._MAX_RATE))
+    assert remaining[0] < 1e-2 * remaining[1]

@@ -86,7 +86,7 @@ def cycle(est, prepared, state, objective, stats, n_jobs):
     r = v1 - v0
     v = v2 - 2.0 * v1 + v0
     nr, nv = np.linalg.norm(r), np.linalg.norm(v)
-    _stopping.record_squarem(run, r, v, coords.p)
+    _stopping.record_squarem(run, r, v, coords.p, state.coef)
     step = float(np.clip(nr / nv, _STEP_MIN, run.step_max)) if (
         np.isfinite(nr) and np.isfinite(nv) and nv > 0) else _STEP_MIN   # -alpha
     end = x2

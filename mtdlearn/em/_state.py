@@ -64,6 +64,7 @@ class _Run:
     normal: tuple = None          # _stopping: (normal matrices, rcond, sigma**2), last M-step
     last_coef: np.ndarray = None  # _stopping, plain EM: the last iteration's coefficients
     last_step: float = None       # _stopping, plain EM: its step
+    basis: object = None          # _stopping: the basis whose rotation is not a change
     early_stop: object = None     # refinement="auto": f(state, previous, objective), True: refine
 
 @dataclass

@@ -93,9 +93,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
     max_iter : int, default=100
         Maximum number of EM iterations; ``0`` returns the initialization.
     tol : float or "auto", default="auto"
-        ``"auto"``: stop when the change of ``coef_`` still to come,
-        projected from the EM's rate of convergence, is below 0.3 of its
-        standard error (:doc:`/design`, "Stopping"); ``remaining_change_``
+        ``"auto"``: stop when the change of ``coef_`` still to come (up to
+        a rotation), projected from the EM's rate of convergence, is below
+        0.3 of its standard error (:doc:`/design`, "Stopping"); ``remaining_change_``
         gives the ratio at the stop.  A float: stop when the gain of the mean
         log-likelihood per patch is below ``tol`` (the paper's rule, with
         ``1e-6``).  Phases stopped early (coarser grids, the white-noise or
@@ -595,11 +595,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
                              state.weights, run=run)
         if tol is None and isinstance(self.tol, str):   # "auto": the statistical rule
             run.stop_below = tol = _stopping._SHARE
+            run.basis = prepared.hypotheses.basis
         res = super()._run_start(prepared, state, seed, n_jobs, resume, callback, tol)
-        res["extra"]["remaining_change_"] = float(run.remaining)
-        res["extra"]["n_e_steps_"] = run.n_e_steps
-        res["extra"]["float64_from_iter_"] = run.float64_from
-        res["extra"]["n_recentred_"] = run.n_recentred
+        res["extra"].update(remaining_change_=float(run.remaining), n_e_steps_=run.n_e_steps,
+                            float64_from_iter_=run.float64_from, n_recentred_=run.n_recentred)
         return res
 
     def _e_step(self, prepared, state, n_jobs):
