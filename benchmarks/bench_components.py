@@ -15,12 +15,15 @@ assignment (:func:`~mtdlearn.component_errors`; rotation-aligned, eq. 19;
 after rotation and translation for particles; ``+e`` for a fitted kind left
 over, with its error against its nearest true kind), the abundances, the fraction of
 true copies whose best pick at their corner names their kind, BIC and AIC,
-the iterations and the time.
+the iterations and the time.  ``--shift-test`` adds, for each fit with
+``C > 1``, what a shift distribution per kind would gain over the shared
+one at the fit (:func:`shift_prior_test`), against its parameter count.
 
 Usage::
 
     python benchmarks/bench_components.py --size 2000 --components 1 2 3
     python benchmarks/bench_components.py --particles --size 500 --components 1 2 3
+    python benchmarks/bench_components.py --size 4000 --kinds 3 --components 3 --reference --shift-test
 """
 
 import argparse
@@ -29,8 +32,13 @@ import warnings
 
 import numpy as np
 
+from scipy import stats as sps
+
 from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, component_errors, make_measurement,
                       make_particle, make_target, relative_error)
+from mtdlearn.data.patches import PatchData
+from mtdlearn.likelihood.patch_model import build_patch_model
+from mtdlearn.likelihood.statistics import estep_statistics
 
 
 def simulate(args, seed):
@@ -66,6 +74,35 @@ def classified(em, X, truth, match):
     return float(np.mean([kind[key] == k for key, (k, _) in best.items()])) if best else 0.0
 
 
+def shift_prior_test(em, X):
+    """Would a shift distribution per kind fit better than the shared one?
+
+    At the fitted parameters, the E-step's posterior mass of kind ``c`` at
+    non-empty shift ``l`` is ``m[c, l]`` (summed over rotations).  One
+    M-step with a free ``P(c, l)`` instead of the shared ``w_c rho_l`` gains
+    ``G = sum m[c, l] log(m[c, l] n / (m[c, .] m[., l]))`` in the expected
+    complete-data log-likelihood (the posterior masses' mutual information
+    between kind and shift, times their total ``n``; EM's step gains at
+    least that much in the log-likelihood).  Under the shared prior ``2 G``
+    is about chi-square with ``(C - 1)(S - 1)`` degrees of freedom (the
+    G-test of independence), and BIC charges ``(C - 1)(S - 1) log(N_d) / 2``.
+    Returns ``(G, dof, p_value, BIC penalty)``.
+    """
+    L, C = em.image_size, em.n_components
+    space = em._hypotheses()     # the fitted grid and kinds
+    model = build_patch_model(em.coef_, em.shift_probabilities_, em.noise_variance_, space,
+                              weights=em._weights())
+    st = estep_statistics(PatchData([np.asarray(X)], L), model, n_jobs=1)
+    m = space.per_rotation(np.asarray(st.weights, dtype=np.float64))
+    m = m.reshape(C, len(em.angles_), -1).sum(axis=1)          # (C, S)
+    n = m.sum()
+    expected = m.sum(axis=1, keepdims=True) * m.sum(axis=0, keepdims=True) / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        G = float(np.sum(np.where(m > 0, m * np.log(m / expected), 0.0)))
+    dof = (C - 1) * (m.shape[1] - 1)
+    return G, dof, float(sps.chi2.sf(2 * G, dof)), 0.5 * dof * np.log(st.n_patches)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=2000)
@@ -82,6 +119,9 @@ def main():
     ap.add_argument("--reference", action="store_true",
                     help="also fit each kind alone, in a measurement of the same size "
                          "holding as many of its copies (the issue's yardstick)")
+    ap.add_argument("--shift-test", action="store_true",
+                    help="for C > 1, test a shift distribution per kind against the "
+                         "shared one at the fit (shift_prior_test)")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
     for seed in args.seeds:
@@ -104,9 +144,9 @@ def main():
                     warnings.simplefilter("ignore")
                     alone.fit(Xc)
                 print(f"  kind {c} alone ({tc.n_copies} copies): error "
-                      f"{relative_error(kind, alone.coef_, basis, align=align):.3f}",
+                      f"{relative_error(kind, alone.coef_, basis, align=align):.4f}",
                       flush=True)
-        print(f"  {'C':>2} {'errors (matched kinds)':<24} {'abundances':<22} {'picks':>6} "
+        print(f"  {'C':>2} {'errors (matched kinds)':<27} {'abundances':<22} {'picks':>6} "
               f"{'BIC':>12} {'AIC':>12} {'iter':>5} {'time s':>7}")
         for C in args.components:
             em = ApproxEMEstimator(basis.image_size, basis=basis, n_components=C,
@@ -125,17 +165,22 @@ def main():
             for i, j in enumerate(res.assignment):
                 if j >= 0:
                     match[j] = i
-            shown = ", ".join(f"{e:.3f}" for e in res.errors)
+            shown = ", ".join(f"{e:.4f}" for e in res.errors)
             if C == 1:   # one image against each kind
-                shown = " / ".join(f"{e:.3f}" for e in res.pairwise[:, 0])
+                shown = " / ".join(f"{e:.4f}" for e in res.pairwise[:, 0])
             if len(res.unmatched):
-                shown += " +" + ",".join(f"{res.pairwise[:, j].min():.3f}"
+                shown += " +" + ",".join(f"{res.pairwise[:, j].min():.4f}"
                                          for j in res.unmatched)
             picks = classified(em, X, truth, match)
             notes = sorted({type(w.message).__name__ for w in caught})
-            print(f"  {C:2d} {shown:<24} {str(np.round(em.weights_, 3).tolist()):<22} "
+            print(f"  {C:2d} {shown:<27} {str(np.round(em.weights_, 3).tolist()):<22} "
                   f"{picks:6.3f} {em.bic(X):12.1f} {em.aic(X):12.1f} {em.n_iter_:5d} "
                   f"{elapsed:7.1f} {' '.join(notes)}", flush=True)
+            if args.shift_test and C > 1:
+                G, dof, p, penalty = shift_prior_test(em, X)
+                print(f"     shift prior per kind: gain {G:.1f} nats over {dof} more "
+                      f"parameters (G-test p {p:.3g}; BIC's charge {penalty:.1f})",
+                      flush=True)
 
 
 if __name__ == "__main__":
