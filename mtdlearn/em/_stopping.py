@@ -116,8 +116,7 @@ def without_rotation(x, tangents):
 
 
 def _tangents(run, coef):
-    basis = getattr(run, "basis", None)
-    return None if basis is None else rotation_tangents(basis, coef)
+    return None if run.basis is None else rotation_tangents(run.basis, coef)
 
 
 def record_squarem(run, r, v, p, coef=None):

@@ -416,10 +416,9 @@ class HypothesisSpace:
         start, stop : int
             The block's rotations ``start..stop-1``.
         block : ndarray of shape (stop - start, S*S, p)
-            Their rows of the table.  Up to :data:`TABLE_MAX_BYTES` the
-            whole table is made once and kept (the slices of the cached
-            property); above it each block is made when asked and not kept,
-            by ``basis.rotate`` (``B R(phi) = rotate(B, -phi)`` row by row,
+            Their rows of the table, made when asked and not kept (the
+            M-step's way above :data:`TABLE_MAX_BYTES`), by
+            ``basis.rotate`` (``B R(phi) = rotate(B, -phi)`` row by row,
             ``L**2 p`` per rotation instead of the ``L**2 p**2`` of a
             product with ``R(phi)``; equal to rounding).
 
@@ -431,17 +430,12 @@ class HypothesisSpace:
         >>> [(a, b, blk.shape) for a, b, blk in space.rotation_blocks(2 * 25 * 10 * 8)]
         [(0, 2, (2, 25, 10)), (2, 3, (1, 25, 10))]
         """
-        K = self.n_rotations
+        K, B = self.n_rotations, self.basis.matrix
         step = max(1, int(max_bytes) // max(1, self.table_bytes // K))
-        keep = self.keeps_table
         for k0 in range(0, K, step):
             k1 = min(K, k0 + step)
-            if keep:
-                yield k0, k1, self.rotated_evaluation[k0:k1]
-            else:
-                B = self.basis.matrix
-                block = self.basis.rotate(B[None], -self.angles[k0:k1, None])
-                yield k0, k1, self.formation.form_columns(block)
+            block = self.basis.rotate(B[None], -self.angles[k0:k1, None])
+            yield k0, k1, self.formation.form_columns(block)
 
     def adjoint(self, weighted_patches):
         """Scatter per-hypothesis patches back to each template image's pixels.
