@@ -243,15 +243,16 @@ class ApproxEMEstimator(BaseMTDEstimator):
         patch holds a copy of kind ``c`` at shift ``l`` with prior
         probability ``w_c rho_l``, and each E-step weighs ``C K`` template
         images.  Each start fits one image first (from the initializer's,
-        to a loose tolerance), then splits it into ``C`` (each plus 0.3
-        of its norm in its own random direction, equal abundances; the
-        split of split-and-merge EM) and runs the mixture to ``tol``;
-        ``one_component_n_iter_`` counts the first phase.  Splitting the
-        initializer's image directly ended with an empty kind on one seed
-        of four (``mtdlearn.em._components``).  An initializer that gives
-        one row per component (``FixedInitializer``,
-        ``AutocorrelationInitializer(n_components=C)``) starts the mixture
-        directly.
+        to a loose tolerance), starts each kind at the mean of a k-means
+        group of the copies it finds (cut out and turned back, as 2-D
+        classification starts; equal abundances) and runs the mixture to
+        ``tol``; ``one_component_n_iter_`` counts the first phase.
+        Through CTFs and on Dask input the image is split at random
+        instead (plus 0.3 of its norm in random directions), which on two
+        particle kinds at L = 21 ended on both laid over each other
+        (``mtdlearn.em._components``).  An initializer with one row per
+        kind (``FixedInitializer``, ``AutocorrelationInitializer(n_components=C)``)
+        starts the mixture directly.
         ``1`` is the paper's model, bit for bit.  Not yet with
         ``select_bandlimit`` or ``acceleration="incremental"``; a
         checkpoint needs a start with one row per kind (the one-image
