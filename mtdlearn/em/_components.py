@@ -30,6 +30,7 @@ __all__ = []
 #: The most copies :func:`classify` reads (drawn at random beyond it).
 MAX_COPIES = 20000
 
+
 def run(est, prepared, state, seed, n_jobs):
     """One start of a mixture from a one-image start: fit one image, then split it.
 
@@ -37,9 +38,9 @@ def run(est, prepared, state, seed, n_jobs):
     phases' tolerance; through the CTFs after a white-noise phase when
     :mod:`~mtdlearn.em._ctf_start` applies).  The copies it finds are then
     grouped into the ``C`` components (:func:`classify`), or, where they
-    cannot be read (through CTFs, on a distributed source), its image is
-    split at random (:func:`split`); the mixture runs from there to
-    ``tol``.  The one-image phase's iterations are
+    cannot be read (through CTFs or colored noise, on a distributed
+    source), its image is split at random (:func:`split`); the mixture
+    runs from there to ``tol``.  The one-image phase's iterations are
     ``one_component_n_iter_``.
 
     Measured (``benchmarks/bench_components.py``):

@@ -247,11 +247,11 @@ class ApproxEMEstimator(BaseMTDEstimator):
         group of the copies it finds (cut out and turned back, as 2-D
         classification starts; equal abundances) and runs the mixture to
         ``tol``; ``one_component_n_iter_`` counts the first phase.
-        Through CTFs and on Dask input the image is split at random
-        instead (plus 0.3 of its norm in random directions), which on two
-        particle kinds at L = 21 ended on both laid over each other
-        (``mtdlearn.em._components``).  An initializer with one row per
-        kind (``FixedInitializer``, ``AutocorrelationInitializer(n_components=C)``)
+        Through CTFs or colored noise and on Dask input it is split at
+        random instead (plus 0.3 of its norm in random directions), which
+        on two particle kinds at L = 21 ended on both laid over each
+        other (``mtdlearn.em._components``).  A start with one row per kind
+        (``FixedInitializer``, ``AutocorrelationInitializer(n_components=C)``)
         starts the mixture directly.
         ``1`` is the paper's model, bit for bit.  Not yet with
         ``select_bandlimit`` or ``acceleration="incremental"``; a
