@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
-from mtdlearn import (FourierBesselBasis, UniformRotationGrid, component_errors,
-                      make_measurement, make_particle)
+from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, UniformRotationGrid,
+                      component_errors, make_measurement, make_particle)
 from mtdlearn.data.patches import PatchData
 from mtdlearn.em import _components
 from mtdlearn.em._state import _EMData
@@ -73,3 +74,23 @@ def test_split_adds_a_fixed_share_of_the_norm(complex_and_subunit):
     np.testing.assert_allclose(steps, 0.3 * np.linalg.norm(blend.coef), rtol=1e-12)
     np.testing.assert_array_equal(start.weights, np.full(3, 1 / 3))
     assert _components.split(start, 3, 0) is start
+
+
+def test_a_mixture_fit_starts_from_the_groups_where_it_can(complex_and_subunit, monkeypatch):
+    basis, kinds, prepared, _ = complex_and_subunit
+    X = prepared.data.measurements[0]
+    calls = []
+    classify = _components.classify
+
+    def spy(*args):
+        calls.append(classify(*args))
+        return calls[-1]
+
+    monkeypatch.setattr(_components, "classify", spy)
+    em = ApproxEMEstimator(L, basis=basis, n_components=2, max_iter=3, n_init=2,
+                           random_state=0)
+    with pytest.warns(ConvergenceWarning):      # three iterations: not converged
+        em.fit(X)
+    # one classification per start, each found its groups
+    assert len(calls) == 2 and all(c is not None for c in calls)
+    assert not np.array_equal(calls[0].coef, calls[1].coef)
