@@ -6,9 +6,9 @@ i`` for seed ``s``), equal abundances (or ``--weights``), density 0.08, SNR 10, 
 (2000² holds about 12800 copies).  Or ``--particles``: two
 :func:`~mtdlearn.make_particle` kinds at L = ``--image-size`` (default 11; a
 complex of the default diameter and a subunit of ``4.5 L / 11`` pixels,
-abundances 0.6 and 0.4, or ``--weights``; with ``--pair distinct``, two
-unrelated particles of the default diameter at equal abundances, the
-issue's L = 21 target).
+abundances 0.6 and 0.4, or ``--weights``; with ``--pair distinct``,
+``--kinds`` unrelated particles of the default diameter at equal
+abundances, the issue's L = 21 target).
 
 For each ``C`` of ``--components`` it fits ``ApproxEMEstimator(L,
 n_components=C)`` (default settings otherwise) and reports each fitted
@@ -47,10 +47,15 @@ def simulate(args, seed):
     if args.particles:
         L = args.image_size
         basis = FourierBesselBasis(L)
-        second = 4.5 * L / 11 if args.pair == "subunit" else None
-        kinds = np.stack([make_particle(basis, random_state=10 * seed + 1),
-                          make_particle(basis, diameter=second, random_state=10 * seed + 2)])
-        default = [0.6, 0.4] if args.pair == "subunit" else [0.5, 0.5]
+        if args.pair == "subunit":
+            kinds = np.stack([make_particle(basis, random_state=10 * seed + 1),
+                              make_particle(basis, diameter=4.5 * L / 11,
+                                            random_state=10 * seed + 2)])
+            default = [0.6, 0.4]
+        else:
+            kinds = np.stack([make_particle(basis, random_state=10 * seed + 1 + i)
+                              for i in range(args.kinds)])
+            default = np.full(args.kinds, 1.0 / args.kinds)
         weights = default if args.weights is None else args.weights
         align = "rotation+translation"
     else:
@@ -115,14 +120,15 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--n-init", type=int, default=1)
     ap.add_argument("--rotations", type=int, default=16)
-    ap.add_argument("--kinds", type=int, default=2, help="random kinds (not --particles)")
+    ap.add_argument("--kinds", type=int, default=2,
+                    help="random kinds, or with --particles --pair distinct particles")
     ap.add_argument("--weights", type=float, nargs="+", default=None,
                     help="their abundances (default: equal)")
     ap.add_argument("--particles", action="store_true")
     ap.add_argument("--image-size", type=int, default=11, help="L of --particles")
     ap.add_argument("--pair", choices=["subunit", "distinct"], default="subunit",
-                    help="--particles: a complex and its subunit (0.6 / 0.4), or two "
-                         "unrelated particles (0.5 / 0.5)")
+                    help="--particles: a complex and its subunit (0.6 / 0.4), or "
+                         "--kinds unrelated particles (equal abundances)")
     ap.add_argument("--reference", action="store_true",
                     help="also fit each kind alone, in a measurement of the same size "
                          "holding as many of its copies (the issue's yardstick)")
