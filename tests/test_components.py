@@ -77,7 +77,7 @@ def test_split_adds_a_fixed_share_of_the_norm(complex_and_subunit):
 
 
 def test_a_mixture_fit_starts_from_the_groups_where_it_can(complex_and_subunit, monkeypatch):
-    basis, kinds, prepared, _ = complex_and_subunit
+    basis, _, prepared, _ = complex_and_subunit
     X = prepared.data.measurements[0]
     calls = []
     classify = _components.classify

@@ -32,7 +32,7 @@ MAX_COPIES = 20000
 
 
 def run(est, prepared, state, seed, n_jobs):
-    """One start of a mixture from a one-image start: fit one image, then split it.
+    """One start of a mixture from a one-image start: fit one image, then start the kinds from it.
 
     The one-image EM runs first on the same data (loosely, to the coarse
     phases' tolerance; through the CTFs after a white-noise phase when
