@@ -231,6 +231,12 @@ def test_bad_ctf_and_noise_name_the_argument():
         check_noise("pink")
     with pytest.raises(ValueError, match="give one per measurement"):
         check_noise([make_noise_psd()] * 2, 3)
+    with pytest.raises(ValueError, match="give one per measurement"):
+        check_noise([None, make_noise_psd()], 3)
+    with pytest.raises(TypeError, match=r"noise\[0\] must be a RadialPSD or None"):
+        check_noise(["white", None])
+    # None entries are white noise (as in noise_psds_)
+    assert check_noise([None, make_noise_psd()], 2) == [None, make_noise_psd()]
     with pytest.raises(ValueError, match="ctf has 2 entries"):
         ApproxEMEstimator(7, ctf=[CTF_A, CTF_B], max_iter=1).fit(
             np.random.default_rng(0).standard_normal((3, 21, 21)))

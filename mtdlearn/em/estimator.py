@@ -232,10 +232,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
         is flat within its error bar
         (:func:`~mtdlearn.imaging.noise.is_white`) keeps white noise.  A
         :class:`~mtdlearn.imaging.noise.RadialPSD` (or one per
-        measurement): whiten by the given spectra.  The estimated spectrum
-        includes the copies' own power at low frequencies when they are
-        strong (high SNR, high density), which is why ``"white"`` stays the
-        default (:doc:`/results`, "Micrographs from a microscope").
+        measurement, ``None`` for white): whiten by the given spectra.  The
+        estimate includes the copies' power at low frequencies when they are
+        strong, so ``"white"`` stays the default (:doc:`/results`); fit again
+        with :func:`~mtdlearn.em.residual.residual_noise_psds`'s spectra.
     n_components : int, default=1
         Number of kinds of particle ``C`` (scikit-learn's
         ``GaussianMixture.n_components``).  Each has its own image and

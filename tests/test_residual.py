@@ -1,0 +1,137 @@
+"""Tests of mtdlearn.em.residual: noise spectra from the fitted copies' residual."""
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from mtdlearn import ApproxEMEstimator, FourierBesselBasis, make_measurement, make_particle
+from mtdlearn.imaging.ctf import CTF
+from mtdlearn.imaging.noise import RadialPSD, estimate_noise_psd, is_white, make_noise_psd
+from mtdlearn.em.residual import _distinct, _fitted_copies, residual_noise_psds
+from mtdlearn.imaging.shifts import density_to_shift_probabilities
+from mtdlearn.initializers import FixedInitializer
+
+L = 11
+
+
+def _truth_model(snr, ctf=None, noise_psd=None, size=512, n=1, seed=0):
+    """Micrographs of a particle and an estimator holding the true parameters."""
+    basis = FourierBesselBasis(L)
+    coef = make_particle(basis, random_state=seed)
+    X, truth = make_measurement(coef, basis, size, density=0.08, snr=snr, n_measurements=n,
+                                random_state=seed, ctf=ctf, noise_psd=noise_psd)
+    init = FixedInitializer(coef, density_to_shift_probabilities(0.08, L),
+                            truth.noise_variance)
+    est = ApproxEMEstimator(L, basis=basis, rotations=64, max_iter=0, initializer=init,
+                            ctf=ctf, noise="white" if noise_psd is None else "colored")
+    return X, truth, est.fit(X)
+
+
+def _low_over_high(psd):
+    return psd.values[:3].mean() / psd.values[-10:].mean()
+
+
+def test_residual_of_white_micrographs_is_white():
+    # at SNR 100 the copies' own power fills the micrograph's lowest rings;
+    # subtracting the copies the model finds leaves the white noise
+    X, truth, est = _truth_model(100.0)
+    raw = estimate_noise_psd(X[0])
+    assert not is_white(raw) and _low_over_high(raw) > 5
+    psd, = residual_noise_psds(est, X)
+    assert is_white(psd)
+    assert residual_noise_psds(est, X, noise="auto") == [None]
+    # the mean power is the noise's: (values - sigma**2) / errors of a unit normal's size
+    z = (psd.values - truth.noise_variance) / psd.errors
+    assert np.all(np.abs(z) < 6) and abs(z.mean()) < 1.5
+
+
+def test_residual_through_a_ctf_reads_the_colored_spectrum():
+    # the copies are formed through the micrograph's CTF before they are
+    # subtracted; what is left is the noise's own spectrum (4x at low
+    # frequencies), which the micrograph's copies overstate
+    model = make_noise_psd(4.0)
+    X, truth, est = _truth_model(100.0, ctf=CTF(8000.0, pixel_size=3.0), noise_psd=model)
+    before = X.copy()
+    psd, = residual_noise_psds(est, X, noise="auto")
+    np.testing.assert_array_equal(X, before)          # never modified
+    assert psd is not None                            # colored: kept
+    true = model.scaled(truth.noise_variance, X[0].shape)(psd.frequencies)
+    raw = estimate_noise_psd(X[0])
+    z, z_raw = (psd.values - true) / psd.errors, (raw.values - true) / raw.errors
+    # measured: largest |z| 3.1 from the residual, 8.2 from the micrograph
+    assert np.abs(z).max() < 5 < np.abs(z_raw).max()
+    assert abs(np.log(psd.values[0] / true[0])) < 0.5 * abs(np.log(raw.values[0] / true[0]))
+
+
+def test_below_the_detection_limit_the_spectrum_is_the_micrographs():
+    # no pick reaches min_probability: nothing is subtracted
+    X, _, est = _truth_model(0.1)
+    assert np.all(est.predict(X)["probability"] < 0.5)
+    psd, = residual_noise_psds(est, X)
+    assert psd == estimate_noise_psd(X[0])
+
+
+def test_an_edge_copy_is_rendered_in_part():
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    est = ApproxEMEstimator(5, basis=basis)
+    est.basis_, est.coef_ = basis, np.arange(1.0, 11.0)
+    picks = np.array([(0, -2, 3, 0.0, 0.9)], dtype=[("measurement", np.int64),
+                                                     ("row", np.int64), ("col", np.int64),
+                                                     ("angle", np.float64),
+                                                     ("probability", np.float64)])
+    out = _fitted_copies(est, (12, 12), picks, None)
+    image = basis.evaluate(est.coef_)
+    np.testing.assert_allclose(out[:3, 3:8], image[2:], rtol=0, atol=1e-12)
+    assert np.count_nonzero(out) == np.count_nonzero(image[2:])
+
+
+def test_a_copy_named_by_several_patches_is_kept_once():
+    picks = np.array([(0, 10, 10, 0.0, 0.6), (0, 11, 10, 0.1, 0.9), (0, 40, 40, 0.0, 0.7)],
+                     dtype=[("measurement", np.int64), ("row", np.int64), ("col", np.int64),
+                            ("angle", np.float64), ("probability", np.float64)])
+    kept = _distinct(picks, 11)
+    assert kept["probability"].tolist() == [0.9, 0.7]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_refit_with_the_spectra_and_none_entries():
+    # the list it returns is a valid noise; None entries are white noise,
+    # and a list of only None is the paper's model, bit-identical
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    X, _ = make_measurement(np.linspace(1, 3, 10), basis, 120, snr=5, n_measurements=2,
+                            random_state=0)
+    kw = dict(basis=basis, rotations=4, max_iter=3, random_state=0)
+    white = ApproxEMEstimator(5, **kw).fit(X)
+    nones = ApproxEMEstimator(5, noise=[None, None], **kw).fit(X)
+    np.testing.assert_array_equal(white.coef_, nones.coef_)
+    assert nones.noise_psds_ is None
+    psd = RadialPSD([0.0, 0.5], [2.0, 1.0])
+    mixed = ApproxEMEstimator(5, noise=[None, psd], **kw).fit(X)
+    assert mixed.noise_psds_[0] is None and mixed.noise_psds_[1] == psd
+    with pytest.raises(TypeError, match=r"noise\[1\] must be a RadialPSD or None"):
+        ApproxEMEstimator(5, noise=[None, "white"], **kw).fit(X)
+    with pytest.raises(ValueError, match="has 3 entries"):
+        ApproxEMEstimator(5, noise=[None, psd, psd], **kw).fit(X)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_bad_arguments():
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    X, _ = make_measurement(np.linspace(1, 3, 10), basis, 120, snr=5, random_state=0)
+    with pytest.raises(NotFittedError):
+        residual_noise_psds(ApproxEMEstimator(5), X)
+    est = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=2, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="noise must be 'colored' or 'auto'"):
+        residual_noise_psds(est, X, noise="white")
+    with pytest.raises(ValueError, match="min_probability"):
+        residual_noise_psds(est, X, min_probability=1.5)
+    with pytest.raises(ValueError, match="measurement 0"):
+        residual_noise_psds(est, X, tile_size=200)          # larger than the micrograph
+    assert residual_noise_psds(est, X, noise="auto", tile_size=200) == [None]
+
+
+def test_dask_input_gives_the_same_spectra():
+    da = pytest.importorskip("dask.array")
+    X, _, est = _truth_model(100.0, n=2, size=256)
+    lazy = da.from_array(X, chunks=(1, 256, 256))
+    assert residual_noise_psds(est, lazy) == residual_noise_psds(est, X)
