@@ -136,7 +136,7 @@ def _start_benchmark(L, size, seeds, targets, kw, n_jobs):
             print(f"{target:>8} {seed:>4} {pass_wall:>9.1f} {pass_cpu:>7.1f} {wall:>8.1f} "
                   f"{cpu:>7.1f} {est.n_iter_:>5} {est.cost_:>12.6e} {e19:>7.4f} {etr:>7.4f} "
                   f"{est.density_:>8.4f} {str(est.converged_):>5}", flush=True)
-            del X, data
+            X = data = None   # free them before the next draw
 
 
 def main(argv=None):
@@ -192,7 +192,7 @@ def main(argv=None):
               f"{flops_per_pixel * X.size / wall / 1e9:>8.1f} {peak:>15.1f} "
               f"{_maxrss_mib():>11.0f} {X.nbytes / 2**20:>10.0f}")
         last_truth = truth
-        del X
+        X = None   # free it before the next draw
 
     print("fit_autocorrelations (one start, noise variance estimated, from a random target)")
     start = make_target(basis, random_state=args.seed + 1)

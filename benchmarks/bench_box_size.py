@@ -19,7 +19,6 @@ Usage::
     python benchmarks/bench_box_size.py 20 0 11:none,13:11,15:11,17:11
 """
 import sys, time, json, warnings
-import numpy as np
 from mtdlearn import ApproxEMEstimator, FourierBesselBasis, make_measurement, make_particle, relative_error
 from mtdlearn.imaging.ctf import CTF
 from mtdlearn.imaging.noise import make_noise_psd

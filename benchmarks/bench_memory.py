@@ -80,7 +80,7 @@ def main():
             X, _ = make_measurement(coef, basis, N, snr=5, random_state=0)
             path = os.path.join(tmp, f"m{N}.npy")
             np.save(path, X.astype(np.float32))
-            del X
+            X = None   # the array; the file is read below
             X = np.load(path, mmap_mode="r")
             em = ApproxEMEstimator(5, basis=basis, rotations=args.rotations,
                                    max_iter=args.max_iter, random_state=0,
@@ -101,7 +101,7 @@ def main():
                 line += f" | {ac_peak:>7.1f}"
             line += f" | {t_fit:.1f}/{t_score:.1f}/{t_predict:.1f}"
             print(line, flush=True)
-            del X, det
+            X = det = None   # free them before the next size
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import resource
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator, FixedInitializer,
                       FourierBesselBasis, RandomInitializer, make_measurement, make_target,

@@ -14,7 +14,6 @@ uses larger measurements.
 import os
 
 import matplotlib.pyplot as plt
-import numpy as np
 from sklearn.model_selection import GridSearchCV, KFold
 
 from mtdlearn import ApproxEMEstimator, FourierBesselBasis, make_measurement, make_target

@@ -133,8 +133,8 @@ def test_measurements_are_partitioned_and_summed_on_their_own():
     together = estep_statistics_fft(PatchData(X, L), model, n_jobs=2, **kw)
     alone = [estep_statistics_fft(PatchData([M], L), model, **kw) for M in X]
     total = alone[0]
-    for st in alone[1:]:
-        total += st
+    for part in alone[1:]:
+        total += part
     for field in Statistics._FIELDS:
         np.testing.assert_array_equal(getattr(together, field), getattr(total, field))
 
