@@ -135,3 +135,18 @@ def test_dask_input_gives_the_same_spectra():
     X, _, est = _truth_model(100.0, n=2, size=256)
     lazy = da.from_array(X, chunks=(1, 256, 256))
     assert residual_noise_psds(est, lazy) == residual_noise_psds(est, X)
+
+
+def test_a_mixture_subtracts_each_pick_as_its_kind():
+    basis = FourierBesselBasis(L)
+    kinds = np.stack([make_particle(basis, random_state=1),
+                      make_particle(basis, diameter=5.0, random_state=2)])
+    X, truth = make_measurement(kinds, basis, 384, density=0.08, snr=100.0, weights=[0.5, 0.5],
+                                n_measurements=1, random_state=0)
+    init = FixedInitializer(kinds, density_to_shift_probabilities(0.08, L),
+                            truth.noise_variance)
+    est = ApproxEMEstimator(L, basis=basis, rotations=64, max_iter=0, initializer=init,
+                            n_components=2).fit(X)
+    assert not is_white(estimate_noise_psd(X[0]))
+    assert residual_noise_psds(est, X, noise="auto") == [None]
+    assert set(est.predict(X)["component"]) == {0, 1}
