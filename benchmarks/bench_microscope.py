@@ -40,9 +40,9 @@ import numpy as np
 from sklearn.base import clone
 
 from mtdlearn import ApproxEMEstimator, FourierBesselBasis, make_measurement, make_particle
+from mtdlearn.em.residual import residual_noise_psds
 from mtdlearn.imaging.ctf import CTF, phase_flip
 from mtdlearn.imaging.noise import make_noise_psd
-from mtdlearn.em.residual import residual_noise_psds
 from mtdlearn.metrics import relative_error
 
 DENSITY = 0.08

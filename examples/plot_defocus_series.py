@@ -32,8 +32,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement, make_particle,
                       relative_error)
-from mtdlearn.imaging.ctf import CTF, phase_flip
 from mtdlearn.em.residual import residual_noise_psds
+from mtdlearn.imaging.ctf import CTF, phase_flip
 from mtdlearn.imaging.noise import estimate_noise_psd, make_noise_psd
 
 L = 11
