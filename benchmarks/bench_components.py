@@ -8,7 +8,9 @@ i`` for seed ``s``), equal abundances (or ``--weights``), density 0.08, SNR 10, 
 complex of the default diameter and a subunit of ``4.5 L / 11`` pixels,
 abundances 0.6 and 0.4, or ``--weights``; with ``--pair distinct``,
 ``--kinds`` unrelated particles of the default diameter at equal
-abundances, the issue's L = 21 target).
+abundances, the issue's L = 21 target).  ``--ctf-micrographs N`` puts the
+particles in ``N`` micrographs of ``--size``² through CTFs at 0.8-2.0 µm in
+colored noise, as ``bench_microscope.py`` does, and fits with the CTFs.
 
 For each ``C`` of ``--components`` it fits ``ApproxEMEstimator(L,
 n_components=C)`` (default settings otherwise) and reports each fitted
@@ -26,6 +28,7 @@ Usage::
     python benchmarks/bench_components.py --size 2000 --components 1 2 3
     python benchmarks/bench_components.py --particles --size 500 --components 1 2 3
     python benchmarks/bench_components.py --size 4000 --kinds 3 --components 3 --reference --shift-test
+    python benchmarks/bench_components.py --particles --image-size 15 --size 600 --ctf-micrographs 4 --components 2
 """
 
 import argparse
@@ -39,6 +42,8 @@ from scipy import stats as sps
 from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, component_errors, make_measurement,
                       make_particle, make_target, relative_error)
 from mtdlearn.data.patches import PatchData
+from mtdlearn.imaging.ctf import CTF
+from mtdlearn.imaging.noise import make_noise_psd
 from mtdlearn.likelihood.patch_model import build_patch_model
 from mtdlearn.likelihood.statistics import estep_statistics
 
@@ -65,9 +70,16 @@ def simulate(args, seed):
         weights = (np.full(args.kinds, 1.0 / args.kinds) if args.weights is None
                    else np.asarray(args.weights))
         align = "rotation"
+    if args.ctf_micrographs:   # a defocus series in colored noise, as bench_microscope's
+        ctfs = [CTF(float(df), pixel_size=3.0)
+                for df in np.linspace(8000.0, 20000.0, args.ctf_micrographs)]
+        X, truth = make_measurement(kinds, basis, args.size, density=0.08, snr=args.snr,
+                                    weights=weights, n_measurements=args.ctf_micrographs,
+                                    random_state=seed, ctf=ctfs, noise_psd=make_noise_psd(4.0))
+        return basis, kinds, X, truth, align, dict(ctf=ctfs, noise="colored")
     X, truth = make_measurement(kinds, basis, args.size, density=0.08, snr=args.snr,
                                 weights=weights, random_state=seed)
-    return basis, kinds, X, truth, align
+    return basis, kinds, X, truth, align, {}
 
 
 def classified(em, X, truth, match):
@@ -75,11 +87,13 @@ def classified(em, X, truth, match):
     det = em.predict(X)
     if "component" not in det.dtype.names:
         return float("nan")
-    kind = {tuple(p): c for p, c in zip(truth.positions, truth.component)}
+    kind = {(m, *p): c for m, p, c in zip(truth.measurement, map(tuple, truth.positions),
+                                          truth.component)}
     best = {}
-    for r, c, k, prob in zip(det["row"], det["col"], det["component"], det["probability"]):
-        if (r, c) in kind and prob > best.get((r, c), (0, -1.0))[1]:
-            best[(r, c)] = (match[k], prob)
+    for m, r, c, k, prob in zip(det["measurement"], det["row"], det["col"], det["component"],
+                                det["probability"]):
+        if (m, r, c) in kind and prob > best.get((m, r, c), (0, -1.0))[1]:
+            best[(m, r, c)] = (match[k], prob)
     return float(np.mean([kind[key] == k for key, (k, _) in best.items()])) if best else 0.0
 
 
@@ -135,13 +149,21 @@ def main():
     ap.add_argument("--shift-test", action="store_true",
                     help="for C > 1, test a shift distribution per kind against the "
                          "shared one at the fit (shift_prior_test)")
+    ap.add_argument("--ctf-micrographs", type=int, default=0,
+                    help="--particles: this many micrographs of --size^2, each through "
+                         "its CTF (0.8-2.0 um, 3 A/px) in 4x colored noise, fitted with "
+                         "ctf= and noise='colored'")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
+    if args.ctf_micrographs and not args.particles:
+        ap.error("--ctf-micrographs needs --particles")
+    if args.ctf_micrographs and (args.reference or args.shift_test):
+        ap.error("--ctf-micrographs does not support --reference or --shift-test yet")
     for seed in args.seeds:
-        basis, kinds, X, truth, align = simulate(args, seed)
+        basis, kinds, X, truth, align, formation = simulate(args, seed)
         counts = np.bincount(truth.component, minlength=len(kinds))
         print(f"seed {seed}: {truth.n_copies} copies ({' + '.join(map(str, counts))}), "
-              f"SNR {args.snr:g}, {X.shape[0]}^2, L = {basis.image_size}, "
+              f"SNR {args.snr:g}, {' x '.join(map(str, X.shape))}, L = {basis.image_size}, "
               f"K = {args.rotations}", flush=True)
         if args.reference:
             for c, kind in enumerate(kinds):
@@ -164,7 +186,7 @@ def main():
         for C in args.components:
             em = ApproxEMEstimator(basis.image_size, basis=basis, n_components=C,
                                    rotations=args.rotations, n_init=args.n_init,
-                                   random_state=seed, n_jobs=args.jobs)
+                                   random_state=seed, n_jobs=args.jobs, **formation)
             t0 = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
