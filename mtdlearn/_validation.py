@@ -112,17 +112,19 @@ def check_random_generator(random_state):
     )
 
 
-def check_per_measurement(values, cls, name, n_measurements=None):
+def check_per_measurement(values, cls, name, n_measurements=None, allow_none=False):
     """A sequence of ``cls`` instances, one per measurement, as a list.
 
-    ``n_measurements`` (when known) is the length it must have.
+    ``n_measurements`` (when known) is the length it must have;
+    ``allow_none`` lets an entry be ``None``.
     """
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise TypeError(f"{name} must be a {cls.__name__}, a sequence of {cls.__name__} (one "
                         f"per measurement) or None; got {type(values).__name__}")
     for i, value in enumerate(values):
-        if not isinstance(value, cls):
-            raise TypeError(f"{name}[{i}] must be a {cls.__name__}, got {type(value).__name__}")
+        if not (isinstance(value, cls) or (allow_none and value is None)):
+            raise TypeError(f"{name}[{i}] must be a {cls.__name__}"
+                            f"{' or None' if allow_none else ''}, got {type(value).__name__}")
     if n_measurements is not None and len(values) != n_measurements:
         raise ValueError(f"{name} has {len(values)} entries but X holds {n_measurements} "
                          "measurement(s): give one per measurement, or one for all")

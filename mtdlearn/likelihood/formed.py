@@ -17,8 +17,6 @@ When no measurement has a CTF and every noise is white there are no groups
 module.
 """
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from .._validation import check_per_measurement
@@ -101,17 +99,8 @@ def check_noise(noise, n_measurements=None, name="noise"):
         return noise
     if isinstance(noise, RadialPSD):
         return noise if n_measurements is None else [noise] * n_measurements
-    if isinstance(noise, Sequence) and not isinstance(noise, (str, bytes)) and any(
-            p is None for p in noise):   # None entries: white noise (as in noise_psds_)
-        for i, p in enumerate(noise):
-            if not (p is None or isinstance(p, RadialPSD)):
-                raise TypeError(f"{name}[{i}] must be a RadialPSD or None, got "
-                                f"{type(p).__name__}")
-        if n_measurements is not None and len(noise) != n_measurements:
-            raise ValueError(f"{name} has {len(noise)} entries but X holds {n_measurements} "
-                             "measurement(s): give one per measurement, or one for all")
-        return list(noise)
-    return check_per_measurement(noise, RadialPSD, name, n_measurements)
+    # None entries: white noise (as in noise_psds_)
+    return check_per_measurement(noise, RadialPSD, name, n_measurements, allow_none=True)
 
 
 def _psd_of(measurement):
