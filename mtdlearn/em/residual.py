@@ -21,7 +21,7 @@ from scipy.spatial import cKDTree
 from sklearn.utils.validation import check_is_fitted
 
 from .._validation import check_real
-from ..data.simulate import _render_kinds
+from ..data.simulate import _add_formed_copies
 from ..imaging.formation import MicroscopeFormation
 from ..imaging.noise import estimate_noise_psd, is_white
 from ..likelihood._inference import _patch_source
@@ -56,10 +56,9 @@ def _fitted_copies(estimator, shape, picks, ctf):
     padded = np.zeros((1, shape[0] + 2 * L, shape[1] + 2 * L))   # room for edge copies
     corners = np.stack([picks["row"], picks["col"]], axis=1).astype(np.int64) + L
     component = picks["component"] if "component" in picks.dtype.names else None
-    _render_kinds(padded, np.asarray(estimator.coef_), estimator.basis_, corners,
-                  picks["angle"], np.zeros(len(picks), dtype=np.int64), component)
-    if ctf is not None:
-        padded[0] = MicroscopeFormation(ctf, None).form_measurement(padded[0])
+    _add_formed_copies(padded, np.asarray(estimator.coef_), estimator.basis_, corners,
+                       picks["angle"], np.zeros(len(picks), dtype=np.int64),
+                       None if ctf is None else [MicroscopeFormation(ctf, None)], component)
     return padded[0, L:L + shape[0], L:L + shape[1]]
 
 
@@ -78,9 +77,9 @@ def residual_noise_psds(estimator, X, *, noise="colored", min_probability=0.5, t
     the lowest rings.  On the micrographs of the module's docstring the
     residual reads 0.95 and 1.18 (white, SNR 100) and 3.2 and 3.8 (colored,
     SNR 3), and a fit continued with these spectra improved on the first
-    in every case measured (:doc:`/results`).  Copies the patch model
+    in every L = 21 case of :doc:`/results`.  Copies the patch model
     cannot hold whole (a CTF's spread beyond the box) are picked less well,
-    and part of their power stays.
+    part of their power stays, and there the continued fit can be worse.
 
     Parameters
     ----------
@@ -125,7 +124,7 @@ def residual_noise_psds(estimator, X, *, noise="colored", min_probability=0.5, t
     data = _patch_source(X, estimator.basis_.image_size)
     n = len(data.measurements)
     ctfs = check_ctf(getattr(estimator, "ctf", None), n) or [None] * n
-    picks = estimator.predict(X)
+    picks = estimator.predict(data)   # the same source: X is read and checked once
     psds = []
     for m, (M, ctf) in enumerate(zip(data.measurements, ctfs)):
         M = np.asarray(M, dtype=np.float64)   # a Dask micrograph is computed here
