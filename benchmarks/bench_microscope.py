@@ -32,12 +32,12 @@ Usage::
 """
 
 import argparse
+import copy
 import json
 import time
 import warnings
 
 import numpy as np
-from sklearn.base import clone
 
 from mtdlearn import ApproxEMEstimator, FourierBesselBasis, make_measurement, make_particle
 from mtdlearn.em.residual import residual_noise_psds
@@ -92,13 +92,12 @@ def fit(method, X, ctfs, box, diameter, seed, jobs, kw):
 def refit_residual(aware, X, elapsed):
     """The ``aware`` fit continued with the spectra of its residual; the times and
     E-steps add up."""
-    est = clone(aware).set_params(warm_start=True)
-    for name in ("coef_", "shift_probabilities_", "noise_variance_", "weights_"):
-        setattr(est, name, getattr(aware, name))
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        est.set_params(noise=residual_noise_psds(aware, X)).fit(X)
+        # a copy of the fitted estimator continues from its estimate (warm_start)
+        est = copy.deepcopy(aware).set_params(noise=residual_noise_psds(aware, X),
+                                              warm_start=True).fit(X)
     est.n_e_steps_ += aware.n_e_steps_
     return est, elapsed + time.perf_counter() - t0, [str(w.message)[:80] for w in caught]
 

@@ -22,12 +22,12 @@ the white-noise fit of the flipped micrographs ends degenerate, and says so;
 it is shown with the box's whole disk.)
 """
 
+import copy
 import time
 import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
-from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
 from mtdlearn import (ApproxEMEstimator, FourierBesselBasis, make_measurement, make_particle,
@@ -68,9 +68,7 @@ for name, data, kw in (("CTF-aware", X, dict(ctf=ctfs, noise="colored", particle
 # and the fit continues from its estimate, whitened by them.
 em = fits["CTF-aware"][0]
 psds = residual_noise_psds(em, X)
-refit = clone(em).set_params(noise=psds, warm_start=True)
-for name in ("coef_", "shift_probabilities_", "noise_variance_", "weights_"):
-    setattr(refit, name, getattr(em, name))   # continue from the CTF-aware fit
+refit = copy.deepcopy(em).set_params(noise=psds, warm_start=True)  # continues from em
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", ConvergenceWarning)
     refit.fit(X)
