@@ -7,13 +7,17 @@ of ``--size`` pixels at density 0.08, each convolved with its own CTF
 0.8 to 2.0 um), in colored noise whose low frequencies have 4x the power of
 the high ones (:func:`~mtdlearn.imaging.noise.make_noise_psd`), at each SNR
 of ``--snr`` (the CTF-free image's power over the noise's mean power per
-pixel).  Three fits of ``ApproxEMEstimator(--box, particle_diameter=...)``:
+pixel).  The fits of ``ApproxEMEstimator(--box, particle_diameter=...)``:
 
 * ``aware``: ``ctf=`` the micrographs' CTFs, ``noise="colored"`` (each
   micrograph's spectrum estimated from itself, data and model whitened);
 * ``ignored``: today's model, white noise and no CTF (before this issue);
 * ``flipped``: the cheap baseline users apply today: each micrograph
   phase-flipped by its CTF, then the white-noise fit;
+* ``aware_ac``: the ``aware`` fit started from autocorrelation analysis
+  through the same CTFs and whitening
+  (``initializer=AutocorrelationInitializer()``, which takes the EM's
+  ``ctf`` and ``noise``) instead of the default white-noise phase;
 * ``residual``: the ``aware`` fit, then each micrograph's spectrum
   re-estimated from what its fitted copies leave
   (:func:`~mtdlearn.em.residual.residual_noise_psds`) and the fit
@@ -39,7 +43,8 @@ import warnings
 
 import numpy as np
 
-from mtdlearn import ApproxEMEstimator, FourierBesselBasis, make_measurement, make_particle
+from mtdlearn import (ApproxEMEstimator, AutocorrelationInitializer, FourierBesselBasis,
+                      make_measurement, make_particle)
 from mtdlearn.em.residual import residual_noise_psds
 from mtdlearn.imaging.ctf import CTF, phase_flip
 from mtdlearn.imaging.noise import make_noise_psd
@@ -75,6 +80,10 @@ def fit(method, X, ctfs, box, diameter, seed, jobs, kw):
     params = dict(particle_diameter=diameter, random_state=seed, n_jobs=jobs, **kw)
     if method == "aware":
         est, data = ApproxEMEstimator(box, ctf=ctfs, noise="colored", **params), X
+    elif method == "aware_ac":   # started from autocorrelation analysis through the CTFs
+        est = ApproxEMEstimator(box, ctf=ctfs, noise="colored",
+                                initializer=AutocorrelationInitializer(n_jobs=jobs), **params)
+        data = X
     elif method == "ignored":
         est, data = ApproxEMEstimator(box, **params), X
     elif method == "flipped":

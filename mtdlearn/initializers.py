@@ -35,7 +35,8 @@ from .imaging.shifts import check_shift_probabilities, density_to_shift_probabil
 from .data.measurements import patch_grid_shape, tile
 from .data.patches import PatchData, as_patch_source
 
-__all__ = ["InitialState", "RandomInitializer", "FixedInitializer", "data_statistics"]
+__all__ = ["InitialState", "RandomInitializer", "EnergyStart", "FixedInitializer",
+           "data_statistics"]
 
 #: The paper's initial density (§3).
 DEFAULT_DENSITY = 0.03
@@ -514,6 +515,71 @@ class RandomInitializer(_ParamsMixin):
                                strict=True)
         rho = density_to_shift_probabilities(gamma, L)
         return InitialState(coef, rho, sigma2)
+
+
+class EnergyStart(RandomInitializer):
+    """The default start of a fit through CTFs: a random image matched to the data's energy.
+
+    The random image of :class:`~mtdlearn.initializers.RandomInitializer`,
+    at the paper's density (``density``), scaled so that the model's mean
+    square matches the data's: ``gamma ||F||**2 / L**2 = mean_square -
+    sigma**2``.  The data's mean is not used: a CTF passes it at minus the
+    amplitude contrast (measured in ``mtdlearn.em._ctf_start``, where the
+    EM's white-noise phase starts from it, as does
+    :class:`~mtdlearn.AutocorrelationEstimator` through CTFs).
+
+    Parameters
+    ----------
+    density : float, default=0.03
+        The start's density ``gamma``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn import FourierBesselBasis, make_measurement, make_target
+    >>> from mtdlearn.initializers import EnergyStart
+    >>> from mtdlearn.imaging.shifts import shift_probabilities_to_density
+    >>> basis = FourierBesselBasis(5, n_coefficients=10)
+    >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 100,
+    ...                             snr=5, random_state=0)
+    >>> state = EnergyStart().initialize([X], basis, None, np.random.default_rng(0))
+    >>> round(float(shift_probabilities_to_density(state.shift_probabilities)), 6)
+    0.03
+    """
+
+    def __init__(self, density=DEFAULT_DENSITY):
+        super().__init__(density)
+
+    def initialize(self, measurements, basis, noise_variance, random_state):
+        """The random start, rescaled to the data's signal energy at ``density``.
+
+        Parameters
+        ----------
+        measurements : PatchData or list of ndarray of shape (N1, N2)
+            The estimator's patch source, or validated 2-D measurements; only read.
+        basis : basis object
+            The estimator's basis.
+        noise_variance : float or None
+            The estimator's fixed ``sigma**2``, or ``None`` to estimate it.
+        random_state : numpy.random.Generator
+            Draws the random image.
+
+        Returns
+        -------
+        state : InitialState
+            The image scaled so that ``density ||F||**2 / L**2`` is the data's
+            mean square minus ``sigma**2`` (the unscaled start when that is
+            not positive), at the shift distribution of ``density``.
+        """
+        state = super().initialize(measurements, basis, noise_variance, random_state)
+        L = basis.image_size
+        excess = float(_data_statistics(measurements, L)[1]) - state.noise_variance
+        energy = float(np.sum(basis.evaluate(state.coef) ** 2))
+        if not (excess > 0 and energy > 0):
+            return state
+        scale = np.sqrt(excess * L * L / (self.density * energy))
+        return InitialState(state.coef * scale, state.shift_probabilities,
+                            state.noise_variance)
 
 
 class FixedInitializer(_ParamsMixin):

@@ -280,7 +280,7 @@ def test_default_start_through_ctfs_matches_the_energy_not_the_mean(defocus_seri
     # through a CTF the data's mean is the copies' mass times minus the
     # amplitude contrast: matching it put the paper's start at a density of
     # 8e-4 with an image 20 times too strong, degenerate before any iteration
-    from mtdlearn.em._ctf_start import EnergyStart
+    from mtdlearn.initializers import EnergyStart
     from mtdlearn.initializers import data_statistics
 
     basis, coef, ctfs, X, truth = defocus_series

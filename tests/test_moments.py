@@ -112,6 +112,37 @@ def test_measured_stack_sums_over_measurements():
     assert_triple_close(both, naive_autocorrelations([A, C], L))
 
 
+def test_formed_moments_are_the_mean_over_the_distinct_formations():
+    """formed_autocorrelations: each measurement whitened by its own formation, those
+    of one formation pooled, then the mean over the distinct formations."""
+    from mtdlearn.autocorrelation.moments import formed_autocorrelations
+    from mtdlearn.imaging.ctf import CTF
+    from mtdlearn.imaging.formation import MicroscopeFormation
+    from mtdlearn.imaging.noise import make_noise_psd, whiten
+
+    rng = np.random.default_rng(4)
+    A, C = rng.standard_normal((40, 48)), rng.standard_normal((33, 37))
+    A0 = A.copy()
+    psd = make_noise_psd(4.0)
+    forms = [MicroscopeFormation(CTF(1e4), psd), MicroscopeFormation(CTF(2e4))]
+    got = formed_autocorrelations([A, C], L, forms)
+    ra = measurement_autocorrelations(whiten(A, psd), L)
+    rc = measurement_autocorrelations(C, L)   # its noise is white: read as it is
+    assert_triple_close(got, tuple((x + y) / 2 for x, y in zip(ra, rc)))
+    # a formation's measurements are pooled; each distinct formation weighs the same
+    D = rng.standard_normal((25, 52))
+    got = formed_autocorrelations([A, C, D], L, forms + [forms[0]])
+    rad = measurement_autocorrelations([whiten(A, psd), whiten(D, psd)], L)
+    assert_triple_close(got, tuple((x + y) / 2 for x, y in zip(rad, rc)))
+    # the identity formations on equal sizes: the pooled moments
+    B = rng.standard_normal((40, 48))
+    assert_triple_close(formed_autocorrelations([A, B], L, [MicroscopeFormation()] * 2),
+                        measurement_autocorrelations([A, B], L))
+    assert np.array_equal(A, A0)   # whitening made a new array
+    with pytest.raises(ValueError, match="formations must have one entry per measurement"):
+        formed_autocorrelations([A, C], L, forms[:1])
+
+
 def test_measured_reads_npy_paths(tmp_path):
     rng = np.random.default_rng(3)
     M = rng.standard_normal((25, 30))

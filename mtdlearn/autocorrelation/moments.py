@@ -38,7 +38,8 @@ from .._validation import check_array_float, check_int, check_real
 from ..data.measurements import check_measurements
 from ..data.patches import chunk_rows, resolve_working_memory
 
-__all__ = ["measurement_autocorrelations", "third_order_shifts"]
+__all__ = ["measurement_autocorrelations", "formed_autocorrelations", "distinct_formations",
+           "third_order_shifts"]
 
 # Bytes of the per-tile buffers of the measurement pass: two (L*L, tile)
 # float64 buffers, 2 * 25 * 8 * 4096 B = 1.6 MB for L = 5 (4096-pixel
@@ -427,3 +428,99 @@ def _combine_blocks(parts, image_size, working_memory=None, n_jobs=None, shift_r
 #: How a distributed patch source computes it: per micrograph, then paired
 #: along the fixed tree on the workers (:meth:`mtdlearn.data._dask.DaskPatchData.memoize`).
 measurement_autocorrelations.blockwise = (_block_band_sums, _combine_blocks, _pair_block_sums)
+
+
+def formed_autocorrelations(X, image_size, formations, working_memory=None, n_jobs=None, *,
+                            shift_radius=None):
+    """The autocorrelations of measurements each seen through its own image formation.
+
+    Each measurement is whitened by its formation's noise spectrum
+    (:meth:`~mtdlearn.imaging.formation.MicroscopeFormation.whiten`; as it
+    is when its noise is white).  The measurements of one formation (a
+    defocus group: equal CTF and spectrum) are pooled
+    (:func:`measurement_autocorrelations`), and the mean over the distinct
+    formations, in the order of their first measurement, is returned: each
+    formation weighs the same whatever its measurements' number and size,
+    as in the model moments of the sequence of distinct formations
+    (:func:`~mtdlearn.autocorrelation.model_moments.model_autocorrelations`),
+    whose cost grows with their number.
+
+    Parameters
+    ----------
+    X : ndarray of shape (N1, N2) or sequence of them
+        The measurements (never modified: whitening makes new arrays).
+    image_size : int
+        ``L``.
+    formations : sequence of MicroscopeFormation
+        One per measurement, in order
+        (:func:`~mtdlearn.likelihood.formed.measurement_formations`).
+    working_memory : float, default=None
+        Budget in MiB of each measurement's pass.
+    n_jobs : int, default=None
+        Threads of each measurement's pass; results do not depend on it.
+    shift_radius : float or None, default=None
+        The third moment's shifts
+        (:func:`measurement_autocorrelations`'s).
+
+    Returns
+    -------
+    a1 : float
+        The mean over the measurements of each one's mean.
+    a2 : ndarray of shape (L, L)
+        The mean of their second autocorrelations.
+    a3 : ndarray
+        The mean of their third autocorrelations, shaped as
+        :func:`measurement_autocorrelations`'s.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mtdlearn.autocorrelation.moments import formed_autocorrelations
+    >>> from mtdlearn.imaging.formation import MicroscopeFormation
+    >>> rng = np.random.default_rng(0)
+    >>> X = [1.0 + rng.standard_normal((8, 8)), rng.standard_normal((4, 4))]
+    >>> a1, a2, a3 = formed_autocorrelations(X, 3, [MicroscopeFormation()] * 2)
+    >>> bool(np.isclose(a1, np.concatenate([x.ravel() for x in X]).mean()))   # one formation
+    True
+    """
+    L = check_int(image_size, "image_size", minimum=1)
+    measurements = check_measurements(X, L)
+    formations = list(formations)
+    if len(formations) != len(measurements):
+        raise ValueError(f"formations must have one entry per measurement "
+                         f"({len(measurements)}); got {len(formations)}")
+    distinct = distinct_formations(formations)
+    per = [measurement_autocorrelations([formations[i].whiten(measurements[i]) for i in group],
+                                        L, working_memory, n_jobs, shift_radius=shift_radius)
+           for group in distinct.values()]
+    return (float(np.mean([p[0] for p in per])),
+            np.mean([p[1] for p in per], axis=0), np.mean([p[2] for p in per], axis=0))
+
+
+def distinct_formations(formations):
+    """The distinct formations of a sequence, each with the positions that hold it.
+
+    Parameters
+    ----------
+    formations : sequence of MicroscopeFormation
+        One per measurement.
+
+    Returns
+    -------
+    groups : dict
+        Each distinct formation (in the order of its first position) mapped
+        to the list of its positions.
+
+    Examples
+    --------
+    >>> from mtdlearn.autocorrelation.moments import distinct_formations
+    >>> from mtdlearn.imaging.ctf import CTF
+    >>> from mtdlearn.imaging.formation import MicroscopeFormation
+    >>> a, b = MicroscopeFormation(CTF(1e4)), MicroscopeFormation(CTF(2e4))
+    >>> list(distinct_formations([a, b, a]).values())
+    [[0, 2], [1]]
+    """
+    groups = {}
+    for i, f in enumerate(formations):
+        groups.setdefault(f, []).append(i)
+    return groups

@@ -19,7 +19,7 @@ runs the white-noise model on the same (whitened) micrographs, to the
 loose tolerance of a coarse phase (:func:`mtdlearn.em._refinement.coarse_tol`),
 and the CTF-aware fit starts from its result.
 
-That phase's random start (:class:`EnergyStart`) takes the paper's density
+That phase's random start (:class:`~mtdlearn.initializers.EnergyStart`) takes the paper's density
 and scales the image to the data's signal energy.  The paper's
 :class:`~mtdlearn.initializers.RandomInitializer` also matches the data's
 mean, but through a CTF the mean holds the copies' mass only at the CTF's
@@ -37,55 +37,8 @@ truth reached 0.055 (145.4) on seed 1.
 
 from functools import partial
 
-import numpy as np
-
-from ..initializers import DEFAULT_DENSITY, InitialState, RandomInitializer, _data_statistics
 from . import _bandlimit_selection, _refinement
 from ._state import after_phase, state_of
-
-
-class EnergyStart(RandomInitializer):
-    """The default start of a fit through CTFs: a random image matched to the data's energy.
-
-    The random image of :class:`~mtdlearn.initializers.RandomInitializer`,
-    at the paper's density (``density``), scaled so that the model's mean
-    square matches the data's: ``gamma ||F||**2 / L**2 = mean_square -
-    sigma**2``.  The data's mean is not used: a CTF passes it at minus the
-    amplitude contrast (see the module's docstring).
-
-    Parameters
-    ----------
-    density : float, default=0.03
-        The start's density ``gamma``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from mtdlearn import FourierBesselBasis, make_measurement, make_target
-    >>> from mtdlearn.em._ctf_start import EnergyStart
-    >>> from mtdlearn.imaging.shifts import shift_probabilities_to_density
-    >>> basis = FourierBesselBasis(5, n_coefficients=10)
-    >>> X, truth = make_measurement(make_target(basis, random_state=0), basis, 100,
-    ...                             snr=5, random_state=0)
-    >>> state = EnergyStart().initialize([X], basis, None, np.random.default_rng(0))
-    >>> round(float(shift_probabilities_to_density(state.shift_probabilities)), 6)
-    0.03
-    """
-
-    def __init__(self, density=DEFAULT_DENSITY):
-        super().__init__(density)
-
-    def initialize(self, measurements, basis, noise_variance, random_state):
-        """The random start, rescaled to the data's signal energy at ``density``."""
-        state = super().initialize(measurements, basis, noise_variance, random_state)
-        L = basis.image_size
-        excess = float(_data_statistics(measurements, L)[1]) - state.noise_variance
-        energy = float(np.sum(basis.evaluate(state.coef) ** 2))
-        if not (excess > 0 and energy > 0):
-            return state
-        scale = np.sqrt(excess * L * L / (self.density * energy))
-        return InitialState(state.coef * scale, state.shift_probabilities,
-                            state.noise_variance)
 
 
 def applies(est, prepared):

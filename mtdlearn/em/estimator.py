@@ -5,19 +5,12 @@ The estimator is thin: the E-step kernels, the sufficient statistics and the
 M-step are in :mod:`mtdlearn.likelihood.patch_model`, the loop in
 :class:`~mtdlearn.base.BaseMTDEstimator`.  This module holds the estimator's
 parameters, their validation and the hooks the loop calls; each acceleration
-is a module of its own that the hooks call:
-
-- :mod:`mtdlearn.em._squarem`: SQUAREM cycles (``acceleration="squarem"``);
-- :mod:`mtdlearn.em._incremental`: incremental EM passes
-  (``acceleration="incremental"``);
-- :mod:`mtdlearn.em._precision`: float32 E-steps finished in float64
-  (``dtype="auto"``);
-- :mod:`mtdlearn.em._refinement`: coarse-to-fine rotation grids
-  (``refinement``);
-- :mod:`mtdlearn.em._bandlimit_selection`: the choice of the band limit
-  (``select_bandlimit``);
-- :mod:`mtdlearn.em._state`: what a start carries (its bookkeeping, the
-  E-step's kernels).
+or phase is a module of :mod:`mtdlearn.em` that the hooks call: ``_squarem``
+(``acceleration="squarem"``), ``_incremental``, ``_precision`` (float32
+E-steps finished in float64), ``_refinement`` (rotation grids),
+``_bandlimit_selection``, ``_stopping`` (``tol="auto"``), ``_ctf_start``
+(the white-noise phase through CTFs), ``_components`` (kinds of particle)
+and ``_state`` (what a start carries, the E-step's kernels).
 """
 
 import numpy as np
@@ -27,6 +20,7 @@ from ..base import BaseMTDEstimator, _scale_bounds
 from ..basis._bandlimits import check_nested_basis
 from ..basis.rotations import UniformRotationGrid, auto_refinement
 from ..basis.fourier_bessel import FourierBesselBasis
+from ..initializers import EnergyStart
 from ..likelihood.formed import (check_ctf, check_noise, estep_groups, formation_groups,
                                  measurement_formations)
 from ..likelihood.hypotheses import HypothesisSpace
@@ -220,8 +214,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
         runs first, from a random image scaled to the data's energy at
         density 0.03 (through a CTF the data's mean does not show the
         copies' mass), and the CTF-aware fit starts from its result
-        (``white_noise_n_iter_``).  ``None``:
-        the paper's model, bit-identical to a fit without it.
+        (``white_noise_n_iter_``).  An ``AutocorrelationInitializer`` left
+        at ``ctf=None`` fits the moments through these CTFs and ``noise``
+        (measured with room for the CTF's spread: a third of the E-steps
+        at SNR 20, as many at SNR 5; :doc:`/results`).  ``None``: the paper's model, bit for bit.
     noise : {"white", "colored", "auto"}, RadialPSD or sequence of RadialPSD, default="white"
         The noise model.  ``"white"``: the paper's.  ``"colored"``: each
         micrograph's noise power spectrum is estimated from the micrograph
@@ -543,8 +539,10 @@ class ApproxEMEstimator(BaseMTDEstimator):
     # -- one start ------------------------------------------------------------
     def _check_initializer(self):
         if self.initializer is None and self.ctf is not None:   # the mean is not the mass
-            return _ctf_start.EnergyStart()
-        return super()._check_initializer()
+            return EnergyStart()
+        init = super()._check_initializer()   # one that fits through CTFs sees the EM's
+        through = getattr(init, "through", None)
+        return init if through is None else through(self.ctf, self.noise)
 
     def _checkpoint_unsupported(self):
         if _refinement.factor(self.refinement) is not None:
