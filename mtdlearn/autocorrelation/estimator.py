@@ -79,20 +79,20 @@ class AutocorrelationEstimator(BaseMTDEstimator):
         (:func:`~mtdlearn.autocorrelation.moments.formed_autocorrelations`)
         with the mean of their model moments, whose cost grows with the
         number of distinct formations (group the micrographs with
-        :func:`~mtdlearn.imaging.groups.defocus_groups` for many).  The moments see the whole filtered copy, the particle and
-        its CTF's spread, so the box must hold both: give a ``basis`` whose
-        disk holds the particle in a larger box, for example
+        :func:`~mtdlearn.imaging.groups.defocus_groups` for many).  The
+        moments see the whole filtered copy, the particle and its CTF's
+        spread, so the box must hold both: give a ``basis`` whose disk holds
+        the particle in a larger box, for example
         ``FourierBesselBasis(L, radius=...)`` with ``L`` at least the
-        particle's diameter plus 4.
-        Measured (:doc:`/results`, "Micrographs from a microscope";
-        a particle of diameter 11, defocus 0.8-2.0 um, 3 A/px, SNR 50):
-        error 1.06-1.09 in a box of 11, 0.44 in 15 and 0.38 in 19, against
-        0.16-0.26 without CTFs; six times the data did not lower it, so the
-        rest is the truncated spread, not the noise.  The default start is
-        then :class:`~mtdlearn.initializers.EnergyStart` (through a CTF the
-        data's mean does not show the copies' mass).  Measurements in
-        memory only (not Dask arrays).  ``None``: the paper's model, bit for
-        bit.
+        particle's diameter plus 4.  Measured (:doc:`/results`, "Micrographs
+        from a microscope"; a particle in a disk of diameter 11, defocus
+        0.8 and 2.0 um, 3 A/px, SNR 50): error 1.06-1.09 in a box of 11,
+        0.44 in 15 and 0.38 in 19, against 0.16-0.26 without CTFs; six
+        times the data did not lower it, so the rest is not the noise.  The
+        default start is then :class:`~mtdlearn.initializers.EnergyStart`
+        (through a CTF the data's mean does not show the copies' mass).
+        Measurements in memory only (not Dask arrays).  ``None``: the
+        paper's model, bit for bit.
     noise : {"white", "colored", "auto"}, RadialPSD or sequence of RadialPSD, default="white"
         The noise model, as :class:`~mtdlearn.ApproxEMEstimator`'s: each
         micrograph is whitened by its spectrum before its moments are

@@ -465,11 +465,12 @@ def formed_autocorrelations(X, image_size, formations, working_memory=None, n_jo
     Returns
     -------
     a1 : float
-        The mean over the measurements of each one's mean.
+        The mean over the distinct formations of their measurements' pooled
+        mean.
     a2 : ndarray of shape (L, L)
-        The mean of their second autocorrelations.
+        The same mean of their second autocorrelations.
     a3 : ndarray
-        The mean of their third autocorrelations, shaped as
+        The same mean of their third autocorrelations, shaped as
         :func:`measurement_autocorrelations`'s.
 
     Examples
