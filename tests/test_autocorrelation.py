@@ -386,3 +386,11 @@ def test_initializer_takes_the_em_s_ctf_and_noise(through_ctfs):
         again = seen.initialize(list(X), basis, None, np.random.default_rng(seed))
     np.testing.assert_array_equal(em.coef_, again.coef)
     assert state.coef.shape == coef.shape
+
+
+def test_ctf_tables_beyond_working_memory_are_refused(through_ctfs):
+    """One model table per distinct CTF: more than working_memory of them is a clear
+    error that names the remedy, never a machine out of memory."""
+    basis, coef, ctfs, X, truth = through_ctfs
+    with pytest.raises(ValueError, match="2 distinct CTFs.*defocus_groups"):
+        AutocorrelationEstimator(15, basis=basis, ctf=ctfs, working_memory=1).fit(X)

@@ -746,6 +746,29 @@ def test_star_fit_in_defocus_groups(relion_project, tmp_path):
     assert len({c["defocus_u"] for c in report["ctf"]}) == 4
 
 
+def test_star_fit_autocorrelation_start_sees_the_ctfs(relion_project, tmp_path, monkeypatch):
+    # --init autocorrelation on a STAR input: the moments are fitted through the
+    # micrographs' CTFs (one model table per defocus group), not as white-noise data
+    import mtdlearn.autocorrelation.estimator as ac_module
+
+    seen = []
+    original = ac_module.formed_autocorrelations
+
+    def spy(X, L, formations, *args, **kwargs):
+        seen.append({f.ctf for f in formations})
+        return original(X, L, formations, *args, **kwargs)
+
+    monkeypatch.setattr(ac_module, "formed_autocorrelations", spy)
+    out = tmp_path / "fit"
+    assert run(["fit", str(relion_project.star), "--particle-diameter",
+                str(relion_project.particle_diameter), "--bin", "2", "--defocus-groups", "2",
+                "--init", "autocorrelation", "--output-dir", str(out), "--max-iter", "3",
+                "--n-jobs", "1", "--quiet"]) == 0
+    assert len(seen) == 2                                   # one per half set
+    assert all(len(ctfs) == 2 and None not in ctfs for ctfs in seen)
+    assert (out / "estimate.mrc").exists()
+
+
 def test_star_without_ctf_columns_needs_no_ctf(relion_project, tmp_path, capsys):
     import starfile
 

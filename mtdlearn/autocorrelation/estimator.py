@@ -14,8 +14,10 @@ from ..initializers import (EnergyStart, InitialState, _check_initialize_args, _
                             split_image)
 from .._validation import check_int
 from .fit import autocorrelation_cost_and_grad, fit_autocorrelations, mixture_cost_and_grad
+from .model_moments import default_n_angles
 from .moments import (_check_shift_radius, distinct_formations, formed_autocorrelations,
                       measurement_autocorrelations)
+from ..data.patches import resolve_working_memory
 from ..imaging.shifts import density_to_shift_probabilities, shift_probabilities_to_density
 from ..likelihood.formed import check_ctf, check_noise, measurement_formations
 from ..likelihood.m_step import noise_variance_floor
@@ -78,8 +80,10 @@ class AutocorrelationEstimator(BaseMTDEstimator):
         autocorrelations
         (:func:`~mtdlearn.autocorrelation.moments.formed_autocorrelations`)
         with the mean of their model moments, whose cost grows with the
-        number of distinct formations (group the micrographs with
-        :func:`~mtdlearn.imaging.groups.defocus_groups` for many).  The
+        number of distinct formations: each takes a table of ``K L**2 p``
+        float64 numbers (``K = 3 nu_max + 1`` angles, ``p`` functions), and
+        more than ``working_memory`` of them is an error (group the
+        micrographs with :func:`~mtdlearn.imaging.groups.defocus_groups`).  The
         moments see the whole filtered copy, the particle and its CTF's
         spread, so the box must hold both: give a ``basis`` whose disk holds
         the particle in a larger box, for example
@@ -291,8 +295,17 @@ class AutocorrelationEstimator(BaseMTDEstimator):
         if data.distributed:
             raise ValueError("AutocorrelationEstimator with a ctf or colored noise takes "
                              "measurements in memory, not Dask arrays (yet)")
-        # the model: each distinct formation (defocus group) once
+        # the model: each distinct formation (defocus group) once, a table each
         self._distinct = list(distinct_formations(self._formations))
+        n, p = len(self._distinct), self.basis_.n_functions
+        table = n * default_n_angles(self.basis_) * L * L * p * 8 / 2**20
+        budget = resolve_working_memory(self.working_memory)
+        if table > budget:
+            raise ValueError(f"ctf: {n} distinct CTFs (with their noise spectra) need "
+                             f"{table:.0f} MiB of model tables, above working_memory="
+                             f"{budget:g} MiB; group the micrographs by defocus "
+                             "(mtdlearn.imaging.groups.defocus_groups) or raise "
+                             "working_memory")
         return data.memoize(formed_autocorrelations, L, tuple(self._formations),
                             working_memory=self.working_memory, n_jobs=self.n_jobs,
                             shift_radius=radius)

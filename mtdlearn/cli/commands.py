@@ -327,8 +327,9 @@ def _build_parser():
                    help="approximate EM (default) or autocorrelation analysis")
     p.add_argument("--init", choices=["autocorrelation", "random"], default=None,
                    help="EM start: autocorrelation analysis of the data (the default for "
-                        ".npy/.mrc inputs) or a random image (a STAR input's default is the "
-                        "estimator's: a random image, a white-noise phase first)")
+                        ".npy/.mrc inputs; for a STAR input, through its micrographs' CTFs) "
+                        "or a random image (a STAR input's default is the estimator's: a "
+                        "random image, a white-noise phase first)")
     p.add_argument("--image-size", type=_positive_int, default=None,
                    help="image side L, odd (default 5; for a STAR input, from "
                         "--particle-diameter)")
