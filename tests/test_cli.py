@@ -440,7 +440,7 @@ def test_fit_defaults(tmp_path, capsys, measurement_file):
     assert args.init == "random" and args.n_jobs == 1
     assert run(["fit", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "autocorrelation analysis of the data (the default for .npy/.mrc inputs)" in text
+    assert "autocorrelation analysis of the data (the default for .npy/.mrc inputs;" in text
     assert "default -1: all cores" in text and "--overwrite" in text
     out = tmp_path / "res"
     assert run(["fit", str(measurement_file), "--output-dir", str(out), "--quiet",
