@@ -394,3 +394,17 @@ def test_ctf_tables_beyond_working_memory_are_refused(through_ctfs):
     basis, coef, ctfs, X, truth = through_ctfs
     with pytest.raises(ValueError, match="2 distinct CTFs.*defocus_groups"):
         AutocorrelationEstimator(15, basis=basis, ctf=ctfs, working_memory=1).fit(X)
+
+
+def test_ctf_mixture_of_equal_kinds_is_one_kind(through_ctfs):
+    """Through CTFs, two equal kinds at equal abundances have the one kind's moments:
+    the mixture's cost at that start is the one image's."""
+    basis, coef, ctfs, X, truth = through_ctfs
+    rho = density_to_shift_probabilities(truth.density, 15)
+    kw = dict(basis=basis, ctf=ctfs, max_iter=0, noise_variance=1e-6)
+    one = AutocorrelationEstimator(15, initializer=FixedInitializer(coef, rho), **kw).fit(X)
+    two = AutocorrelationEstimator(15, n_components=2, **kw,
+                                   initializer=FixedInitializer(np.stack([coef, coef]), rho))
+    two.fit(X)
+    assert two.coef_.shape == (2, coef.size) and np.allclose(two.weights_, 0.5)
+    assert two.cost_ == pytest.approx(one.cost_, rel=1e-9)
