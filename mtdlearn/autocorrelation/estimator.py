@@ -15,11 +15,11 @@ from ..initializers import (EnergyStart, InitialState, _check_initialize_args, _
 from .._validation import check_int
 from .fit import autocorrelation_cost_and_grad, fit_autocorrelations, mixture_cost_and_grad
 from .model_moments import default_n_angles
-from .moments import (_check_shift_radius, distinct_formations, formed_autocorrelations,
-                      measurement_autocorrelations)
+from .moments import _check_shift_radius, formed_autocorrelations, measurement_autocorrelations
 from ..data.patches import resolve_working_memory
 from ..imaging.shifts import density_to_shift_probabilities, shift_probabilities_to_density
-from ..likelihood.formed import check_ctf, check_noise, measurement_formations
+from ..likelihood.formed import (check_ctf, check_noise, distinct_formations, is_plain,
+                                 measurement_formations)
 from ..likelihood.m_step import noise_variance_floor
 
 __all__ = ["AutocorrelationEstimator", "AutocorrelationInitializer"]
@@ -296,8 +296,7 @@ class AutocorrelationEstimator(BaseMTDEstimator):
             raise ValueError("AutocorrelationEstimator with a ctf or colored noise takes "
                              "measurements in memory, not Dask arrays (yet)")
         # the model: each distinct formation (defocus group) once, a table each
-        self._distinct = list(distinct_formations(self._formations))
-        n, p = len(self._distinct), self.basis_.n_functions
+        n, p = len(distinct_formations(self._formations)), self.basis_.n_functions
         table = n * default_n_angles(self.basis_) * L * L * p * 8 / 2**20
         budget = resolve_working_memory(self.working_memory)
         if table > budget:
@@ -326,7 +325,8 @@ class AutocorrelationEstimator(BaseMTDEstimator):
         fixed = None if self.noise_variance is None else float(self.noise_variance)
         radius = _check_shift_radius(self.shift_radius, L)
         mixture = self.n_components > 1
-        formation = None if self._formations is None else self._distinct
+        formation = (None if self._formations is None     # each defocus group once
+                     else list(distinct_formations(self._formations)))
         weights = state.weights   # a mixture's (equal unless the start gave them; _check_state)
         if self.max_iter == 0:
             sigma2 = fixed if fixed is not None else state.noise_variance
@@ -477,9 +477,7 @@ class AutocorrelationInitializer(_ParamsMixin):
         >>> AutocorrelationInitializer().through(None, "colored").noise
         'colored'
         """
-        own = self.ctf is None and isinstance(self.noise, str) and self.noise == "white"
-        theirs = ctf is None and isinstance(noise, str) and noise == "white"
-        if not own or theirs:
+        if not is_plain(self.ctf, self.noise) or is_plain(ctf, noise):
             return self
         return type(self)(**{**self.get_params(), "ctf": ctf, "noise": noise})
 

@@ -37,9 +37,9 @@ from .._parallel import blas_single_thread, check_n_jobs, ordered_map, tree_redu
 from .._validation import check_array_float, check_int, check_real
 from ..data.measurements import check_measurements
 from ..data.patches import chunk_rows, resolve_working_memory
+from ..likelihood.formed import distinct_formations
 
-__all__ = ["measurement_autocorrelations", "formed_autocorrelations", "distinct_formations",
-           "third_order_shifts"]
+__all__ = ["measurement_autocorrelations", "formed_autocorrelations", "third_order_shifts"]
 
 # Bytes of the per-tile buffers of the measurement pass: two (L*L, tile)
 # float64 buffers, 2 * 25 * 8 * 4096 B = 1.6 MB for L = 5 (4096-pixel
@@ -497,31 +497,3 @@ def formed_autocorrelations(X, image_size, formations, working_memory=None, n_jo
     return (float(np.mean([p[0] for p in per])),
             np.mean([p[1] for p in per], axis=0), np.mean([p[2] for p in per], axis=0))
 
-
-def distinct_formations(formations):
-    """The distinct formations of a sequence, each with the positions that hold it.
-
-    Parameters
-    ----------
-    formations : sequence of MicroscopeFormation
-        One per measurement.
-
-    Returns
-    -------
-    groups : dict
-        Each distinct formation (in the order of its first position) mapped
-        to the list of its positions.
-
-    Examples
-    --------
-    >>> from mtdlearn.autocorrelation.moments import distinct_formations
-    >>> from mtdlearn.imaging.ctf import CTF
-    >>> from mtdlearn.imaging.formation import MicroscopeFormation
-    >>> a, b = MicroscopeFormation(CTF(1e4)), MicroscopeFormation(CTF(2e4))
-    >>> list(distinct_formations([a, b, a]).values())
-    [[0, 2], [1]]
-    """
-    groups = {}
-    for i, f in enumerate(formations):
-        groups.setdefault(f, []).append(i)
-    return groups

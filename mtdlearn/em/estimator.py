@@ -22,7 +22,7 @@ from ..basis.rotations import UniformRotationGrid, auto_refinement
 from ..basis.fourier_bessel import FourierBesselBasis
 from ..initializers import EnergyStart
 from ..likelihood.formed import (check_ctf, check_noise, estep_groups, formation_groups,
-                                 measurement_formations)
+                                 is_plain, measurement_formations)
 from ..likelihood.hypotheses import HypothesisSpace
 from ..likelihood.m_step import component_weights, m_step, noise_variance_floor
 from . import (_bandlimit_selection, _components, _ctf_start, _incremental, _precision,
@@ -461,8 +461,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         if C > 1 and (self.select_bandlimit or self.acceleration == "incremental"):
             raise ValueError("n_components > 1 does not support select_bandlimit or "
                              "acceleration='incremental' yet")
-        if self.acceleration == "incremental" and not (
-                self.ctf is None and isinstance(self.noise, str) and self.noise == "white"):
+        if self.acceleration == "incremental" and not is_plain(self.ctf, self.noise):
             raise ValueError("acceleration='incremental' does not support a ctf or colored "
                              "noise yet; use acceleration='squarem' (the default)")
         if not isinstance(self.warm_start, (bool, np.bool_)):

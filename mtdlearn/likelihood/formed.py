@@ -28,7 +28,7 @@ from .hypotheses import HypothesisSpace
 from .statistics import GroupStatistics
 
 __all__ = ["NOISE_MODELS", "check_ctf", "check_noise", "measurement_formations",
-           "formation_groups", "regroup", "estep_groups"]
+           "is_plain", "distinct_formations", "formation_groups", "regroup", "estep_groups"]
 
 #: The noise models an estimator's ``noise`` names.
 NOISE_MODELS = ("white", "colored", "auto")
@@ -123,6 +123,29 @@ def _list(parts):
 
 _estimate_psds.blockwise = (_psd_of, _list)
 
+
+def is_plain(ctf, noise):
+    """Whether an estimator's ``ctf`` and ``noise`` name the paper's model.
+
+    Parameters
+    ----------
+    ctf : CTF, sequence of CTF or None
+        The estimator's parameter.
+    noise : str, RadialPSD or sequence of RadialPSD
+        The estimator's parameter.
+
+    Returns
+    -------
+    plain : bool
+        ``True`` for no CTF and white noise (``ctf=None, noise="white"``).
+
+    Examples
+    --------
+    >>> from mtdlearn.likelihood.formed import is_plain
+    >>> is_plain(None, "white"), is_plain(None, "colored")
+    (True, False)
+    """
+    return ctf is None and isinstance(noise, str) and noise == "white"
 
 def measurement_formations(data, ctf=None, noise="white"):
     """One image formation per measurement, from an estimator's ``ctf`` and ``noise``.
@@ -258,11 +281,40 @@ def formation_groups(data, formations, space, merge=False):
     if not merge:
         return tuple((_measurement_source(data, [i], f), _with_formation(space, f))
                      for i, f in enumerate(formations))
-    members = {}
-    for i, f in enumerate(formations):
-        members.setdefault(f, []).append(i)
     return tuple((_measurement_source(data, idx, f), _with_formation(space, f))
-                 for f, idx in members.items())
+                 for f, idx in distinct_formations(formations).items())
+
+
+
+def distinct_formations(formations):
+    """The distinct formations of a sequence, each with the positions that hold it.
+
+    Parameters
+    ----------
+    formations : sequence of MicroscopeFormation
+        One per measurement.
+
+    Returns
+    -------
+    groups : dict
+        Each distinct formation (in the order of its first position) mapped
+        to the list of its positions: the defocus groups of
+        :func:`formation_groups` (``merge=True``) and of the autocorrelation
+        fit through CTFs.
+
+    Examples
+    --------
+    >>> from mtdlearn.likelihood.formed import distinct_formations
+    >>> from mtdlearn.imaging.ctf import CTF
+    >>> from mtdlearn.imaging.formation import MicroscopeFormation
+    >>> a, b = MicroscopeFormation(CTF(1e4)), MicroscopeFormation(CTF(2e4))
+    >>> list(distinct_formations([a, b, a]).values())
+    [[0, 2], [1]]
+    """
+    groups = {}
+    for i, f in enumerate(formations):
+        groups.setdefault(f, []).append(i)
+    return groups
 
 
 def _with_formation(space, formation):
