@@ -22,7 +22,9 @@ pixel).  The fits of ``ApproxEMEstimator(--box, particle_diameter=...)``:
   re-estimated from what its fitted copies leave
   (:func:`~mtdlearn.em.residual.residual_noise_psds`) and the fit
   continued from its result with those spectra (``warm_start``); its time
-  and E-steps include the ``aware`` fit's (run once when both are asked).
+  and E-steps include the ``aware`` fit's (run once when both are asked);
+* ``noise_residual``: the same in one call, ``noise="residual"`` (the
+  first fit under ``noise="auto"``).
 
 Each row reports the image error after rotation and translation against
 the CTF-free truth (in the fit's basis: ``floor`` is the error of the
@@ -84,6 +86,8 @@ def fit(method, X, ctfs, box, diameter, seed, jobs, kw):
         est = ApproxEMEstimator(box, ctf=ctfs, noise="colored",
                                 initializer=AutocorrelationInitializer(n_jobs=jobs), **params)
         data = X
+    elif method == "noise_residual":   # the same in one call, under "auto" first
+        est, data = ApproxEMEstimator(box, ctf=ctfs, noise="residual", **params), X
     elif method == "ignored":
         est, data = ApproxEMEstimator(box, **params), X
     elif method == "flipped":

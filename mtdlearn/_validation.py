@@ -31,6 +31,13 @@ def check_int(value, name, minimum=None, maximum=None):
     return value
 
 
+def check_bool(value, name):
+    """Return ``value`` as a Python bool, or raise ``TypeError`` naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_real(value, name, minimum=None, maximum=None, strict=False, strict_max=False):
     """Return ``value`` as a finite float in the given range.
 

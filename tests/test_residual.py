@@ -1,13 +1,17 @@
 """Tests of mtdlearn.em.residual: noise spectra from the fitted copies' residual."""
 
+import warnings
+
 import numpy as np
 import pytest
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
-from mtdlearn import ApproxEMEstimator, FourierBesselBasis, make_measurement, make_particle
+from mtdlearn import (ApproxEMEstimator, AutocorrelationEstimator, FourierBesselBasis,
+                      make_measurement, make_particle, relative_error)
 from mtdlearn.imaging.ctf import CTF
 from mtdlearn.imaging.noise import RadialPSD, estimate_noise_psd, is_white, make_noise_psd
-from mtdlearn.em.residual import _distinct, _fitted_copies, residual_noise_psds
+from mtdlearn.em.residual import (_distinct, _fitted_copies, residual_noise_psds,
+                                  _residual_spectra)
 from mtdlearn.imaging.shifts import density_to_shift_probabilities
 from mtdlearn.initializers import FixedInitializer
 
@@ -150,3 +154,108 @@ def test_a_mixture_subtracts_each_pick_as_its_kind():
     assert not is_white(estimate_noise_psd(X[0]))
     assert residual_noise_psds(est, X, noise="auto") == [None]
     assert set(est.predict(X)["component"]) == {0, 1}
+
+
+def _truth_start(X, truth, coef, **kw):
+    init = FixedInitializer(coef, density_to_shift_probabilities(0.08, L), truth.noise_variance)
+    # float64 E-steps: lower_bound_ is then score's number, up to summation order
+    return ApproxEMEstimator(L, basis=FourierBesselBasis(L), rotations=32, initializer=init,
+                             dtype=np.float64, random_state=0, **kw)
+
+
+def test_noise_residual_is_the_auto_fit_continued_with_the_residuals_spectra():
+    basis = FourierBesselBasis(L)
+    coef = make_particle(basis, random_state=0)
+    X, truth = make_measurement(coef, basis, 384, density=0.08, snr=100.0, random_state=0)
+    auto = _truth_start(X, truth, coef, noise="auto", max_iter=2)
+    with pytest.warns(ConvergenceWarning):
+        auto.fit(X)
+    assert auto.noise_psds_ is not None       # the copies colour the micrograph's spectrum
+    em = _truth_start(X, truth, coef, noise="residual", max_iter=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        em.fit(X)
+    # the first phase's max_iter (it warned above) is not the fit's: the second converged
+    assert caught == [] and em.converged_
+    assert em.auto_noise_n_iter_ == auto.n_iter_ and em.n_iter_ > auto.n_iter_
+    assert em.n_e_steps_ > auto.n_e_steps_                  # both phases' work
+    n = len(auto.log_likelihood_history_)
+    assert em.log_likelihood_history_[:n] == auto.log_likelihood_history_
+    # what the first phase's copies leave is white: the second phase is the paper's model
+    assert em.noise_psds_ is None and _residual_spectra(em, X) == [None]
+    # predict and score see X as the fit did (the same spectra, computed again): the
+    # fit's last objective, up to the float64 rounding of a different summation order
+    assert em.score(X) == pytest.approx(em.lower_bound_, rel=1e-10)
+    assert relative_error(coef, em.coef_, basis) < 0.05
+    # a refit under another noise model keeps nothing of this one
+    em.set_params(noise="white", max_iter=1)
+    with pytest.warns(ConvergenceWarning):
+        em.fit(X)
+    assert not hasattr(em, "auto_noise_n_iter_") and not hasattr(em, "_residual_picker")
+
+
+def test_noise_residual_through_a_ctf_whitens_by_the_noises_own_spectrum():
+    model = make_noise_psd(4.0)
+    ctf = CTF(8000.0, pixel_size=3.0)
+    basis = FourierBesselBasis(L)
+    coef = make_particle(basis, random_state=0)
+    X, truth = make_measurement(coef, basis, 512, density=0.08, snr=100.0, random_state=0,
+                                ctf=ctf, noise_psd=model)
+    em = _truth_start(X, truth, coef, noise="residual", ctf=ctf, max_iter=1)
+    with pytest.warns(ConvergenceWarning):
+        em.fit(X)
+    psd, = em.noise_psds_
+    true = model.scaled(truth.noise_variance, X.shape)(psd.frequencies)
+    raw = estimate_noise_psd(X)
+    z, z_raw = (psd.values - true) / psd.errors, (raw.values - true) / raw.errors
+    assert np.abs(z).max() < 5 < np.abs(z_raw).max()
+    assert _residual_spectra(em, X) == em.noise_psds_
+    assert em.score(X) == pytest.approx(em.lower_bound_, rel=1e-10)
+
+
+def test_noise_residual_arguments(tmp_path):
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    X, _ = make_measurement(np.linspace(1, 3, 10), basis, 120, snr=5, random_state=0)
+    em = ApproxEMEstimator(5, basis=basis, rotations=4, noise="residual")
+    with pytest.raises(ValueError, match="checkpoint is not supported with noise='residual'"):
+        em.fit(X, checkpoint=tmp_path / "fit.npz")
+    with pytest.raises(ValueError, match="'residual'"):
+        ApproxEMEstimator(5, noise="resid").fit(X)
+    with pytest.raises(ValueError, match="noise must be one of"):
+        AutocorrelationEstimator(5, basis=basis, noise="residual").fit(X)
+    with pytest.raises(ValueError, match="acceleration='incremental'"):
+        ApproxEMEstimator(5, basis=basis, noise="residual", acceleration="incremental").fit(X)
+    with pytest.raises(NotFittedError):
+        _residual_spectra(em, X)
+
+
+def test_noise_residual_stops_at_a_degenerate_first_phase():
+    # nothing to subtract: the first phase's result and its warning are the fit's
+    basis = FourierBesselBasis(5, n_coefficients=10)
+    coef = np.linspace(1, 3, 10)
+    X, truth = make_measurement(coef, basis, 120, snr=5, random_state=0)
+    init = FixedInitializer(100.0 * coef, density_to_shift_probabilities(0.03, 5),
+                            truth.noise_variance)
+    em = ApproxEMEstimator(5, basis=basis, rotations=4, max_iter=0, initializer=init,
+                           noise="residual")
+    with pytest.warns(ConvergenceWarning, match="degenerate"):
+        em.fit(X)
+    assert em.degenerate_ is not None and not em.converged_
+    assert not hasattr(em, "auto_noise_n_iter_")
+
+
+def test_noise_residual_on_dask_input_is_the_in_memory_fit():
+    da = pytest.importorskip("dask.array")
+    basis = FourierBesselBasis(L)
+    coef = make_particle(basis, random_state=0)
+    X, truth = make_measurement(coef, basis, 256, density=0.08, snr=100.0, n_measurements=2,
+                                random_state=0, noise_psd=make_noise_psd(4.0))
+    fits = []
+    for data in (X, da.from_array(X, chunks=(1, 256, 256))):
+        em = _truth_start(X, truth, coef, noise="residual", max_iter=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits.append(em.fit(data))
+    np.testing.assert_array_equal(fits[0].coef_, fits[1].coef_)
+    assert fits[0].noise_psds_ == fits[1].noise_psds_
+    assert fits[0].noise_psds_ is not None and fits[0].auto_noise_n_iter_ == 1

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.optimize import OptimizeResult, minimize
 
 from .._parallel import check_n_jobs, thread_map
-from .._validation import check_int, check_real
+from .._validation import check_bool, check_int, check_real
 from ..basis.protocol import check_basis
 from ._chunked import RotatedImages, chunked_image_gradient, chunked_moments
 from .model_moments import (_check_coef, _check_density, _check_mixture, _check_n_angles,
@@ -234,8 +234,7 @@ def _check_cost_args(density, noise_variance, measured, basis, estimate_noise, n
     noise_variance = _check_noise_variance(noise_variance)
     sub = _shift_subset(L, _check_shift_radius(shift_radius, L))
     m1, m2, m3 = _check_measured(measured, L, sub)
-    if not isinstance(estimate_noise, (bool, np.bool_)):
-        raise TypeError(f"estimate_noise must be a bool, got {type(estimate_noise).__name__}")
+    check_bool(estimate_noise, "estimate_noise")
     K = _check_n_angles(n_angles, basis)
     BR = _rotated_evaluation(basis, K, formation)
     LL = L * L

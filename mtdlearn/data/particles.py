@@ -12,7 +12,7 @@ such a target: the 2-D projection of a few dozen to a few thousand Gaussian
 
 import numpy as np
 
-from .._validation import check_int, check_random_generator, check_real
+from .._validation import check_bool, check_int, check_random_generator, check_real
 from ..basis.protocol import check_basis
 
 __all__ = ["make_particle"]
@@ -156,9 +156,7 @@ def make_particle(basis, diameter=None, *, n_atoms=None, atom_std=1.0, norm=10.0
         n_atoms = check_int(n_atoms, "n_atoms", minimum=1)
     atom_std = check_real(atom_std, "atom_std", minimum=0.0, strict=True)
     norm = check_real(norm, "norm", minimum=0.0, strict=True)
-    if not isinstance(return_image, (bool, np.bool_)):
-        raise TypeError(f"return_image must be a bool, got {type(return_image).__name__} "
-                        f"{return_image!r}")
+    check_bool(return_image, "return_image")
     rng = check_random_generator(random_state)
 
     centres = L // 2 + _positions_in_ball(rng, n_atoms, diameter / 2)

@@ -15,39 +15,24 @@ and ``_state`` (what a start carries, the E-step's kernels).
 
 import numpy as np
 
-from .._validation import check_int, check_real
+from .._validation import check_bool, check_int, check_real
 from ..base import BaseMTDEstimator, _scale_bounds
 from ..basis._bandlimits import check_nested_basis
 from ..basis.rotations import UniformRotationGrid, auto_refinement
 from ..basis.fourier_bessel import FourierBesselBasis
 from ..initializers import EnergyStart
-from ..likelihood.formed import (check_ctf, check_noise, estep_groups, formation_groups,
-                                 is_plain, measurement_formations)
+from ..likelihood.formed import (NOISE_MODELS, check_ctf, check_noise, estep_groups,
+                                 formation_groups, is_plain, measurement_formations)
 from ..likelihood.hypotheses import HypothesisSpace
-from ..likelihood.m_step import component_weights, m_step, noise_variance_floor
+from ..likelihood.m_step import CTF_RCOND, component_weights, m_step, noise_variance_floor
 from . import (_bandlimit_selection, _components, _ctf_start, _incremental, _precision,
-               _refinement, _squarem, _stopping)
+               _refinement, _squarem, _stopping, residual)
 from ._state import _EMData, _EMState, _Run, checkpoint_state, kernels, resume_state
 
 __all__ = ["ApproxEMEstimator"]
 
 _ACCELERATIONS = (None, "squarem", "incremental")
 
-#: Through CTFs, the M-step solves for the CTF-free image only where the
-#: micrographs' formations pass it: in the eigenspace of the normal
-#: equations' eigenvalues above this fraction of the largest, keeping the
-#: previous image elsewhere (:func:`~mtdlearn.likelihood.m_step.solve_gram`).
-#: Maximum likelihood amplifies the noise without bound along the
-#: directions the CTFs pass weakly or not at all (their zeros).  Measured
-#: (benchmarks/bench_microscope.py's data: L = 21, two micrographs of 512**2
-#: at 0.8 and 2.0 um, seed 0, SNR 10; error after rotation and translation):
-#: with particle_diameter=16, 0.054 / 0.057 / 0.054 at 1e-4 / 1e-3 / 1e-2
-#: (the basis's floor 0.033); with the box's whole disk, degenerate at 0
-#: (an exploded image) and 0.074 at 1e-3.  A Gaussian prior on the
-#: coefficients instead (tau**2 the start's mean square coefficient) gave
-#: 0.056 and 0.049 (SNR 100; 0.050 here) with the diameter, but 2.09 on the
-#: whole disk.
-_CTF_RCOND = 1e-3
 
 
 class ApproxEMEstimator(BaseMTDEstimator):
@@ -219,7 +204,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         (measured with room for the CTF's spread: 2-10x fewer E-steps,
         errors -17 % to +12 %; :doc:`/results`).  ``None``: bit for bit
         the paper's model.
-    noise : {"white", "colored", "auto"}, RadialPSD or sequence of RadialPSD, default="white"
+    noise : {"white", "colored", "auto", "residual"}, RadialPSD or sequence of RadialPSD, default="white"
         The noise model.  ``"white"``: the paper's.  ``"colored"``: each
         micrograph's noise power spectrum is estimated from the micrograph
         (:func:`~mtdlearn.imaging.noise.estimate_noise_psd`, robust to
@@ -230,9 +215,14 @@ class ApproxEMEstimator(BaseMTDEstimator):
         (:func:`~mtdlearn.imaging.noise.is_white`) keeps white noise.  A
         :class:`~mtdlearn.imaging.noise.RadialPSD` (or one per
         measurement, ``None`` for white): whiten by the given spectra.  The
-        estimate includes the copies' power at low frequencies when they are
-        strong, so ``"white"`` stays the default (:doc:`/results`); fit again
-        with :func:`~mtdlearn.em.residual.residual_noise_psds`'s spectra.
+        micrograph's estimate includes the copies' power at low frequencies
+        when they are strong, so ``"white"`` stays the default
+        (:doc:`/results`).  ``"residual"`` (RELION's remedy): fit under
+        ``"auto"``, then continue from that result with the spectra of what
+        its copies leave (:func:`~mtdlearn.em.residual.residual_noise_psds`'s
+        rule; ``auto_noise_n_iter_``).  ``predict``, ``score`` and the rest
+        read any ``X``'s spectra the same way, with the first fit's copies
+        (one more detection pass each); on the fitted ``X``, ``noise_psds_``.
     n_components : int, default=1
         Number of kinds of particle ``C`` (scikit-learn's
         ``GaussianMixture.n_components``).  Each has its own image and
@@ -296,6 +286,9 @@ class ApproxEMEstimator(BaseMTDEstimator):
     one_component_n_iter_ : int
         With ``n_components > 1`` and a one-image start, the iterations of
         the one-image phase before the split (included in ``n_iter_``).
+    auto_noise_n_iter_ : int
+        With ``noise="residual"``, the iterations of the first fit, under
+        ``"auto"`` (included in ``n_iter_``).
     noise_psds_ : list of RadialPSD or None
         The spectrum each measurement was whitened by (``None`` entries:
         white), or ``None`` when every measurement's noise was white.
@@ -437,8 +430,19 @@ class ApproxEMEstimator(BaseMTDEstimator):
     _verbose_name = "ApproxEM"
 
     @property
-    def _warm(self):
-        return bool(self.warm_start)
+    def _warm(self):   # noise="residual"'s second phase continues the first
+        return bool(self.warm_start) or getattr(self, "_phase_warm", False)
+
+    def _noise_for(self, data):   # noise="residual": a phase's, or (fitted) X's residual's
+        noise = getattr(self, "_phase_noise", self.noise)
+        return residual._residual_spectra(self, data) if residual.is_residual(noise) else noise
+
+    def fit(self, X, y=None, *, checkpoint=None):
+        if checkpoint is None and residual.is_residual(self.noise):
+            return residual.fit_residual(self, super().fit, X, y)
+        return super().fit(X, y, checkpoint=checkpoint)
+
+    fit.__doc__ = BaseMTDEstimator.fit.__doc__
 
     def _check_params(self):
         if not (isinstance(self.dtype, str) and self.dtype == "auto"):
@@ -449,14 +453,12 @@ class ApproxEMEstimator(BaseMTDEstimator):
             if dt is None or dt not in (np.dtype(np.float64), np.dtype(np.float32)):
                 raise ValueError("dtype must be 'auto', numpy.float64 or numpy.float32, got "
                                  f"{self.dtype!r}")
-        if not isinstance(self.center, (bool, np.bool_)):
-            raise TypeError(f"center must be a bool, got {type(self.center).__name__} "
-                            f"{self.center!r}")
+        check_bool(self.center, "center")
         if self.particle_diameter is not None and self.basis is not None:
             raise ValueError("give particle_diameter or basis, not both: "
                              "particle_diameter sets the radius of the default basis")
         check_ctf(self.ctf)
-        check_noise(self.noise)
+        check_noise(self.noise, models=NOISE_MODELS + ("residual",))
         C = check_int(self.n_components, "n_components", minimum=1)
         if C > 1 and (self.select_bandlimit or self.acceleration == "incremental"):
             raise ValueError("n_components > 1 does not support select_bandlimit or "
@@ -464,17 +466,12 @@ class ApproxEMEstimator(BaseMTDEstimator):
         if self.acceleration == "incremental" and not is_plain(self.ctf, self.noise):
             raise ValueError("acceleration='incremental' does not support a ctf or colored "
                              "noise yet; use acceleration='squarem' (the default)")
-        if not isinstance(self.warm_start, (bool, np.bool_)):
-            raise TypeError(f"warm_start must be a bool, got {type(self.warm_start).__name__} "
-                            f"{self.warm_start!r}")
+        check_bool(self.warm_start, "warm_start")
         if not isinstance(self.acceleration, (str, type(None))) or \
                 self.acceleration not in _ACCELERATIONS:
             raise ValueError(f"acceleration must be one of {_ACCELERATIONS}, got "
                              f"{self.acceleration!r}")
-        if not isinstance(self.select_bandlimit, (bool, np.bool_)):
-            raise TypeError("select_bandlimit must be a bool, got "
-                            f"{type(self.select_bandlimit).__name__} "
-                            f"{self.select_bandlimit!r}")
+        check_bool(self.select_bandlimit, "select_bandlimit")
         if self.select_bandlimit and self.basis is not None:
             check_nested_basis(self.basis)
         _refinement.check(self.refinement)
@@ -530,7 +527,8 @@ class ApproxEMEstimator(BaseMTDEstimator):
 
     def _prepare(self, data):
         space = HypothesisSpace(self.basis_, self.angles_, n_components=self.n_components)
-        formations, self.noise_psds_ = measurement_formations(data, self.ctf, self.noise)
+        formations, self.noise_psds_ = measurement_formations(data, self.ctf,
+                                                              self._noise_for(data))
         self._formations = formations
         groups = (None if formations is None
                   else formation_groups(data, formations, space, merge=True))
@@ -542,9 +540,12 @@ class ApproxEMEstimator(BaseMTDEstimator):
             return EnergyStart()
         init = super()._check_initializer()   # one that fits through CTFs sees the EM's
         through = getattr(init, "through", None)
-        return init if through is None else through(self.ctf, self.noise)
+        return (init if through is None
+                else through(self.ctf, getattr(self, "_phase_noise", self.noise)))
 
     def _checkpoint_unsupported(self):
+        if residual.is_residual(self.noise):
+            return "with noise='residual' (two fits)"
         if _refinement.factor(self.refinement) is not None:
             return "with refinement (two grids of rotations)"
         if self.select_bandlimit:
@@ -637,9 +638,7 @@ class ApproxEMEstimator(BaseMTDEstimator):
         eps = np.finfo(np.float64 if run is None else run.dtype).eps
         spaces = (prepared.hypotheses if prepared.groups is None
                   else [space for _, space in prepared.groups])
-        rcond = float(len(state.coef) * eps)
-        if prepared.groups is not None:
-            rcond = max(rcond, _CTF_RCOND)
+        rcond = max(float(len(state.coef) * eps), 0.0 if prepared.groups is None else CTF_RCOND)
         info = None if run is None or run.stop_below is None else {}
         coef, rho, sigma2 = m_step(stats, state.shift_probabilities, spaces,
                                    prepared.estimate_noise, floor, coef=state.coef,

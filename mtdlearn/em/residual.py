@@ -16,8 +16,11 @@ and subtracted, and the spectrum is estimated from what is left.  Refit with
 the spectra it returns (``noise=``) to whiten by them.
 """
 
+import warnings
+
 import numpy as np
 from scipy.spatial import cKDTree
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from .._validation import check_real
@@ -28,6 +31,28 @@ from ..likelihood._inference import _patch_source
 from ..likelihood.formed import check_ctf
 
 __all__ = ["residual_noise_psds"]
+
+
+def is_residual(noise):
+    """Whether an estimator's ``noise`` is ``"residual"``.
+
+    Parameters
+    ----------
+    noise : str, RadialPSD or sequence
+        The estimator's ``noise``.
+
+    Returns
+    -------
+    residual : bool
+        ``True`` for ``"residual"``.
+
+    Examples
+    --------
+    >>> from mtdlearn.em.residual import is_residual
+    >>> is_residual("residual"), is_residual("auto")
+    (True, False)
+    """
+    return isinstance(noise, str) and noise == "residual"
 
 
 def _distinct(picks, image_size):
@@ -50,13 +75,15 @@ def _distinct(picks, image_size):
     return picks[keep]
 
 
-def _fitted_copies(estimator, shape, picks, ctf):
-    """The fitted copies of one micrograph of ``shape``, formed through ``ctf``."""
+def _fitted_copies(estimator, shape, picks, ctf, coef=None):
+    """The fitted copies (of ``coef``, default ``coef_``) of one micrograph of
+    ``shape``, formed through ``ctf``."""
     L = estimator.basis_.image_size
     padded = np.zeros((1, shape[0] + 2 * L, shape[1] + 2 * L))   # room for edge copies
     corners = np.stack([picks["row"], picks["col"]], axis=1).astype(np.int64) + L
     component = picks["component"] if "component" in picks.dtype.names else None
-    _add_formed_copies(padded, np.asarray(estimator.coef_), estimator.basis_, corners,
+    coef = estimator.coef_ if coef is None else coef
+    _add_formed_copies(padded, np.asarray(coef), estimator.basis_, corners,
                        picks["angle"], np.zeros(len(picks), dtype=np.int64),
                        None if ctf is None else [MicroscopeFormation(ctf, None)], component)
     return padded[0, L:L + shape[0], L:L + shape[1]]
@@ -122,14 +149,21 @@ def residual_noise_psds(estimator, X, *, noise="colored", min_probability=0.5, t
         raise ValueError(f"noise must be 'colored' or 'auto', got {noise!r}")
     min_probability = check_real(min_probability, "min_probability", minimum=0.0, maximum=1.0)
     data = _patch_source(X, estimator.basis_.image_size)
+    picks = estimator.predict(data)   # the same source: X is read and checked once
+    return _spectra(estimator, data, picks, noise, min_probability, tile_size)
+
+
+def _spectra(estimator, data, picks, noise, min_probability=0.5, tile_size=64, coef=None):
+    """:func:`residual_noise_psds` from the picks of ``data`` (a patch source)
+    of the image ``coef`` (default ``coef_``)."""
     n = len(data.measurements)
     ctfs = check_ctf(getattr(estimator, "ctf", None), n) or [None] * n
-    picks = estimator.predict(data)   # the same source: X is read and checked once
     psds = []
     for m, (M, ctf) in enumerate(zip(data.measurements, ctfs)):
         M = np.asarray(M, dtype=np.float64)   # a Dask micrograph is computed here
         mine = picks[(picks["measurement"] == m) & (picks["probability"] >= min_probability)]
-        residual = M - _fitted_copies(estimator, M.shape, _distinct(mine, data.image_size), ctf)
+        copies = _fitted_copies(estimator, M.shape, _distinct(mine, data.image_size), ctf, coef)
+        residual = M - copies
         try:
             psd = estimate_noise_psd(residual, tile_size=tile_size)
         except ValueError as exc:
@@ -139,3 +173,82 @@ def residual_noise_psds(estimator, X, *, noise="colored", min_probability=0.5, t
             raise ValueError(f"measurement {m}: {exc}") from None
         psds.append(None if noise == "auto" and is_white(psd) else psd)
     return psds
+
+
+def _parameters(estimator):
+    """The fitted parameters, as ``_patch_model``'s ``params`` (copies)."""
+    weights = estimator._weights()
+    return (np.array(estimator.coef_), np.array(estimator.shift_probabilities_),
+            float(estimator.noise_variance_), None if weights is None else np.array(weights))
+
+
+def _residual_spectra(estimator, X):
+    """``noise="residual"``'s spectra of ``X`` under a fitted model.
+
+    The copies of the first phase's model (the fit under ``"auto"``, kept
+    by a ``noise="residual"`` fit; otherwise the fitted one) are picked
+    under its noise model (each micrograph whitened by its own spectrum,
+    or white where that is flat), then :func:`residual_noise_psds`'s rule
+    (``"auto"``, ``min_probability=0.5``) reads what they leave.  On the
+    micrographs a ``noise="residual"`` fit saw, these are its spectra
+    (``noise_psds_``), computed again.  One list entry per measurement
+    (``None``: white).  (Picking with the final model under ``"auto"``
+    instead fails where that model was fitted under other spectra: on one
+    white micrograph of 400**2 at SNR 100, L = 11, its picks added power
+    and the lowest ring read 1150x the noise's.)
+    """
+    check_is_fitted(estimator, "coef_")
+    params = getattr(estimator, "_residual_picker", None) or _parameters(estimator)
+    data = _patch_source(X, estimator.basis_.image_size)
+    parts, options = estimator._patch_model(data, noise="auto", params=params)
+    picks = np.concatenate([rows for measurement, part, model in parts
+                            for _, rows in estimator._detections(part, model, options,
+                                                                 measurement)])
+    return _spectra(estimator, data, picks, "auto", coef=params[0])
+
+
+def fit_residual(estimator, fit, X, y=None):
+    """``noise="residual"``'s fit: under ``"auto"``, then under the residual's spectra.
+
+    ``fit`` (the loop's own) runs twice on one patch source: first with
+    each micrograph whitened by its own spectrum (``"auto"``), then, from
+    that result (a warm start), with the spectra of what its copies leave
+    (``_residual_spectra``).  A first phase that ends degenerate is the
+    result (nothing to subtract).  ``n_iter_`` counts both phases,
+    ``auto_noise_n_iter_`` the first, and ``log_likelihood_history_`` holds
+    both (each phase's log-likelihood is a different objective).
+    """
+    data = _patch_source(X, estimator._validate_params())   # read and checked once
+    estimator._phase_noise = "auto"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit(data, y)
+        if estimator.degenerate_ is not None:   # its warning says so: the result
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            return estimator
+        for w in caught:   # the first phase's convergence is not the fit's
+            if not issubclass(w.category, ConvergenceWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        first = {key: getattr(estimator, key) for key in estimator._extra_attributes}
+        n_first, history = estimator.n_iter_, list(estimator.log_likelihood_history_)
+        first["_residual_picker"] = _parameters(estimator)   # predict and score pick with it
+        estimator._phase_noise = _residual_spectra(estimator, data)
+        estimator._phase_warm = True
+        fit(data, y)
+    finally:
+        for key in ("_phase_noise", "_phase_warm"):
+            if hasattr(estimator, key):
+                delattr(estimator, key)
+    for key, value in first.items():   # e.g. white_noise_n_iter_: the first phase's
+        if not hasattr(estimator, key) or key == "_residual_picker":
+            setattr(estimator, key, value)
+    estimator.auto_noise_n_iter_ = n_first
+    estimator.n_iter_ += n_first
+    if "n_e_steps_" in first:   # the honest measure of work: both phases
+        estimator.n_e_steps_ += first["n_e_steps_"]
+    estimator.log_likelihood_history_ = history + list(estimator.log_likelihood_history_)
+    estimator._extra_attributes = tuple(dict.fromkeys(
+        estimator._extra_attributes + tuple(first) + ("auto_noise_n_iter_",)))
+    return estimator

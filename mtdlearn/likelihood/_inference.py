@@ -58,28 +58,34 @@ class _InferenceMixin:
         """The abundances the model is built with: ``None`` for one image."""
         return None if self._n_components() == 1 else self.weights_
 
-    def _patch_model(self, X):
+    def _noise_for(self, data):
+        """The noise model ``data`` is seen through (hook: the EM's ``"residual"``)."""
+        return getattr(self, "noise", "white")
+
+    def _patch_model(self, X, noise=None, params=None):
         """The patches of ``X`` and the fitted model, for the per-patch E-steps.
 
         Returns ``(parts, options)``: ``parts`` lists ``(measurement, data,
         model)``, one part for all the measurements in the paper's model
         (``measurement`` ``None``), or one per measurement seen through its
-        own CTF and noise (the estimator's ``ctf`` and ``noise``), its data
-        whitened.
+        own CTF and noise (the estimator's ``ctf`` and ``noise``, or the
+        given ``noise``), its data whitened.  ``params``: ``(coef,
+        shift_probabilities, noise_variance, weights)`` instead of the
+        fitted ones.
         """
         check_is_fitted(self, "coef_")
         data = _patch_source(X, self.basis_.image_size)
         self._check_data(data, _scale_bounds(2, sum(M.size for M in data.measurements)),
                          fitting=False)
         space = self._hypotheses()
-        formations, _ = measurement_formations(data, getattr(self, "ctf", None),
-                                               getattr(self, "noise", "white"))
+        formations, _ = measurement_formations(
+            data, getattr(self, "ctf", None), self._noise_for(data) if noise is None else noise)
         groups = ([(None, data, space)] if formations is None else
                   [(i, d, s) for i, (d, s) in enumerate(formation_groups(data, formations,
                                                                          space))])
-        parts = [(i, d, build_per_patch_model(self.coef_, self.shift_probabilities_,
-                                              self.noise_variance_, s, self._weights()))
-                 for i, d, s in groups]
+        params = params or (self.coef_, self.shift_probabilities_, self.noise_variance_,
+                            self._weights())
+        parts = [(i, d, build_per_patch_model(*params[:3], s, params[3])) for i, d, s in groups]
         return parts, dict(n_jobs=self.n_jobs, working_memory=self.working_memory)
 
     def _per_patch(self, X, components=False):

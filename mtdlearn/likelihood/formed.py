@@ -67,7 +67,7 @@ def check_ctf(ctf, n_measurements=None, name="ctf"):
     return check_per_measurement(ctf, CTF, name, n_measurements)
 
 
-def check_noise(noise, n_measurements=None, name="noise"):
+def check_noise(noise, n_measurements=None, name="noise", models=NOISE_MODELS):
     """Validate ``noise``: a model name, one :class:`~mtdlearn.imaging.noise.RadialPSD`, or one per measurement.
 
     Parameters
@@ -79,6 +79,8 @@ def check_noise(noise, n_measurements=None, name="noise"):
         The number of measurements, when known.
     name : str, default="noise"
         The parameter's name, for the messages.
+    models : tuple of str, default=NOISE_MODELS
+        The names the caller accepts (the EM's adds ``"residual"``).
 
     Returns
     -------
@@ -93,8 +95,8 @@ def check_noise(noise, n_measurements=None, name="noise"):
     'white'
     """
     if isinstance(noise, str):
-        if noise not in NOISE_MODELS:
-            raise ValueError(f"{name} must be one of {NOISE_MODELS}, a RadialPSD or a "
+        if noise not in models:
+            raise ValueError(f"{name} must be one of {models}, a RadialPSD or a "
                              f"sequence of RadialPSD (one per measurement); got {noise!r}")
         return noise
     if isinstance(noise, RadialPSD):
