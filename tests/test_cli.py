@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
+from sklearn.exceptions import ConvergenceWarning
 
-from mtdlearn import FourierBesselBasis
+from mtdlearn import ApproxEMEstimator, FourierBesselBasis, make_particle
 from mtdlearn.cli.commands import _load_model, main
 from mtdlearn.data.simulate import make_measurement, make_target
 
@@ -722,6 +723,8 @@ def test_star_fit_refuses_bad_arguments(relion_project, tmp_path, capsys, measur
           "--output-dir", str(tmp_path / "f")], "at most the number of micrographs (4)"),
         (["fit", star, "--particle-diameter", "30", "--defocus-groups", "2", "--noise",
           "auto", "--output-dir", str(tmp_path / "f")], "colored or white"),
+        (["fit", star, "--particle-diameter", "30", "--defocus-groups", "2", "--noise",
+          "residual", "--output-dir", str(tmp_path / "f")], "colored or white"),
     ]
     for argv, message in cases:
         assert run(argv) == 2, argv
@@ -792,6 +795,57 @@ def test_star_without_ctf_columns_needs_no_ctf(relion_project, tmp_path, capsys)
     assert len(report["fits"]) == 1
     fit = report["fits"][0]   # the grid searched, and refinement="auto"'s last test
     assert fit["n_rotations"] >= 16 and 0 <= fit["rotation_concentration"] <= 1
+
+
+def test_star_fit_noise_residual_and_predict_pick_alike(relion_project, tmp_path):
+    # predict --model keeps the first fit's parameters, which pick the copies
+    # whose residual gives each micrograph's spectrum: the fit's own picks
+    import starfile
+
+    out = tmp_path / "fit"
+    assert run(["fit", str(relion_project.star), "--particle-diameter",
+                str(relion_project.particle_diameter), "--bin", "2", "--no-half-sets",
+                "--noise", "residual", "--max-iter", "3", "--tol", "1e-2", "--n-jobs", "1",
+                "--quiet", "--output-dir", str(out)]) == 0
+    model = json.loads((out / "fit.json").read_text())["model"]
+    assert model["noise"] == "residual"
+    assert len(model["residual_picker"]["coef"]) == len(model["coef"])
+    picks = tmp_path / "picks"
+    assert run(["predict", str(relion_project.star), "--model", str(out / "fit.json"),
+                "--output-dir", str(picks)]) == 0
+    written = sorted(picks.glob("*_picks.star"))
+    assert len(written) == 4
+    for path in written:
+        again, fitted = starfile.read(path), starfile.read(out / "picks" / path.name)
+        np.testing.assert_allclose(again["rlnAutopickFigureOfMerit"],
+                                   fitted["rlnAutopickFigureOfMerit"], rtol=1e-6)
+
+
+def test_a_residual_models_picks_survive_fit_json():
+    # the first fit's parameters pick the copies whose residual gives the
+    # spectra; fit.json keeps them, and without them the picks differ
+    from mtdlearn.cli._star import _model_dict, estimator_from_model
+    from mtdlearn.imaging.shifts import density_to_shift_probabilities
+    from mtdlearn.initializers import FixedInitializer
+
+    basis = FourierBesselBasis(11)
+    coef = make_particle(basis, random_state=0)
+    X, truth = make_measurement(coef, basis, 384, density=0.08, snr=100.0, random_state=0)
+    init = FixedInitializer(coef, density_to_shift_probabilities(0.08, 11),
+                            truth.noise_variance)
+    est = ApproxEMEstimator(11, basis=basis, rotations=32, initializer=init, max_iter=1,
+                            noise="residual", random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        est.fit(X)
+    model = json.loads(json.dumps(_model_dict(est, "residual", 1.0, 1.0, 1.0, None)))
+    again = estimator_from_model(model)
+    for a, b in zip(again._residual_picker, est._residual_picker):
+        assert_array_equal(a, b)
+    expected = est.predict(X)
+    assert_array_equal(again.predict(X), expected)
+    del model["residual_picker"]
+    assert not np.array_equal(estimator_from_model(model).predict(X)["probability"],
+                              expected["probability"])
 
 
 def test_star_fit_subtracts_the_background_and_predict_does_too(relion_project, tmp_path,

@@ -182,7 +182,7 @@ def _defocus_groups(args, data, noise):
     if G > len(data.X):
         raise _CLIError(f"--defocus-groups must be at most the number of micrographs "
                         f"({len(data.X)}), got {G}")
-    if noise == "auto":
+    if noise in ("auto", "residual"):
         raise _CLIError("--defocus-groups takes --noise colored or white (a group shares "
                         "one noise spectrum)")
     try:
@@ -251,6 +251,9 @@ def summary_figure(micrograph, images, labels, frcs, pixel_size, title):
     return _png_bytes(fig, plt)
 
 
+_PICKER = ("coef", "shift_probabilities", "noise_variance", "weights")
+
+
 def _model_dict(est, noise, pixel_size, factor, original_pixel_size, background):
     """What ``predict --model`` needs to rebuild the fitted model."""
     return {
@@ -268,6 +271,10 @@ def _model_dict(est, noise, pixel_size, factor, original_pixel_size, background)
         "bin": factor,
         "original_pixel_size": original_pixel_size,
         "subtract_background": background,
+        # noise="residual": the first fit's model, which picks the copies it subtracts
+        **({} if getattr(est, "_residual_picker", None) is None else {"residual_picker": {
+            key: None if value is None else np.asarray(value).tolist()
+            for key, value in zip(_PICKER, est._residual_picker)}}),
     }
 
 
@@ -450,7 +457,8 @@ def estimator_from_model(model):
 
     ``basis`` (FourierBesselBasis parameters), ``n_rotations``, ``coef``,
     ``shift_probabilities`` and ``noise_variance``; ``weights`` and
-    ``noise`` when given (default: one image, white noise).
+    ``noise`` when given (default: one image, white noise), and with
+    ``noise="residual"`` the first fit's parameters (``residual_picker``).
     """
     from ..basis.fourier_bessel import FourierBesselBasis
     from ..basis.rotations import check_rotation_grid
@@ -470,6 +478,13 @@ def estimator_from_model(model):
     est.shift_probabilities_ = np.asarray(model["shift_probabilities"], dtype=np.float64)
     est.noise_variance_ = float(model["noise_variance"])
     est.density_ = shift_probabilities_to_density(est.shift_probabilities_)
+    picker = model.get("residual_picker")
+    if picker is not None:
+        est._residual_picker = (
+            np.asarray(picker["coef"], dtype=np.float64),
+            np.asarray(picker["shift_probabilities"], dtype=np.float64),
+            float(picker["noise_variance"]),
+            None if picker["weights"] is None else np.asarray(picker["weights"], np.float64))
     return est
 
 

@@ -367,9 +367,10 @@ def _build_parser():
                    metavar="ANGSTROM",
                    help="STAR input: the particle's diameter in Angstrom; the box L is the "
                         "smallest odd side holding it and 4 more pixels (the CTF's spread)")
-    p.add_argument("--noise", choices=["white", "colored", "auto"], default=None,
+    p.add_argument("--noise", choices=["white", "colored", "auto", "residual"], default=None,
                    help="STAR input: noise model (default colored: each micrograph's "
-                        "spectrum estimated and whitened)")
+                        "spectrum estimated and whitened; residual: fit under auto, then "
+                        "again with the spectra of what the fitted copies leave)")
     p.add_argument("--subtract-background", type=_odd_window, nargs="?", const=15,
                    default=None, metavar="WINDOW",
                    help="STAR input: remove each micrograph's slowly varying background "
