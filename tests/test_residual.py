@@ -1,5 +1,6 @@
 """Tests of mtdlearn.em.residual: noise spectra from the fitted copies' residual."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -259,3 +260,30 @@ def test_noise_residual_on_dask_input_is_the_in_memory_fit():
     np.testing.assert_array_equal(fits[0].coef_, fits[1].coef_)
     assert fits[0].noise_psds_ == fits[1].noise_psds_
     assert fits[0].noise_psds_ is not None and fits[0].auto_noise_n_iter_ == 1
+
+
+def test_noise_residual_is_the_recipe_by_hand():
+    # where "auto" reads every micrograph as colored, noise="residual" is the
+    # colored fit continued (warm, no second white-noise phase) with
+    # residual_noise_psds's spectra, to the bit
+    basis = FourierBesselBasis(L)
+    coef = make_particle(basis, random_state=0)
+    ctfs = [CTF(8000.0, pixel_size=3.0), CTF(20000.0, pixel_size=3.0)]
+    X, truth = make_measurement(coef, basis, 256, density=0.08, snr=20.0, n_measurements=2,
+                                random_state=0, ctf=ctfs, noise_psd=make_noise_psd(4.0))
+    kw = dict(basis=basis, ctf=ctfs, rotations=16, max_iter=3, dtype=np.float64,
+              random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        colored = ApproxEMEstimator(L, noise="colored", **kw).fit(X)
+        psds = residual_noise_psds(colored, X, noise="auto")
+        by_hand = copy.deepcopy(colored).set_params(noise=psds, warm_start=True).fit(X)
+        em = ApproxEMEstimator(L, noise="residual", **kw).fit(X)
+    n = len(colored.log_likelihood_history_)
+    assert em.log_likelihood_history_[:n] == colored.log_likelihood_history_
+    assert all(p is not None for p in psds) and em.noise_psds_ == psds
+    np.testing.assert_array_equal(em.coef_, by_hand.coef_)
+    assert em.white_noise_n_iter_ == colored.white_noise_n_iter_ > 0
+    assert not hasattr(by_hand, "white_noise_n_iter_")      # warm: no white-noise phase
+    assert em.n_iter_ == colored.n_iter_ + by_hand.n_iter_
+    assert em.n_e_steps_ == colored.n_e_steps_ + by_hand.n_e_steps_

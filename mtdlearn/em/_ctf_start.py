@@ -45,7 +45,7 @@ def applies(est, prepared):
     """Whether a start of ``est`` begins with the white-noise phase."""
     return (prepared.groups is not None and est.max_iter > 0 and est.initializer is None
             and any(space.formation.ctf is not None for _, space in prepared.groups)
-            and not (est.warm_start and hasattr(est, "coef_")))
+            and not (est._warm and hasattr(est, "coef_")))
 
 
 def run(est, prepared, state, seed, n_jobs):

@@ -13,7 +13,9 @@ spectra from the residual of the fitted projections; :func:`residual_noise_psds`
 does the same for a fitted :class:`~mtdlearn.ApproxEMEstimator`: the copies
 its ``predict`` finds are rendered, formed through each micrograph's CTF,
 and subtracted, and the spectrum is estimated from what is left.  Refit with
-the spectra it returns (``noise=``) to whiten by them.
+the spectra it returns (``noise=``) to whiten by them, or let
+``ApproxEMEstimator(noise="residual")`` do both in one fit
+(``fit_residual``).
 """
 
 import warnings
