@@ -620,7 +620,7 @@ def test_star_fit_writes_mrc_with_voxel_size(star_fit, relion_project):
     with mrcfile.open(star_fit / "estimate.mrc") as mrc:
         image = np.array(mrc.data, dtype=np.float64)
     # the combined estimate is the model fit.json holds, on the pixel grid
-    from mtdlearn.cli._star import estimator_from_model
+    from mtdlearn.cli._model import estimator_from_model
 
     est = estimator_from_model(report["model"])
     assert_allclose_f32(image, est.basis_.evaluate(est.coef_))
@@ -824,7 +824,7 @@ def test_star_fit_noise_residual_and_predict_pick_alike(relion_project, tmp_path
 def test_a_residual_models_picks_survive_fit_json():
     # the first fit's parameters pick the copies whose residual gives the
     # spectra; fit.json keeps them, and without them the picks differ
-    from mtdlearn.cli._star import _model_dict, estimator_from_model
+    from mtdlearn.cli._model import estimator_from_model, model_dict
     from mtdlearn.imaging.shifts import density_to_shift_probabilities
     from mtdlearn.initializers import FixedInitializer
 
@@ -837,7 +837,7 @@ def test_a_residual_models_picks_survive_fit_json():
                             noise="residual", random_state=0)
     with pytest.warns(ConvergenceWarning):
         est.fit(X)
-    model = json.loads(json.dumps(_model_dict(est, "residual", 1.0, 1.0, 1.0, None)))
+    model = json.loads(json.dumps(model_dict(est, "residual", 1.0, 1.0, 1.0, None)))
     again = estimator_from_model(model)
     for a, b in zip(again._residual_picker, est._residual_picker):
         assert_array_equal(a, b)

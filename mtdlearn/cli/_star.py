@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ._cluster import _dask_client
+from ._model import model_dict
 from ._files import (_bytes_writer, _check_outputs, _CLIError, _png_bytes, _pyplot,
                      _text_writer, _write_files)
 
@@ -251,33 +252,6 @@ def summary_figure(micrograph, images, labels, frcs, pixel_size, title):
     return _png_bytes(fig, plt)
 
 
-_PICKER = ("coef", "shift_probabilities", "noise_variance", "weights")
-
-
-def _model_dict(est, noise, pixel_size, factor, original_pixel_size, background):
-    """What ``predict --model`` needs to rebuild the fitted model."""
-    return {
-        "image_size": est.basis_.image_size,
-        "basis": {k: v for k, v in est.basis_.get_params().items()},
-        "n_coefficients": est.basis_.n_functions,
-        "n_rotations": len(est.angles_),
-        "coef": np.asarray(est.coef_).tolist(),
-        "weights": np.asarray(est.weights_).tolist(),
-        "shift_probabilities": np.asarray(est.shift_probabilities_).tolist(),
-        "noise_variance": float(est.noise_variance_),
-        "density": float(est.density_),
-        "noise": noise,
-        "pixel_size": pixel_size,
-        "bin": factor,
-        "original_pixel_size": original_pixel_size,
-        "subtract_background": background,
-        # noise="residual": the first fit's model, which picks the copies it subtracts
-        **({} if getattr(est, "_residual_picker", None) is None else {"residual_picker": {
-            key: None if value is None else np.asarray(value).tolist()
-            for key, value in zip(_PICKER, est._residual_picker)}}),
-    }
-
-
 def fit_star(args, truth=None):
     """``mtdlearn fit micrographs_ctf.star``: fit, write every output, return ``fit.json``'s dict.
 
@@ -367,7 +341,7 @@ def fit_star(args, truth=None):
         "particle_diameter_px": diameter,
         "defocus_groups": args.defocus_groups,
         "ctf": None if data.ctfs is None else [dataclasses.asdict(c) for c in data.ctfs],
-        "model": _model_dict(model, noise, data.pixel_size, data.factor,
+        "model": model_dict(model, noise, data.pixel_size, data.factor,
                              data.original_pixel_size, args.subtract_background),
         "estimator": type(est).__name__,
         "estimator_params": {k: (v if isinstance(v, (int, float, str, bool, type(None)))
@@ -417,12 +391,11 @@ def fit_star(args, truth=None):
     writers = {targets["estimate.mrc"]: _bytes_writer(_mrc_bytes(image, data.pixel_size)),
                targets["fit.json"]: _text_writer(json.dumps(report, indent=1))}
     if result is not None:
-        basis = result.estimators[0].basis_
-        writers[targets["half1.mrc"]] = _bytes_writer(
-            _mrc_bytes(result.estimators[0].image_, data.pixel_size))
-        writers[targets["half2.mrc"]] = _bytes_writer(_mrc_bytes(
-            basis.evaluate(basis.rotate(result.estimators[1].coef_, result.angle)),
-            data.pixel_size))
+        half1, half2 = result.estimators
+        basis = half1.basis_
+        second = basis.evaluate(basis.rotate(half2.coef_, result.angle))
+        writers[targets["half1.mrc"]] = _bytes_writer(_mrc_bytes(half1.image_, data.pixel_size))
+        writers[targets["half2.mrc"]] = _bytes_writer(_mrc_bytes(second, data.pixel_size))
     first = data.X[0]
     if isinstance(first, (str, Path)):   # unbinned, not lazy: the file's path
         from ..data.io import read_measurement
@@ -452,45 +425,9 @@ def fit_star(args, truth=None):
     return report
 
 
-def estimator_from_model(model):
-    """A fitted ``ApproxEMEstimator`` rebuilt from a model dict (``fit.json``'s ``model``).
-
-    ``basis`` (FourierBesselBasis parameters), ``n_rotations``, ``coef``,
-    ``shift_probabilities`` and ``noise_variance``; ``weights`` and
-    ``noise`` when given (default: one image, white noise), and with
-    ``noise="residual"`` the first fit's parameters (``residual_picker``).
-    """
-    from ..basis.fourier_bessel import FourierBesselBasis
-    from ..basis.rotations import check_rotation_grid
-    from ..em.estimator import ApproxEMEstimator
-    from ..imaging.shifts import shift_probabilities_to_density
-
-    basis = FourierBesselBasis(**model["basis"])
-    coef = np.asarray(model["coef"], dtype=np.float64)
-    weights = np.asarray(model.get("weights", [1.0]), dtype=np.float64)
-    est = ApproxEMEstimator(basis.image_size, basis=basis, rotations=int(model["n_rotations"]),
-                            noise=model.get("noise", "white"), n_components=len(weights)
-                            if coef.ndim == 2 else 1)
-    est.basis_ = basis
-    est.rotations_, est.angles_ = check_rotation_grid(int(model["n_rotations"]))
-    est.coef_ = coef
-    est.weights_ = weights
-    est.shift_probabilities_ = np.asarray(model["shift_probabilities"], dtype=np.float64)
-    est.noise_variance_ = float(model["noise_variance"])
-    est.density_ = shift_probabilities_to_density(est.shift_probabilities_)
-    picker = model.get("residual_picker")
-    if picker is not None:
-        est._residual_picker = (
-            np.asarray(picker["coef"], dtype=np.float64),
-            np.asarray(picker["shift_probabilities"], dtype=np.float64),
-            float(picker["noise_variance"]),
-            None if picker["weights"] is None else np.asarray(picker["weights"], np.float64))
-    return est
-
-
 def predict_star(args, est, model):
     """``mtdlearn predict micrographs_ctf.star --model fit.json``: ``est`` is the
-    estimator of fit.json's ``model`` (:func:`estimator_from_model`)."""
+    estimator of fit.json's ``model`` (:func:`~mtdlearn.cli._model.estimator_from_model`)."""
     from ..data.star import picks_table, star_paths, write_star
 
     args.bin, args.pixel_size = None, None

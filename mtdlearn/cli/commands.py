@@ -173,7 +173,7 @@ def _cmd_demo(args):
 
 def _load_model(path):
     """An estimator with the model that ``mtdlearn fit`` wrote: params.json or fit.json."""
-    from ._star import estimator_from_model
+    from ._model import estimator_from_model
 
     try:
         params = json.loads(Path(path).read_text())
@@ -197,6 +197,7 @@ def _cmd_predict(args):
     from ..data.io import micrograph_names
     from ..data.star import picks_table, star_paths, write_star, write_star_per_micrograph
     from . import _star
+    from ._model import estimator_from_model
 
     if _star.is_star(args.inputs):
         if args.output is not None:
@@ -204,7 +205,7 @@ def _cmd_predict(args):
                             "--output-dir, not --output")
         try:
             model = json.loads(Path(args.model).read_text())["model"]
-            est = _star.estimator_from_model(model)
+            est = estimator_from_model(model)
         except (KeyError, TypeError, ValueError):
             raise _CLIError(f"cannot read a fitted model from {args.model}; expected the "
                             "fit.json that 'mtdlearn fit micrographs_ctf.star' writes") from None

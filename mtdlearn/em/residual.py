@@ -209,6 +209,27 @@ def _residual_spectra(estimator, X):
     return _spectra(estimator, data, picks, "auto", coef=params[0])
 
 
+_PICKER = ("coef", "shift_probabilities", "noise_variance", "weights")
+
+
+def picker_state(estimator):
+    """A ``noise="residual"`` fit's first-fit parameters as lists (``fit.json``), or ``None``."""
+    params = getattr(estimator, "_residual_picker", None)
+    return None if params is None else {
+        key: None if value is None else np.asarray(value).tolist()
+        for key, value in zip(_PICKER, params)}
+
+
+def set_picker_state(estimator, state):
+    """Give a rebuilt estimator the first-fit parameters :func:`picker_state` wrote (if any)."""
+    if state is None:
+        return
+    estimator._residual_picker = tuple(
+        None if state[key] is None else
+        float(state[key]) if key == "noise_variance" else np.asarray(state[key], np.float64)
+        for key in _PICKER)
+
+
 def fit_residual(estimator, fit, X, y=None):
     """``noise="residual"``'s fit: under ``"auto"``, then under the residual's spectra.
 
