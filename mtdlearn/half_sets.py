@@ -271,7 +271,9 @@ def combined_estimator(result, estimator, X=None):
         ``noise_variance_`` and ``density_`` are the combined ones;
         ``noise_psds_`` (when the halves estimated spectra) each
         micrograph's, in the order of the measurements; ``converged_`` is
-        true only when both halves converged.
+        true only when both halves converged.  With ``noise="residual"``
+        its ``predict`` and ``score`` pick the copies whose residual gives
+        a micrograph's spectrum with the first half's first fit.
 
     Examples
     --------

@@ -34,7 +34,6 @@ __all__ = ["ApproxEMEstimator"]
 _ACCELERATIONS = (None, "squarem", "incremental")
 
 
-
 class ApproxEMEstimator(BaseMTDEstimator):
     """Approximate EM for two-dimensional multi-target detection (Algorithm 1).
 
