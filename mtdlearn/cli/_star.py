@@ -342,7 +342,7 @@ def fit_star(args, truth=None):
         "defocus_groups": args.defocus_groups,
         "ctf": None if data.ctfs is None else [dataclasses.asdict(c) for c in data.ctfs],
         "model": model_dict(model, noise, data.pixel_size, data.factor,
-                             data.original_pixel_size, args.subtract_background),
+                            data.original_pixel_size, args.subtract_background),
         "estimator": type(est).__name__,
         "estimator_params": {k: (v if isinstance(v, (int, float, str, bool, type(None)))
                                  else repr(v)) for k, v in est.get_params(deep=False).items()

@@ -184,7 +184,7 @@ def _parameters(estimator):
             float(estimator.noise_variance_), None if weights is None else np.array(weights))
 
 
-def _residual_spectra(estimator, X):
+def _residual_spectra(estimator, X, params=None):
     """``noise="residual"``'s spectra of ``X`` under a fitted model.
 
     The copies of the first phase's model (the fit under ``"auto"``, kept
@@ -194,18 +194,16 @@ def _residual_spectra(estimator, X):
     (``"auto"``, ``min_probability=0.5``) reads what they leave.  On the
     micrographs a ``noise="residual"`` fit saw, these are its spectra
     (``noise_psds_``), computed again.  One list entry per measurement
-    (``None``: white).  (Picking with the final model under ``"auto"``
+    (``None``: white).  ``params``: the picker's parameters, if not these.
+    (Picking with the final model under ``"auto"``
     instead fails where that model was fitted under other spectra: on one
     white micrograph of 400**2 at SNR 100, L = 11, its picks added power
     and the lowest ring read 1150x the noise's.)
     """
     check_is_fitted(estimator, "coef_")
-    params = getattr(estimator, "_residual_picker", None) or _parameters(estimator)
+    params = params or getattr(estimator, "_residual_picker", None) or _parameters(estimator)
     data = _patch_source(X, estimator.basis_.image_size)
-    parts, options = estimator._patch_model(data, noise="auto", params=params)
-    picks = np.concatenate([rows for measurement, part, model in parts
-                            for _, rows in estimator._detections(part, model, options,
-                                                                 measurement)])
+    picks = estimator._predict(data, noise="auto", params=params)
     return _spectra(estimator, data, picks, "auto", coef=params[0])
 
 
@@ -256,8 +254,8 @@ def fit_residual(estimator, fit, X, y=None):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         first = {key: getattr(estimator, key) for key in estimator._extra_attributes}
         n_first, history = estimator.n_iter_, list(estimator.log_likelihood_history_)
-        first["_residual_picker"] = _parameters(estimator)   # predict and score pick with it
-        estimator._phase_noise = _residual_spectra(estimator, data)
+        picker = _parameters(estimator)   # predict and score pick with it too
+        estimator._phase_noise = _residual_spectra(estimator, data, picker)
         estimator._phase_warm = True
         fit(data, y)
     finally:
@@ -265,13 +263,14 @@ def fit_residual(estimator, fit, X, y=None):
             if hasattr(estimator, key):
                 delattr(estimator, key)
     for key, value in first.items():   # e.g. white_noise_n_iter_: the first phase's
-        if not hasattr(estimator, key) or key == "_residual_picker":
+        if not hasattr(estimator, key):
             setattr(estimator, key, value)
+    estimator._residual_picker = picker
     estimator.auto_noise_n_iter_ = n_first
     estimator.n_iter_ += n_first
     if "n_e_steps_" in first:   # the honest measure of work: both phases
         estimator.n_e_steps_ += first["n_e_steps_"]
     estimator.log_likelihood_history_ = history + list(estimator.log_likelihood_history_)
     estimator._extra_attributes = tuple(dict.fromkeys(
-        estimator._extra_attributes + tuple(first) + ("auto_noise_n_iter_",)))
+        estimator._extra_attributes + tuple(first) + ("_residual_picker", "auto_noise_n_iter_")))
     return estimator

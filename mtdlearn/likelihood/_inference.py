@@ -328,8 +328,12 @@ class _InferenceMixin:
         >>> detections.dtype.names
         ('measurement', 'row', 'col', 'angle', 'probability')
         """
-        parts = [det for _, det in self.predict_per_measurement(X)]
-        return np.concatenate(parts)
+        return self._predict(X)
+
+    def _predict(self, X, noise=None, params=None):
+        """:meth:`predict`, optionally under another ``noise`` or ``params``
+        (see ``_patch_model``)."""
+        return np.concatenate([rows for _, rows in self._per_measurement(X, noise, params)])
 
     def predict_per_measurement(self, X):
         """Yield :meth:`predict`'s detections one measurement at a time.
@@ -367,7 +371,12 @@ class _InferenceMixin:
         ...  for i, det in em.predict_per_measurement(X)]
         [(0, True), (1, True)]
         """
-        parts, options = self._patch_model(X)
+        return self._per_measurement(X)
+
+    def _per_measurement(self, X, noise=None, params=None):
+        """:meth:`predict_per_measurement`, optionally under another ``noise``
+        or ``params`` (see ``_patch_model``)."""
+        parts, options = self._patch_model(X, noise, params)
         return (item for measurement, data, model in parts
                 for item in self._detections(data, model, options, measurement))
 
