@@ -121,9 +121,16 @@ def test_estimator_shift_radius(basis, coef):
     assert relative_error(coef, sub.coef_, basis) < 0.5
     init = AutocorrelationInitializer(max_iter=5, shift_radius=3.5)
     assert init.get_params()["shift_radius"] == 3.5
-    with pytest.warns(ConvergenceWarning):  # 5 iterations on purpose
+    with pytest.warns(ConvergenceWarning) as record:  # 5 iterations on purpose
         state = init.initialize([X], basis, None, np.random.default_rng(0))
     assert state.coef.shape == coef.shape
+    # the warning says it is the EM's start, and what to change there (not the
+    # moment fit's own advice, addressed to a user who fitted it)
+    assert [str(w.message) for w in record] == [
+        "AutocorrelationInitializer: the autocorrelation fit of the EM's start did not "
+        "converge in max_iter=5 iterations; the EM starts from its estimate all the same.  "
+        "If the EM's result is poor, raise the initializer's max_iter or n_init, or give "
+        "the EM another initializer."]
 
 
 def test_n_jobs_changes_no_bit_of_a_fit_on_a_subset(basis, coef):
@@ -408,3 +415,20 @@ def test_ctf_mixture_of_equal_kinds_is_one_kind(through_ctfs):
     two.fit(X)
     assert two.coef_.shape == (2, coef.size) and np.allclose(two.weights_, 0.5)
     assert two.cost_ == pytest.approx(one.cost_, rel=1e-9)
+
+
+def test_initializer_passes_other_warnings_on(monkeypatch, basis, coef):
+    """Only the moment fit's ConvergenceWarning is reworded; any other warning
+    of it reaches the user as it was, once."""
+    X, _ = make_measurement(coef, basis, 200, snr=5, random_state=0)
+    fit = AutocorrelationEstimator.fit
+
+    def noisy_fit(self, X, *args, **kwargs):
+        warnings.warn("a warning of the moment fit", UserWarning)
+        return fit(self, X, *args, **kwargs)
+
+    monkeypatch.setattr(AutocorrelationEstimator, "fit", noisy_fit)
+    with pytest.warns(UserWarning) as record:
+        AutocorrelationInitializer().initialize([X], basis, None, np.random.default_rng(0))
+    assert [(w.category, str(w.message)) for w in record] == [
+        (UserWarning, "a warning of the moment fit")]

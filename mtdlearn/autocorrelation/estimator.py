@@ -6,8 +6,11 @@ the model, averaged over rotations (:mod:`mtdlearn.autocorrelation.fit`).
 :class:`AutocorrelationInitializer` starts the EM from its estimate.
 """
 
+import warnings
+
 import numpy as np
 from scipy.optimize import OptimizeResult
+from sklearn.exceptions import ConvergenceWarning
 
 from ..base import BaseMTDEstimator, _scale_bounds
 from ..initializers import (EnergyStart, InitialState, _check_initialize_args, _ParamsMixin,
@@ -403,6 +406,9 @@ class AutocorrelationInitializer(_ParamsMixin):
     ``noise_variance_`` when estimated, ``weights_`` for several kinds) to
     the EM.  The measured
     autocorrelations are computed once per EM fit and shared by its starts.
+    A moment fit that does not converge in ``max_iter`` iterations, or ends
+    degenerate, warns (``ConvergenceWarning``) that it is the EM's start; the
+    EM goes on from its estimate.
 
     Parameters
     ----------
@@ -525,7 +531,23 @@ class AutocorrelationInitializer(_ParamsMixin):
                                        shift_radius=self.shift_radius, ctf=self.ctf,
                                        noise=self.noise, n_components=self.n_components,
                                        n_jobs=self.n_jobs, random_state=seed)
-        est.fit(measurements)
+        # the moment fit's own warnings name it and advise on it as if it were
+        # the user's fit: say that it is the EM's start, and what to change
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            est.fit(measurements)
+        for w in caught:
+            warnings.warn(self._start_message(est) if issubclass(w.category, ConvergenceWarning)
+                          else w.message, w.category, stacklevel=2)
         return InitialState(est.coef_.copy(), est.shift_probabilities_.copy(),
                             float(est.noise_variance_),
                             est.weights_.copy() if est.coef_.ndim == 2 else None)
+
+    def _start_message(self, est):
+        """The warning for a start whose moment fit did not converge or degenerated."""
+        what = (f"ended in a degenerate state ({est.degenerate_})" if est.degenerate_ is not None
+                else f"did not converge in max_iter={self.max_iter} iterations")
+        return (f"{type(self).__name__}: the autocorrelation fit of the EM's start {what}; "
+                "the EM starts from its estimate all the same.  If the EM's result is poor, "
+                "raise the initializer's max_iter or n_init, or give the EM another "
+                "initializer.")
