@@ -252,7 +252,10 @@ class BaseMTDEstimator(_InferenceMixin, DensityMixin, BaseEstimator):
             It is an argument of ``fit``, not
             an estimator parameter, because the file belongs to one fit on
             one data set: ``clone`` and model selection must not hand it to
-            other fits.
+            other fits.  A checkpointed fit may do less than one without:
+            :class:`~mtdlearn.ApproxEMEstimator` stays on its first
+            rotation grid (``refinement="auto"`` does not refine), and
+            refuses settings that run several phases.
 
         Returns
         -------

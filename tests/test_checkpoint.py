@@ -360,6 +360,23 @@ def test_variants_without_checkpoint_support_refuse_it(problem, tmp_path, kwargs
     assert not path.exists()
 
 
+def test_checkpointed_fit_stays_on_its_first_grid(tmp_path):
+    """refinement="auto" is not checkpointed (fit's docstring, --checkpoint's
+    help): where the fit without a checkpoint doubles the grid (SNR 500, the
+    posteriors pin the angles), the checkpointed one keeps its 16 rotations,
+    and says so in rotations_ and angles_."""
+    basis = FourierBesselBasis(L, n_coefficients=10)
+    coef = make_target(basis, random_state=0)
+    X, truth = make_measurement(coef, basis, 300, density=0.04, snr=500.0, random_state=0)
+    kw = dict(basis=basis, noise_variance=truth.noise_variance, random_state=0,
+              initializer=FixedInitializer(coef))
+    refined = _fit(ApproxEMEstimator(L, **kw), X)
+    kept = _fit(ApproxEMEstimator(L, **kw), X, checkpoint=tmp_path / "fit.npz")
+    assert len(refined.angles_) > 16 and refined.coarse_n_iter_ > 0
+    assert len(kept.angles_) == 16 and kept.rotations_.n_rotations == 16
+    assert not hasattr(kept, "coarse_n_iter_") and not hasattr(kept, "rotation_concentration_")
+
+
 @pytest.mark.parametrize("n_saves", [3, 13])
 def test_interrupted_mixture_resumes_bit_identically(tmp_path, monkeypatch, n_saves):
     # two kinds from a start with one row per kind: the abundances are saved

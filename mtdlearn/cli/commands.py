@@ -386,7 +386,8 @@ def _build_parser():
                         "default: each micrograph its own)")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="save the state of the fit to PATH (.npz) after every iteration; "
-                        "running the same command again resumes from it (default: none)")
+                        "running the same command again resumes from it; the EM then "
+                        "stays on its first rotation grid (no refinement) (default: none)")
     _add_dask_arguments(p)
     p.set_defaults(func=_cmd_fit)
 
