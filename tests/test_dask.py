@@ -554,3 +554,35 @@ def test_progress_bar_counts_blocks_and_changes_nothing(client):
     _assert_same_fit(plain, shown)
     text = out.getvalue()
     assert "blocks" in text and "/3 [" in text   # a bar over the 3 micrographs
+
+
+class _FlakyClient:
+    """A client whose broadcast fails as a dying worker makes it fail, ``fails`` times."""
+
+    def __init__(self, fails):
+        self.fails, self.calls = fails, 0
+
+    def scatter(self, data, broadcast, hash):
+        from distributed.comm.core import CommClosedError
+
+        assert broadcast and not hash
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise CommClosedError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")
+        return [f"future of {d!r}" for d in data]
+
+
+def test_broadcast_is_tried_again_when_a_worker_dies_during_it(monkeypatch):
+    # dask/distributed#3149: a worker that dies during a broadcast makes
+    # scatter raise; the arguments go out again to the workers left
+    from distributed.comm.core import CommClosedError
+    from mtdlearn.data import _dask
+
+    monkeypatch.setattr(_dask, "_SCATTER_WAIT", 0.0)
+    client = _FlakyClient(fails=_dask._SCATTER_ATTEMPTS - 1)
+    assert _dask.broadcast(client, [1, 2]) == ["future of 1", "future of 2"]
+    assert client.calls == _dask._SCATTER_ATTEMPTS
+    client = _FlakyClient(fails=_dask._SCATTER_ATTEMPTS)   # a cluster that keeps failing
+    with pytest.raises(CommClosedError):
+        _dask.broadcast(client, [1])
+    assert client.calls == _dask._SCATTER_ATTEMPTS

@@ -24,6 +24,8 @@ reads the pixels: shapes come from the arrays' metadata, and the values are
 checked (finite, not constant) by one task per block.
 """
 
+import time
+
 import numpy as np
 
 from .. import progress
@@ -57,6 +59,27 @@ def active_client():
         return get_client()
     except ValueError:
         return None
+
+
+#: A broadcast of a call's arguments is tried this many times: a worker that
+#: dies during it makes ``scatter`` raise (``CommClosedError``, an
+#: ``OSError``; dask/distributed#3149), and the next try, after
+#: :data:`_SCATTER_WAIT` seconds for the scheduler to drop it, goes to the
+#: workers it still has.
+_SCATTER_ATTEMPTS = 3
+_SCATTER_WAIT = 1.0
+
+
+def broadcast(client, data):
+    """``client.scatter(data, broadcast=True, hash=False)``, tried again (at
+    most :data:`_SCATTER_ATTEMPTS` times in all) when a worker dies during it."""
+    for attempt in range(1, _SCATTER_ATTEMPTS + 1):
+        try:
+            return client.scatter(data, broadcast=True, hash=False)
+        except OSError:
+            if attempt == _SCATTER_ATTEMPTS:
+                raise
+            time.sleep(_SCATTER_WAIT)
 
 
 def _block_apply(block, func, args, kwargs):
@@ -162,7 +185,7 @@ class DaskPatchData(PatchData):
         blocks = self._blocks()
         client = active_client()
         if client is not None:
-            args, kwargs = client.scatter([args, kwargs], broadcast=True, hash=False)
+            args, kwargs = broadcast(client, [args, kwargs])
         return [dask.delayed(_block_apply, pure=False)(b, func, args, kwargs)
                 for b in blocks], client
 
