@@ -1,6 +1,7 @@
 """Tests of mtdlearn.autocorrelation.estimator: AutocorrelationEstimator and
 AutocorrelationInitializer."""
 
+import sys
 import warnings
 
 import numpy as np
@@ -419,11 +420,14 @@ def test_ctf_mixture_of_equal_kinds_is_one_kind(through_ctfs):
 
 def test_initializer_passes_other_warnings_on(monkeypatch, basis, coef):
     """Only the moment fit's ConvergenceWarning is reworded; any other warning
-    of it reaches the user as it was, once."""
+    of it reaches the user as it was, from where it was, once."""
     X, _ = make_measurement(coef, basis, 200, snr=5, random_state=0)
     fit = AutocorrelationEstimator.fit
 
+    where = []
+
     def noisy_fit(self, X, *args, **kwargs):
+        where.append(sys._getframe().f_lineno + 1)
         warnings.warn("a warning of the moment fit", UserWarning)
         return fit(self, X, *args, **kwargs)
 
@@ -432,3 +436,4 @@ def test_initializer_passes_other_warnings_on(monkeypatch, basis, coef):
         AutocorrelationInitializer().initialize([X], basis, None, np.random.default_rng(0))
     assert [(w.category, str(w.message)) for w in record] == [
         (UserWarning, "a warning of the moment fit")]
+    assert (record[0].filename, record[0].lineno) == (__file__, where[0])   # where it was

@@ -537,8 +537,10 @@ class AutocorrelationInitializer(_ParamsMixin):
             warnings.simplefilter("always")
             est.fit(measurements)
         for w in caught:
-            warnings.warn(self._start_message(est) if issubclass(w.category, ConvergenceWarning)
-                          else w.message, w.category, stacklevel=2)
+            if issubclass(w.category, ConvergenceWarning):
+                warnings.warn(self._start_message(est), ConvergenceWarning, stacklevel=2)
+            else:   # as it was, from where it was (as em.residual passes them on)
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return InitialState(est.coef_.copy(), est.shift_probabilities_.copy(),
                             float(est.noise_variance_),
                             est.weights_.copy() if est.coef_.ndim == 2 else None)
